@@ -1,0 +1,82 @@
+//! Action executors: the only place aftercall talks to SMTP servers and HTTP APIs.
+//! Each executor turns one action job into an [`Outcome`], classifying failures where
+//! the error is typed (never by matching message strings).
+
+pub mod email;
+pub mod http;
+pub mod sms;
+pub mod task;
+pub mod webhook;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aftercall_core::config::Action;
+use aftercall_core::{ActionJob, Outcome};
+
+pub use http::{Cidr, HttpConfig};
+
+/// Everything the executors need from the worker's configuration.
+#[derive(Debug, Clone)]
+pub struct ActionsConfig {
+    pub http: HttpConfig,
+    pub email: email::EmailConfig,
+    pub sms: sms::SmsConfig,
+    pub task: task::TaskConfig,
+    /// Where e-mail and SMS go when no SMTP server or SMS provider is configured.
+    pub outbox_dir: PathBuf,
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        ActionsConfig {
+            http: HttpConfig::default(),
+            email: email::EmailConfig::default(),
+            sms: sms::SmsConfig::default(),
+            task: task::TaskConfig::default(),
+            outbox_dir: PathBuf::from(".aftercall/outbox"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionsError {
+    #[error("invalid setting {setting}: {message}")]
+    Config { setting: &'static str, message: String },
+    #[error("building the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// All executors, built once per worker process and shared by every job.
+pub struct Executors {
+    pub webhook: webhook::WebhookExecutor,
+    pub email: email::EmailExecutor,
+    pub sms: sms::SmsExecutor,
+    pub task: task::TaskExecutor,
+}
+
+impl Executors {
+    pub fn new(cfg: &ActionsConfig) -> Result<Executors, ActionsError> {
+        let client = http::client(&cfg.http)?;
+        Ok(Executors {
+            webhook: webhook::WebhookExecutor::new(client.clone(), cfg.http.clone()),
+            email: email::EmailExecutor::new(&cfg.email, &cfg.outbox_dir)?,
+            sms: sms::SmsExecutor::new(client.clone(), cfg.http.clone(), &cfg.sms, &cfg.outbox_dir)?,
+            task: task::TaskExecutor::new(client, cfg.http.clone(), &cfg.task)?,
+        })
+    }
+
+    /// Runs one attempt of an action job. `job_id` is stable across retries and is what
+    /// receivers de-duplicate on.
+    pub async fn execute(&self, job_id: &str, attempt: u32, job: &ActionJob) -> Outcome {
+        match &job.action {
+            Action::Webhook(a) => self.webhook.execute(job_id, attempt, job, a).await,
+            Action::Email(a) => self.email.execute(job_id, job, a).await,
+            Action::Sms(a) => self.sms.execute(job_id, job, a).await,
+            Action::Task(a) => self.task.execute(job_id, job, a).await,
+        }
+    }
+}
+
+/// Default timeout for one outbound request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,507 @@
+//! Agent configuration: the seed's `voice_tools.post_call_follow_up` body plus an agent
+//! `name`, parsed and validated when it is set, so bad config never reaches delivery.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::template;
+
+/// One agent's stored configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How `{{date}}` is written: a strftime format (default `%Y-%m-%d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_format: Option<String>,
+    /// Offset the call date is shown in, e.g. `+02:00` (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset: Option<String>,
+    /// Default sender for e-mail actions of this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_from: Option<String>,
+    #[serde(default)]
+    pub voice_tools: VoiceTools,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceTools {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_call_follow_up: Option<PostCallFollowUp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostCallFollowUp {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub actions: Vec<Action>,
+}
+
+/// One follow-up action, tagged by `type` as in the seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    Email(EmailAction),
+    Sms(SmsAction),
+    Webhook(WebhookAction),
+    Task(TaskAction),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailAction {
+    /// A fixed address or a template such as `{{caller_email}}`.
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Name of a built-in template (`call_summary`, `confirmation`, `follow_up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_template: Option<String>,
+    /// An inline body template (plain text; the HTML part is derived from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cc: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bcc: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsAction {
+    /// Recipient template; defaults to the caller's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The message template.
+    pub template: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookAction {
+    pub url: String,
+    #[serde(default)]
+    pub include_transcript: bool,
+    #[serde(default)]
+    pub include_recording_url: bool,
+    /// Standard Webhooks signing secret(s), `whsec_<base64>`; several during rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secrets>,
+    /// Extra request headers (e.g. an API key the receiver expects).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+}
+
+/// One secret or several (rotation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Secrets {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Secrets {
+    pub fn all(&self) -> Vec<&str> {
+        match self {
+            Secrets::One(s) => vec![s.as_str()],
+            Secrets::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskAction {
+    pub provider: TaskProvider,
+    /// Title template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Description template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Linear team id, Jira project key, Asana project gid or GitHub `owner/repo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_in_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskProvider {
+    Linear,
+    Jira,
+    Asana,
+    Github,
+}
+
+impl Action {
+    /// The action's `type` as written in config (`email`, `sms`, `webhook`, `task`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Email(_) => "email",
+            Action::Sms(_) => "sms",
+            Action::Webhook(_) => "webhook",
+            Action::Task(_) => "task",
+        }
+    }
+
+    fn delay_str(&self) -> Option<&str> {
+        match self {
+            Action::Email(a) => a.delay.as_deref(),
+            Action::Sms(a) => a.delay.as_deref(),
+            Action::Webhook(a) => a.delay.as_deref(),
+            Action::Task(a) => a.delay.as_deref(),
+        }
+    }
+
+    /// The optional delay after the call before this action first runs.
+    pub fn delay(&self) -> Option<std::time::Duration> {
+        self.delay_str().and_then(|s| parse_duration(s).ok())
+    }
+}
+
+/// Parses `90s`, `15m`, `2h`, `1d` (or a bare number of seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 2h or 1d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("`{s}` is not a duration like 90s, 15m, 2h or 1d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// A config validation error: the JSON path of the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+const ACTIONS_PATH: &str = "voice_tools.post_call_follow_up.actions";
+
+/// The value shown in place of a secret in anything read back.
+pub const REDACTED: &str = "whsec_********";
+
+impl AgentConfig {
+    /// Parses and validates a config body (the seed's shape).
+    pub fn parse(bytes: &[u8]) -> Result<AgentConfig, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let cfg: AgentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let (path, msg) = crate::describe_json_error(e);
+            ConfigError::new(if path.is_empty() { "body".into() } else { path }, msg)
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_value(v: serde_json::Value) -> Result<AgentConfig, ConfigError> {
+        Self::parse(&serde_json::to_vec(&v).expect("a JSON value always serializes"))
+    }
+
+    pub fn follow_up(&self) -> Option<&PostCallFollowUp> {
+        self.voice_tools.post_call_follow_up.as_ref()
+    }
+
+    /// Everything serde cannot check: URLs, addresses, templates, durations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(f) = &self.date_format {
+            template::check_date_format(f).map_err(|m| ConfigError::new("date_format", m))?;
+        }
+        if let Some(o) = &self.utc_offset {
+            template::parse_offset(o).map_err(|m| ConfigError::new("utc_offset", m))?;
+        }
+        if let Some(from) = &self.email_from {
+            check_address(from).map_err(|m| ConfigError::new("email_from", m))?;
+        }
+        let Some(f) = self.follow_up() else { return Ok(()) };
+        for (i, action) in f.actions.iter().enumerate() {
+            let p = |field: &str| format!("{ACTIONS_PATH}[{i}].{field}");
+            if let Some(d) = action.delay_str() {
+                parse_duration(d).map_err(|m| ConfigError::new(p("delay"), m))?;
+            }
+            match action {
+                Action::Webhook(w) => {
+                    check_url(&w.url).map_err(|m| ConfigError::new(p("url"), m))?;
+                    if let Some(s) = &w.secret {
+                        for secret in s.all() {
+                            check_secret(secret).map_err(|m| ConfigError::new(p("secret"), m))?;
+                        }
+                    }
+                    for (k, v) in &w.headers {
+                        let bad = |s: &str| s.is_empty() || s.chars().any(|c| c.is_control());
+                        if bad(k) || bad(v) || k.contains(':') || k.contains(' ') {
+                            return Err(ConfigError::new(p(&format!("headers.{k}")), "is not a valid header"));
+                        }
+                    }
+                }
+                Action::Sms(s) => {
+                    template::check(&s.template).map_err(|m| ConfigError::new(p("template"), m))?;
+                    if let Some(to) = &s.to {
+                        check_recipient(to, crate::event::is_e164, "an E.164 number")
+                            .map_err(|m| ConfigError::new(p("to"), m))?;
+                    }
+                }
+                Action::Email(e) => {
+                    check_recipient(&e.to, |a| check_address(a).is_ok(), "an e-mail address")
+                        .map_err(|m| ConfigError::new(p("to"), m))?;
+                    for (name, list) in [("cc", &e.cc), ("bcc", &e.bcc)] {
+                        for (j, a) in list.iter().enumerate() {
+                            check_recipient(a, |a| check_address(a).is_ok(), "an e-mail address")
+                                .map_err(|m| ConfigError::new(p(&format!("{name}[{j}]")), m))?;
+                        }
+                    }
+                    for (name, v) in [("reply_to", &e.reply_to), ("from", &e.from)] {
+                        if let Some(a) = v {
+                            check_address(a).map_err(|m| ConfigError::new(p(name), m))?;
+                        }
+                    }
+                    if let Some(s) = &e.subject {
+                        template::check(s).map_err(|m| ConfigError::new(p("subject"), m))?;
+                    }
+                    match (&e.body_template, &e.body) {
+                        (Some(_), Some(_)) => {
+                            return Err(ConfigError::new(p("body"), "set either body_template or body, not both"));
+                        }
+                        (Some(name), None) => {
+                            if template::builtin(name).is_none() {
+                                return Err(ConfigError::new(
+                                    p("body_template"),
+                                    format!("unknown template `{name}`; built-in templates are {}", template::BUILTIN_NAMES.join(", ")),
+                                ));
+                            }
+                        }
+                        (None, Some(body)) => {
+                            template::check(body).map_err(|m| ConfigError::new(p("body"), m))?;
+                        }
+                        (None, None) => {}
+                    }
+                }
+                Action::Task(t) => {
+                    for (name, v) in [("title", &t.title), ("description", &t.description)] {
+                        if let Some(src) = v {
+                            template::check(src).map_err(|m| ConfigError::new(p(name), m))?;
+                        }
+                    }
+                    let needs_project = matches!(t.provider, TaskProvider::Linear | TaskProvider::Jira | TaskProvider::Github);
+                    match &t.project {
+                        None if needs_project => {
+                            return Err(ConfigError::new(p("project"), "is required for this provider"));
+                        }
+                        Some(repo) if t.provider == TaskProvider::Github && repo.split('/').filter(|s| !s.is_empty()).count() != 2 => {
+                            return Err(ConfigError::new(p("project"), "must be `owner/repo` for github"));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy safe to show: every signing secret replaced by [`REDACTED`].
+    pub fn redacted(&self) -> AgentConfig {
+        let mut c = self.clone();
+        if let Some(f) = c.voice_tools.post_call_follow_up.as_mut() {
+            for a in &mut f.actions {
+                if let Action::Webhook(w) = a {
+                    if let Some(s) = &w.secret {
+                        w.secret = Some(match s {
+                            Secrets::One(_) => Secrets::One(REDACTED.into()),
+                            Secrets::Many(v) => Secrets::Many(v.iter().map(|_| REDACTED.into()).collect()),
+                        });
+                    }
+                    for v in w.headers.values_mut() {
+                        *v = "********".into();
+                    }
+                }
+            }
+        }
+        c
+    }
+}
+
+fn check_url(u: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(u).map_err(|e| format!("`{u}` is not a valid URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("`{u}` must use http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{u}` has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("credentials in the URL are not allowed; use headers".into());
+    }
+    Ok(())
+}
+
+fn check_secret(s: &str) -> Result<(), String> {
+    use base64_lite::decode_len_ok;
+    let Some(b64) = s.strip_prefix("whsec_") else {
+        return Err("must start with `whsec_` followed by base64".into());
+    };
+    if !decode_len_ok(b64) {
+        return Err("is not `whsec_` followed by at least 24 base64 bytes".into());
+    }
+    Ok(())
+}
+
+mod base64_lite {
+    /// True when `s` is standard base64 of at least 24 bytes (the key length we accept).
+    pub fn decode_len_ok(s: &str) -> bool {
+        let body = s.trim_end_matches('=');
+        let valid = body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+        valid && s.len() % 4 == 0 && body.len() * 3 / 4 >= 24
+    }
+}
+
+/// An address written by hand: one `@`, no spaces or control characters.
+pub fn check_address(a: &str) -> Result<(), String> {
+    let a = a.trim();
+    let ok = match a.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !a.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',')
+                && !domain.contains('@')
+        }
+        None => false,
+    };
+    if ok { Ok(()) } else { Err(format!("`{a}` is not an e-mail address")) }
+}
+
+/// A recipient is either a template (checked as one) or a literal checked by `valid`.
+fn check_recipient(v: &str, valid: impl Fn(&str) -> bool, what: &str) -> Result<(), String> {
+    let normalized = template::normalize(v);
+    if normalized.contains("{{") {
+        template::check(v)
+    } else if valid(v.trim()) {
+        Ok(())
+    } else {
+        Err(format!("`{v}` is neither {what} nor a template such as {{{{caller_email}}}}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const SEED_BODY: &str = r#"{
+    "voice_tools": {
+      "post_call_follow_up": {
+        "enabled": true,
+        "actions": [
+          {
+            "type": "sms",
+            "template": "Thanks for calling {agent_name}! Your reference number is {call_id}."
+          },
+          {
+            "type": "webhook",
+            "url": "https://your-crm.com/api/call-completed",
+            "include_transcript": true,
+            "include_recording_url": true
+          },
+          {
+            "type": "email",
+            "to": "{caller_email}",
+            "subject": "Your call summary — {date}",
+            "body_template": "call_summary"
+          }
+        ]
+      }
+    }
+  }"#;
+
+    #[test]
+    fn seed_body_parses() {
+        let c = AgentConfig::parse(SEED_BODY.as_bytes()).unwrap();
+        let f = c.follow_up().unwrap();
+        assert!(f.enabled);
+        let kinds: Vec<_> = f.actions.iter().map(Action::kind).collect();
+        assert_eq!(kinds, ["sms", "webhook", "email"]);
+    }
+
+    fn with_action(action: &str) -> String {
+        format!(r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"https://x.example/h"}},{action}]}}}}}}"#)
+    }
+
+    #[test]
+    fn errors_carry_the_field_path() {
+        let p = "voice_tools.post_call_follow_up.actions[1]";
+        let cases: Vec<(String, String)> = vec![
+            (with_action(r#"{"type":"fax"}"#), format!("{p}.type: unknown variant `fax`")),
+            (with_action(r#"{"type":"webhook","url":"not a url"}"#), format!("{p}.url:")),
+            (with_action(r#"{"type":"webhook","url":"ftp://x.example"}"#), format!("{p}.url:")),
+            (with_action(r#"{"type":"sms","template":"Hi {{nope}}"}"#), format!("{p}.template: unknown variable `nope`")),
+            (with_action(r#"{"type":"sms","template":"Hi {{ unclosed"}"#), format!("{p}.template:")),
+            (with_action(r#"{"type":"email","to":"{caller_email}","body_template":"nope"}"#), format!("{p}.body_template: unknown template `nope`")),
+            (with_action(r#"{"type":"email","to":"not-an-address"}"#), format!("{p}.to:")),
+            (with_action(r#"{"type":"email","to":"{{caller_email}}","subject":"{{ secret_key }}"}"#), format!("{p}.subject: unknown variable `secret_key`")),
+            (with_action(r#"{"type":"webhook","url":"https://x.example","colour":1}"#), format!("{p}.colour: unknown field `colour`")),
+            (with_action(r#"{"type":"webhook","url":"https://x.example","secret":"abc"}"#), format!("{p}.secret:")),
+            (with_action(r#"{"type":"sms","template":"x","delay":"soon"}"#), format!("{p}.delay:")),
+            (with_action(r#"{"type":"task","provider":"github","project":"nope"}"#), format!("{p}.project:")),
+            (r#"{"voice_tools":{"post_call_follow_up":{"enabled":"yes"}}}"#.into(), "voice_tools.post_call_follow_up.enabled: invalid type".into()),
+            (r#"{"nmae":"x"}"#.into(), "nmae: unknown field `nmae`".into()),
+        ];
+        for (body, want) in cases {
+            let err = AgentConfig::parse(body.as_bytes()).unwrap_err().to_string();
+            assert!(err.starts_with(&want), "{body}\n got: {err}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn redaction_hides_secrets() {
+        let body = with_action(r#"{"type":"webhook","url":"https://x.example","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#);
+        let c = AgentConfig::parse(body.as_bytes()).unwrap();
+        let shown = serde_json::to_string(&c.redacted()).unwrap();
+        assert!(!shown.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+        assert!(shown.contains(REDACTED));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m").unwrap().as_secs(), 900);
+        assert_eq!(parse_duration("2h").unwrap().as_secs(), 7200);
+        assert_eq!(parse_duration("30").unwrap().as_secs(), 30);
+        assert!(parse_duration("1w").is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! The call-ended event that producers push, its parsing and validation.
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A call-ended event as producers push it. Unknown top-level fields are rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallEvent {
+    pub call_id: String,
+    pub agent_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<FixedOffset>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<FixedOffset>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_url: Option<String>,
+    /// Key details extracted from the call: a string or an object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    /// Free-form metadata; `caller_name` and `caller_email` live here.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
+}
+
+/// Why an event was refused. Every variant names the offending field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EventError {
+    #[error("event is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("{}{message}", field_prefix(.field))]
+    Invalid { field: String, message: String },
+}
+
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() { String::new() } else { format!("{field}: ") }
+}
+
+impl EventError {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        EventError::Invalid { field: field.to_string(), message: message.into() }
+    }
+    /// The field path the error is about (empty for whole-document errors).
+    pub fn field(&self) -> &str {
+        match self {
+            EventError::TooLarge { .. } => "",
+            EventError::Invalid { field, .. } => field,
+        }
+    }
+}
+
+const MAX_ID_LEN: usize = 256;
+
+impl CallEvent {
+    /// Parses and validates one event from JSON bytes, enforcing `max_bytes`.
+    pub fn parse(bytes: &[u8], max_bytes: usize) -> Result<CallEvent, EventError> {
+        if bytes.len() > max_bytes {
+            return Err(EventError::TooLarge { size: bytes.len(), limit: max_bytes });
+        }
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let event: CallEvent = serde_path_to_error::deserialize(de).map_err(|e| {
+            let (path, msg) = crate::describe_json_error(e);
+            EventError::Invalid { field: path, message: msg }
+        })?;
+        event.validate()?;
+        Ok(event)
+    }
+
+    /// Parses an event already decoded as a JSON value (bulk API bodies).
+    pub fn from_value(value: Value, max_bytes: usize) -> Result<CallEvent, EventError> {
+        let bytes = serde_json::to_vec(&value).expect("a JSON value always serializes");
+        Self::parse(&bytes, max_bytes)
+    }
+
+    /// Checks what serde cannot: identifiers, E.164, times, URLs, metadata types.
+    pub fn validate(&self) -> Result<(), EventError> {
+        check_id("call_id", &self.call_id)?;
+        check_id("agent_id", &self.agent_id)?;
+        if let Some(n) = &self.caller_number {
+            if !is_e164(n) {
+                return Err(EventError::invalid(
+                    "caller_number",
+                    format!("`{}` is not an E.164 number (+ and 2 to 15 digits)", mask_number(n)),
+                ));
+            }
+        }
+        if let (Some(s), Some(e)) = (self.started_at, self.ended_at) {
+            if e < s {
+                return Err(EventError::invalid("ended_at", "is before started_at"));
+            }
+        }
+        if let Some(u) = &self.recording_url {
+            match url::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") => {}
+                _ => return Err(EventError::invalid("recording_url", "is not an http(s) URL")),
+            }
+        }
+        if let Some(d) = &self.details {
+            if !(d.is_string() || d.is_object()) {
+                return Err(EventError::invalid("details", "must be a string or an object"));
+            }
+        }
+        for key in ["caller_name", "caller_email"] {
+            if let Some(v) = self.metadata.get(key) {
+                if !(v.is_string() || v.is_null()) {
+                    return Err(EventError::invalid(&format!("metadata.{key}"), "must be a string"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Duration in whole seconds: `duration_seconds`, else `ended_at - started_at`.
+    pub fn duration(&self) -> Option<u64> {
+        self.duration_seconds.or_else(|| match (self.started_at, self.ended_at) {
+            (Some(s), Some(e)) => u64::try_from((e - s).num_seconds()).ok(),
+            _ => None,
+        })
+    }
+
+    /// A metadata field as a non-empty string.
+    pub fn meta_str(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+    }
+
+    pub fn caller_name(&self) -> Option<&str> {
+        self.meta_str("caller_name")
+    }
+
+    pub fn caller_email(&self) -> Option<&str> {
+        self.meta_str("caller_email")
+    }
+}
+
+fn check_id(field: &str, v: &str) -> Result<(), EventError> {
+    if v.trim().is_empty() {
+        return Err(EventError::invalid(field, "must not be empty"));
+    }
+    if v.len() > MAX_ID_LEN {
+        return Err(EventError::invalid(field, format!("is longer than {MAX_ID_LEN} bytes")));
+    }
+    if v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(EventError::invalid(field, "must not contain spaces or control characters"));
+    }
+    Ok(())
+}
+
+/// `+` followed by 2 to 15 digits, the first not zero.
+pub fn is_e164(n: &str) -> bool {
+    let Some(digits) = n.strip_prefix('+') else { return false };
+    (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+/// Masks a phone number for logs: keeps the last two digits.
+pub fn mask_number(n: &str) -> String {
+    let keep = 2.min(n.len());
+    let (head, tail) = n.split_at(n.len() - keep);
+    let masked: String = head.chars().map(|c| if c.is_ascii_digit() { '*' } else { c }).collect();
+    format!("{masked}{tail}")
+}
+
+/// Masks an e-mail address for logs: `j***@example.com`.
+pub fn mask_email(e: &str) -> String {
+    match e.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"{"call_id":"call_xyz789","agent_id":"agent_abc123","caller_number":"+14155551234",
+        "duration_seconds":230,"summary":"s","transcript":"t",
+        "recording_url":"https://api.thinnest.ai/calls/call_xyz789/recording",
+        "metadata":{"order_id":"12345","caller_name":"John Smith","caller_email":"john@example.com"}}"#;
+
+    #[test]
+    fn parses_the_seed_event() {
+        let e = CallEvent::parse(SEED.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(e.caller_email(), Some("john@example.com"));
+        assert_eq!(e.duration(), Some(230));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"agent_id":"a"}"#, "missing field `call_id`"),
+            (r#"{"call_id":"c","agent_id":"a","colour":1}"#, "unknown field `colour`"),
+            (r#"{"call_id":"c","agent_id":"a","caller_number":"555"}"#, "caller_number:"),
+            (r#"{"call_id":"c","agent_id":"a","duration_seconds":"x"}"#, "duration_seconds: invalid type"),
+            (r#"{"call_id":"","agent_id":"a"}"#, "call_id: must not be empty"),
+            (r#"{"call_id":"c","agent_id":"a","metadata":{"caller_email":5}}"#, "metadata.caller_email"),
+            (r#"{"call_id":"c","agent_id":"a","started_at":"2026-01-01T10:00:00Z","ended_at":"2026-01-01T09:00:00Z"}"#, "ended_at"),
+            (r#"{"call_id":"c","agent_id":"a","recording_url":"ftp://x"}"#, "recording_url"),
+            (r#"{"call_id":"c","#, "EOF"),
+        ];
+        for (input, want) in cases {
+            let err = CallEvent::parse(input.as_bytes(), 1 << 20).unwrap_err().to_string();
+            assert!(err.contains(want), "{input}: got `{err}`, want `{want}`");
+        }
+    }
+
+    #[test]
+    fn size_limit_is_enforced() {
+        let err = CallEvent::parse(SEED.as_bytes(), 10).unwrap_err();
+        assert!(matches!(err, EventError::TooLarge { limit: 10, .. }));
+    }
+
+    #[test]
+    fn duration_from_times() {
+        let e = CallEvent::parse(
+            br#"{"call_id":"c","agent_id":"a","started_at":"2026-01-01T10:00:00Z","ended_at":"2026-01-01T10:03:50Z"}"#,
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(e.duration(), Some(230));
+    }
+
+    #[test]
+    fn masking() {
+        assert_eq!(mask_number("+14155551234"), "+*********34");
+        assert_eq!(mask_email("john@example.com"), "j***@example.com");
+    }
+}

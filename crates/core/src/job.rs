@@ -1,0 +1,242 @@
+//! The job model: what the queue carries, how an attempt ends, and the fan-out rule
+//! that turns one call-ended job into one job per configured action.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Action, AgentConfig};
+use crate::event::CallEvent;
+use crate::template::DateStyle;
+
+/// One durable unit of work. Immutable once enqueued: retries re-run the same job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub call_id: String,
+    pub agent_id: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub body: JobBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobBody {
+    /// A call ended; fan it out into action jobs.
+    CallEnded { event: CallEvent },
+    /// One action of one call, carrying everything it needs.
+    Action(ActionJob),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionJob {
+    /// Position of the action in the agent's config at fan-out time.
+    pub index: usize,
+    pub action: Action,
+    pub event: CallEvent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_from: Option<String>,
+}
+
+impl ActionJob {
+    pub fn date_style(&self) -> DateStyle {
+        DateStyle { format: self.date_format.clone(), utc_offset: self.utc_offset.clone() }
+    }
+}
+
+impl Job {
+    /// A new call-ended job for `event`, with a time-ordered id.
+    pub fn call_ended(event: CallEvent, now: DateTime<Utc>) -> Job {
+        Job {
+            id: format!("job_{}", uuid::Uuid::now_v7().simple()),
+            call_id: event.call_id.clone(),
+            agent_id: event.agent_id.clone(),
+            created_at: now,
+            body: JobBody::CallEnded { event },
+        }
+    }
+
+    /// `call_ended`, `email`, `sms`, `webhook` or `task`.
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            JobBody::CallEnded { .. } => "call_ended",
+            JobBody::Action(a) => a.action.kind(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a job always serializes")
+    }
+}
+
+/// What fan-out decided for one call-ended job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FanOut {
+    /// Nothing to do, and why (shown as the call's outcome).
+    Skip(String),
+    /// One job per enabled action, each with an optional first-run delay.
+    Jobs(Vec<(Job, Option<Duration>)>),
+}
+
+/// Pure fan-out: the agent's config as it is now decides the action jobs. Action job ids
+/// derive from the call-ended job's id, so running fan-out twice yields the same jobs.
+pub fn fan_out(parent: &Job, event: &CallEvent, config: Option<&AgentConfig>, now: DateTime<Utc>) -> FanOut {
+    let Some(config) = config else {
+        return FanOut::Skip(format!("agent `{}` has no configuration", event.agent_id));
+    };
+    let Some(f) = config.follow_up() else {
+        return FanOut::Skip("post_call_follow_up is not configured".into());
+    };
+    if !f.enabled {
+        return FanOut::Skip("post_call_follow_up is disabled".into());
+    }
+    if f.actions.is_empty() {
+        return FanOut::Skip("post_call_follow_up has no actions".into());
+    }
+    let jobs = f
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(index, action)| {
+            let job = Job {
+                id: format!("{}.{index}", parent.id),
+                call_id: event.call_id.clone(),
+                agent_id: event.agent_id.clone(),
+                created_at: now,
+                body: JobBody::Action(ActionJob {
+                    index,
+                    action: action.clone(),
+                    event: event.clone(),
+                    agent_name: config.name.clone(),
+                    date_format: config.date_format.clone(),
+                    utc_offset: config.utc_offset.clone(),
+                    email_from: config.email_from.clone(),
+                }),
+            };
+            (job, action.delay())
+        })
+        .collect();
+    FanOut::Jobs(jobs)
+}
+
+/// How one attempt of an action ended, decided where the error is typed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Delivered { status: Option<u16>, detail: Option<String> },
+    Skipped { reason: String },
+    /// Transient: try again later, at the server's `retry_after` if it gave one.
+    Retry { error: String, status: Option<u16>, retry_after: Option<Duration>, snippet: Option<String> },
+    /// Permanent: straight to dead letters.
+    Permanent { error: String, status: Option<u16>, snippet: Option<String> },
+}
+
+impl Outcome {
+    pub fn retry(error: impl Into<String>) -> Outcome {
+        Outcome::Retry { error: error.into(), status: None, retry_after: None, snippet: None }
+    }
+    pub fn permanent(error: impl Into<String>) -> Outcome {
+        Outcome::Permanent { error: error.into(), status: None, snippet: None }
+    }
+    pub fn skipped(reason: impl Into<String>) -> Outcome {
+        Outcome::Skipped { reason: reason.into() }
+    }
+}
+
+/// One attempt as recorded in the job's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub outcome: AttemptOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A bounded snippet of the response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Delivered,
+    Skipped,
+    Retry,
+    Failed,
+    /// The worker holding the job stopped renewing its lease (crash, kill -9, stall).
+    LeaseExpired,
+    /// The job could not be decoded.
+    Undecodable,
+}
+
+/// The longest response snippet kept per attempt.
+pub const SNIPPET_BYTES: usize = 512;
+
+/// Cuts `s` to at most [`SNIPPET_BYTES`] on a char boundary.
+pub fn snippet(s: &str) -> String {
+    if s.len() <= SNIPPET_BYTES {
+        return s.to_string();
+    }
+    let mut end = SNIPPET_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> CallEvent {
+        CallEvent::parse(br#"{"call_id":"c1","agent_id":"a1"}"#, 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn fan_out_rules() {
+        let now = Utc::now();
+        let parent = Job::call_ended(event(), now);
+        assert!(matches!(fan_out(&parent, &event(), None, now), FanOut::Skip(r) if r.contains("no configuration")));
+        let disabled = AgentConfig::parse(br#"{"voice_tools":{"post_call_follow_up":{"enabled":false,"actions":[{"type":"sms","template":"x"}]}}}"#).unwrap();
+        assert!(matches!(fan_out(&parent, &event(), Some(&disabled), now), FanOut::Skip(r) if r.contains("disabled")));
+        let cfg = AgentConfig::parse(br#"{"name":"Acme","voice_tools":{"post_call_follow_up":{"enabled":true,"actions":[{"type":"sms","template":"x"},{"type":"webhook","url":"https://x.example","delay":"15m"}]}}}"#).unwrap();
+        let FanOut::Jobs(jobs) = fan_out(&parent, &event(), Some(&cfg), now) else { panic!() };
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].0.id, format!("{}.0", parent.id));
+        assert_eq!(jobs[1].1, Some(Duration::from_secs(900)));
+        // Deterministic: a second fan-out names the same jobs.
+        let FanOut::Jobs(again) = fan_out(&parent, &event(), Some(&cfg), now) else { panic!() };
+        assert_eq!(jobs.iter().map(|j| &j.0.id).collect::<Vec<_>>(), again.iter().map(|j| &j.0.id).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn job_round_trips() {
+        let j = Job::call_ended(event(), Utc::now());
+        let back: Job = serde_json::from_str(&j.to_json()).unwrap();
+        assert_eq!(j, back);
+        assert_eq!(back.kind(), "call_ended");
+    }
+
+    #[test]
+    fn snippet_is_bounded_on_char_boundary() {
+        let s = "é".repeat(1000);
+        let cut = snippet(&s);
+        assert!(cut.len() <= SNIPPET_BYTES + 3);
+    }
+}

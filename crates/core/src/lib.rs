@@ -1,0 +1,44 @@
+//! The pure core of aftercall: call-ended events, agent configuration, templates,
+//! wire payloads, the retry policy and the job model. Nothing here does IO.
+
+pub mod config;
+pub mod event;
+pub mod job;
+pub mod payload;
+pub mod retry;
+pub mod template;
+
+pub use config::{Action, AgentConfig, ConfigError};
+pub use event::{CallEvent, EventError};
+pub use job::{ActionJob, Attempt, AttemptOutcome, Job, JobBody, Outcome};
+pub use retry::RetryPolicy;
+
+/// Default upper bound on the size of one serialized call-ended event.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Turns a `serde_path_to_error` failure into "path: message", the shape every
+/// validation error of this crate uses.
+pub(crate) fn describe_json_error(err: serde_path_to_error::Error<serde_json::Error>) -> (String, String) {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let msg = inner.to_string();
+    // serde_json appends " at line L column C"; keep it only for syntax errors.
+    let msg = if inner.is_syntax() || inner.is_eof() {
+        msg
+    } else {
+        match msg.rfind(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        }
+    };
+    let mut path = if path == "." { String::new() } else { path };
+    // Point at the unknown field itself, not at the object that holds it.
+    if let Some(name) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+        if path.is_empty() {
+            path = name.to_string();
+        } else if !path.ends_with(name) {
+            path = format!("{path}.{name}");
+        }
+    }
+    (path, msg)
+}

@@ -1,0 +1,66 @@
+//! The webhook payload: the seed's field names and shape, a wire contract.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::config::WebhookAction;
+use crate::event::CallEvent;
+
+/// The body POSTed to a webhook action's URL.
+#[derive(Debug, Serialize)]
+pub struct WebhookPayload<'a> {
+    pub event: &'static str,
+    pub call_id: &'a str,
+    pub agent_id: &'a str,
+    pub caller_number: Option<&'a str>,
+    pub duration_seconds: Option<u64>,
+    pub summary: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_url: Option<Option<&'a str>>,
+    pub metadata: &'a Map<String, Value>,
+}
+
+pub const EVENT_NAME: &str = "post_call_follow_up";
+
+impl<'a> WebhookPayload<'a> {
+    pub fn new(event: &'a CallEvent, action: &WebhookAction) -> Self {
+        WebhookPayload {
+            event: EVENT_NAME,
+            call_id: &event.call_id,
+            agent_id: &event.agent_id,
+            caller_number: event.caller_number.as_deref(),
+            duration_seconds: event.duration(),
+            summary: event.summary.as_deref(),
+            transcript: action.include_transcript.then_some(event.transcript.as_deref()),
+            recording_url: action.include_recording_url.then_some(event.recording_url.as_deref()),
+            metadata: &event.metadata,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("the payload always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(t: bool, r: bool) -> WebhookAction {
+        WebhookAction { url: "https://x.example".into(), include_transcript: t, include_recording_url: r, secret: None, headers: Default::default(), delay: None }
+    }
+
+    #[test]
+    fn includes_transcript_and_recording_only_when_asked() {
+        let e = CallEvent::parse(br#"{"call_id":"c","agent_id":"a","transcript":"t","recording_url":"https://r.example/1"}"#, 1 << 20).unwrap();
+        let all = serde_json::to_value(WebhookPayload::new(&e, &action(true, true))).unwrap();
+        assert_eq!(all["transcript"], "t");
+        assert_eq!(all["recording_url"], "https://r.example/1");
+        let none = serde_json::to_value(WebhookPayload::new(&e, &action(false, false))).unwrap();
+        assert!(none.get("transcript").is_none() && none.get("recording_url").is_none());
+        let keys: Vec<_> = all.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["event", "call_id", "agent_id", "caller_number", "duration_seconds", "summary", "transcript", "recording_url", "metadata"]);
+    }
+}

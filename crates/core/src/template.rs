@@ -1,0 +1,275 @@
+//! Templates: the call's variables in double curly braces (minijinja), the seed's
+//! single-brace form accepted too, checked when config is set and rendered per call.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+
+use crate::event::CallEvent;
+
+/// The variables a template may use (plus `metadata.<field>`).
+pub const VARIABLES: &[&str] = &[
+    "agent_name",
+    "agent_id",
+    "call_id",
+    "caller_number",
+    "caller_name",
+    "caller_email",
+    "duration",
+    "duration_seconds",
+    "summary",
+    "date",
+    "details",
+    "recording_url",
+    "metadata",
+];
+
+pub const BUILTIN_NAMES: &[&str] = &["call_summary", "confirmation", "follow_up"];
+
+/// A built-in body: subject default, plain text and HTML sources.
+pub struct Builtin {
+    pub subject: &'static str,
+    pub text: &'static str,
+    pub html: &'static str,
+}
+
+pub fn builtin(name: &str) -> Option<Builtin> {
+    Some(match name {
+        "call_summary" => Builtin {
+            subject: "Your call with {{agent_name}} — Summary",
+            text: "Hi{% if caller_name %} {{caller_name}}{% endif %},\n\nThank you for calling {{agent_name}} on {{date}}.\n\nSummary:\n{{summary}}\n{% if details %}\nDetails:\n{{details}}\n{% endif %}\nCall reference: {{call_id}} ({{duration}} min)\n",
+            html: "<p>Hi{% if caller_name %} {{caller_name}}{% endif %},</p>\n<p>Thank you for calling {{agent_name}} on {{date}}.</p>\n<h3>Summary</h3>\n<p>{{summary}}</p>\n{% if details %}<h3>Details</h3>\n<p>{{details}}</p>\n{% endif %}<p>Call reference: {{call_id}} ({{duration}} min)</p>\n",
+        },
+        "confirmation" => Builtin {
+            subject: "Confirmation from {{agent_name}}",
+            text: "Hi{% if caller_name %} {{caller_name}}{% endif %},\n\nThis confirms your call with {{agent_name}} on {{date}}.\n{% if details %}\n{{details}}\n{% endif %}\nReference: {{call_id}}\n",
+            html: "<p>Hi{% if caller_name %} {{caller_name}}{% endif %},</p>\n<p>This confirms your call with {{agent_name}} on {{date}}.</p>\n{% if details %}<p>{{details}}</p>\n{% endif %}<p>Reference: {{call_id}}</p>\n",
+        },
+        "follow_up" => Builtin {
+            subject: "Following up on your call with {{agent_name}}",
+            text: "Hi{% if caller_name %} {{caller_name}}{% endif %},\n\nWe are following up on your call on {{date}}:\n{{summary}}\n\nReply to this e-mail if anything is still open.\nReference: {{call_id}}\n",
+            html: "<p>Hi{% if caller_name %} {{caller_name}}{% endif %},</p>\n<p>We are following up on your call on {{date}}:</p>\n<p>{{summary}}</p>\n<p>Reply to this e-mail if anything is still open.</p>\n<p>Reference: {{call_id}}</p>\n",
+        },
+        _ => return None,
+    })
+}
+
+/// Rewrites the seed's single-brace variables (`{agent_name}`) as `{{agent_name}}`;
+/// anything already in minijinja syntax is left alone.
+pub fn normalize(src: &str) -> String {
+    let b = src.as_bytes();
+    let mut out = String::with_capacity(src.len() + 8);
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'{' {
+            let prev_brace = i > 0 && b[i - 1] == b'{';
+            let next = b.get(i + 1).copied();
+            if !prev_brace && !matches!(next, Some(b'{' | b'%' | b'#')) {
+                let rest = &src[i + 1..];
+                let ident_len = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                    .unwrap_or(rest.len());
+                let closes = rest.as_bytes().get(ident_len) == Some(&b'}')
+                    && rest.as_bytes().get(ident_len + 1) != Some(&b'}');
+                if ident_len > 0 && closes {
+                    out.push_str("{{");
+                    out.push_str(&rest[..ident_len]);
+                    out.push_str("}}");
+                    i += ident_len + 2;
+                    continue;
+                }
+            }
+        }
+        let ch = src[i..].chars().next().expect("i is on a char boundary");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+fn env(html: bool) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.set_auto_escape_callback(move |_| if html { AutoEscape::Html } else { AutoEscape::None });
+    env.set_recursion_limit(50);
+    env
+}
+
+/// Compiles `src` and checks that it only uses known variables.
+pub fn check(src: &str) -> Result<(), String> {
+    let src = normalize(src);
+    let env = env(false);
+    let tmpl = env.template_from_str(&src).map_err(|e| format!("template syntax error: {}", e.detail().unwrap_or(&e.to_string())))?;
+    let mut unknown: Vec<String> = tmpl
+        .undeclared_variables(true)
+        .into_iter()
+        .filter(|v| {
+            let root = v.split('.').next().unwrap_or(v);
+            !VARIABLES.contains(&root)
+        })
+        .collect();
+    unknown.sort();
+    match unknown.first() {
+        None => Ok(()),
+        Some(v) => Err(format!("unknown variable `{v}`; available: {}, metadata.<field>", VARIABLES[..VARIABLES.len() - 1].join(", "))),
+    }
+}
+
+/// How the call's date is shown.
+#[derive(Debug, Clone, Default)]
+pub struct DateStyle {
+    pub format: Option<String>,
+    pub utc_offset: Option<String>,
+}
+
+pub fn check_date_format(f: &str) -> Result<(), String> {
+    use chrono::format::{Item, StrftimeItems};
+    if StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
+        Err(format!("`{f}` is not a valid strftime format"))
+    } else {
+        Ok(())
+    }
+}
+
+pub fn parse_offset(o: &str) -> Result<FixedOffset, String> {
+    if o.eq_ignore_ascii_case("utc") || o == "Z" {
+        return Ok(FixedOffset::east_opt(0).expect("zero offset is valid"));
+    }
+    let probe = format!("2000-01-01T00:00:00{o}");
+    DateTime::parse_from_rfc3339(&probe)
+        .map(|d| *d.offset())
+        .map_err(|_| format!("`{o}` is not a UTC offset like +02:00"))
+}
+
+/// The variables of one call, ready to render any template.
+#[derive(Debug, Clone)]
+pub struct Vars(BTreeMap<&'static str, Value>);
+
+impl Vars {
+    /// `now` stands in for the call's date when the event carries no time.
+    pub fn new(event: &CallEvent, agent_name: Option<&str>, style: &DateStyle, now: DateTime<Utc>) -> Vars {
+        let s = |v: Option<&str>| Value::from(v.unwrap_or("").to_string());
+        let offset = style
+            .utc_offset
+            .as_deref()
+            .and_then(|o| parse_offset(o).ok())
+            .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset is valid"));
+        let when = event.ended_at.or(event.started_at).map(|d| d.with_timezone(&Utc)).unwrap_or(now);
+        let date = when.with_timezone(&offset).format(style.format.as_deref().unwrap_or("%Y-%m-%d")).to_string();
+        let duration = event.duration();
+        let details = match &event.details {
+            None => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}: {s}"),
+                    other => format!("{k}: {other}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            Some(other) => other.to_string(),
+        };
+        let mut m = BTreeMap::new();
+        m.insert("agent_name", s(event.agent_name.as_deref().or(agent_name).or(Some(&event.agent_id))));
+        m.insert("agent_id", s(Some(&event.agent_id)));
+        m.insert("call_id", s(Some(&event.call_id)));
+        m.insert("caller_number", s(event.caller_number.as_deref()));
+        m.insert("caller_name", s(event.caller_name()));
+        m.insert("caller_email", s(event.caller_email()));
+        // Minutes, rounded up so a 10 second call is "1", as the seed's variable table says.
+        m.insert("duration", Value::from(duration.map(|d| d.div_ceil(60).to_string()).unwrap_or_default()));
+        m.insert("duration_seconds", Value::from(duration.map(|d| d.to_string()).unwrap_or_default()));
+        m.insert("summary", s(event.summary.as_deref()));
+        m.insert("date", Value::from(date));
+        m.insert("details", Value::from(details));
+        m.insert("recording_url", s(event.recording_url.as_deref()));
+        m.insert("metadata", Value::from_serialize(&event.metadata));
+        Vars(m)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+}
+
+/// Renders a template. `html` escapes every variable.
+pub fn render(src: &str, vars: &Vars, html: bool) -> Result<String, String> {
+    let env = env(html);
+    env.render_str(&normalize(src), &vars.0).map_err(|e| format!("template error: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars {
+        let e = CallEvent::parse(
+            br#"{"call_id":"call_1","agent_id":"agent_1","caller_number":"+14155551234","duration_seconds":230,
+                "ended_at":"2026-03-15T23:30:00Z","summary":"Order <b>#1</b>","details":{"order":"12345"},
+                "metadata":{"caller_name":"<script>alert(1)</script>","order_id":"12345"}}"#,
+            1 << 20,
+        )
+        .unwrap();
+        Vars::new(&e, Some("Acme Support"), &DateStyle::default(), Utc::now())
+    }
+
+    #[test]
+    fn normalizes_single_braces() {
+        let cases = [
+            ("Thanks for calling {agent_name}!", "Thanks for calling {{agent_name}}!"),
+            ("{{agent_name}} stays", "{{agent_name}} stays"),
+            ("{% if x %}y{% endif %}", "{% if x %}y{% endif %}"),
+            ("json {\"a\": 1}", "json {\"a\": 1}"),
+            ("{metadata.order_id}", "{{metadata.order_id}}"),
+            ("{}", "{}"),
+            ("ünïcode {call_id}", "ünïcode {{call_id}}"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize(input), want);
+        }
+    }
+
+    #[test]
+    fn renders_the_seed_sms() {
+        let out = render("Thanks for calling {agent_name}! Your reference number is {call_id}.", &vars(), false).unwrap();
+        assert_eq!(out, "Thanks for calling Acme Support! Your reference number is call_1.");
+    }
+
+    #[test]
+    fn variables() {
+        let v = vars();
+        let r = |s| render(s, &v, false).unwrap();
+        assert_eq!(r("{{duration}}"), "4");
+        assert_eq!(r("{{date}}"), "2026-03-15");
+        assert_eq!(r("{{details}}"), "order: 12345");
+        assert_eq!(r("{{metadata.order_id}}"), "12345");
+        assert_eq!(r("[{{caller_email}}]"), "[]");
+        let style = DateStyle { format: Some("%d %B %Y %H:%M".into()), utc_offset: Some("+02:00".into()) };
+        let e = CallEvent::parse(br#"{"call_id":"c","agent_id":"a","ended_at":"2026-03-15T23:30:00Z"}"#, 1 << 20).unwrap();
+        let v2 = Vars::new(&e, None, &style, Utc::now());
+        assert_eq!(render("{{date}}", &v2, false).unwrap(), "16 March 2026 01:30");
+        assert_eq!(render("{{agent_name}}", &v2, false).unwrap(), "a");
+    }
+
+    #[test]
+    fn html_escapes_and_text_does_not() {
+        let v = vars();
+        assert_eq!(render("{{caller_name}}", &v, true).unwrap(), "&lt;script&gt;alert(1)&lt;&#x2f;script&gt;");
+        assert_eq!(render("{{caller_name}}", &v, false).unwrap(), "<script>alert(1)</script>");
+    }
+
+    #[test]
+    fn check_rejects_unknown_and_broken() {
+        assert!(check("{{agent_name}} {metadata.x}").is_ok());
+        assert!(check("{{ env }}").unwrap_err().contains("unknown variable `env`"));
+        assert!(check("{% for %}").unwrap_err().contains("syntax"));
+        for name in BUILTIN_NAMES {
+            let b = builtin(name).unwrap();
+            for src in [b.subject, b.text, b.html] {
+                check(src).unwrap();
+            }
+        }
+    }
+}
