@@ -1,1 +1,339 @@
-fn main(){}
+//! `aftercall`: push call-ended events, configure agents, and inspect what happened:
+//! per-call status, dead letters (list, show, replay, purge) and queue stats.
+
+mod input;
+mod show;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use aftercall_core::AgentConfig;
+use aftercall_core::settings::Settings;
+use aftercall_queue::{DlqFilter, Queue, QueueConfig};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "aftercall", version, about = "Push call-ended events and operate the aftercall queue")]
+struct Cli {
+    /// Redis URL (default: AFTERCALL_REDIS_URL, else redis://127.0.0.1:6379).
+    #[arg(long, global = true)]
+    redis_url: Option<String>,
+    /// Queue name (default: AFTERCALL_QUEUE_PREFIX, else aftercall).
+    #[arg(long, global = true)]
+    prefix: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enqueue call-ended events: one JSON object, a JSON array, or JSON Lines.
+    Enqueue {
+        /// A file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        file: String,
+        /// Enqueue the valid events and report the invalid ones, instead of refusing all.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Print one JSON result per event.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Agent configuration (the `voice_tools.post_call_follow_up` body).
+    #[command(subcommand)]
+    Agents(AgentsCmd),
+    /// What happened to a call.
+    #[command(subcommand)]
+    Calls(CallsCmd),
+    /// Dead letters: list, show, replay, purge.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
+    /// Queue depths and recent throughput.
+    Stats {
+        #[arg(long)]
+        json: bool,
+        /// Refresh every second with live rates.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCmd {
+    /// Store an agent's config (validated first; nothing stored if invalid).
+    Set {
+        agent_id: String,
+        #[arg(long)]
+        file: String,
+    },
+    /// Print an agent's config (secrets redacted).
+    Get { agent_id: String },
+    /// List agent ids.
+    List,
+    /// Remove an agent's config.
+    Delete { agent_id: String },
+}
+
+#[derive(Subcommand)]
+enum CallsCmd {
+    /// Each action's state and attempts.
+    Show {
+        call_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+struct FilterArgs {
+    /// Only this agent.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Only this action type (email, sms, webhook, task, call_ended).
+    #[arg(long)]
+    action: Option<String>,
+    /// Dead since: RFC 3339 time or an age such as 2h.
+    #[arg(long)]
+    since: Option<String>,
+    /// Dead until: RFC 3339 time or an age such as 10m.
+    #[arg(long)]
+    until: Option<String>,
+    /// Error class (http_4xx, http_5xx, http_429, timeout, connection, blocked,
+    /// lease_expired, undecodable) or text in the last error.
+    #[arg(long)]
+    error: Option<String>,
+}
+
+impl FilterArgs {
+    fn to_filter(&self) -> anyhow::Result<DlqFilter> {
+        Ok(DlqFilter {
+            agent: self.agent.clone(),
+            action: self.action.clone(),
+            since_ms: self.since.as_deref().map(parse_time).transpose().context("--since")?,
+            until_ms: self.until.as_deref().map(parse_time).transpose().context("--until")?,
+            error: self.error.clone(),
+        })
+    }
+    fn is_empty(&self) -> bool {
+        self.agent.is_none() && self.action.is_none() && self.since.is_none() && self.until.is_none() && self.error.is_none()
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// List dead letters, oldest first.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Continue from a previous page's cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter with every attempt.
+    Show {
+        job_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-run dead letters with a fresh attempt budget.
+    Replay {
+        job_ids: Vec<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        job_ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the error and its causes.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("aftercall: {}", chain.join(": "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn queue_config(cli: &Cli) -> anyhow::Result<QueueConfig> {
+    let get = |k: &str| std::env::var(k).ok();
+    let mut cfg = QueueConfig::from_settings(&Settings::new(&get))?;
+    if let Some(u) = &cli.redis_url {
+        cfg.url = u.clone();
+    }
+    if let Some(p) = &cli.prefix {
+        cfg.prefix = p.clone();
+    }
+    Ok(cfg)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg = queue_config(&cli)?;
+    // Validate input before touching Redis: bad input is reported even when Redis is down.
+    if let Command::Enqueue { file, skip_invalid, json } = &cli.command {
+        let parsed = input::read_events(file, cfg.max_event_bytes)?;
+        for bad in &parsed.invalid {
+            eprintln!("{bad}");
+        }
+        if !parsed.invalid.is_empty() && !skip_invalid {
+            bail!("{} invalid event(s); nothing enqueued (use --skip-invalid to enqueue the valid ones)", parsed.invalid.len());
+        }
+        let queue = Queue::connect(cfg).await?;
+        let results = input::enqueue_all(&queue, parsed.events, std::io::stderr().is_terminal()).await?;
+        let (mut new, mut dup) = (0, 0);
+        for r in &results {
+            if *json {
+                println!("{}", serde_json::to_string(r)?);
+            } else if results.len() <= 20 {
+                println!("{} {} ({})", if r.duplicate { "duplicate" } else { "enqueued " }, r.call_id, r.job_id);
+            }
+            if r.duplicate { dup += 1 } else { new += 1 }
+        }
+        if !json {
+            println!("{new} enqueued, {dup} duplicate, {} invalid", parsed.invalid.len());
+        }
+        return Ok(if parsed.invalid.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) });
+    }
+    if let Command::Agents(AgentsCmd::Set { file, .. }) = &cli.command {
+        // Same rule: a bad config is refused before Redis is asked.
+        let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+        AgentConfig::parse(&bytes).map_err(|e| anyhow::anyhow!("invalid agent config: {e}"))?;
+    }
+    let queue = Queue::connect(cfg).await?;
+    match cli.command {
+        Command::Enqueue { .. } => unreachable!("handled above"),
+        Command::Agents(cmd) => match cmd {
+            AgentsCmd::Set { agent_id, file } => {
+                let cfg = AgentConfig::parse(&std::fs::read(&file)?).map_err(|e| anyhow::anyhow!("invalid agent config: {e}"))?;
+                queue.set_agent(&agent_id, &cfg).await?;
+                let n = cfg.follow_up().map(|f| f.actions.len()).unwrap_or(0);
+                println!("agent {agent_id} configured with {n} action(s)");
+            }
+            AgentsCmd::Get { agent_id } => match queue.get_agent(&agent_id).await? {
+                Some(cfg) => println!("{}", serde_json::to_string_pretty(&cfg.redacted())?),
+                None => bail!("agent {agent_id} has no configuration"),
+            },
+            AgentsCmd::List => {
+                for id in queue.list_agents().await? {
+                    println!("{id}");
+                }
+            }
+            AgentsCmd::Delete { agent_id } => {
+                if !queue.delete_agent(&agent_id).await? {
+                    bail!("agent {agent_id} has no configuration");
+                }
+                println!("agent {agent_id} deleted");
+            }
+        },
+        Command::Calls(CallsCmd::Show { call_id, json }) => match queue.call_status(&call_id).await? {
+            Some(s) if json => println!("{}", serde_json::to_string_pretty(&show::redact_status(s))?),
+            Some(s) => show::print_call(&s),
+            None => bail!("no call {call_id} is known (never pushed, or past retention)"),
+        },
+        Command::Dlq(cmd) => dlq(&queue, cmd).await?,
+        Command::Stats { json, watch } => stats(&queue, json, watch).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
+    match cmd {
+        DlqCmd::List { filter, limit, cursor, json } => {
+            let page = queue.dlq_list(&filter.to_filter()?, cursor.as_deref(), limit).await?;
+            if json {
+                let items: Vec<_> = page.items.into_iter().map(show::redact_record).collect();
+                println!("{}", serde_json::json!({ "items": items, "next_cursor": page.next_cursor }));
+            } else {
+                show::print_dlq(&page.items);
+                if let Some(c) = page.next_cursor {
+                    println!("more: --cursor {c}");
+                }
+            }
+        }
+        DlqCmd::Show { job_id, json } => match queue.job(&job_id).await? {
+            Some(r) if json => println!("{}", serde_json::to_string_pretty(&show::redact_record(r))?),
+            Some(r) => show::print_job(&r),
+            None => bail!("no job {job_id}"),
+        },
+        DlqCmd::Replay { job_ids, all, filter } => {
+            let n = if !job_ids.is_empty() {
+                queue.replay(&job_ids).await?
+            } else if all || !filter.is_empty() {
+                queue.replay_matching(&filter.to_filter()?).await?
+            } else {
+                bail!("name job ids, a filter, or --all");
+            };
+            println!("{n} dead letter(s) replayed");
+        }
+        DlqCmd::Purge { job_ids, all, filter } => {
+            let n = if !job_ids.is_empty() {
+                queue.purge(&job_ids).await?
+            } else if all || !filter.is_empty() {
+                queue.purge_matching(&filter.to_filter()?).await?
+            } else {
+                bail!("name job ids, a filter, or --all");
+            };
+            println!("{n} dead letter(s) purged");
+        }
+    }
+    Ok(())
+}
+
+async fn stats(queue: &Queue, json: bool, watch: bool) -> anyhow::Result<()> {
+    let mut prev: Option<(std::time::Instant, u64)> = None;
+    loop {
+        let s = queue.stats().await?;
+        if json {
+            println!("{}", serde_json::to_string(&s)?);
+        } else {
+            let rate = prev.map(|(t, n)| s.finished_last_hour.saturating_sub(n) as f64 / t.elapsed().as_secs_f64());
+            println!(
+                "queue {}: queued {}  running {}  scheduled {}  dead {}  finished {}/min {}/h{}",
+                s.queue,
+                s.queued,
+                s.running,
+                s.scheduled,
+                s.dead,
+                s.finished_last_minute,
+                s.finished_last_hour,
+                rate.map(|r| format!("  now {r:.0}/s")).unwrap_or_default()
+            );
+        }
+        if !watch {
+            return Ok(());
+        }
+        prev = Some((std::time::Instant::now(), s.finished_last_hour));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// RFC 3339, Unix milliseconds, or an age (`2h` = two hours ago).
+fn parse_time(s: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let age = aftercall_core::config::parse_duration(s).map_err(anyhow::Error::msg)?;
+    Ok(aftercall_queue::now_ms() - age.as_millis() as i64)
+}

@@ -182,9 +182,12 @@ impl Action {
     }
 }
 
-/// Parses `90s`, `15m`, `2h`, `1d` (or a bare number of seconds).
+/// Parses `250ms`, `90s`, `15m`, `2h`, `1d` (or a bare number of seconds).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.parse::<u64>().map(std::time::Duration::from_millis).map_err(|_| format!("`{s}` is not a duration like 250ms, 90s, 15m, 2h or 1d"));
+    }
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, "s"),

@@ -155,6 +155,8 @@ impl Outcome {
 pub struct Attempt {
     /// 1-based attempt number.
     pub attempt: u32,
+    /// When the attempt ended, as Unix milliseconds (the queue's Lua scripts write these too).
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub at: DateTime<Utc>,
     pub outcome: AttemptOutcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,7 +170,7 @@ pub struct Attempt {
     pub duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "chrono::serde::ts_milliseconds_option")]
     pub next_run_at: Option<DateTime<Utc>>,
 }
 
@@ -183,6 +185,8 @@ pub enum AttemptOutcome {
     LeaseExpired,
     /// The job could not be decoded.
     Undecodable,
+    /// Not an attempt: an operator replayed the dead letter with a fresh budget.
+    Replayed,
 }
 
 /// The longest response snippet kept per attempt.

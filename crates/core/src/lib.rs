@@ -6,6 +6,7 @@ pub mod event;
 pub mod job;
 pub mod payload;
 pub mod retry;
+pub mod settings;
 pub mod template;
 
 pub use config::{Action, AgentConfig, ConfigError};

@@ -1,1 +1,416 @@
-//! placeholder
+//! aftercall's Redis queue: our own backend (Lua scripts), the producer API, and the
+//! operations ops run on it (dead letters, per-call status, stats, agent configs).
+//! See ARCHITECTURE.md for the key layout and the job state machine.
+
+mod keys;
+mod ops;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aftercall_core::{AgentConfig, CallEvent, Job, RetryPolicy};
+use chrono::Utc;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, RedisError};
+use serde::{Deserialize, Serialize};
+
+pub use keys::Keys;
+pub use ops::{CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats};
+
+/// How to reach Redis and name the queue.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// `redis://[user:pass@]host:port/db`, or `rediss://` for TLS.
+    pub url: String,
+    /// The hash tag every key of the queue shares: `{prefix}:ready`, ...
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// The retry budget given to new jobs.
+    pub retry: RetryPolicy,
+    pub max_event_bytes: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "aftercall".into(),
+            connect_timeout: Duration::from_secs(3),
+            response_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+            max_event_bytes: aftercall_core::DEFAULT_MAX_EVENT_BYTES,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// AFTERCALL_REDIS_URL, AFTERCALL_QUEUE_PREFIX, AFTERCALL_MAX_EVENT_BYTES,
+    /// AFTERCALL_REDIS_TIMEOUT and the retry policy settings.
+    pub fn from_settings(s: &aftercall_core::settings::Settings) -> Result<QueueConfig, aftercall_core::settings::SettingError> {
+        let d = QueueConfig::default();
+        let prefix = s.string("AFTERCALL_QUEUE_PREFIX").unwrap_or(d.prefix);
+        if prefix.contains(['{', '}']) || prefix.chars().any(char::is_whitespace) {
+            return Err(aftercall_core::settings::SettingError { name: "AFTERCALL_QUEUE_PREFIX".into(), message: "must not contain braces or spaces".into() });
+        }
+        Ok(QueueConfig {
+            url: s.string("AFTERCALL_REDIS_URL").unwrap_or(d.url),
+            prefix,
+            connect_timeout: d.connect_timeout,
+            response_timeout: s.duration("AFTERCALL_REDIS_TIMEOUT")?.unwrap_or(d.response_timeout),
+            retry: s.retry_policy()?,
+            max_event_bytes: s.parse("AFTERCALL_MAX_EVENT_BYTES")?.unwrap_or(d.max_event_bytes),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot reach Redis at {url}: {source}")]
+    Unreachable { url: String, source: RedisError },
+    #[error("Redis error: {0}")]
+    Redis(#[from] RedisError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unexpected reply from Redis: {0}")]
+    Reply(#[from] redis::ParsingError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl QueueError {
+    /// True for errors that a retry after a reconnect may cure.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, QueueError::Unreachable { .. } | QueueError::Redis(_))
+    }
+}
+
+/// The queue handle: cheap to clone, shared by producers, workers and ops.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    scripts: scripts::Scripts,
+    cfg: QueueConfig,
+}
+
+/// What enqueueing one event did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enqueued {
+    pub call_id: String,
+    pub job_id: String,
+    /// The call was seen before; nothing new was enqueued.
+    pub duplicate: bool,
+}
+
+/// A job this worker holds a lease on.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub id: String,
+    pub data: String,
+    /// 1-based number of this attempt.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub token: String,
+}
+
+/// A batch of leased jobs and when the next scheduled job or lease falls due.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub jobs: Vec<Leased>,
+    pub next_due_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishMode {
+    Done,
+    Retry,
+    Dead,
+    /// Give the job back untouched (shutdown): the attempt is not counted.
+    Release,
+}
+
+/// One finished attempt, applied only if the lease token still matches.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub mode: FinishMode,
+    pub id: String,
+    pub token: String,
+    /// Run-at time (Unix ms) for retries.
+    pub run_at_ms: i64,
+    pub state: StateInfo,
+    /// The attempt to append to the job's history (JSON), if any.
+    pub attempt: Option<aftercall_core::Attempt>,
+}
+
+/// A job's current state as stored (the Lua scripts write the same shape).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateInfo {
+    /// queued, running, scheduled, delivered, skipped, dead, purged
+    pub state: String,
+    /// Unix ms of the transition.
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<usize>,
+}
+
+impl StateInfo {
+    pub fn new(state: &str) -> StateInfo {
+        StateInfo { state: state.into(), at: now_ms(), ..Default::default() }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Hides the password of a Redis URL for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Queue {
+    /// Connects and checks that Redis answers, failing fast with a clear message.
+    pub async fn connect(cfg: QueueConfig) -> Result<Queue, QueueError> {
+        let url = redact_url(&cfg.url);
+        let unreachable = |source| QueueError::Unreachable { url: url.clone(), source };
+        let client = redis::Client::open(cfg.url.as_str()).map_err(unreachable)?;
+        let mgr_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(Some(cfg.response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let connect = ConnectionManager::new_with_config(client.clone(), mgr_cfg);
+        let mut conn = tokio::time::timeout(cfg.connect_timeout + Duration::from_secs(1), connect)
+            .await
+            .map_err(|_| unreachable(RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))))?
+            .map_err(unreachable)?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unreachable)?;
+        let keys = Keys::new(&cfg.prefix);
+        Ok(Queue { inner: Arc::new(Inner { client, conn, keys, scripts: scripts::Scripts::new(), cfg }) })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.inner.cfg
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// A connection of its own for blocking waits (they would stall a shared one).
+    pub async fn blocking_connection(&self) -> Result<MultiplexedConnection, QueueError> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.inner.cfg.connect_timeout))
+            .set_response_timeout(None);
+        Ok(self.inner.client.get_multiplexed_async_connection_with_config(&cfg).await?)
+    }
+
+    /// Waits until a producer or a finished job signals new work, or `timeout` passes.
+    pub async fn wait_for_work(&self, conn: &mut MultiplexedConnection, timeout: Duration) -> Result<bool, QueueError> {
+        let secs = timeout.as_secs_f64().max(0.01);
+        let got: Option<(String, String)> = redis::cmd("BLPOP").arg(&self.inner.keys.notify).arg(secs).query_async(conn).await?;
+        Ok(got.is_some())
+    }
+
+    /// Checks that Redis answers (readiness).
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    // ---- producer ----
+
+    /// Enqueues call-ended events, idempotently on `call_id`. Events must already be
+    /// validated. Large batches go in chunks, each one atomic.
+    pub async fn enqueue(&self, events: Vec<CallEvent>) -> Result<Vec<Enqueued>, QueueError> {
+        const CHUNK: usize = 500;
+        let k = &self.inner.keys;
+        let max = self.inner.cfg.retry.max_attempts;
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(events.len());
+        let mut it = events.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<CallEvent> = it.by_ref().take(CHUNK).collect();
+            let mut inv = self.inner.scripts.enqueue.prepare_invoke();
+            inv.key(&k.calls).key(&k.calls_at).key(&k.ready).key(&k.data).key(&k.state).key(&k.attempts).key(&k.max).key(&k.notify);
+            inv.arg(now.timestamp_millis());
+            let mut call_ids = Vec::with_capacity(chunk.len());
+            for event in chunk {
+                let job = Job::call_ended(event, now);
+                call_ids.push(job.call_id.clone());
+                inv.arg(&job.call_id).arg(&job.id).arg(job.to_json()).arg(max);
+            }
+            let res: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
+            for (pair, call_id) in res.chunks(2).zip(call_ids) {
+                let added: i64 = redis::from_redis_value(pair[0].clone())?;
+                let job_id: String = redis::from_redis_value(pair[1].clone())?;
+                out.push(Enqueued { call_id, job_id, duplicate: added == 0 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parses, validates and enqueues one event from JSON bytes.
+    pub async fn enqueue_json(&self, bytes: &[u8]) -> Result<Enqueued, QueueError> {
+        let event = CallEvent::parse(bytes, self.inner.cfg.max_event_bytes).map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let mut v = self.enqueue(vec![event]).await?;
+        Ok(v.remove(0))
+    }
+
+    // ---- worker side ----
+
+    /// Promotes due jobs, reaps expired leases, and leases up to `batch` ready jobs.
+    pub async fn fetch(&self, worker: &str, batch: usize, lease: Duration) -> Result<Fetched, QueueError> {
+        let k = &self.inner.keys;
+        let mut inv = self.inner.scripts.fetch.prepare_invoke();
+        inv.key(&k.ready).key(&k.running).key(&k.scheduled).key(&k.dead).key(&k.data).key(&k.state).key(&k.attempts).key(&k.max).key(&k.log).key(&k.lease).key(&k.notify);
+        inv.arg(now_ms()).arg(batch).arg(lease.as_millis() as u64).arg(worker);
+        let res: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
+        let mut it = res.into_iter();
+        let next_due: i64 = match it.next() {
+            Some(v) => redis::from_redis_value(v)?,
+            None => -1,
+        };
+        let rest: Vec<redis::Value> = it.collect();
+        let mut jobs = Vec::with_capacity(rest.len() / 4);
+        for q in rest.chunks(4) {
+            let id: String = redis::from_redis_value(q[0].clone())?;
+            let data: String = redis::from_redis_value(q[1].clone())?;
+            let attempt: u32 = redis::from_redis_value(q[2].clone())?;
+            let max_attempts: u32 = redis::from_redis_value(q[3].clone())?;
+            let token = format!("{worker}:{attempt}");
+            jobs.push(Leased { id, data, attempt, max_attempts, token });
+        }
+        Ok(Fetched { jobs, next_due_ms: (next_due >= 0).then_some(next_due) })
+    }
+
+    /// Applies finished attempts in one round trip. Returns, per item, whether the lease
+    /// was still held (false: another worker owns the job now; nothing was changed).
+    pub async fn finish(&self, items: &[Finish]) -> Result<Vec<bool>, QueueError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = &self.inner.keys;
+        let mut inv = self.inner.scripts.finish.prepare_invoke();
+        inv.key(&k.ready).key(&k.running).key(&k.scheduled).key(&k.dead).key(&k.done).key(&k.state).key(&k.attempts).key(&k.log).key(&k.lease).key(&k.notify);
+        inv.arg(now_ms());
+        for f in items {
+            let mode = match f.mode {
+                FinishMode::Done => "done",
+                FinishMode::Retry => "retry",
+                FinishMode::Dead => "dead",
+                FinishMode::Release => "release",
+            };
+            let state = serde_json::to_string(&f.state).expect("state serializes");
+            let entry = f.attempt.as_ref().map(|a| serde_json::to_string(a).expect("attempt serializes")).unwrap_or_default();
+            inv.arg(mode).arg(&f.id).arg(&f.token).arg(f.run_at_ms).arg(state).arg(entry);
+        }
+        let res: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
+        Ok(res.into_iter().map(|v| v == 1).collect())
+    }
+
+    /// Creates a call's action jobs and finishes its call-ended job, atomically.
+    pub async fn fan_out(
+        &self,
+        parent: &Leased,
+        call_id: &str,
+        jobs: &[(Job, Option<Duration>)],
+        parent_state: &StateInfo,
+        parent_attempt: &aftercall_core::Attempt,
+    ) -> Result<bool, QueueError> {
+        let k = &self.inner.keys;
+        let now = now_ms();
+        let ids: Vec<&str> = jobs.iter().map(|(j, _)| j.id.as_str()).collect();
+        let mut inv = self.inner.scripts.fanout.prepare_invoke();
+        inv.key(&k.ready).key(&k.running).key(&k.scheduled).key(&k.done).key(&k.data).key(&k.state).key(&k.attempts).key(&k.max).key(&k.log).key(&k.lease).key(&k.fanout).key(&k.notify);
+        inv.arg(now)
+            .arg(&parent.id)
+            .arg(&parent.token)
+            .arg(call_id)
+            .arg(serde_json::to_string(parent_state).expect("state serializes"))
+            .arg(serde_json::to_string(parent_attempt).expect("attempt serializes"))
+            .arg(serde_json::to_string(&ids).expect("ids serialize"));
+        for (job, delay) in jobs {
+            let run_at = delay.map(|d| now + d.as_millis() as i64).unwrap_or(0);
+            inv.arg(&job.id).arg(job.to_json()).arg(self.inner.cfg.retry.max_attempts).arg(run_at);
+        }
+        let applied: i64 = inv.invoke_async(&mut self.conn()).await?;
+        Ok(applied == 1)
+    }
+
+    /// Renews the leases in `held` (id, token). Returns the ids whose lease was lost.
+    pub async fn renew(&self, lease: Duration, held: &[(String, String)]) -> Result<Vec<String>, QueueError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = &self.inner.keys;
+        let mut inv = self.inner.scripts.renew.prepare_invoke();
+        inv.key(&k.running).key(&k.lease).arg(now_ms() + lease.as_millis() as i64);
+        for (id, token) in held {
+            inv.arg(id).arg(token);
+        }
+        Ok(inv.invoke_async(&mut self.conn()).await?)
+    }
+
+    /// Forgets finished jobs and call ids older than `retention`, `limit` at a time.
+    pub async fn sweep(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
+        let k = &self.inner.keys;
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        let mut inv = self.inner.scripts.sweep.prepare_invoke();
+        inv.key(&k.done).key(&k.data).key(&k.state).key(&k.attempts).key(&k.max).key(&k.log).key(&k.calls).key(&k.calls_at).key(&k.fanout);
+        inv.arg(cutoff).arg(limit);
+        Ok(inv.invoke_async(&mut self.conn()).await?)
+    }
+
+    // ---- agents ----
+
+    /// Stores an agent's config (already validated).
+    pub async fn set_agent(&self, agent_id: &str, cfg: &AgentConfig) -> Result<(), QueueError> {
+        let json = serde_json::to_string(cfg).expect("config serializes");
+        let _: () = redis::cmd("HSET").arg(&self.inner.keys.agents).arg(agent_id).arg(json).query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    pub async fn get_agent(&self, agent_id: &str) -> Result<Option<AgentConfig>, QueueError> {
+        let raw: Option<String> = redis::cmd("HGET").arg(&self.inner.keys.agents).arg(agent_id).query_async(&mut self.conn()).await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| QueueError::Corrupt(format!("agent {agent_id}: {e}")))).transpose()
+    }
+
+    pub async fn list_agents(&self) -> Result<Vec<String>, QueueError> {
+        let mut ids: Vec<String> = redis::cmd("HKEYS").arg(&self.inner.keys.agents).query_async(&mut self.conn()).await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub async fn delete_agent(&self, agent_id: &str) -> Result<bool, QueueError> {
+        let n: i64 = redis::cmd("HDEL").arg(&self.inner.keys.agents).arg(agent_id).query_async(&mut self.conn()).await?;
+        Ok(n == 1)
+    }
+}

@@ -1,1 +1,124 @@
-//! placeholder
+//! The worker runtime: `run(config, shutdown)` starts the worker pool (apalis over our
+//! Redis backend), lease renewal and retention. Binaries and tests start the whole
+//! system through this one function.
+
+mod handler;
+mod pool;
+
+use std::time::Duration;
+
+use aftercall_actions::ActionsConfig;
+use aftercall_core::settings::{SettingError, Settings};
+use aftercall_queue::{Queue, QueueConfig, QueueError};
+use tokio_util::sync::CancellationToken;
+
+pub use handler::Ctx;
+
+/// Everything a worker process needs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub queue: QueueConfig,
+    /// Jobs run at once by this process.
+    pub concurrency: usize,
+    /// How long a fetched job stays leased without renewal.
+    pub lease: Duration,
+    /// How long in-flight jobs get to finish after a shutdown signal.
+    pub grace: Duration,
+    /// How long finished jobs and call ids are kept for status queries and idempotency.
+    pub retention: Duration,
+    pub actions: ActionsConfig,
+    /// Unique per process start, so a restart never collides with an old instance's leases.
+    pub worker_id: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            queue: QueueConfig::default(),
+            concurrency: 64,
+            lease: Duration::from_secs(30),
+            grace: Duration::from_secs(20),
+            retention: Duration::from_secs(7 * 86_400),
+            actions: ActionsConfig::default(),
+            worker_id: new_worker_id(),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Reads every worker setting from `AFTERCALL_*` variables (see README, Configuration).
+    pub fn from_env() -> Result<WorkerConfig, SettingError> {
+        let get = |k: &str| std::env::var(k).ok();
+        Self::from_settings(&Settings::new(&get))
+    }
+
+    pub fn from_settings(s: &Settings) -> Result<WorkerConfig, SettingError> {
+        let d = WorkerConfig::default();
+        let bad = |name: &str, message: String| SettingError { name: name.into(), message };
+        let mut http = d.actions.http.clone();
+        if let Some(list) = s.string("AFTERCALL_ALLOW_CIDRS") {
+            http.allow = list
+                .split(',')
+                .filter(|c| !c.trim().is_empty())
+                .map(|c| c.parse().map_err(|e| bad("AFTERCALL_ALLOW_CIDRS", e)))
+                .collect::<Result<_, _>>()?;
+        }
+        http.https_only = s.bool("AFTERCALL_HTTPS_ONLY")?.unwrap_or(http.https_only);
+        http.timeout = s.duration("AFTERCALL_HTTP_TIMEOUT")?.unwrap_or(http.timeout);
+        let concurrency: usize = s.parse("AFTERCALL_CONCURRENCY")?.unwrap_or(d.concurrency);
+        if concurrency == 0 {
+            return Err(bad("AFTERCALL_CONCURRENCY", "must be at least 1".into()));
+        }
+        let lease = s.duration("AFTERCALL_LEASE")?.unwrap_or(d.lease);
+        if lease < Duration::from_millis(300) {
+            return Err(bad("AFTERCALL_LEASE", "must be at least 300ms".into()));
+        }
+        let getter = |k: &str| s.string(k);
+        let actions = ActionsConfig {
+            http,
+            outbox_dir: s.string("AFTERCALL_OUTBOX").map(Into::into).unwrap_or(d.actions.outbox_dir),
+            ..d.actions
+        };
+        let _ = getter;
+        Ok(WorkerConfig {
+            queue: QueueConfig::from_settings(s)?,
+            concurrency,
+            lease,
+            grace: s.duration("AFTERCALL_GRACE")?.unwrap_or(d.grace),
+            retention: s.duration("AFTERCALL_RETENTION")?.unwrap_or(d.retention),
+            actions,
+            worker_id: s.string("AFTERCALL_WORKER_ID").unwrap_or(d.worker_id),
+        })
+    }
+}
+
+/// `<host>-<pid>-<random>`: unique per process start.
+pub fn new_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "worker".into());
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &rand[..8])
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Actions(#[from] aftercall_actions::ActionsError),
+    #[error("worker runtime failed: {0}")]
+    Worker(String),
+}
+
+/// Runs the worker pool until `shutdown` is cancelled, then drains within the grace
+/// period and returns unstarted jobs to the queue.
+pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+    let queue = Queue::connect(cfg.queue.clone()).await?;
+    run_with_queue(cfg, queue, shutdown).await
+}
+
+/// As [`run`], with an already connected queue.
+pub async fn run_with_queue(cfg: WorkerConfig, queue: Queue, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+    let executors = aftercall_actions::Executors::new(&cfg.actions)?;
+    tracing::info!(worker = %cfg.worker_id, concurrency = cfg.concurrency, queue = %cfg.queue.prefix, "worker starting");
+    pool::run(cfg, queue, executors, shutdown).await
+}

@@ -1,28 +1,238 @@
-//! The e-mail action (placeholder until the e-mail issue lands).
+//! The e-mail action: renders the templates into a text + HTML message with a stable
+//! `Message-ID`, then sends it over SMTP (lettre, pooled) or, without an SMTP server,
+//! writes it to `<outbox>/email/<job_id>.eml`.
 
-use std::path::Path;
+mod message;
+pub(crate) mod outbox;
+mod settings;
+mod smtp;
+
+pub(crate) use settings::{base_url, duration, flag, invalid, join, var};
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use aftercall_core::config::EmailAction;
+use aftercall_core::template::Vars;
 use aftercall_core::{ActionJob, Outcome};
+use lettre::AsyncTransport;
+use lettre::message::Mailbox;
+
+pub use message::{FALLBACK_FROM, message_id};
+pub use smtp::TlsMode;
 
 use crate::ActionsError;
 
-#[derive(Debug, Clone, Default)]
+/// E-mail settings of the worker.
+#[derive(Clone)]
 pub struct EmailConfig {
     /// `smtp://`, `smtps://` or `smtp://...?tls=required`; `None` writes to the outbox.
     pub smtp_url: Option<String>,
     /// Default sender when neither the action nor the agent sets one.
     pub from: Option<String>,
+    /// An extra CA certificate (PEM) to trust, e.g. a test server's self-signed one.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any server certificate. For test servers only.
+    pub accept_invalid_certs: bool,
+    /// Timeout of each SMTP command; one send is bounded by a few of these.
+    pub timeout: Duration,
+    /// Most SMTP connections kept open.
+    pub pool_size: u32,
 }
 
-pub struct EmailExecutor;
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            smtp_url: None,
+            from: None,
+            ca_file: None,
+            accept_invalid_certs: false,
+            timeout: Duration::from_secs(30),
+            pool_size: 4,
+        }
+    }
+}
+
+/// Shows the SMTP URL without its password.
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("from", &self.from)
+            .field("ca_file", &self.ca_file)
+            .field("accept_invalid_certs", &self.accept_invalid_certs)
+            .field("timeout", &self.timeout)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut p) if p.password().is_some() => {
+            let _ = p.set_password(Some("***"));
+            p.to_string()
+        }
+        Ok(p) => p.to_string(),
+        Err(_) => "<invalid url>".to_string(),
+    }
+}
+
+impl EmailConfig {
+    /// Reads `AFTERCALL_SMTP_URL`, `AFTERCALL_EMAIL_FROM`, `AFTERCALL_SMTP_CA_FILE`,
+    /// `AFTERCALL_SMTP_ACCEPT_INVALID_CERTS`, `AFTERCALL_SMTP_TIMEOUT` and
+    /// `AFTERCALL_SMTP_POOL_SIZE`; an error names the variable.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ActionsError> {
+        let mut cfg = EmailConfig::default();
+        if let Some(u) = var(&get, "AFTERCALL_SMTP_URL") {
+            smtp::parse_url(&u)?;
+            cfg.smtp_url = Some(u);
+        }
+        if let Some(f) = var(&get, "AFTERCALL_EMAIL_FROM") {
+            f.parse::<Mailbox>()
+                .map_err(|e| invalid("AFTERCALL_EMAIL_FROM", format!("`{f}` is not an e-mail address ({e})")))?;
+            cfg.from = Some(f);
+        }
+        cfg.ca_file = var(&get, "AFTERCALL_SMTP_CA_FILE").map(PathBuf::from);
+        cfg.accept_invalid_certs = flag("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS", var(&get, "AFTERCALL_SMTP_ACCEPT_INVALID_CERTS"))?;
+        if let Some(t) = duration("AFTERCALL_SMTP_TIMEOUT", var(&get, "AFTERCALL_SMTP_TIMEOUT"))? {
+            cfg.timeout = t;
+        }
+        if let Some(n) = var(&get, "AFTERCALL_SMTP_POOL_SIZE") {
+            cfg.pool_size = n
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid("AFTERCALL_SMTP_POOL_SIZE", format!("`{n}` is not a positive number")))?;
+        }
+        Ok(cfg)
+    }
+}
+
+enum Delivery {
+    /// The pool spawns a task when built, so it is built on first use, inside the runtime.
+    Smtp { builder: lettre::transport::smtp::AsyncSmtpTransportBuilder, transport: OnceLock<smtp::Transport>, timeout: Duration },
+    Outbox { dir: PathBuf },
+}
+
+pub struct EmailExecutor {
+    delivery: Delivery,
+    from: Option<String>,
+}
 
 impl EmailExecutor {
-    pub fn new(_cfg: &EmailConfig, _outbox: &Path) -> Result<Self, ActionsError> {
-        Ok(EmailExecutor)
+    /// Checks the settings (URL, CA file) now, so a bad one stops the worker at start-up.
+    pub fn new(cfg: &EmailConfig, outbox: &Path) -> Result<Self, ActionsError> {
+        let delivery = match &cfg.smtp_url {
+            Some(url) => Delivery::Smtp {
+                builder: smtp::builder(cfg, url)?,
+                transport: OnceLock::new(),
+                // Connect, greeting, EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA: bound the
+                // whole send, not just each command.
+                timeout: cfg.timeout.saturating_mul(4),
+            },
+            None => Delivery::Outbox { dir: outbox.join("email") },
+        };
+        Ok(EmailExecutor { delivery, from: cfg.from.clone() })
     }
 
-    pub async fn execute(&self, _job_id: &str, _job: &ActionJob, _action: &EmailAction) -> Outcome {
-        Outcome::permanent("e-mail actions are not implemented yet")
+    /// Where this executor delivers: `smtp` or `outbox`.
+    pub fn mode(&self) -> &'static str {
+        match self.delivery {
+            Delivery::Smtp { .. } => "smtp",
+            Delivery::Outbox { .. } => "outbox",
+        }
+    }
+
+    pub async fn execute(&self, job_id: &str, job: &ActionJob, action: &EmailAction) -> Outcome {
+        let vars = Vars::new(&job.event, job.agent_name.as_deref(), &job.date_style(), chrono::Utc::now());
+        let prepared = match message::prepare(job_id, job, action, self.from.as_deref(), &vars) {
+            Ok(p) => p,
+            Err(outcome) => return outcome,
+        };
+        match &self.delivery {
+            Delivery::Smtp { builder, transport, timeout } => {
+                let transport = transport.get_or_init(|| builder.clone().build());
+                let sent = tokio::time::timeout(*timeout, transport.send(prepared.message)).await;
+                match sent {
+                    Ok(Ok(resp)) => {
+                        tracing::debug!(to = %prepared.to_masked, message_id = %prepared.message_id, "e-mail accepted by SMTP server");
+                        Outcome::Delivered {
+                            status: Some(u16::from(resp.code())),
+                            detail: Some(format!(
+                                "accepted by SMTP server for {} ({} recipient{}), Message-ID {}",
+                                prepared.to_masked,
+                                prepared.recipients,
+                                if prepared.recipients == 1 { "" } else { "s" },
+                                prepared.message_id
+                            )),
+                        }
+                    }
+                    Ok(Err(e)) => smtp::classify(&e),
+                    Err(_) => Outcome::retry(format!("SMTP send timed out after {}s", timeout.as_secs())),
+                }
+            }
+            Delivery::Outbox { dir } => {
+                let bytes = prepared.message.formatted();
+                match outbox::write_once(dir, job_id, "eml", &bytes).await {
+                    Ok(w) => {
+                        tracing::debug!(to = %prepared.to_masked, path = %w.path.display(), "e-mail written to outbox");
+                        let verb = if w.existed { "already in" } else { "written to" };
+                        Outcome::Delivered {
+                            status: None,
+                            detail: Some(format!("{verb} outbox {} for {}", w.path.display(), prepared.to_masked)),
+                        }
+                    }
+                    Err(e) => Outcome::retry(format!("writing to outbox {}: {e}", dir.display())),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: std::collections::HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn from_env_reads_and_names_settings() {
+        let c = EmailConfig::from_env(env(&[
+            ("AFTERCALL_SMTP_URL", "smtp://user:hunter2@mail.example.com:587?tls=required"),
+            ("AFTERCALL_EMAIL_FROM", "Acme <noreply@acme.example>"),
+            ("AFTERCALL_SMTP_TIMEOUT", "10s"),
+            ("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(EmailConfig::from_env(env(&[])).unwrap().smtp_url.is_none());
+        for (k, v) in [
+            ("AFTERCALL_SMTP_URL", "http://x"),
+            ("AFTERCALL_EMAIL_FROM", "nope"),
+            ("AFTERCALL_SMTP_TIMEOUT", "soon"),
+            ("AFTERCALL_SMTP_POOL_SIZE", "0"),
+            ("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS", "perhaps"),
+        ] {
+            let err = EmailConfig::from_env(env(&[(k, v)])).unwrap_err();
+            assert!(matches!(&err, ActionsError::Config { setting, .. } if *setting == k), "{k}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_ca_file_fails_at_start() {
+        let cfg = EmailConfig {
+            smtp_url: Some("smtp://127.0.0.1:2525?tls=required".into()),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..EmailConfig::default()
+        };
+        let err = EmailExecutor::new(&cfg, Path::new("/tmp")).err().unwrap();
+        assert!(matches!(err, ActionsError::Config { setting: "AFTERCALL_SMTP_CA_FILE", .. }), "{err}");
     }
 }

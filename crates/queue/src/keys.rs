@@ -1,0 +1,49 @@
+//! Redis key names. The only place that knows them. Every key of a queue shares one
+//! hash tag, `{prefix}`, so a queue lives in one Redis Cluster slot and every script's
+//! keys are declared and co-located.
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub ready: String,
+    pub running: String,
+    pub scheduled: String,
+    pub dead: String,
+    pub done: String,
+    pub data: String,
+    pub state: String,
+    pub attempts: String,
+    pub max: String,
+    pub log: String,
+    pub lease: String,
+    pub calls: String,
+    pub calls_at: String,
+    pub fanout: String,
+    pub notify: String,
+    pub agents: String,
+    pub workers: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        let k = |name: &str| format!("{{{prefix}}}:{name}");
+        Keys {
+            ready: k("ready"),
+            running: k("running"),
+            scheduled: k("scheduled"),
+            dead: k("dead"),
+            done: k("done"),
+            data: k("data"),
+            state: k("state"),
+            attempts: k("attempts"),
+            max: k("max"),
+            log: k("log"),
+            lease: k("lease"),
+            calls: k("calls"),
+            calls_at: k("calls_at"),
+            fanout: k("fanout"),
+            notify: k("notify"),
+            agents: k("agents"),
+            workers: k("workers"),
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Read and repair operations shared by the CLI and the HTTP API: per-call status,
+//! dead letters (list, show, replay, purge) and queue statistics.
+
+use aftercall_core::{Attempt, Job};
+use serde::{Deserialize, Serialize};
+
+use crate::{Queue, QueueError, StateInfo, now_ms};
+
+/// Everything stored about one job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    /// `call_ended`, `email`, `sms`, `webhook`, `task` (or `unknown` if undecodable).
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// Position of the action in the agent's config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_index: Option<usize>,
+    pub state: StateInfo,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub history: Vec<Attempt>,
+    /// The job as enqueued (absent once purged or swept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<serde_json::Value>,
+}
+
+impl JobRecord {
+    /// The error of the last failed attempt.
+    pub fn last_error(&self) -> Option<&str> {
+        self.history.iter().rev().find_map(|a| a.error.as_deref()).or(self.state.error.as_deref())
+    }
+    /// HTTP status of the last attempt that had one.
+    pub fn last_status(&self) -> Option<u16> {
+        self.history.iter().rev().find_map(|a| a.status)
+    }
+}
+
+/// One call: its call-ended job and each action's job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallStatus {
+    pub call_id: String,
+    pub call_ended: JobRecord,
+    pub actions: Vec<JobRecord>,
+}
+
+/// A dead letter as listed.
+pub type DeadLetter = JobRecord;
+
+/// Filters for dead-letter listing, replay and purge. All set fields must match.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DlqFilter {
+    pub agent: Option<String>,
+    /// `email`, `sms`, `webhook`, `task` or `call_ended`.
+    pub action: Option<String>,
+    /// Dead since (Unix ms, inclusive).
+    pub since_ms: Option<i64>,
+    /// Dead until (Unix ms, inclusive).
+    pub until_ms: Option<i64>,
+    /// Error class: `http_4xx`, `http_5xx`, `http_429`, `timeout`, `connection`, `blocked`,
+    /// `lease_expired`, `undecodable`, or a substring of the last error.
+    pub error: Option<String>,
+}
+
+impl DlqFilter {
+    fn matches(&self, r: &JobRecord) -> bool {
+        if self.agent.as_deref().is_some_and(|a| r.agent_id.as_deref() != Some(a)) {
+            return false;
+        }
+        if self.action.as_deref().is_some_and(|a| r.kind != a) {
+            return false;
+        }
+        if let Some(e) = &self.error {
+            return error_class(r).iter().any(|c| c == e) || r.last_error().is_some_and(|le| le.contains(e.as_str()));
+        }
+        true
+    }
+}
+
+/// The classes an ops filter can name, derived from the typed attempt record.
+pub fn error_class(r: &JobRecord) -> Vec<&'static str> {
+    use aftercall_core::AttemptOutcome as O;
+    let mut v = Vec::new();
+    let Some(last) = r.history.iter().rev().find(|a| a.outcome != O::Replayed) else { return v };
+    match last.status {
+        Some(429) => v.push("http_429"),
+        Some(s) if (400..500).contains(&s) => v.push("http_4xx"),
+        Some(s) if s >= 500 => v.push("http_5xx"),
+        _ => {}
+    }
+    match last.outcome {
+        O::LeaseExpired => v.push("lease_expired"),
+        O::Undecodable => v.push("undecodable"),
+        _ => {}
+    }
+    let err = last.error.as_deref().unwrap_or("");
+    if err.starts_with("timeout") {
+        v.push("timeout");
+    } else if err.starts_with("connection") {
+        v.push("connection");
+    } else if err.starts_with("blocked") {
+        v.push("blocked");
+    }
+    v
+}
+
+/// A page of results and the cursor for the next one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Queue depths and recent throughput.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stats {
+    pub queue: String,
+    pub queued: u64,
+    pub running: u64,
+    pub scheduled: u64,
+    pub dead: u64,
+    pub finished_last_minute: u64,
+    pub finished_last_hour: u64,
+    pub calls: u64,
+    pub agents: u64,
+}
+
+impl Queue {
+    /// Loads the stored records of `ids` in one round trip; unknown ids are omitted.
+    pub async fn jobs(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = &self.inner.keys;
+        let mut p = redis::pipe();
+        for key in [&k.data, &k.state, &k.attempts, &k.max, &k.log] {
+            p.cmd("HMGET").arg(key).arg(ids);
+        }
+        type Col = Vec<Option<String>>;
+        let (data, state, attempts, max, log): (Col, Col, Col, Col, Col) = p.query_async(&mut self.conn()).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let Some(state_raw) = &state[i] else { continue };
+            let state: StateInfo = serde_json::from_str(state_raw).map_err(|e| QueueError::Corrupt(format!("state of {id}: {e}")))?;
+            let history: Vec<Attempt> = match &log[i] {
+                Some(l) => serde_json::from_str(l).map_err(|e| QueueError::Corrupt(format!("history of {id}: {e}")))?,
+                None => Vec::new(),
+            };
+            let (kind, call_id, agent_id, action_index, job) = match &data[i] {
+                Some(d) => match serde_json::from_str::<Job>(d) {
+                    Ok(j) => {
+                        let index = match &j.body {
+                            aftercall_core::JobBody::Action(a) => Some(a.index),
+                            _ => None,
+                        };
+                        let value = serde_json::from_str(d).ok();
+                        (j.kind().to_string(), Some(j.call_id), Some(j.agent_id), index, value)
+                    }
+                    Err(_) => ("unknown".to_string(), None, None, None, Some(serde_json::Value::String(d.clone()))),
+                },
+                None => ("unknown".to_string(), None, None, None, None),
+            };
+            out.push(JobRecord {
+                id: id.clone(),
+                kind,
+                call_id,
+                agent_id,
+                action_index,
+                state,
+                attempts: attempts[i].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0),
+                max_attempts: max[i].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0),
+                history,
+                job,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
+        Ok(self.jobs(&[id.to_string()]).await?.pop())
+    }
+
+    /// Every job of a call and where each stands.
+    pub async fn call_status(&self, call_id: &str) -> Result<Option<CallStatus>, QueueError> {
+        let k = &self.inner.keys;
+        let (parent, fanout): (Option<String>, Option<String>) =
+            redis::pipe().hget(&k.calls, call_id).hget(&k.fanout, call_id).query_async(&mut self.conn()).await?;
+        let Some(parent) = parent else { return Ok(None) };
+        let mut ids = vec![parent];
+        if let Some(f) = fanout {
+            let action_ids: Vec<String> = serde_json::from_str(&f).map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
+            ids.extend(action_ids);
+        }
+        let mut records = self.jobs(&ids).await?;
+        if records.is_empty() || records[0].id != ids[0] {
+            return Ok(None);
+        }
+        let call_ended = records.remove(0);
+        Ok(Some(CallStatus { call_id: call_id.to_string(), call_ended, actions: records }))
+    }
+
+    /// Lists dead letters, oldest first, filtered. `cursor` is opaque (from a previous page).
+    pub async fn dlq_list(&self, filter: &DlqFilter, cursor: Option<&str>, limit: usize) -> Result<Page<DeadLetter>, QueueError> {
+        const SCAN: isize = 200;
+        let limit = limit.clamp(1, 1000);
+        let mut pos: isize = match cursor {
+            Some(c) => c.parse().map_err(|_| QueueError::Invalid(format!("cursor `{c}` is not valid")))?,
+            None => 0,
+        };
+        let min = filter.since_ms.map(|v| v.to_string()).unwrap_or_else(|| "-inf".into());
+        let max = filter.until_ms.map(|v| v.to_string()).unwrap_or_else(|| "+inf".into());
+        let mut items = Vec::new();
+        loop {
+            let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(&self.inner.keys.dead)
+                .arg(&min)
+                .arg(&max)
+                .arg("LIMIT")
+                .arg(pos)
+                .arg(SCAN)
+                .query_async(&mut self.conn())
+                .await?;
+            let n = ids.len() as isize;
+            for (i, r) in self.jobs(&ids).await?.into_iter().enumerate() {
+                if filter.matches(&r) {
+                    items.push(r);
+                    if items.len() == limit {
+                        let next = pos + i as isize + 1;
+                        return Ok(Page { items, next_cursor: Some(next.to_string()) });
+                    }
+                }
+            }
+            pos += n;
+            if n < SCAN {
+                return Ok(Page { items, next_cursor: None });
+            }
+        }
+    }
+
+    /// Every dead letter matching the filter (for bulk replay and purge).
+    async fn dlq_ids(&self, filter: &DlqFilter) -> Result<Vec<String>, QueueError> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.dlq_list(filter, cursor.as_deref(), 1000).await?;
+            out.extend(page.items.into_iter().map(|r| r.id));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Re-queues dead letters with a fresh attempt budget. Returns how many moved.
+    pub async fn replay(&self, ids: &[String]) -> Result<u64, QueueError> {
+        let k = &self.inner.keys;
+        let mut total = 0;
+        for chunk in ids.chunks(500) {
+            let mut inv = self.inner.scripts.replay.prepare_invoke();
+            inv.key(&k.dead).key(&k.ready).key(&k.state).key(&k.attempts).key(&k.log).key(&k.notify).arg(now_ms());
+            for id in chunk {
+                inv.arg(id);
+            }
+            let n: u64 = inv.invoke_async(&mut self.conn()).await?;
+            total += n;
+        }
+        Ok(total)
+    }
+
+    pub async fn replay_matching(&self, filter: &DlqFilter) -> Result<u64, QueueError> {
+        let ids = self.dlq_ids(filter).await?;
+        self.replay(&ids).await
+    }
+
+    /// Deletes dead letters for good. Returns how many were purged.
+    pub async fn purge(&self, ids: &[String]) -> Result<u64, QueueError> {
+        let k = &self.inner.keys;
+        let mut total = 0;
+        for chunk in ids.chunks(500) {
+            let mut inv = self.inner.scripts.purge.prepare_invoke();
+            inv.key(&k.dead).key(&k.data).key(&k.state).key(&k.attempts).key(&k.max).key(&k.log).key(&k.lease).arg(now_ms());
+            for id in chunk {
+                inv.arg(id);
+            }
+            let n: u64 = inv.invoke_async(&mut self.conn()).await?;
+            total += n;
+        }
+        Ok(total)
+    }
+
+    pub async fn purge_matching(&self, filter: &DlqFilter) -> Result<u64, QueueError> {
+        let ids = self.dlq_ids(filter).await?;
+        self.purge(&ids).await
+    }
+
+    pub async fn stats(&self) -> Result<Stats, QueueError> {
+        let k = &self.inner.keys;
+        let now = now_ms();
+        let (queued, running, scheduled, dead, minute, hour, calls, agents): (u64, u64, u64, u64, u64, u64, u64, u64) = redis::pipe()
+            .llen(&k.ready)
+            .zcard(&k.running)
+            .zcard(&k.scheduled)
+            .zcard(&k.dead)
+            .zcount(&k.done, now - 60_000, now)
+            .zcount(&k.done, now - 3_600_000, now)
+            .hlen(&k.calls)
+            .hlen(&k.agents)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(Stats {
+            queue: self.inner.cfg.prefix.clone(),
+            queued,
+            running,
+            scheduled,
+            dead,
+            finished_last_minute: minute,
+            finished_last_hour: hour,
+            calls,
+            agents,
+        })
+    }
+}

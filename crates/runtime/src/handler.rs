@@ -1,0 +1,208 @@
+//! One job, start to finish: decode, fan out or execute, classify, and record the
+//! outcome in Redis under the job's lease.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aftercall_actions::Executors;
+use aftercall_core::job::{FanOut, fan_out};
+use aftercall_core::{Attempt, AttemptOutcome, Job, JobBody, Outcome};
+use aftercall_queue::{Finish, FinishMode, Leased, Queue, StateInfo, now_ms};
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{TimeZone, Utc};
+use futures::FutureExt;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::WorkerConfig;
+
+/// Lease tokens of every job this process holds (buffered or running), for renewal.
+pub type Held = Arc<Mutex<HashMap<String, String>>>;
+
+/// Shared by every job of a worker process.
+pub struct Ctx {
+    pub queue: Queue,
+    pub executors: Executors,
+    pub cfg: WorkerConfig,
+    pub held: Held,
+}
+
+impl Ctx {
+    pub fn release_hold(&self, id: &str) {
+        self.held.lock().expect("held lock").remove(id);
+    }
+}
+
+/// Runs one leased job to a recorded outcome. Never fails: infrastructure errors while
+/// recording leave the lease to expire, which re-runs the job and counts the attempt.
+pub async fn process(ctx: &Ctx, leased: Leased) {
+    let decoded: Result<Job, _> = serde_json::from_str(&leased.data);
+    let (call_id, kind) = match &decoded {
+        Ok(j) => (j.call_id.clone(), j.kind()),
+        Err(_) => (String::new(), "unknown"),
+    };
+    let span = info_span!("job", job_id = %leased.id, call_id = %call_id, action = kind, attempt = leased.attempt);
+    async {
+        let started = Instant::now();
+        let finish = match decoded {
+            Err(e) => {
+                error!(error = %e, "undecodable job: dead-lettering it");
+                let attempt = attempt_record(&leased, AttemptOutcome::Undecodable, None, Some(format!("undecodable job: {e}")), None, started, &ctx.cfg.worker_id);
+                Some(finish(&leased, FinishMode::Dead, 0, dead_state(format!("undecodable job: {e}")), attempt))
+            }
+            Ok(job) => match &job.body {
+                JobBody::CallEnded { event } => {
+                    let event = event.clone();
+                    run_fan_out(ctx, &leased, &job, &event, started).await
+                }
+                JobBody::Action(action_job) => {
+                    let run = ctx.executors.execute(&leased.id, leased.attempt, action_job);
+                    let outcome = match AssertUnwindSafe(run).catch_unwind().await {
+                        Ok(o) => o,
+                        Err(panic) => {
+                            let msg = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into());
+                            error!(panic = %msg, "action panicked");
+                            Outcome::retry(format!("executor panicked: {msg}"))
+                        }
+                    };
+                    Some(record_outcome(ctx, &leased, outcome, started))
+                }
+            },
+        };
+        if let Some(f) = finish {
+            apply(ctx, f).await;
+        }
+        ctx.release_hold(&leased.id);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Decides what an action's outcome means for the job.
+fn record_outcome(ctx: &Ctx, leased: &Leased, outcome: Outcome, started: Instant) -> Finish {
+    let w = &ctx.cfg.worker_id;
+    match outcome {
+        Outcome::Delivered { status, detail } => {
+            info!(status, elapsed_ms = started.elapsed().as_millis() as u64, "delivered");
+            let attempt = attempt_record(leased, AttemptOutcome::Delivered, status, None, detail.clone(), started, w);
+            let mut st = StateInfo::new("delivered");
+            st.reason = detail;
+            finish(leased, FinishMode::Done, 0, st, attempt)
+        }
+        Outcome::Skipped { reason } => {
+            info!(reason = %reason, "skipped");
+            let attempt = attempt_record(leased, AttemptOutcome::Skipped, None, Some(reason.clone()), None, started, w);
+            let mut st = StateInfo::new("skipped");
+            st.reason = Some(reason);
+            finish(leased, FinishMode::Done, 0, st, attempt)
+        }
+        Outcome::Permanent { error, status, snippet } => {
+            error!(status, error = %error, "permanent failure: dead-lettered");
+            let attempt = attempt_record(leased, AttemptOutcome::Failed, status, Some(error.clone()), snippet, started, w);
+            finish(leased, FinishMode::Dead, 0, dead_state(error), attempt)
+        }
+        Outcome::Retry { error, status, retry_after, snippet } => {
+            if leased.attempt >= leased.max_attempts {
+                error!(status, error = %error, attempts = leased.attempt, "gave up: dead-lettered");
+                let attempt = attempt_record(leased, AttemptOutcome::Failed, status, Some(error.clone()), snippet, started, w);
+                let st = dead_state(format!("gave up after {} attempts; last error: {error}", leased.attempt));
+                return finish(leased, FinishMode::Dead, 0, st, attempt);
+            }
+            let delay = ctx.cfg.queue.retry.delay(leased.attempt, retry_after, rand::random::<f64>());
+            let run_at = now_ms() + delay.as_millis() as i64;
+            warn!(status, error = %error, retry_in_ms = delay.as_millis() as u64, "will retry");
+            let mut attempt = attempt_record(leased, AttemptOutcome::Retry, status, Some(error.clone()), snippet, started, w);
+            attempt.next_run_at = Utc.timestamp_millis_opt(run_at).single();
+            let mut st = StateInfo::new("scheduled");
+            st.run_at = Some(run_at);
+            st.error = Some(error);
+            finish(leased, FinishMode::Retry, run_at, st, attempt)
+        }
+    }
+}
+
+async fn run_fan_out(ctx: &Ctx, leased: &Leased, job: &Job, event: &aftercall_core::CallEvent, started: Instant) -> Option<Finish> {
+    let w = &ctx.cfg.worker_id;
+    let config = match ctx.queue.get_agent(&job.agent_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            let outcome = Outcome::retry(format!("reading agent config: {e}"));
+            return Some(record_outcome(ctx, leased, outcome, started));
+        }
+    };
+    let now = Utc::now();
+    let (jobs, state, outcome) = match fan_out(job, event, config.as_ref(), now) {
+        FanOut::Skip(reason) => {
+            info!(reason = %reason, "call skipped");
+            let mut st = StateInfo::new("skipped");
+            st.reason = Some(reason.clone());
+            (Vec::new(), st, (AttemptOutcome::Skipped, Some(reason)))
+        }
+        FanOut::Jobs(jobs) => {
+            info!(actions = jobs.len(), "fanned out");
+            let mut st = StateInfo::new("fanned_out");
+            st.actions = Some(jobs.len());
+            (jobs, st, (AttemptOutcome::Delivered, None))
+        }
+    };
+    let attempt = attempt_record(leased, outcome.0, None, outcome.1, None, started, w);
+    match ctx.queue.fan_out(leased, &job.call_id, &jobs, &state, &attempt).await {
+        Ok(true) => None,
+        Ok(false) => {
+            warn!("lease lost before fan-out was recorded; another worker owns the job");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "recording fan-out failed; the lease will expire and the job re-run");
+            None
+        }
+    }
+}
+
+fn dead_state(error: String) -> StateInfo {
+    let mut st = StateInfo::new("dead");
+    st.error = Some(error);
+    st
+}
+
+fn finish(leased: &Leased, mode: FinishMode, run_at_ms: i64, state: StateInfo, attempt: Attempt) -> Finish {
+    Finish { mode, id: leased.id.clone(), token: leased.token.clone(), run_at_ms, state, attempt: Some(attempt) }
+}
+
+fn attempt_record(
+    leased: &Leased,
+    outcome: AttemptOutcome,
+    status: Option<u16>,
+    error: Option<String>,
+    response: Option<String>,
+    started: Instant,
+    worker: &str,
+) -> Attempt {
+    Attempt {
+        attempt: leased.attempt,
+        at: Utc::now(),
+        outcome,
+        status,
+        error,
+        response,
+        duration_ms: Some(started.elapsed().as_millis() as u64),
+        worker: Some(worker.to_string()),
+        next_run_at: None,
+    }
+}
+
+/// Records a finish, retrying briefly through Redis blips.
+async fn apply(ctx: &Ctx, f: Finish) {
+    let policy = ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_delay(Duration::from_secs(2)).with_max_times(6);
+    let res = (|| async { ctx.queue.finish(std::slice::from_ref(&f)).await })
+        .retry(policy)
+        .when(|e| e.is_transient())
+        .notify(|e, d| warn!(error = %e, retry_in_ms = d.as_millis() as u64, "recording outcome failed; retrying"))
+        .await;
+    match res {
+        Ok(v) if v.first() == Some(&true) => debug!("outcome recorded"),
+        Ok(_) => warn!("lease lost before the outcome was recorded; another worker owns the job"),
+        Err(e) => error!(error = %e, "could not record outcome; the lease will expire and the job re-run"),
+    }
+}

@@ -1,0 +1,223 @@
+//! The worker pool: apalis drives concurrency and draining; our Redis backend feeds it
+//! through a `CustomBackend` stream of leased jobs. Lease renewal and retention run
+//! beside it. See ARCHITECTURE.md for why outcomes are recorded by the handler rather
+//! than through apalis's acknowledgement path.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aftercall_actions::Executors;
+use aftercall_queue::{Finish, FinishMode, Leased, Queue, StateInfo, now_ms};
+use apalis::prelude::WorkerBuilderExt;
+use apalis_core::backend::custom::BackendBuilder;
+use apalis_core::error::BoxDynError;
+use apalis_core::task::Task;
+use apalis_core::task::data::Data;
+use apalis_core::worker::builder::WorkerBuilder;
+use futures::{SinkExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::handler::{self, Ctx, Held};
+use crate::{RuntimeError, WorkerConfig};
+
+/// The longest an idle worker waits before looking at the queue again on its own.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+pub async fn run(cfg: WorkerConfig, queue: Queue, executors: Executors, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+    let held: Held = Default::default();
+    let grace = cfg.grace;
+    let ctx = Arc::new(Ctx { queue: queue.clone(), executors, cfg: cfg.clone(), held: held.clone() });
+    let buffer: Arc<std::sync::Mutex<VecDeque<Leased>>> = Default::default();
+
+    let side = CancellationToken::new();
+    let renewer = tokio::spawn(renew_loop(ctx.clone(), side.clone()));
+    let sweeper = tokio::spawn(sweep_loop(ctx.clone(), side.clone()));
+
+    let fetcher = Fetcher { ctx: ctx.clone(), buffer: buffer.clone(), shutdown: shutdown.clone() };
+    let backend = BackendBuilder::new()
+        .database(fetcher)
+        .fetcher(|f: &mut Fetcher, _: &(), _| f.clone().stream())
+        .sink(|_, _| futures::sink::drain().sink_map_err(|e| -> BoxDynError { match e {} }))
+        .build()
+        .map_err(|e| RuntimeError::Worker(e.to_string()))?;
+
+    async fn handle(job: Leased, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
+        // Boxed here, where the future's type is concrete: apalis's generic service
+        // otherwise trips the compiler's higher-ranked `Send` inference.
+        let ctx: Arc<Ctx> = (*ctx).clone();
+        let fut: futures::future::BoxFuture<'static, ()> = Box::pin(async move { handler::process(&ctx, job).await });
+        fut.await;
+        Ok(())
+    }
+
+    let worker = WorkerBuilder::new(cfg.worker_id.as_str()).backend(backend).data(ctx.clone()).concurrency(cfg.concurrency).build(handle);
+    // run_until stops the worker context on shutdown: apalis then drains in-flight jobs.
+    let stop = shutdown.clone();
+    let run = worker.run_until(async move {
+        stop.cancelled().await;
+        Ok::<(), apalis_core::error::WorkerError>(())
+    });
+    tokio::pin!(run);
+    let result = tokio::select! {
+        r = &mut run => r.map_err(|e| RuntimeError::Worker(e.to_string())),
+        _ = shutdown.cancelled() => {
+            info!(grace_ms = grace.as_millis() as u64, "shutdown: no new jobs; finishing in-flight ones");
+            match tokio::time::timeout(grace, &mut run).await {
+                Ok(r) => r.map_err(|e| RuntimeError::Worker(e.to_string())),
+                Err(_) => {
+                    warn!("grace period over; returning unfinished jobs to the queue");
+                    Ok(())
+                }
+            }
+        }
+    };
+    drop(run);
+    // Whatever is still held (buffered, or cut off by the grace period) goes back.
+    let leftovers: Vec<(String, String)> = held.lock().expect("held lock").drain().collect();
+    if !leftovers.is_empty() {
+        let items: Vec<Finish> = leftovers
+            .into_iter()
+            .map(|(id, token)| Finish { mode: FinishMode::Release, id, token, run_at_ms: 0, state: StateInfo::new("queued"), attempt: None })
+            .collect();
+        match queue.finish(&items).await {
+            Ok(v) => info!(returned = v.iter().filter(|x| **x).count(), "returned unstarted jobs to the queue"),
+            Err(e) => warn!(error = %e, "could not return jobs; their leases will expire and they will be retried"),
+        }
+    }
+    side.cancel();
+    let _ = tokio::join!(renewer, sweeper);
+    info!("worker stopped");
+    result
+}
+
+/// Feeds apalis one leased job at a time from a locally buffered batch.
+#[derive(Clone)]
+struct Fetcher {
+    ctx: Arc<Ctx>,
+    buffer: Arc<std::sync::Mutex<VecDeque<Leased>>>,
+    shutdown: CancellationToken,
+}
+
+type Item = Result<Option<Task<Leased>>, BoxDynError>;
+
+impl Fetcher {
+    fn stream(self) -> futures::stream::BoxStream<'static, Item> {
+        futures::stream::unfold((self, None), |(f, mut blocking)| async move {
+            let next = f.next_job(&mut blocking).await?;
+            Some((Ok(Some(Task::new(next))), (f, blocking)))
+        })
+        .boxed()
+    }
+
+    /// The next job, waiting as long as it takes; `None` once shutdown began.
+    async fn next_job(&self, blocking: &mut Option<redis::aio::MultiplexedConnection>) -> Option<Leased> {
+        let cfg = &self.ctx.cfg;
+        let batch = cfg.concurrency.clamp(1, 64);
+        let mut failures = 0u32;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return None;
+            }
+            if let Some(j) = self.buffer.lock().expect("buffer lock").pop_front() {
+                return Some(j);
+            }
+            match self.ctx.queue.fetch(&cfg.worker_id, batch, cfg.lease).await {
+                Ok(fetched) if !fetched.jobs.is_empty() => {
+                    failures = 0;
+                    let mut held = self.ctx.held.lock().expect("held lock");
+                    for j in &fetched.jobs {
+                        held.insert(j.id.clone(), j.token.clone());
+                    }
+                    drop(held);
+                    debug!(n = fetched.jobs.len(), "fetched");
+                    self.buffer.lock().expect("buffer lock").extend(fetched.jobs);
+                }
+                Ok(fetched) => {
+                    failures = 0;
+                    let wait = match fetched.next_due_ms {
+                        Some(due) => Duration::from_millis((due - now_ms()).clamp(1, IDLE_POLL.as_millis() as i64) as u64),
+                        None => IDLE_POLL,
+                    };
+                    self.wait(blocking, wait).await;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(Duration::from_secs(5));
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "fetching jobs failed; retrying");
+                    *blocking = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.shutdown.cancelled() => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Blocks on the wake-up list so a new job starts within milliseconds.
+    async fn wait(&self, blocking: &mut Option<redis::aio::MultiplexedConnection>, wait: Duration) {
+        if blocking.is_none() {
+            match self.ctx.queue.blocking_connection().await {
+                Ok(c) => *blocking = Some(c),
+                Err(e) => {
+                    warn!(error = %e, "no connection for wake-ups; polling");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.shutdown.cancelled() => {}
+                    }
+                    return;
+                }
+            }
+        }
+        let conn = blocking.as_mut().expect("just set");
+        tokio::select! {
+            r = self.ctx.queue.wait_for_work(conn, wait) => {
+                if r.is_err() {
+                    *blocking = None;
+                }
+            }
+            _ = self.shutdown.cancelled() => {
+                // The blocked command may still be in flight on this connection.
+                *blocking = None;
+            }
+        }
+    }
+}
+
+/// Renews every held lease at a third of the lease time, in one call.
+async fn renew_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let every = ctx.cfg.lease / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let held: Vec<(String, String)> = ctx.held.lock().expect("held lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        match ctx.queue.renew(ctx.cfg.lease, &held).await {
+            Ok(lost) => {
+                for id in lost {
+                    warn!(job_id = %id, "lease lost: the job was reaped and belongs to another worker now");
+                    ctx.release_hold(&id);
+                }
+            }
+            Err(e) => warn!(error = %e, "renewing leases failed"),
+        }
+    }
+}
+
+/// Applies the retention period now and then.
+async fn sweep_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stop.cancelled() => return,
+        }
+        match ctx.queue.sweep(ctx.cfg.retention, 1000).await {
+            Ok(0) => {}
+            Ok(n) => debug!(removed = n, "retention sweep"),
+            Err(e) => warn!(error = %e, "retention sweep failed"),
+        }
+    }
+}

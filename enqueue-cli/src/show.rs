@@ -1,0 +1,100 @@
+//! Human-readable output for calls, jobs and dead letters. Secrets in stored action
+//! configs are redacted before anything is printed.
+
+use aftercall_queue::{CallStatus, JobRecord};
+use chrono::{TimeZone, Utc};
+
+fn time(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()).unwrap_or_default()
+}
+
+/// Blanks signing secrets and custom header values inside a stored job.
+pub fn redact_record(mut r: JobRecord) -> JobRecord {
+    if let Some(action) = r.job.as_mut().and_then(|j| j.get_mut("action")) {
+        if let Some(s) = action.get_mut("secret") {
+            *s = aftercall_core::config::REDACTED.into();
+        }
+        if let Some(serde_json::Value::Object(h)) = action.get_mut("headers") {
+            for v in h.values_mut() {
+                *v = "********".into();
+            }
+        }
+    }
+    r
+}
+
+pub fn redact_status(mut s: CallStatus) -> CallStatus {
+    s.actions = s.actions.into_iter().map(redact_record).collect();
+    s
+}
+
+fn state_line(r: &JobRecord) -> String {
+    let s = &r.state;
+    let mut line = s.state.clone();
+    if let Some(run_at) = s.run_at.filter(|_| s.state == "scheduled") {
+        line.push_str(&format!(" (retry at {})", time(run_at)));
+    }
+    if let Some(reason) = &s.reason {
+        line.push_str(&format!(": {reason}"));
+    } else if let Some(e) = &s.error {
+        line.push_str(&format!(": {e}"));
+    }
+    line
+}
+
+pub fn print_call(s: &CallStatus) {
+    println!("call {}", s.call_id);
+    println!("  call_ended {}  {}", s.call_ended.id, state_line(&s.call_ended));
+    for a in &s.actions {
+        println!("  [{}] {:<8} {}  {}  attempts {}/{}", a.action_index.unwrap_or(0), a.kind, a.id, state_line(a), a.attempts, a.max_attempts);
+        print_history(a, "      ");
+    }
+}
+
+fn print_history(r: &JobRecord, indent: &str) {
+    for h in &r.history {
+        let mut line = format!("{indent}#{} {} {:?}", h.attempt, time(h.at.timestamp_millis()), h.outcome);
+        if let Some(st) = h.status {
+            line.push_str(&format!(" HTTP {st}"));
+        }
+        if let Some(e) = &h.error {
+            line.push_str(&format!(" {e}"));
+        }
+        if let Some(n) = h.next_run_at {
+            line.push_str(&format!(" (next at {})", time(n.timestamp_millis())));
+        }
+        println!("{line}");
+        if let Some(resp) = &h.response {
+            println!("{indent}   response: {}", resp.replace('\n', " "));
+        }
+    }
+}
+
+pub fn print_job(r: &JobRecord) {
+    println!("job {} ({})", r.id, r.kind);
+    if let Some(c) = &r.call_id {
+        println!("  call {c}  agent {}", r.agent_id.as_deref().unwrap_or("-"));
+    }
+    println!("  state {}  at {}", state_line(r), time(r.state.at));
+    println!("  attempts {}/{}", r.attempts, r.max_attempts);
+    print_history(r, "    ");
+}
+
+pub fn print_dlq(items: &[JobRecord]) {
+    if items.is_empty() {
+        println!("no dead letters");
+        return;
+    }
+    for r in items {
+        println!(
+            "{}  {:<8} agent {:<16} call {:<20} dead {}  {} attempt(s)  {}",
+            r.id,
+            r.kind,
+            r.agent_id.as_deref().unwrap_or("-"),
+            r.call_id.as_deref().unwrap_or("-"),
+            time(r.state.at),
+            r.attempts,
+            r.last_error().unwrap_or("")
+        );
+    }
+}
