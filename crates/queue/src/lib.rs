@@ -288,10 +288,16 @@ impl Queue {
 
     /// Promotes due jobs, reaps expired leases, and leases up to `batch` ready jobs.
     pub async fn fetch(&self, worker: &str, batch: usize, lease: Duration) -> Result<Fetched, QueueError> {
+        self.fetch_at(worker, batch, lease, now_ms()).await
+    }
+
+    /// [`Queue::fetch`] with the clock given: due times and lease expiry are judged
+    /// against `now_ms` (model tests drive a virtual clock through this).
+    pub async fn fetch_at(&self, worker: &str, batch: usize, lease: Duration, now_ms: i64) -> Result<Fetched, QueueError> {
         let k = &self.inner.keys;
         let mut inv = self.inner.scripts.fetch.prepare_invoke();
         inv.key(&k.ready).key(&k.running).key(&k.scheduled).key(&k.dead).key(&k.data).key(&k.state).key(&k.attempts).key(&k.max).key(&k.log).key(&k.lease).key(&k.notify);
-        inv.arg(now_ms()).arg(batch).arg(lease.as_millis() as u64).arg(worker);
+        inv.arg(now_ms).arg(batch).arg(lease.as_millis() as u64).arg(worker);
         let res: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
         let mut it = res.into_iter();
         let next_due: i64 = match it.next() {

@@ -325,7 +325,7 @@ async fn without_smtp_the_mail_goes_to_the_outbox_once() {
     let eml = std::fs::read_to_string(&path).unwrap();
     assert!(eml.contains("Subject: =?utf-8?b?") || eml.contains("Subject: Your call summary"), "{eml}");
     assert!(eml.contains("Message-ID: <job_out.1@aftercall>"), "{eml}");
-    assert!(eml.contains("To: John Smith <john@example.com>"), "{eml}");
+    assert!(eml.contains("To: \"John Smith\" <john@example.com>"), "{eml}");
     assert!(eml.contains("From: aftercall@localhost"), "{eml}");
     assert!(eml.contains("multipart/alternative"), "{eml}");
 
