@@ -25,6 +25,8 @@ for i = 2, #ARGV, 6 do
         redis.call('ZADD', KEYS[5], now, id)
       elseif mode == 'retry' then
         redis.call('ZADD', KEYS[3], score, id)
+        -- Idle workers re-read the next due time, so a short retry is not late.
+        wake = true
       else
         redis.call('ZADD', KEYS[4], now, id)
       end
