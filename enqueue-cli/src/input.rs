@@ -16,9 +16,13 @@ pub struct Parsed {
 pub fn read_events(file: &str, max_bytes: usize) -> anyhow::Result<Parsed> {
     let mut raw = Vec::new();
     if file == "-" {
-        std::io::stdin().read_to_end(&mut raw).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut raw)
+            .context("reading standard input")?;
     } else {
-        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut raw)).with_context(|| format!("reading {file}"))?;
+        std::fs::File::open(file)
+            .and_then(|mut f| f.read_to_end(&mut raw))
+            .with_context(|| format!("reading {file}"))?;
     }
     Ok(parse_events(&raw, max_bytes))
 }
@@ -62,12 +66,21 @@ pub fn parse_events(raw: &[u8], max_bytes: usize) -> Parsed {
 }
 
 /// Enqueues in pipelined chunks, with a progress bar on a terminal for big inputs.
-pub async fn enqueue_all(queue: &Queue, events: Vec<CallEvent>, tty: bool) -> anyhow::Result<Vec<Enqueued>> {
+pub async fn enqueue_all(
+    queue: &Queue,
+    events: Vec<CallEvent>,
+    tty: bool,
+) -> anyhow::Result<Vec<Enqueued>> {
     const CHUNK: usize = 5_000;
     let total = events.len();
     let bar = (tty && total > CHUNK).then(|| {
         let b = indicatif::ProgressBar::new(total as u64);
-        b.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}").expect("template"));
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} events {per_sec} eta {eta}",
+            )
+            .expect("template"),
+        );
         b
     });
     let mut out = Vec::with_capacity(total);
@@ -96,15 +109,29 @@ mod tests {
         let p = parse_events(raw, 1 << 20);
         assert_eq!(p.events.len(), 1);
         assert_eq!(p.invalid.len(), 2);
-        assert!(p.invalid[0].starts_with("line 3: ") && p.invalid[0].contains("agent_id"), "{:?}", p.invalid);
-        assert!(p.invalid[1].starts_with("line 4: zip: unknown field"), "{:?}", p.invalid);
+        assert!(
+            p.invalid[0].starts_with("line 3: ") && p.invalid[0].contains("agent_id"),
+            "{:?}",
+            p.invalid
+        );
+        assert!(
+            p.invalid[1].starts_with("line 4: zip: unknown field"),
+            "{:?}",
+            p.invalid
+        );
     }
 
     #[test]
     fn single_pretty_object_and_array() {
-        let p = parse_events(b"{\n \"call_id\": \"a\",\n \"agent_id\": \"x\"\n}\n", 1 << 20);
+        let p = parse_events(
+            b"{\n \"call_id\": \"a\",\n \"agent_id\": \"x\"\n}\n",
+            1 << 20,
+        );
         assert_eq!((p.events.len(), p.invalid.len()), (1, 0));
-        let p = parse_events(br#"[{"call_id":"a","agent_id":"x"},{"call_id":"b"}]"#, 1 << 20);
+        let p = parse_events(
+            br#"[{"call_id":"a","agent_id":"x"},{"call_id":"b"}]"#,
+            1 << 20,
+        );
         assert_eq!((p.events.len(), p.invalid.len()), (1, 1));
     }
 }

@@ -15,7 +15,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "aftercall", version, about = "Push call-ended events and operate the aftercall queue")]
+#[command(
+    name = "aftercall",
+    version,
+    about = "Push call-ended events and operate the aftercall queue"
+)]
 struct Cli {
     /// Redis URL (default: AFTERCALL_REDIS_URL, else redis://127.0.0.1:6379).
     #[arg(long, global = true)]
@@ -111,13 +115,27 @@ impl FilterArgs {
         Ok(DlqFilter {
             agent: self.agent.clone(),
             action: self.action.clone(),
-            since_ms: self.since.as_deref().map(parse_time).transpose().context("--since")?,
-            until_ms: self.until.as_deref().map(parse_time).transpose().context("--until")?,
+            since_ms: self
+                .since
+                .as_deref()
+                .map(parse_time)
+                .transpose()
+                .context("--since")?,
+            until_ms: self
+                .until
+                .as_deref()
+                .map(parse_time)
+                .transpose()
+                .context("--until")?,
             error: self.error.clone(),
         })
     }
     fn is_empty(&self) -> bool {
-        self.agent.is_none() && self.action.is_none() && self.since.is_none() && self.until.is_none() && self.error.is_none()
+        self.agent.is_none()
+            && self.action.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+            && self.error.is_none()
     }
 }
 
@@ -162,7 +180,11 @@ enum DlqCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -189,29 +211,54 @@ fn queue_config(cli: &Cli) -> anyhow::Result<QueueConfig> {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = queue_config(&cli)?;
     // Validate input before touching Redis: bad input is reported even when Redis is down.
-    if let Command::Enqueue { file, skip_invalid, json } = &cli.command {
+    if let Command::Enqueue {
+        file,
+        skip_invalid,
+        json,
+    } = &cli.command
+    {
         let parsed = input::read_events(file, cfg.max_event_bytes)?;
         for bad in &parsed.invalid {
             eprintln!("{bad}");
         }
         if !parsed.invalid.is_empty() && !skip_invalid {
-            bail!("{} invalid event(s); nothing enqueued (use --skip-invalid to enqueue the valid ones)", parsed.invalid.len());
+            bail!(
+                "{} invalid event(s); nothing enqueued (use --skip-invalid to enqueue the valid ones)",
+                parsed.invalid.len()
+            );
         }
         let queue = Queue::connect(cfg).await?;
-        let results = input::enqueue_all(&queue, parsed.events, std::io::stderr().is_terminal()).await?;
+        let results =
+            input::enqueue_all(&queue, parsed.events, std::io::stderr().is_terminal()).await?;
         let (mut new, mut dup) = (0, 0);
         for r in &results {
             if *json {
                 println!("{}", serde_json::to_string(r)?);
             } else if results.len() <= 20 {
-                println!("{} {} ({})", if r.duplicate { "duplicate" } else { "enqueued " }, r.call_id, r.job_id);
+                println!(
+                    "{} {} ({})",
+                    if r.duplicate {
+                        "duplicate"
+                    } else {
+                        "enqueued "
+                    },
+                    r.call_id,
+                    r.job_id
+                );
             }
             if r.duplicate { dup += 1 } else { new += 1 }
         }
         if !json {
-            println!("{new} enqueued, {dup} duplicate, {} invalid", parsed.invalid.len());
+            println!(
+                "{new} enqueued, {dup} duplicate, {} invalid",
+                parsed.invalid.len()
+            );
         }
-        return Ok(if parsed.invalid.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) });
+        return Ok(if parsed.invalid.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        });
     }
     if let Command::Agents(AgentsCmd::Set { file, .. }) = &cli.command {
         // Same rule: a bad config is refused before Redis is asked.
@@ -223,7 +270,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enqueue { .. } => unreachable!("handled above"),
         Command::Agents(cmd) => match cmd {
             AgentsCmd::Set { agent_id, file } => {
-                let cfg = AgentConfig::parse(&std::fs::read(&file)?).map_err(|e| anyhow::anyhow!("invalid agent config: {e}"))?;
+                let cfg = AgentConfig::parse(&std::fs::read(&file)?)
+                    .map_err(|e| anyhow::anyhow!("invalid agent config: {e}"))?;
                 queue.set_agent(&agent_id, &cfg).await?;
                 let n = cfg.follow_up().map(|f| f.actions.len()).unwrap_or(0);
                 println!("agent {agent_id} configured with {n} action(s)");
@@ -244,11 +292,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("agent {agent_id} deleted");
             }
         },
-        Command::Calls(CallsCmd::Show { call_id, json }) => match queue.call_status(&call_id).await? {
-            Some(s) if json => println!("{}", serde_json::to_string_pretty(&show::redact_status(s))?),
-            Some(s) => show::print_call(&s),
-            None => bail!("no call {call_id} is known (never pushed, or past retention)"),
-        },
+        Command::Calls(CallsCmd::Show { call_id, json }) => {
+            match queue.call_status(&call_id).await? {
+                Some(s) if json => {
+                    println!("{}", serde_json::to_string_pretty(&show::redact_status(s))?)
+                }
+                Some(s) => show::print_call(&s),
+                None => bail!("no call {call_id} is known (never pushed, or past retention)"),
+            }
+        }
         Command::Dlq(cmd) => dlq(&queue, cmd).await?,
         Command::Stats { json, watch } => stats(&queue, json, watch).await?,
     }
@@ -257,11 +309,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
     match cmd {
-        DlqCmd::List { filter, limit, cursor, json } => {
-            let page = queue.dlq_list(&filter.to_filter()?, cursor.as_deref(), limit).await?;
+        DlqCmd::List {
+            filter,
+            limit,
+            cursor,
+            json,
+        } => {
+            let page = queue
+                .dlq_list(&filter.to_filter()?, cursor.as_deref(), limit)
+                .await?;
             if json {
                 let items: Vec<_> = page.items.into_iter().map(show::redact_record).collect();
-                println!("{}", serde_json::json!({ "items": items, "next_cursor": page.next_cursor }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "items": items, "next_cursor": page.next_cursor })
+                );
             } else {
                 show::print_dlq(&page.items);
                 if let Some(c) = page.next_cursor {
@@ -270,11 +332,17 @@ async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
             }
         }
         DlqCmd::Show { job_id, json } => match queue.job(&job_id).await? {
-            Some(r) if json => println!("{}", serde_json::to_string_pretty(&show::redact_record(r))?),
+            Some(r) if json => {
+                println!("{}", serde_json::to_string_pretty(&show::redact_record(r))?)
+            }
             Some(r) => show::print_job(&r),
             None => bail!("no job {job_id}"),
         },
-        DlqCmd::Replay { job_ids, all, filter } => {
+        DlqCmd::Replay {
+            job_ids,
+            all,
+            filter,
+        } => {
             let n = if !job_ids.is_empty() {
                 queue.replay(&job_ids).await?
             } else if all || !filter.is_empty() {
@@ -284,7 +352,11 @@ async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
             };
             println!("{n} dead letter(s) replayed");
         }
-        DlqCmd::Purge { job_ids, all, filter } => {
+        DlqCmd::Purge {
+            job_ids,
+            all,
+            filter,
+        } => {
             let n = if !job_ids.is_empty() {
                 queue.purge(&job_ids).await?
             } else if all || !filter.is_empty() {
@@ -305,7 +377,9 @@ async fn stats(queue: &Queue, json: bool, watch: bool) -> anyhow::Result<()> {
         if json {
             println!("{}", serde_json::to_string(&s)?);
         } else {
-            let rate = prev.map(|(t, n)| s.finished_last_hour.saturating_sub(n) as f64 / t.elapsed().as_secs_f64());
+            let rate = prev.map(|(t, n)| {
+                s.finished_last_hour.saturating_sub(n) as f64 / t.elapsed().as_secs_f64()
+            });
             println!(
                 "queue {}: queued {}  running {}  scheduled {}  dead {}  finished {}/min {}/h{}",
                 s.queue,

@@ -5,7 +5,10 @@ use aftercall_queue::{CallStatus, JobRecord};
 use chrono::{TimeZone, Utc};
 
 fn time(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()).unwrap_or_default()
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
 }
 
 /// Blanks signing secrets and custom header values inside a stored job.
@@ -44,16 +47,33 @@ fn state_line(r: &JobRecord) -> String {
 
 pub fn print_call(s: &CallStatus) {
     println!("call {}", s.call_id);
-    println!("  call_ended {}  {}", s.call_ended.id, state_line(&s.call_ended));
+    println!(
+        "  call_ended {}  {}",
+        s.call_ended.id,
+        state_line(&s.call_ended)
+    );
     for a in &s.actions {
-        println!("  [{}] {:<8} {}  {}  attempts {}/{}", a.action_index.unwrap_or(0), a.kind, a.id, state_line(a), a.attempts, a.max_attempts);
+        println!(
+            "  [{}] {:<8} {}  {}  attempts {}/{}",
+            a.action_index.unwrap_or(0),
+            a.kind,
+            a.id,
+            state_line(a),
+            a.attempts,
+            a.max_attempts
+        );
         print_history(a, "      ");
     }
 }
 
 fn print_history(r: &JobRecord, indent: &str) {
     for h in &r.history {
-        let mut line = format!("{indent}#{} {} {:?}", h.attempt, time(h.at.timestamp_millis()), h.outcome);
+        let mut line = format!(
+            "{indent}#{} {} {:?}",
+            h.attempt,
+            time(h.at.timestamp_millis()),
+            h.outcome
+        );
         if let Some(st) = h.status {
             line.push_str(&format!(" HTTP {st}"));
         }

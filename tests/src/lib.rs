@@ -15,12 +15,21 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        p.display()
+    );
     p
 }
 
 pub fn fixture(name: &str) -> String {
-    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)).expect("fixture")
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name),
+    )
+    .expect("fixture")
 }
 
 /// One test's world: its own Redis, queue prefix and scratch folder.
@@ -35,11 +44,20 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
-        let dir = std::env::temp_dir().join(format!("aftercall-test-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("aftercall-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("scratch dir");
-        let redis = RedisServer::start(&dir.join("redis"), RedisOptions::default()).await.expect("redis-server");
+        let redis = RedisServer::start(&dir.join("redis"), RedisOptions::default())
+            .await
+            .expect("redis-server");
         let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let queue = Queue::connect(QueueConfig { url: redis.url(), prefix: prefix.clone(), ..Default::default() }).await.expect("connect");
+        let queue = Queue::connect(QueueConfig {
+            url: redis.url(),
+            prefix: prefix.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("connect");
         let env = vec![
             ("AFTERCALL_ALLOW_CIDRS".into(), "127.0.0.0/8".into()),
             ("AFTERCALL_RETRY_BASE".into(), "200ms".into()),
@@ -47,9 +65,18 @@ impl World {
             ("AFTERCALL_MAX_ATTEMPTS".into(), "4".into()),
             ("AFTERCALL_LEASE".into(), "2s".into()),
             ("AFTERCALL_GRACE".into(), "5s".into()),
-            ("AFTERCALL_OUTBOX".into(), dir.join("outbox").display().to_string()),
+            (
+                "AFTERCALL_OUTBOX".into(),
+                dir.join("outbox").display().to_string(),
+            ),
         ];
-        World { redis, prefix, dir, queue, env }
+        World {
+            redis,
+            prefix,
+            dir,
+            queue,
+            env,
+        }
     }
 
     pub fn set(&mut self, k: &str, v: &str) {
@@ -58,7 +85,9 @@ impl World {
     }
 
     fn base_env(&self, cmd: &mut Command) {
-        cmd.env("AFTERCALL_REDIS_URL", self.redis.url()).env("AFTERCALL_QUEUE_PREFIX", &self.prefix).env("RUST_LOG", "info");
+        cmd.env("AFTERCALL_REDIS_URL", self.redis.url())
+            .env("AFTERCALL_QUEUE_PREFIX", &self.prefix)
+            .env("RUST_LOG", "info");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -70,8 +99,12 @@ impl World {
         let log = self.dir.join(format!("worker-{n}.log"));
         let mut cmd = Command::new(bin("aftercall-worker"));
         self.base_env(&mut cmd);
-        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).expect("log file"));
-        Worker { child: cmd.spawn().expect("start worker"), log }
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        Worker {
+            child: cmd.spawn().expect("start worker"),
+            log,
+        }
     }
 
     /// Runs the CLI with `args`, feeding `stdin`.
@@ -79,28 +112,50 @@ impl World {
         use std::io::Write;
         let mut cmd = Command::new(bin("aftercall"));
         self.base_env(&mut cmd);
-        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start aftercall");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
         child.wait_with_output().expect("aftercall output")
     }
 
     /// Stores the seed's agent body, its webhook pointed at `url`.
     pub async fn seed_agent(&self, agent_id: &str, webhook_url: &str) {
-        let body = fixture("seed-agent.json").replace("https://your-crm.com/api/call-completed", webhook_url);
+        let body = fixture("seed-agent.json")
+            .replace("https://your-crm.com/api/call-completed", webhook_url);
         let cfg = aftercall_core::AgentConfig::parse(body.as_bytes()).expect("seed body parses");
-        self.queue.set_agent(agent_id, &cfg).await.expect("set agent");
+        self.queue
+            .set_agent(agent_id, &cfg)
+            .await
+            .expect("set agent");
     }
 
     /// An agent with one webhook action.
     pub async fn webhook_agent(&self, agent_id: &str, url: &str) {
-        let body = format!(r#"{{"name":"Test","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{url}"}}]}}}}}}"#);
+        let body = format!(
+            r#"{{"name":"Test","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{url}"}}]}}}}}}"#
+        );
         let cfg = aftercall_core::AgentConfig::parse(body.as_bytes()).expect("agent body");
-        self.queue.set_agent(agent_id, &cfg).await.expect("set agent");
+        self.queue
+            .set_agent(agent_id, &cfg)
+            .await
+            .expect("set agent");
     }
 
     /// Polls a call until `done` holds or the deadline passes; returns the last status.
-    pub async fn wait_call(&self, call_id: &str, timeout: Duration, done: impl Fn(&CallStatus) -> bool) -> CallStatus {
+    pub async fn wait_call(
+        &self,
+        call_id: &str,
+        timeout: Duration,
+        done: impl Fn(&CallStatus) -> bool,
+    ) -> CallStatus {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.queue.call_status(call_id).await.expect("status");
@@ -126,12 +181,20 @@ impl Drop for World {
 
 /// True when every action of the call has settled (delivered, skipped or dead).
 pub fn settled(s: &CallStatus) -> bool {
-    let parent = matches!(s.call_ended.state.state.as_str(), "fanned_out" | "skipped" | "dead");
-    parent && s.actions.iter().all(|a| matches!(a.state.state.as_str(), "delivered" | "skipped" | "dead"))
+    let parent = matches!(
+        s.call_ended.state.state.as_str(),
+        "fanned_out" | "skipped" | "dead"
+    );
+    parent
+        && s.actions
+            .iter()
+            .all(|a| matches!(a.state.state.as_str(), "delivered" | "skipped" | "dead"))
 }
 
 pub fn call_event(call_id: &str, agent_id: &str) -> String {
-    format!(r#"{{"call_id":"{call_id}","agent_id":"{agent_id}","caller_number":"+14155551234","duration_seconds":61,"summary":"s","metadata":{{"caller_name":"Ann","caller_email":"ann@example.com"}}}}"#)
+    format!(
+        r#"{{"call_id":"{call_id}","agent_id":"{agent_id}","caller_number":"+14155551234","duration_seconds":61,"summary":"s","metadata":{{"caller_name":"Ann","caller_email":"ann@example.com"}}}}"#
+    )
 }
 
 pub struct Worker {
@@ -147,7 +210,10 @@ impl Worker {
 
     /// SIGTERM, then waits for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {

@@ -18,33 +18,71 @@ async fn seed_round_trip_delivers_the_seed_payload() {
     let w = World::new().await;
     let rx = Receiver::start().await.unwrap();
     // Configure through the CLI, with the seed's body byte for byte (URL pointed here).
-    let body = fixture("seed-agent.json").replace("https://your-crm.com/api/call-completed", &format!("{}/api/call-completed", rx.url));
+    let body = fixture("seed-agent.json").replace(
+        "https://your-crm.com/api/call-completed",
+        &format!("{}/api/call-completed", rx.url),
+    );
     let body_file = w.dir.join("agent.json");
     std::fs::write(&body_file, body).unwrap();
-    let out = w.cli(&["agents", "set", "agent_abc123", "--file", body_file.to_str().unwrap()], "");
+    let out = w.cli(
+        &[
+            "agents",
+            "set",
+            "agent_abc123",
+            "--file",
+            body_file.to_str().unwrap(),
+        ],
+        "",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let _worker = w.worker();
     let out = w.cli(&["enqueue", "-"], &fixture("seed-call.json"));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("enqueued  call_xyz789"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("enqueued  call_xyz789"),
+        "{}",
+        stdout(&out)
+    );
 
     let got = rx.wait_for(1, T).await;
     assert_eq!(got.len(), 1);
     let req = &got[0];
-    assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/api/call-completed"));
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str()),
+        ("POST", "/api/call-completed")
+    );
     assert_eq!(req.header("content-type"), Some("application/json"));
     // Snapshot: exactly the seed's payload (same fields, same order); only the transcript
     // differs, since the seed elides it as "...".
     let call: serde_json::Value = serde_json::from_str(&fixture("seed-call.json")).unwrap();
-    let mut expected: serde_json::Value = serde_json::from_str(&fixture("seed-webhook-payload.json")).unwrap();
+    let mut expected: serde_json::Value =
+        serde_json::from_str(&fixture("seed-webhook-payload.json")).unwrap();
     expected["transcript"] = call["transcript"].clone();
-    assert_eq!(String::from_utf8_lossy(&req.body), serde_json::to_string(&expected).unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&req.body),
+        serde_json::to_string(&expected).unwrap()
+    );
 
     let status = w.wait_call("call_xyz789", T, settled).await;
-    let states: Vec<(&str, &str)> = status.actions.iter().map(|a| (a.kind.as_str(), a.state.state.as_str())).collect();
-    assert_eq!(states, [("sms", "delivered"), ("webhook", "delivered"), ("email", "delivered")]);
+    let states: Vec<(&str, &str)> = status
+        .actions
+        .iter()
+        .map(|a| (a.kind.as_str(), a.state.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("sms", "delivered"),
+            ("webhook", "delivered"),
+            ("email", "delivered")
+        ]
+    );
     let out = w.cli(&["calls", "show", "call_xyz789"], "");
-    assert!(stdout(&out).contains("webhook") && stdout(&out).contains("delivered"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("webhook") && stdout(&out).contains("delivered"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -54,11 +92,22 @@ async fn retries_with_growing_gaps_and_a_stable_delivery_id() {
     rx.script([Reply::status(500), Reply::status(500), Reply::status(200)]);
     w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
-    w.queue.enqueue(vec![aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    w.queue
+        .enqueue(vec![
+            aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap(),
+        ])
+        .await
+        .unwrap();
     let got = rx.wait_for(3, T).await;
     assert_eq!(got.len(), 3, "three attempts");
-    let ids: Vec<_> = got.iter().map(|r| r.header("webhook-id").unwrap().to_string()).collect();
-    assert!(ids.iter().all(|i| *i == ids[0]), "same delivery id on every attempt: {ids:?}");
+    let ids: Vec<_> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "same delivery id on every attempt: {ids:?}"
+    );
     let gap1 = got[1].at - got[0].at;
     let gap2 = got[2].at - got[1].at;
     assert!(gap1 >= Duration::from_millis(150), "first gap {gap1:?}");
@@ -66,21 +115,35 @@ async fn retries_with_growing_gaps_and_a_stable_delivery_id() {
     let s = w.wait_call("c1", T, settled).await;
     let a = &s.actions[0];
     assert_eq!((a.state.state.as_str(), a.attempts), ("delivered", 3));
-    assert_eq!(a.history.iter().map(|h| h.status).collect::<Vec<_>>(), [Some(500), Some(500), Some(200)]);
+    assert_eq!(
+        a.history.iter().map(|h| h.status).collect::<Vec<_>>(),
+        [Some(500), Some(500), Some(200)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_after_is_honoured() {
     let w = World::new().await;
     let rx = Receiver::start().await.unwrap();
-    rx.script([Reply::status(429).header("retry-after", "2"), Reply::status(200)]);
+    rx.script([
+        Reply::status(429).header("retry-after", "2"),
+        Reply::status(200),
+    ]);
     w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
-    w.queue.enqueue(vec![aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    w.queue
+        .enqueue(vec![
+            aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap(),
+        ])
+        .await
+        .unwrap();
     let got = rx.wait_for(2, T).await;
     assert_eq!(got.len(), 2);
     let gap = got[1].at - got[0].at;
-    assert!(gap >= Duration::from_secs(2), "waited {gap:?}, server asked for 2 s");
+    assert!(
+        gap >= Duration::from_secs(2),
+        "waited {gap:?}, server asked for 2 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,14 +153,22 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
     rx.set_default(Reply::status(400).body(r#"{"error":"missing field crm_id"}"#));
     w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
-    w.queue.enqueue(vec![aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    w.queue
+        .enqueue(vec![
+            aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap(),
+        ])
+        .await
+        .unwrap();
     let s = w.wait_call("c1", T, settled).await;
     let a = &s.actions[0];
     assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 1));
     assert_eq!(rx.count(), 1);
     let out = w.cli(&["dlq", "show", &a.id], "");
     let text = stdout(&out);
-    assert!(text.contains("HTTP 400") && text.contains("missing field crm_id"), "{text}");
+    assert!(
+        text.contains("HTTP 400") && text.contains("missing field crm_id"),
+        "{text}"
+    );
     let out = w.cli(&["dlq", "list", "--error", "http_4xx", "--json"], "");
     let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
@@ -114,20 +185,41 @@ async fn exhausted_retries_dead_letter_then_replay_delivers() {
     rx.set_default(Reply::status(503));
     w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
-    w.queue.enqueue(vec![aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    w.queue
+        .enqueue(vec![
+            aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap(),
+        ])
+        .await
+        .unwrap();
     let s = w.wait_call("c1", T, settled).await;
     let a = &s.actions[0];
     assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 3));
     assert_eq!(a.history.len(), 3, "every attempt kept");
-    assert!(a.state.error.as_deref().unwrap().contains("gave up after 3 attempts"));
+    assert!(
+        a.state
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("gave up after 3 attempts")
+    );
 
     rx.set_default(Reply::status(200));
     let out = w.cli(&["dlq", "replay", &a.id], "");
-    assert!(stdout(&out).contains("1 dead letter(s) replayed"), "{}", stderr(&out));
-    let s = w.wait_call("c1", T, |s| s.actions[0].state.state == "delivered").await;
+    assert!(
+        stdout(&out).contains("1 dead letter(s) replayed"),
+        "{}",
+        stderr(&out)
+    );
+    let s = w
+        .wait_call("c1", T, |s| s.actions[0].state.state == "delivered")
+        .await;
     assert_eq!(s.actions[0].state.state, "delivered");
     assert_eq!(rx.count(), 4);
-    assert_eq!(w.queue.stats().await.unwrap().dead, 0, "the dead letter is gone");
+    assert_eq!(
+        w.queue.stats().await.unwrap().dead,
+        0,
+        "the dead letter is gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -139,8 +231,16 @@ async fn same_call_twice_is_one_delivery() {
     let ev = call_event("dup1", "a1");
     let first = w.cli(&["enqueue"], &ev);
     let second = w.cli(&["enqueue"], &ev);
-    assert!(stdout(&first).contains("1 enqueued, 0 duplicate"), "{}", stdout(&first));
-    assert!(stdout(&second).contains("0 enqueued, 1 duplicate"), "{}", stdout(&second));
+    assert!(
+        stdout(&first).contains("1 enqueued, 0 duplicate"),
+        "{}",
+        stdout(&first)
+    );
+    assert!(
+        stdout(&second).contains("0 enqueued, 1 duplicate"),
+        "{}",
+        stdout(&second)
+    );
     w.wait_call("dup1", T, settled).await;
     // A third push after delivery is still a duplicate, and nothing more arrives.
     let third = w.cli(&["enqueue"], &ev);
@@ -154,9 +254,15 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_written() {
     let w = World::new().await;
     let cases: &[(&str, &str)] = &[
         ("{not json", "line 1"),
-        (r#"{"call_id":"c","agent_id":"a","colour":"red"}"#, "colour: unknown field `colour`"),
+        (
+            r#"{"call_id":"c","agent_id":"a","colour":"red"}"#,
+            "colour: unknown field `colour`",
+        ),
         (r#"{"agent_id":"a"}"#, "missing field `call_id`"),
-        (r#"{"call_id":"c","agent_id":"a","caller_number":"12"}"#, "caller_number:"),
+        (
+            r#"{"call_id":"c","agent_id":"a","caller_number":"12"}"#,
+            "caller_number:",
+        ),
     ];
     for (input, want) in cases {
         let out = w.cli(&["enqueue"], input);
@@ -164,16 +270,32 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_written() {
         assert!(stderr(&out).contains(want), "{input}: {}", stderr(&out));
     }
     // JSON Lines with one bad line: nothing from the file is enqueued.
-    let lines = format!("{}\n{}\n{{\"call_id\":\"x\"}}\n", call_event("ok1", "a"), call_event("ok2", "a"));
+    let lines = format!(
+        "{}\n{}\n{{\"call_id\":\"x\"}}\n",
+        call_event("ok1", "a"),
+        call_event("ok2", "a")
+    );
     let out = w.cli(&["enqueue"], &lines);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("line 3: agent_id") || stderr(&out).contains("line 3: missing field `agent_id`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("line 3: agent_id")
+            || stderr(&out).contains("line 3: missing field `agent_id`"),
+        "{}",
+        stderr(&out)
+    );
     // Oversized event.
     let mut w2 = w;
     w2.set("AFTERCALL_MAX_EVENT_BYTES", "200");
-    let big = format!(r#"{{"call_id":"big","agent_id":"a","summary":"{}"}}"#, "x".repeat(500));
+    let big = format!(
+        r#"{{"call_id":"big","agent_id":"a","summary":"{}"}}"#,
+        "x".repeat(500)
+    );
     let out = w2.cli(&["enqueue"], &big);
-    assert!(stderr(&out).contains("over the limit of 200 bytes"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("over the limit of 200 bytes"),
+        "{}",
+        stderr(&out)
+    );
     let stats = w2.queue.stats().await.unwrap();
     assert_eq!((stats.queued, stats.calls), (0, 0), "nothing enqueued");
     // --skip-invalid enqueues the good ones and exits 2.
@@ -183,8 +305,15 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_written() {
     // A bad agent config names the field and stores nothing.
     let bad = w2.dir.join("bad.json");
     std::fs::write(&bad, r#"{"voice_tools":{"post_call_follow_up":{"enabled":true,"actions":[{"type":"webhook","url":"not a url"}]}}}"#).unwrap();
-    let out = w2.cli(&["agents", "set", "a9", "--file", bad.to_str().unwrap()], "");
-    assert!(stderr(&out).contains("voice_tools.post_call_follow_up.actions[0].url"), "{}", stderr(&out));
+    let out = w2.cli(
+        &["agents", "set", "a9", "--file", bad.to_str().unwrap()],
+        "",
+    );
+    assert!(
+        stderr(&out).contains("voice_tools.post_call_follow_up.actions[0].url"),
+        "{}",
+        stderr(&out)
+    );
     assert!(w2.queue.get_agent("a9").await.unwrap().is_none());
 }
 
@@ -192,10 +321,23 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_written() {
 async fn unconfigured_and_disabled_agents_are_visible_skips() {
     let w = World::new().await;
     let _worker = w.worker();
-    w.queue.enqueue(vec![aftercall_core::CallEvent::parse(call_event("c-none", "nobody").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    w.queue
+        .enqueue(vec![
+            aftercall_core::CallEvent::parse(call_event("c-none", "nobody").as_bytes(), 1 << 20)
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
     let s = w.wait_call("c-none", T, settled).await;
     assert_eq!(s.call_ended.state.state, "skipped");
-    assert!(s.call_ended.state.reason.as_deref().unwrap().contains("no configuration"));
+    assert!(
+        s.call_ended
+            .state
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no configuration")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -204,14 +346,24 @@ async fn redis_unreachable_fails_fast_and_workers_survive_a_restart() {
     let rx = Receiver::start().await.unwrap();
     w.webhook_agent("a1", &rx.url).await;
     let mut worker = w.worker();
-    w.queue.enqueue(vec![aftercall_core::CallEvent::parse(call_event("before", "a1").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    w.queue
+        .enqueue(vec![
+            aftercall_core::CallEvent::parse(call_event("before", "a1").as_bytes(), 1 << 20)
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
     assert_eq!(rx.wait_for(1, T).await.len(), 1);
 
     w.redis.kill().await;
     let started = std::time::Instant::now();
     let out = w.cli(&["enqueue"], &call_event("during", "a1"));
     assert!(!out.status.success());
-    assert!(stderr(&out).starts_with("aftercall: cannot reach Redis"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("aftercall: cannot reach Redis"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(stderr(&out).lines().count(), 1, "one-line reason");
     assert!(started.elapsed() < Duration::from_secs(10), "fails fast");
 
@@ -221,7 +373,12 @@ async fn redis_unreachable_fails_fast_and_workers_survive_a_restart() {
     let out = w.cli(&["enqueue"], &call_event("after", "a1"));
     assert!(out.status.success(), "{}", stderr(&out));
     let got = rx.wait_for(2, T).await;
-    assert_eq!(got.len(), 2, "worker reconnected and delivered; log:\n{}", worker.log_text());
+    assert_eq!(
+        got.len(),
+        2,
+        "worker reconnected and delivered; log:\n{}",
+        worker.log_text()
+    );
     // The event acknowledged before the restart survived it (AOF, appendfsync always).
     // (This test's own connection reconnects on its next use after the restart.)
     let mut found = None;
@@ -232,7 +389,11 @@ async fn redis_unreachable_fails_fast_and_workers_survive_a_restart() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(found, Some(true), "the call pushed before the restart is still known");
+    assert_eq!(
+        found,
+        Some(true),
+        "the call pushed before the restart is still known"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -245,25 +406,42 @@ async fn kill_9_mid_flight_loses_nothing() {
     rx.set_default(Reply::status(200).delay(Duration::from_millis(700)));
     w.webhook_agent("a1", &rx.url).await;
     let mut first = w.worker();
-    let events: Vec<_> = (0..30).map(|i| aftercall_core::CallEvent::parse(call_event(&format!("k{i}"), "a1").as_bytes(), 1 << 20).unwrap()).collect();
+    let events: Vec<_> = (0..30)
+        .map(|i| {
+            aftercall_core::CallEvent::parse(call_event(&format!("k{i}"), "a1").as_bytes(), 1 << 20)
+                .unwrap()
+        })
+        .collect();
     w.queue.enqueue(events).await.unwrap();
     rx.wait_for(3, T).await;
     first.kill9();
     let seen_at_kill = rx.count();
     let _second = w.worker();
     for i in 0..30 {
-        let s = w.wait_call(&format!("k{i}"), Duration::from_secs(60), settled).await;
-        assert_eq!(s.actions[0].state.state, "delivered", "k{i}: {:?}", s.actions[0].state);
+        let s = w
+            .wait_call(&format!("k{i}"), Duration::from_secs(60), settled)
+            .await;
+        assert_eq!(
+            s.actions[0].state.state, "delivered",
+            "k{i}: {:?}",
+            s.actions[0].state
+        );
     }
     let got = rx.received();
-    let mut ids: Vec<String> = got.iter().map(|r| r.header("webhook-id").unwrap().to_string()).collect();
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
     let total = ids.len();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 30, "every call delivered");
     // Duplicates only for jobs in flight at the kill (at most the first worker's concurrency),
     // and each carries the same delivery id.
-    assert!(total - 30 <= 8, "{total} deliveries, {seen_at_kill} before the kill");
+    assert!(
+        total - 30 <= 8,
+        "{total} deliveries, {seen_at_kill} before the kill"
+    );
     let stats = w.queue.stats().await.unwrap();
     assert_eq!((stats.dead, stats.running, stats.queued), (0, 0, 0));
 }
@@ -276,13 +454,23 @@ async fn sigterm_finishes_in_flight_jobs() {
     rx.set_default(Reply::status(200).delay(Duration::from_millis(500)));
     w.webhook_agent("a1", &rx.url).await;
     let mut worker = w.worker();
-    let events: Vec<_> = (0..12).map(|i| aftercall_core::CallEvent::parse(call_event(&format!("t{i}"), "a1").as_bytes(), 1 << 20).unwrap()).collect();
+    let events: Vec<_> = (0..12)
+        .map(|i| {
+            aftercall_core::CallEvent::parse(call_event(&format!("t{i}"), "a1").as_bytes(), 1 << 20)
+                .unwrap()
+        })
+        .collect();
     w.queue.enqueue(events).await.unwrap();
     rx.wait_for(2, T).await;
-    let status = worker.terminate(Duration::from_secs(15)).expect("worker exits after SIGTERM");
+    let status = worker
+        .terminate(Duration::from_secs(15))
+        .expect("worker exits after SIGTERM");
     assert!(status.success(), "clean exit; log:\n{}", worker.log_text());
     let stats = w.queue.stats().await.unwrap();
-    assert_eq!(stats.running, 0, "nothing left leased: in-flight finished, the rest returned");
+    assert_eq!(
+        stats.running, 0,
+        "nothing left leased: in-flight finished, the rest returned"
+    );
     // A new worker finishes the rest; nothing is lost.
     let _next = w.worker();
     for i in 0..12 {
@@ -298,10 +486,23 @@ async fn ssrf_guard_blocks_private_targets_by_default() {
     let rx = Receiver::start().await.unwrap();
     w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
-    w.queue.enqueue(vec![aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    w.queue
+        .enqueue(vec![
+            aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap(),
+        ])
+        .await
+        .unwrap();
     let s = w.wait_call("c1", T, settled).await;
     let a = &s.actions[0];
-    assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 1), "blocked is permanent");
-    assert!(a.last_error().unwrap().contains("loopback"), "{:?}", a.last_error());
+    assert_eq!(
+        (a.state.state.as_str(), a.attempts),
+        ("dead", 1),
+        "blocked is permanent"
+    );
+    assert!(
+        a.last_error().unwrap().contains("loopback"),
+        "{:?}",
+        a.last_error()
+    );
     assert_eq!(rx.count(), 0);
 }

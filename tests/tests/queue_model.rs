@@ -56,10 +56,23 @@ struct Model {
 
 impl Model {
     fn ids(&self, f: impl Fn(&St) -> bool) -> BTreeSet<String> {
-        self.jobs.iter().filter(|(_, (s, _))| f(s)).map(|(k, _)| k.clone()).collect()
+        self.jobs
+            .iter()
+            .filter(|(_, (s, _))| f(s))
+            .map(|(k, _)| k.clone())
+            .collect()
     }
     fn leased(&self) -> Vec<(String, String)> {
-        self.jobs.iter().filter_map(|(k, (s, _))| if let St::Leased { token, .. } = s { Some((k.clone(), token.clone())) } else { None }).collect()
+        self.jobs
+            .iter()
+            .filter_map(|(k, (s, _))| {
+                if let St::Leased { token, .. } = s {
+                    Some((k.clone(), token.clone()))
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
     /// What fetch's promotion and reaping do before popping.
     fn tick(&mut self, now: i64) {
@@ -69,7 +82,11 @@ impl Model {
                 St::Leased { token, deadline } if deadline <= now => {
                     self.stale_tokens.push((id.clone(), token));
                     *self.expiries.entry(id.clone()).or_default() += 1;
-                    *s = if *attempts >= MAX { St::Dead } else { St::Ready };
+                    *s = if *attempts >= MAX {
+                        St::Dead
+                    } else {
+                        St::Ready
+                    };
                 }
                 _ => {}
             }
@@ -82,22 +99,56 @@ async fn snapshot(q: &Queue, redis_url: &str) -> BTreeMap<&'static str, BTreeSet
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let k = q.keys();
     let mut out = BTreeMap::new();
-    let ready: Vec<String> = redis::cmd("LRANGE").arg(&k.ready).arg(0).arg(-1).query_async(&mut c).await.unwrap();
+    let ready: Vec<String> = redis::cmd("LRANGE")
+        .arg(&k.ready)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
     out.insert("ready", ready.into_iter().collect());
-    for (name, key) in [("running", &k.running), ("scheduled", &k.scheduled), ("dead", &k.dead), ("done", &k.done)] {
-        let v: Vec<String> = redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).query_async(&mut c).await.unwrap();
+    for (name, key) in [
+        ("running", &k.running),
+        ("scheduled", &k.scheduled),
+        ("dead", &k.dead),
+        ("done", &k.done),
+    ] {
+        let v: Vec<String> = redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         out.insert(name, v.into_iter().collect());
     }
     out
 }
 
 fn finish(mode: FinishMode, id: &str, token: &str, run_at_ms: i64) -> Finish {
-    Finish { mode, id: id.into(), token: token.into(), run_at_ms, state: StateInfo::new("x"), attempt: None }
+    Finish {
+        mode,
+        id: id.into(),
+        token: token.into(),
+        run_at_ms,
+        state: StateInfo::new("x"),
+        attempt: None,
+    }
 }
 
 async fn run_case(ops: Vec<Op>, redis_url: String, case: u64) {
-    let retry = RetryPolicy { max_attempts: MAX, ..RetryPolicy::default() };
-    let q = Queue::connect(QueueConfig { url: redis_url.clone(), prefix: format!("model{case}"), retry, ..Default::default() }).await.unwrap();
+    let retry = RetryPolicy {
+        max_attempts: MAX,
+        ..RetryPolicy::default()
+    };
+    let q = Queue::connect(QueueConfig {
+        url: redis_url.clone(),
+        prefix: format!("model{case}"),
+        retry,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let mut m = Model::default();
     let mut now = aftercall_queue::now_ms();
     let mut calls = 0usize;
@@ -107,7 +158,11 @@ async fn run_case(ops: Vec<Op>, redis_url: String, case: u64) {
                 let events: Vec<CallEvent> = (0..n)
                     .map(|_| {
                         calls += 1;
-                        CallEvent::parse(format!(r#"{{"call_id":"c{calls}","agent_id":"a"}}"#).as_bytes(), 1 << 20).unwrap()
+                        CallEvent::parse(
+                            format!(r#"{{"call_id":"c{calls}","agent_id":"a"}}"#).as_bytes(),
+                            1 << 20,
+                        )
+                        .unwrap()
                     })
                     .collect();
                 for e in q.enqueue(events).await.unwrap() {
@@ -118,14 +173,28 @@ async fn run_case(ops: Vec<Op>, redis_url: String, case: u64) {
             Op::Fetch { worker, batch } => {
                 m.tick(now);
                 let ready_before = m.ids(|s| *s == St::Ready);
-                let got = q.fetch_at(&format!("w{worker}"), batch, LEASE, now).await.unwrap();
-                assert_eq!(got.jobs.len(), batch.min(ready_before.len()), "fetch takes what is ready, up to the batch");
+                let got = q
+                    .fetch_at(&format!("w{worker}"), batch, LEASE, now)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    got.jobs.len(),
+                    batch.min(ready_before.len()),
+                    "fetch takes what is ready, up to the batch"
+                );
                 for j in got.jobs {
-                    assert!(ready_before.contains(&j.id), "fetched {} which was not ready", j.id);
+                    assert!(
+                        ready_before.contains(&j.id),
+                        "fetched {} which was not ready",
+                        j.id
+                    );
                     let entry = m.jobs.get_mut(&j.id).unwrap();
                     entry.1 += 1;
                     assert_eq!(j.attempt, entry.1, "attempts counted at fetch");
-                    entry.0 = St::Leased { token: j.token, deadline: now + LEASE.as_millis() as i64 };
+                    entry.0 = St::Leased {
+                        token: j.token,
+                        deadline: now + LEASE.as_millis() as i64,
+                    };
                 }
             }
             Op::Ack(i) | Op::Fail(i) | Op::Kill(i) => {
@@ -141,7 +210,11 @@ async fn run_case(ops: Vec<Op>, redis_url: String, case: u64) {
                 };
                 let run_at = if let St::Scheduled(at) = next { at } else { 0 };
                 let applied = q.finish(&[finish(mode, id, token, run_at)]).await.unwrap();
-                assert_eq!(applied, [true], "the holder of a live lease may finish the job");
+                assert_eq!(
+                    applied,
+                    [true],
+                    "the holder of a live lease may finish the job"
+                );
                 if mode == FinishMode::Done {
                     *m.acks.entry(id.clone()).or_default() += 1;
                 }
@@ -152,15 +225,30 @@ async fn run_case(ops: Vec<Op>, redis_url: String, case: u64) {
                     continue;
                 }
                 let (id, token) = m.stale_tokens[i % m.stale_tokens.len()].clone();
-                let applied = q.finish(&[finish(FinishMode::Done, &id, &token, 0)]).await.unwrap();
-                assert_eq!(applied, [false], "an expired lease's token must not finish the job");
+                let applied = q
+                    .finish(&[finish(FinishMode::Done, &id, &token, 0)])
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    applied,
+                    [false],
+                    "an expired lease's token must not finish the job"
+                );
             }
             Op::Advance(ms) => now += ms,
         }
         let snap = snapshot(&q, &redis_url).await;
         assert_eq!(snap["ready"], m.ids(|s| *s == St::Ready), "ready");
-        assert_eq!(snap["running"], m.ids(|s| matches!(s, St::Leased { .. })), "running");
-        assert_eq!(snap["scheduled"], m.ids(|s| matches!(s, St::Scheduled(_))), "scheduled");
+        assert_eq!(
+            snap["running"],
+            m.ids(|s| matches!(s, St::Leased { .. })),
+            "running"
+        );
+        assert_eq!(
+            snap["scheduled"],
+            m.ids(|s| matches!(s, St::Scheduled(_))),
+            "scheduled"
+        );
         assert_eq!(snap["dead"], m.ids(|s| *s == St::Dead), "dead");
         assert_eq!(snap["done"], m.ids(|s| *s == St::Done), "done");
     }
@@ -170,16 +258,28 @@ async fn run_case(ops: Vec<Op>, redis_url: String, case: u64) {
         m.tick(now);
         let got = q.fetch_at("drain", 1000, LEASE, now).await.unwrap();
         for j in &got.jobs {
-            assert_eq!(q.finish(&[finish(FinishMode::Done, &j.id, &j.token, 0)]).await.unwrap(), [true]);
+            assert_eq!(
+                q.finish(&[finish(FinishMode::Done, &j.id, &j.token, 0)])
+                    .await
+                    .unwrap(),
+                [true]
+            );
             *m.acks.entry(j.id.clone()).or_default() += 1;
             m.jobs.get_mut(&j.id).unwrap().0 = St::Done;
         }
-        if m.jobs.values().all(|(s, _)| matches!(s, St::Done | St::Dead)) {
+        if m.jobs
+            .values()
+            .all(|(s, _)| matches!(s, St::Done | St::Dead))
+        {
             break;
         }
     }
     let snap = snapshot(&q, &redis_url).await;
-    assert_eq!(snap["done"].len() + snap["dead"].len(), m.jobs.len(), "nothing lost");
+    assert_eq!(
+        snap["done"].len() + snap["dead"].len(),
+        m.jobs.len(),
+        "nothing lost"
+    );
     for (id, n) in &m.acks {
         assert_eq!(*n, 1, "{id} acknowledged {n} times");
     }
@@ -187,13 +287,30 @@ async fn run_case(ops: Vec<Op>, redis_url: String, case: u64) {
 
 #[test]
 fn queue_matches_its_model() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = std::env::temp_dir().join(format!("aftercall-model-{}", std::process::id()));
-    let redis = rt.block_on(RedisServer::start(&dir, RedisOptions { aof: false, ..Default::default() })).unwrap();
+    let redis = rt
+        .block_on(RedisServer::start(
+            &dir,
+            RedisOptions {
+                aof: false,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
     let url = redis.url();
-    let cases: u32 = std::env::var("AFTERCALL_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
+    let cases: u32 = std::env::var("AFTERCALL_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
     let case = std::sync::atomic::AtomicU64::new(0);
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases, ..ProptestConfig::default() });
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    });
     runner
         .run(&proptest::collection::vec(op(), 1..60), |ops| {
             let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -30,7 +30,10 @@ pub const SEED_CALL: &str = include_str!("../../tests/fixtures/seed-call.json");
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let data = std::path::absolute(&args.data_dir)?;
-    println!("▸ starting Redis (data in {})", data.join("redis").display());
+    println!(
+        "▸ starting Redis (data in {})",
+        data.join("redis").display()
+    );
     let mut redis = RedisServer::start(&data.join("redis"), RedisOptions::default()).await?;
     let receiver = Receiver::start().await?;
     println!("▸ webhook receiver listening on {}", receiver.url);
@@ -53,7 +56,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // not `Send`, so it is joined rather than spawned).
     let worker = aftercall_runtime::run_with_queue(cfg.clone(), queue.clone(), shutdown.clone());
     let redis_url = redis.url();
-    let steps = steps(args.call_id, args.keep_running, &queue, &receiver, &data, &redis_url, cfg.queue.max_event_bytes, shutdown.clone());
+    let steps = steps(
+        args.call_id,
+        args.keep_running,
+        &queue,
+        &receiver,
+        &data,
+        &redis_url,
+        cfg.queue.max_event_bytes,
+        shutdown.clone(),
+    );
     let (w, s) = tokio::join!(worker, steps);
     redis.kill().await;
     w?;
@@ -80,7 +92,9 @@ async fn steps(
     let call_id = event.call_id.clone();
     let enq = queue.enqueue(vec![event]).await?.remove(0);
     if enq.duplicate {
-        println!("▸ call {call_id} was pushed before (duplicate): nothing new enqueued; showing its status");
+        println!(
+            "▸ call {call_id} was pushed before (duplicate): nothing new enqueued; showing its status"
+        );
     } else {
         println!("▸ pushed call {call_id} as job {}", enq.job_id);
     }
@@ -88,7 +102,12 @@ async fn steps(
     let status = wait_until_settled(queue, &call_id, Duration::from_secs(30)).await?;
     print_status(&status);
     for r in receiver.received() {
-        println!("\n▸ the webhook receiver got {} {} with webhook-id {}:", r.method, r.path, r.header("webhook-id").unwrap_or("-"));
+        println!(
+            "\n▸ the webhook receiver got {} {} with webhook-id {}:",
+            r.method,
+            r.path,
+            r.header("webhook-id").unwrap_or("-")
+        );
         println!("{}", serde_json::to_string_pretty(&r.json())?);
     }
     let outbox = data.join("outbox");
@@ -105,12 +124,19 @@ async fn steps(
     Ok(())
 }
 
-async fn wait_until_settled(queue: &Queue, call_id: &str, timeout: Duration) -> anyhow::Result<CallStatus> {
+async fn wait_until_settled(
+    queue: &Queue,
+    call_id: &str,
+    timeout: Duration,
+) -> anyhow::Result<CallStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(s) = queue.call_status(call_id).await? {
             let settled = |st: &str| matches!(st, "delivered" | "skipped" | "dead" | "purged");
-            let parent_done = matches!(s.call_ended.state.state.as_str(), "fanned_out" | "skipped" | "dead");
+            let parent_done = matches!(
+                s.call_ended.state.state.as_str(),
+                "fanned_out" | "skipped" | "dead"
+            );
             if parent_done && s.actions.iter().all(|a| settled(&a.state.state)) {
                 return Ok(s);
             }
@@ -127,10 +153,21 @@ fn print_status(s: &CallStatus) {
     println!("\n▸ what happened to call {}:", s.call_id);
     for a in &s.actions {
         let detail = a.state.reason.as_deref().or(a.last_error()).unwrap_or("");
-        println!("  action {} {:<8} {:<10} after {} attempt(s)  {}", a.action_index.unwrap_or(0), a.kind, a.state.state, a.attempts, detail);
+        println!(
+            "  action {} {:<8} {:<10} after {} attempt(s)  {}",
+            a.action_index.unwrap_or(0),
+            a.kind,
+            a.state.state,
+            a.attempts,
+            detail
+        );
     }
     if s.actions.is_empty() {
-        println!("  {} {}", s.call_ended.state.state, s.call_ended.state.reason.as_deref().unwrap_or(""));
+        println!(
+            "  {} {}",
+            s.call_ended.state.state,
+            s.call_ended.state.reason.as_deref().unwrap_or("")
+        );
     }
 }
 

@@ -24,7 +24,12 @@ struct Cli {
     #[arg(long)]
     concurrency: Option<usize>,
     /// Log format: text or json (AFTERCALL_LOG_FORMAT).
-    #[arg(long, env = "AFTERCALL_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "AFTERCALL_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     log_format: String,
     #[command(subcommand)]
     command: Option<Command>,
@@ -40,12 +45,15 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match cli.command {
             Some(Command::Demo(args)) => demo::run(args).await,
             None => {
-                let mut cfg = aftercall_runtime::WorkerConfig::from_env().context("invalid configuration")?;
+                let mut cfg =
+                    aftercall_runtime::WorkerConfig::from_env().context("invalid configuration")?;
                 if let Some(u) = cli.redis_url {
                     cfg.queue.url = u;
                 }
@@ -57,7 +65,9 @@ fn main() -> anyhow::Result<()> {
                 }
                 let shutdown = CancellationToken::new();
                 tokio::spawn(signal(shutdown.clone()));
-                aftercall_runtime::run(cfg, shutdown).await.context("worker failed")
+                aftercall_runtime::run(cfg, shutdown)
+                    .await
+                    .context("worker failed")
             }
         }
     })
@@ -67,7 +77,9 @@ fn main() -> anyhow::Result<()> {
 fn init_tracing(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().flatten_event(true).with_current_span(true).init();
     } else {
@@ -79,7 +91,8 @@ fn init_tracing(format: &str) {
 pub async fn signal(token: CancellationToken) {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -47,9 +47,18 @@ impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (a, p) = s.split_once('/').unwrap_or((s, ""));
-        let addr: IpAddr = a.trim().parse().map_err(|_| format!("`{s}` is not an IP network"))?;
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP network"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = if p.is_empty() { max } else { p.trim().parse().map_err(|_| format!("`{s}` has a bad prefix length"))? };
+        let prefix = if p.is_empty() {
+            max
+        } else {
+            p.trim()
+                .parse()
+                .map_err(|_| format!("`{s}` has a bad prefix length"))?
+        };
         if prefix > max {
             return Err(format!("`{s}` has a prefix longer than {max}"));
         }
@@ -130,9 +139,12 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("unspecified address")
     } else if ip.is_multicast() {
         Some("multicast address")
-    } else if ip.is_broadcast() || o[0] >= 240 {
-        Some("reserved address")
-    } else if ip.is_documentation() || (o[0] == 198 && (o[1] & 0xfe) == 18) || (o[0] == 192 && o[1] == 0 && o[2] == 0) {
+    } else if ip.is_broadcast()
+        || o[0] >= 240
+        || ip.is_documentation()
+        || (o[0] == 198 && (o[1] & 0xfe) == 18)
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+    {
         Some("reserved address")
     } else {
         None
@@ -141,7 +153,9 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
 
 /// A request refused by the SSRF guard. Permanent: the target will not become public.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("blocked: {host} resolves to {ip}, a {reason}; allow it explicitly with AFTERCALL_ALLOW_CIDRS")]
+#[error(
+    "blocked: {host} resolves to {ip}, a {reason}; allow it explicitly with AFTERCALL_ALLOW_CIDRS"
+)]
 pub struct Blocked {
     pub host: String,
     pub ip: IpAddr,
@@ -155,7 +169,11 @@ pub fn check_ip(host: &str, ip: IpAddr, allow: &[Cidr]) -> Result<(), Blocked> {
     }
     match forbidden_reason(ip) {
         None => Ok(()),
-        Some(reason) => Err(Blocked { host: host.to_string(), ip, reason }),
+        Some(reason) => Err(Blocked {
+            host: host.to_string(),
+            ip,
+            reason,
+        }),
     }
 }
 
@@ -170,7 +188,8 @@ impl Resolve for GuardedResolver {
         let allow = self.allow.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut ok = Vec::with_capacity(addrs.len());
             let mut first_block = None;
             for a in addrs {
@@ -181,11 +200,10 @@ impl Resolve for GuardedResolver {
                     }
                 }
             }
-            if ok.is_empty() {
-                if let Some(b) = first_block {
+            if ok.is_empty()
+                && let Some(b) = first_block {
                     return Err(Box::new(b) as Box<dyn std::error::Error + Send + Sync>);
                 }
-            }
             Ok(Box::new(ok.into_iter()) as Addrs)
         })
     }
@@ -195,7 +213,9 @@ impl Resolve for GuardedResolver {
 pub fn client(cfg: &HttpConfig) -> Result<reqwest::Client, reqwest::Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
-        .dns_resolver(Arc::new(GuardedResolver { allow: Arc::new(cfg.allow.clone()) }))
+        .dns_resolver(Arc::new(GuardedResolver {
+            allow: Arc::new(cfg.allow.clone()),
+        }))
         .redirect(reqwest::redirect::Policy::none())
         .timeout(cfg.timeout)
         .connect_timeout(cfg.connect_timeout)
@@ -208,7 +228,10 @@ pub fn client(cfg: &HttpConfig) -> Result<reqwest::Client, reqwest::Error> {
 /// Checks a URL before sending: scheme, and IP-literal hosts (which skip DNS).
 pub fn check_url(url: &reqwest::Url, cfg: &HttpConfig) -> Result<(), Outcome> {
     if cfg.https_only && url.scheme() != "https" {
-        return Err(Outcome::permanent(format!("blocked: {} is not https and AFTERCALL_HTTPS_ONLY is set", url.scheme())));
+        return Err(Outcome::permanent(format!(
+            "blocked: {} is not https and AFTERCALL_HTTPS_ONLY is set",
+            url.scheme()
+        )));
     }
     let ip = match url.host() {
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
@@ -219,7 +242,8 @@ pub fn check_url(url: &reqwest::Url, cfg: &HttpConfig) -> Result<(), Outcome> {
         },
         None => return Err(Outcome::permanent("URL has no host")),
     };
-    check_ip(url.host_str().unwrap_or_default(), ip, &cfg.allow).map_err(|b| Outcome::permanent(b.to_string()))
+    check_ip(url.host_str().unwrap_or_default(), ip, &cfg.allow)
+        .map_err(|b| Outcome::permanent(b.to_string()))
 }
 
 /// Default classification of a response: 2xx delivered; 408, 429 and 5xx retried
@@ -227,7 +251,10 @@ pub fn check_url(url: &reqwest::Url, cfg: &HttpConfig) -> Result<(), Outcome> {
 pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
     let snip = (!body.is_empty()).then(|| snippet(body));
     match status {
-        200..=299 => Outcome::Delivered { status: Some(status), detail: None },
+        200..=299 => Outcome::Delivered {
+            status: Some(status),
+            detail: None,
+        },
         408 | 429 | 500..=599 => Outcome::Retry {
             error: format!("HTTP {status}"),
             status: Some(status),
@@ -239,13 +266,21 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
             status: Some(status),
             snippet: snip,
         },
-        _ => Outcome::Permanent { error: format!("HTTP {status}"), status: Some(status), snippet: snip },
+        _ => Outcome::Permanent {
+            error: format!("HTTP {status}"),
+            status: Some(status),
+            snippet: snip,
+        },
     }
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -302,7 +337,9 @@ impl WithoutUrlRef for reqwest::Error {
     fn without_url_ref(&self) -> String {
         let s = self.to_string();
         match self.url() {
-            Some(u) => s.replace(&format!(" ({u})"), "").replace(u.as_str(), "<url>"),
+            Some(u) => s
+                .replace(&format!(" ({u})"), "")
+                .replace(u.as_str(), "<url>"),
             None => s,
         }
     }
@@ -330,15 +367,42 @@ mod tests {
     #[test]
     fn guard_table() {
         let blocked = [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-            "224.0.0.1", "255.255.255.255", "::1", "::", "fc00::1", "fd00:ec2::254", "fe80::1", "ff02::1",
-            "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "::127.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "::127.0.0.1",
         ];
         for ip in blocked {
-            assert!(forbidden_reason(ip.parse().unwrap()).is_some(), "{ip} should be blocked");
+            assert!(
+                forbidden_reason(ip.parse().unwrap()).is_some(),
+                "{ip} should be blocked"
+            );
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
-            assert!(forbidden_reason(ip.parse().unwrap()).is_none(), "{ip} should pass");
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(
+                forbidden_reason(ip.parse().unwrap()).is_none(),
+                "{ip} should pass"
+            );
         }
     }
 
@@ -349,7 +413,12 @@ mod tests {
         assert!(check_ip("h", "fd12::1".parse().unwrap(), &allow).is_ok());
         assert!(check_ip("h", "10.0.0.1".parse().unwrap(), &allow).is_err());
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert!("10.0.0.1".parse::<Cidr>().unwrap().contains("10.0.0.1".parse().unwrap()));
+        assert!(
+            "10.0.0.1"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("10.0.0.1".parse().unwrap())
+        );
     }
 
     #[test]
@@ -361,11 +430,25 @@ mod tests {
             Outcome::Permanent { .. } => "permanent",
             Outcome::Skipped { .. } => "skipped",
         };
-        for (status, want) in [(200, "delivered"), (204, "delivered"), (301, "permanent"), (400, "permanent"), (401, "permanent"), (404, "permanent"), (408, "retry"), (409, "permanent"), (429, "retry"), (500, "retry"), (503, "retry")] {
+        for (status, want) in [
+            (200, "delivered"),
+            (204, "delivered"),
+            (301, "permanent"),
+            (400, "permanent"),
+            (401, "permanent"),
+            (404, "permanent"),
+            (408, "retry"),
+            (409, "permanent"),
+            (429, "retry"),
+            (500, "retry"),
+            (503, "retry"),
+        ] {
             assert_eq!(kind(classify(status, &h, "")), want, "{status}");
         }
         let mut h = HeaderMap::new();
         h.insert("retry-after", "7".parse().unwrap());
-        assert!(matches!(classify(429, &h, ""), Outcome::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(7)));
+        assert!(
+            matches!(classify(429, &h, ""), Outcome::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(7))
+        );
     }
 }

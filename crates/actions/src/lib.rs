@@ -42,7 +42,10 @@ impl Default for ActionsConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ActionsError {
     #[error("invalid setting {setting}: {message}")]
-    Config { setting: &'static str, message: String },
+    Config {
+        setting: &'static str,
+        message: String,
+    },
     #[error("building the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -61,7 +64,12 @@ impl Executors {
         Ok(Executors {
             webhook: webhook::WebhookExecutor::new(client.clone(), cfg.http.clone()),
             email: email::EmailExecutor::new(&cfg.email, &cfg.outbox_dir)?,
-            sms: sms::SmsExecutor::new(client.clone(), cfg.http.clone(), &cfg.sms, &cfg.outbox_dir)?,
+            sms: sms::SmsExecutor::new(
+                client.clone(),
+                cfg.http.clone(),
+                &cfg.sms,
+                &cfg.outbox_dir,
+            )?,
             task: task::TaskExecutor::new(client, cfg.http.clone(), &cfg.task)?,
         })
     }

@@ -186,13 +186,18 @@ impl Action {
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     if let Some(ms) = s.strip_suffix("ms") {
-        return ms.parse::<u64>().map(std::time::Duration::from_millis).map_err(|_| format!("`{s}` is not a duration like 250ms, 90s, 15m, 2h or 1d"));
+        return ms
+            .parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("`{s}` is not a duration like 250ms, 90s, 15m, 2h or 1d"));
     }
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 2h or 1d"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 2h or 1d"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
@@ -213,7 +218,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { path: path.into(), message: message.into() }
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -253,7 +261,9 @@ impl AgentConfig {
         if let Some(from) = &self.email_from {
             check_address(from).map_err(|m| ConfigError::new("email_from", m))?;
         }
-        let Some(f) = self.follow_up() else { return Ok(()) };
+        let Some(f) = self.follow_up() else {
+            return Ok(());
+        };
         for (i, action) in f.actions.iter().enumerate() {
             let p = |field: &str| format!("{ACTIONS_PATH}[{i}].{field}");
             if let Some(d) = action.delay_str() {
@@ -270,7 +280,10 @@ impl AgentConfig {
                     for (k, v) in &w.headers {
                         let bad = |s: &str| s.is_empty() || s.chars().any(|c| c.is_control());
                         if bad(k) || bad(v) || k.contains(':') || k.contains(' ') {
-                            return Err(ConfigError::new(p(&format!("headers.{k}")), "is not a valid header"));
+                            return Err(ConfigError::new(
+                                p(&format!("headers.{k}")),
+                                "is not a valid header",
+                            ));
                         }
                     }
                 }
@@ -300,13 +313,19 @@ impl AgentConfig {
                     }
                     match (&e.body_template, &e.body) {
                         (Some(_), Some(_)) => {
-                            return Err(ConfigError::new(p("body"), "set either body_template or body, not both"));
+                            return Err(ConfigError::new(
+                                p("body"),
+                                "set either body_template or body, not both",
+                            ));
                         }
                         (Some(name), None) => {
                             if template::builtin(name).is_none() {
                                 return Err(ConfigError::new(
                                     p("body_template"),
-                                    format!("unknown template `{name}`; built-in templates are {}", template::BUILTIN_NAMES.join(", ")),
+                                    format!(
+                                        "unknown template `{name}`; built-in templates are {}",
+                                        template::BUILTIN_NAMES.join(", ")
+                                    ),
                                 ));
                             }
                         }
@@ -322,13 +341,25 @@ impl AgentConfig {
                             template::check(src).map_err(|m| ConfigError::new(p(name), m))?;
                         }
                     }
-                    let needs_project = matches!(t.provider, TaskProvider::Linear | TaskProvider::Jira | TaskProvider::Github);
+                    let needs_project = matches!(
+                        t.provider,
+                        TaskProvider::Linear | TaskProvider::Jira | TaskProvider::Github
+                    );
                     match &t.project {
                         None if needs_project => {
-                            return Err(ConfigError::new(p("project"), "is required for this provider"));
+                            return Err(ConfigError::new(
+                                p("project"),
+                                "is required for this provider",
+                            ));
                         }
-                        Some(repo) if t.provider == TaskProvider::Github && repo.split('/').filter(|s| !s.is_empty()).count() != 2 => {
-                            return Err(ConfigError::new(p("project"), "must be `owner/repo` for github"));
+                        Some(repo)
+                            if t.provider == TaskProvider::Github
+                                && repo.split('/').filter(|s| !s.is_empty()).count() != 2 =>
+                        {
+                            return Err(ConfigError::new(
+                                p("project"),
+                                "must be `owner/repo` for github",
+                            ));
                         }
                         _ => {}
                     }
@@ -347,7 +378,9 @@ impl AgentConfig {
                     if let Some(s) = &w.secret {
                         w.secret = Some(match s {
                             Secrets::One(_) => Secrets::One(REDACTED.into()),
-                            Secrets::Many(v) => Secrets::Many(v.iter().map(|_| REDACTED.into()).collect()),
+                            Secrets::Many(v) => {
+                                Secrets::Many(v.iter().map(|_| REDACTED.into()).collect())
+                            }
                         });
                     }
                     for v in w.headers.values_mut() {
@@ -389,8 +422,10 @@ mod base64_lite {
     /// True when `s` is standard base64 of at least 24 bytes (the key length we accept).
     pub fn decode_len_ok(s: &str) -> bool {
         let body = s.trim_end_matches('=');
-        let valid = body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
-        valid && s.len() % 4 == 0 && body.len() * 3 / 4 >= 24
+        let valid = body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+        valid && s.len().is_multiple_of(4) && body.len() * 3 / 4 >= 24
     }
 }
 
@@ -403,12 +438,18 @@ pub fn check_address(a: &str) -> Result<(), String> {
                 && domain.contains('.')
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
-                && !a.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',')
+                && !a.chars().any(|c| {
+                    c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ','
+                })
                 && !domain.contains('@')
         }
         None => false,
     };
-    if ok { Ok(()) } else { Err(format!("`{a}` is not an e-mail address")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{a}` is not an e-mail address"))
+    }
 }
 
 /// A recipient is either a template (checked as one) or a literal checked by `valid`.
@@ -419,7 +460,9 @@ fn check_recipient(v: &str, valid: impl Fn(&str) -> bool, what: &str) -> Result<
     } else if valid(v.trim()) {
         Ok(())
     } else {
-        Err(format!("`{v}` is neither {what} nor a template such as {{{{caller_email}}}}"))
+        Err(format!(
+            "`{v}` is neither {what} nor a template such as {{{{caller_email}}}}"
+        ))
     }
 }
 
@@ -463,27 +506,73 @@ mod tests {
     }
 
     fn with_action(action: &str) -> String {
-        format!(r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"https://x.example/h"}},{action}]}}}}}}"#)
+        format!(
+            r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"https://x.example/h"}},{action}]}}}}}}"#
+        )
     }
 
     #[test]
     fn errors_carry_the_field_path() {
         let p = "voice_tools.post_call_follow_up.actions[1]";
         let cases: Vec<(String, String)> = vec![
-            (with_action(r#"{"type":"fax"}"#), format!("{p}.type: unknown variant `fax`")),
-            (with_action(r#"{"type":"webhook","url":"not a url"}"#), format!("{p}.url:")),
-            (with_action(r#"{"type":"webhook","url":"ftp://x.example"}"#), format!("{p}.url:")),
-            (with_action(r#"{"type":"sms","template":"Hi {{nope}}"}"#), format!("{p}.template: unknown variable `nope`")),
-            (with_action(r#"{"type":"sms","template":"Hi {{ unclosed"}"#), format!("{p}.template:")),
-            (with_action(r#"{"type":"email","to":"{caller_email}","body_template":"nope"}"#), format!("{p}.body_template: unknown template `nope`")),
-            (with_action(r#"{"type":"email","to":"not-an-address"}"#), format!("{p}.to:")),
-            (with_action(r#"{"type":"email","to":"{{caller_email}}","subject":"{{ secret_key }}"}"#), format!("{p}.subject: unknown variable `secret_key`")),
-            (with_action(r#"{"type":"webhook","url":"https://x.example","colour":1}"#), format!("{p}.colour: unknown field `colour`")),
-            (with_action(r#"{"type":"webhook","url":"https://x.example","secret":"abc"}"#), format!("{p}.secret:")),
-            (with_action(r#"{"type":"sms","template":"x","delay":"soon"}"#), format!("{p}.delay:")),
-            (with_action(r#"{"type":"task","provider":"github","project":"nope"}"#), format!("{p}.project:")),
-            (r#"{"voice_tools":{"post_call_follow_up":{"enabled":"yes"}}}"#.into(), "voice_tools.post_call_follow_up.enabled: invalid type".into()),
-            (r#"{"nmae":"x"}"#.into(), "nmae: unknown field `nmae`".into()),
+            (
+                with_action(r#"{"type":"fax"}"#),
+                format!("{p}.type: unknown variant `fax`"),
+            ),
+            (
+                with_action(r#"{"type":"webhook","url":"not a url"}"#),
+                format!("{p}.url:"),
+            ),
+            (
+                with_action(r#"{"type":"webhook","url":"ftp://x.example"}"#),
+                format!("{p}.url:"),
+            ),
+            (
+                with_action(r#"{"type":"sms","template":"Hi {{nope}}"}"#),
+                format!("{p}.template: unknown variable `nope`"),
+            ),
+            (
+                with_action(r#"{"type":"sms","template":"Hi {{ unclosed"}"#),
+                format!("{p}.template:"),
+            ),
+            (
+                with_action(r#"{"type":"email","to":"{caller_email}","body_template":"nope"}"#),
+                format!("{p}.body_template: unknown template `nope`"),
+            ),
+            (
+                with_action(r#"{"type":"email","to":"not-an-address"}"#),
+                format!("{p}.to:"),
+            ),
+            (
+                with_action(
+                    r#"{"type":"email","to":"{{caller_email}}","subject":"{{ secret_key }}"}"#,
+                ),
+                format!("{p}.subject: unknown variable `secret_key`"),
+            ),
+            (
+                with_action(r#"{"type":"webhook","url":"https://x.example","colour":1}"#),
+                format!("{p}.colour: unknown field `colour`"),
+            ),
+            (
+                with_action(r#"{"type":"webhook","url":"https://x.example","secret":"abc"}"#),
+                format!("{p}.secret:"),
+            ),
+            (
+                with_action(r#"{"type":"sms","template":"x","delay":"soon"}"#),
+                format!("{p}.delay:"),
+            ),
+            (
+                with_action(r#"{"type":"task","provider":"github","project":"nope"}"#),
+                format!("{p}.project:"),
+            ),
+            (
+                r#"{"voice_tools":{"post_call_follow_up":{"enabled":"yes"}}}"#.into(),
+                "voice_tools.post_call_follow_up.enabled: invalid type".into(),
+            ),
+            (
+                r#"{"nmae":"x"}"#.into(),
+                "nmae: unknown field `nmae`".into(),
+            ),
         ];
         for (body, want) in cases {
             let err = AgentConfig::parse(body.as_bytes()).unwrap_err().to_string();
@@ -493,7 +582,9 @@ mod tests {
 
     #[test]
     fn redaction_hides_secrets() {
-        let body = with_action(r#"{"type":"webhook","url":"https://x.example","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#);
+        let body = with_action(
+            r#"{"type":"webhook","url":"https://x.example","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#,
+        );
         let c = AgentConfig::parse(body.as_bytes()).unwrap();
         let shown = serde_json::to_string(&c.redacted()).unwrap();
         assert!(!shown.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));

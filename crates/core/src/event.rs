@@ -44,12 +44,19 @@ pub enum EventError {
 }
 
 fn field_prefix(field: &str) -> String {
-    if field.is_empty() { String::new() } else { format!("{field}: ") }
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("{field}: ")
+    }
 }
 
 impl EventError {
     fn invalid(field: &str, message: impl Into<String>) -> Self {
-        EventError::Invalid { field: field.to_string(), message: message.into() }
+        EventError::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
     }
     /// The field path the error is about (empty for whole-document errors).
     pub fn field(&self) -> &str {
@@ -66,12 +73,18 @@ impl CallEvent {
     /// Parses and validates one event from JSON bytes, enforcing `max_bytes`.
     pub fn parse(bytes: &[u8], max_bytes: usize) -> Result<CallEvent, EventError> {
         if bytes.len() > max_bytes {
-            return Err(EventError::TooLarge { size: bytes.len(), limit: max_bytes });
+            return Err(EventError::TooLarge {
+                size: bytes.len(),
+                limit: max_bytes,
+            });
         }
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let event: CallEvent = serde_path_to_error::deserialize(de).map_err(|e| {
             let (path, msg) = crate::describe_json_error(e);
-            EventError::Invalid { field: path, message: msg }
+            EventError::Invalid {
+                field: path,
+                message: msg,
+            }
         })?;
         event.validate()?;
         Ok(event)
@@ -87,51 +100,65 @@ impl CallEvent {
     pub fn validate(&self) -> Result<(), EventError> {
         check_id("call_id", &self.call_id)?;
         check_id("agent_id", &self.agent_id)?;
-        if let Some(n) = &self.caller_number {
-            if !is_e164(n) {
+        if let Some(n) = &self.caller_number
+            && !is_e164(n) {
                 return Err(EventError::invalid(
                     "caller_number",
-                    format!("`{}` is not an E.164 number (+ and 2 to 15 digits)", mask_number(n)),
+                    format!(
+                        "`{}` is not an E.164 number (+ and 2 to 15 digits)",
+                        mask_number(n)
+                    ),
                 ));
             }
-        }
-        if let (Some(s), Some(e)) = (self.started_at, self.ended_at) {
-            if e < s {
+        if let (Some(s), Some(e)) = (self.started_at, self.ended_at)
+            && e < s {
                 return Err(EventError::invalid("ended_at", "is before started_at"));
             }
-        }
         if let Some(u) = &self.recording_url {
             match url::Url::parse(u) {
                 Ok(p) if matches!(p.scheme(), "http" | "https") => {}
-                _ => return Err(EventError::invalid("recording_url", "is not an http(s) URL")),
-            }
-        }
-        if let Some(d) = &self.details {
-            if !(d.is_string() || d.is_object()) {
-                return Err(EventError::invalid("details", "must be a string or an object"));
-            }
-        }
-        for key in ["caller_name", "caller_email"] {
-            if let Some(v) = self.metadata.get(key) {
-                if !(v.is_string() || v.is_null()) {
-                    return Err(EventError::invalid(&format!("metadata.{key}"), "must be a string"));
+                _ => {
+                    return Err(EventError::invalid(
+                        "recording_url",
+                        "is not an http(s) URL",
+                    ));
                 }
             }
+        }
+        if let Some(d) = &self.details
+            && !(d.is_string() || d.is_object()) {
+                return Err(EventError::invalid(
+                    "details",
+                    "must be a string or an object",
+                ));
+            }
+        for key in ["caller_name", "caller_email"] {
+            if let Some(v) = self.metadata.get(key)
+                && !(v.is_string() || v.is_null()) {
+                    return Err(EventError::invalid(
+                        &format!("metadata.{key}"),
+                        "must be a string",
+                    ));
+                }
         }
         Ok(())
     }
 
     /// Duration in whole seconds: `duration_seconds`, else `ended_at - started_at`.
     pub fn duration(&self) -> Option<u64> {
-        self.duration_seconds.or_else(|| match (self.started_at, self.ended_at) {
-            (Some(s), Some(e)) => u64::try_from((e - s).num_seconds()).ok(),
-            _ => None,
-        })
+        self.duration_seconds
+            .or_else(|| match (self.started_at, self.ended_at) {
+                (Some(s), Some(e)) => u64::try_from((e - s).num_seconds()).ok(),
+                _ => None,
+            })
     }
 
     /// A metadata field as a non-empty string.
     pub fn meta_str(&self, key: &str) -> Option<&str> {
-        self.metadata.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+        self.metadata
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
     }
 
     pub fn caller_name(&self) -> Option<&str> {
@@ -148,17 +175,25 @@ fn check_id(field: &str, v: &str) -> Result<(), EventError> {
         return Err(EventError::invalid(field, "must not be empty"));
     }
     if v.len() > MAX_ID_LEN {
-        return Err(EventError::invalid(field, format!("is longer than {MAX_ID_LEN} bytes")));
+        return Err(EventError::invalid(
+            field,
+            format!("is longer than {MAX_ID_LEN} bytes"),
+        ));
     }
     if v.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(EventError::invalid(field, "must not contain spaces or control characters"));
+        return Err(EventError::invalid(
+            field,
+            "must not contain spaces or control characters",
+        ));
     }
     Ok(())
 }
 
 /// `+` followed by 2 to 15 digits, the first not zero.
 pub fn is_e164(n: &str) -> bool {
-    let Some(digits) = n.strip_prefix('+') else { return false };
+    let Some(digits) = n.strip_prefix('+') else {
+        return false;
+    };
     (2..=15).contains(&digits.len())
         && digits.bytes().all(|b| b.is_ascii_digit())
         && !digits.starts_with('0')
@@ -168,7 +203,10 @@ pub fn is_e164(n: &str) -> bool {
 pub fn mask_number(n: &str) -> String {
     let keep = 2.min(n.len());
     let (head, tail) = n.split_at(n.len() - keep);
-    let masked: String = head.chars().map(|c| if c.is_ascii_digit() { '*' } else { c }).collect();
+    let masked: String = head
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '*' } else { c })
+        .collect();
     format!("{masked}{tail}")
 }
 
@@ -203,17 +241,40 @@ mod tests {
     fn errors_name_the_field() {
         let cases: &[(&str, &str)] = &[
             (r#"{"agent_id":"a"}"#, "missing field `call_id`"),
-            (r#"{"call_id":"c","agent_id":"a","colour":1}"#, "unknown field `colour`"),
-            (r#"{"call_id":"c","agent_id":"a","caller_number":"555"}"#, "caller_number:"),
-            (r#"{"call_id":"c","agent_id":"a","duration_seconds":"x"}"#, "duration_seconds: invalid type"),
-            (r#"{"call_id":"","agent_id":"a"}"#, "call_id: must not be empty"),
-            (r#"{"call_id":"c","agent_id":"a","metadata":{"caller_email":5}}"#, "metadata.caller_email"),
-            (r#"{"call_id":"c","agent_id":"a","started_at":"2026-01-01T10:00:00Z","ended_at":"2026-01-01T09:00:00Z"}"#, "ended_at"),
-            (r#"{"call_id":"c","agent_id":"a","recording_url":"ftp://x"}"#, "recording_url"),
+            (
+                r#"{"call_id":"c","agent_id":"a","colour":1}"#,
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"call_id":"c","agent_id":"a","caller_number":"555"}"#,
+                "caller_number:",
+            ),
+            (
+                r#"{"call_id":"c","agent_id":"a","duration_seconds":"x"}"#,
+                "duration_seconds: invalid type",
+            ),
+            (
+                r#"{"call_id":"","agent_id":"a"}"#,
+                "call_id: must not be empty",
+            ),
+            (
+                r#"{"call_id":"c","agent_id":"a","metadata":{"caller_email":5}}"#,
+                "metadata.caller_email",
+            ),
+            (
+                r#"{"call_id":"c","agent_id":"a","started_at":"2026-01-01T10:00:00Z","ended_at":"2026-01-01T09:00:00Z"}"#,
+                "ended_at",
+            ),
+            (
+                r#"{"call_id":"c","agent_id":"a","recording_url":"ftp://x"}"#,
+                "recording_url",
+            ),
             (r#"{"call_id":"c","#, "EOF"),
         ];
         for (input, want) in cases {
-            let err = CallEvent::parse(input.as_bytes(), 1 << 20).unwrap_err().to_string();
+            let err = CallEvent::parse(input.as_bytes(), 1 << 20)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{input}: got `{err}`, want `{want}`");
         }
     }

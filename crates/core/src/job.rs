@@ -23,6 +23,9 @@ pub struct Job {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// A job is decoded once per attempt and never stored in bulk in memory: boxing the
+// larger variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum JobBody {
     /// A call ended; fan it out into action jobs.
     CallEnded { event: CallEvent },
@@ -48,7 +51,10 @@ pub struct ActionJob {
 
 impl ActionJob {
     pub fn date_style(&self) -> DateStyle {
-        DateStyle { format: self.date_format.clone(), utc_offset: self.utc_offset.clone() }
+        DateStyle {
+            format: self.date_format.clone(),
+            utc_offset: self.utc_offset.clone(),
+        }
     }
 }
 
@@ -88,7 +94,12 @@ pub enum FanOut {
 
 /// Pure fan-out: the agent's config as it is now decides the action jobs. Action job ids
 /// derive from the call-ended job's id, so running fan-out twice yields the same jobs.
-pub fn fan_out(parent: &Job, event: &CallEvent, config: Option<&AgentConfig>, now: DateTime<Utc>) -> FanOut {
+pub fn fan_out(
+    parent: &Job,
+    event: &CallEvent,
+    config: Option<&AgentConfig>,
+    now: DateTime<Utc>,
+) -> FanOut {
     let Some(config) = config else {
         return FanOut::Skip(format!("agent `{}` has no configuration", event.agent_id));
     };
@@ -130,23 +141,48 @@ pub fn fan_out(parent: &Job, event: &CallEvent, config: Option<&AgentConfig>, no
 /// How one attempt of an action ended, decided where the error is typed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Delivered { status: Option<u16>, detail: Option<String> },
-    Skipped { reason: String },
+    Delivered {
+        status: Option<u16>,
+        detail: Option<String>,
+    },
+    Skipped {
+        reason: String,
+    },
     /// Transient: try again later, at the server's `retry_after` if it gave one.
-    Retry { error: String, status: Option<u16>, retry_after: Option<Duration>, snippet: Option<String> },
+    Retry {
+        error: String,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+        snippet: Option<String>,
+    },
     /// Permanent: straight to dead letters.
-    Permanent { error: String, status: Option<u16>, snippet: Option<String> },
+    Permanent {
+        error: String,
+        status: Option<u16>,
+        snippet: Option<String>,
+    },
 }
 
 impl Outcome {
     pub fn retry(error: impl Into<String>) -> Outcome {
-        Outcome::Retry { error: error.into(), status: None, retry_after: None, snippet: None }
+        Outcome::Retry {
+            error: error.into(),
+            status: None,
+            retry_after: None,
+            snippet: None,
+        }
     }
     pub fn permanent(error: impl Into<String>) -> Outcome {
-        Outcome::Permanent { error: error.into(), status: None, snippet: None }
+        Outcome::Permanent {
+            error: error.into(),
+            status: None,
+            snippet: None,
+        }
     }
     pub fn skipped(reason: impl Into<String>) -> Outcome {
-        Outcome::Skipped { reason: reason.into() }
+        Outcome::Skipped {
+            reason: reason.into(),
+        }
     }
 }
 
@@ -170,7 +206,11 @@ pub struct Attempt {
     pub duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "chrono::serde::ts_milliseconds_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "chrono::serde::ts_milliseconds_option"
+    )]
     pub next_run_at: Option<DateTime<Utc>>,
 }
 
@@ -216,17 +256,28 @@ mod tests {
     fn fan_out_rules() {
         let now = Utc::now();
         let parent = Job::call_ended(event(), now);
-        assert!(matches!(fan_out(&parent, &event(), None, now), FanOut::Skip(r) if r.contains("no configuration")));
+        assert!(
+            matches!(fan_out(&parent, &event(), None, now), FanOut::Skip(r) if r.contains("no configuration"))
+        );
         let disabled = AgentConfig::parse(br#"{"voice_tools":{"post_call_follow_up":{"enabled":false,"actions":[{"type":"sms","template":"x"}]}}}"#).unwrap();
-        assert!(matches!(fan_out(&parent, &event(), Some(&disabled), now), FanOut::Skip(r) if r.contains("disabled")));
+        assert!(
+            matches!(fan_out(&parent, &event(), Some(&disabled), now), FanOut::Skip(r) if r.contains("disabled"))
+        );
         let cfg = AgentConfig::parse(br#"{"name":"Acme","voice_tools":{"post_call_follow_up":{"enabled":true,"actions":[{"type":"sms","template":"x"},{"type":"webhook","url":"https://x.example","delay":"15m"}]}}}"#).unwrap();
-        let FanOut::Jobs(jobs) = fan_out(&parent, &event(), Some(&cfg), now) else { panic!() };
+        let FanOut::Jobs(jobs) = fan_out(&parent, &event(), Some(&cfg), now) else {
+            panic!()
+        };
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[0].0.id, format!("{}.0", parent.id));
         assert_eq!(jobs[1].1, Some(Duration::from_secs(900)));
         // Deterministic: a second fan-out names the same jobs.
-        let FanOut::Jobs(again) = fan_out(&parent, &event(), Some(&cfg), now) else { panic!() };
-        assert_eq!(jobs.iter().map(|j| &j.0.id).collect::<Vec<_>>(), again.iter().map(|j| &j.0.id).collect::<Vec<_>>());
+        let FanOut::Jobs(again) = fan_out(&parent, &event(), Some(&cfg), now) else {
+            panic!()
+        };
+        assert_eq!(
+            jobs.iter().map(|j| &j.0.id).collect::<Vec<_>>(),
+            again.iter().map(|j| &j.0.id).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 
 /// Turns a `serde_path_to_error` failure into "path: message", the shape every
 /// validation error of this crate uses.
-pub(crate) fn describe_json_error(err: serde_path_to_error::Error<serde_json::Error>) -> (String, String) {
+pub(crate) fn describe_json_error(
+    err: serde_path_to_error::Error<serde_json::Error>,
+) -> (String, String) {
     let path = err.path().to_string();
     let inner = err.into_inner();
     let msg = inner.to_string();
@@ -34,7 +36,10 @@ pub(crate) fn describe_json_error(err: serde_path_to_error::Error<serde_json::Er
     };
     let mut path = if path == "." { String::new() } else { path };
     // Point at the unknown field itself, not at the object that holds it.
-    if let Some(name) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+    if let Some(name) = msg
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    {
         if path.is_empty() {
             path = name.to_string();
         } else if !path.ends_with(name) {

@@ -33,8 +33,12 @@ impl<'a> WebhookPayload<'a> {
             caller_number: event.caller_number.as_deref(),
             duration_seconds: event.duration(),
             summary: event.summary.as_deref(),
-            transcript: action.include_transcript.then_some(event.transcript.as_deref()),
-            recording_url: action.include_recording_url.then_some(event.recording_url.as_deref()),
+            transcript: action
+                .include_transcript
+                .then_some(event.transcript.as_deref()),
+            recording_url: action
+                .include_recording_url
+                .then_some(event.recording_url.as_deref()),
             metadata: &event.metadata,
         }
     }
@@ -49,7 +53,14 @@ mod tests {
     use super::*;
 
     fn action(t: bool, r: bool) -> WebhookAction {
-        WebhookAction { url: "https://x.example".into(), include_transcript: t, include_recording_url: r, secret: None, headers: Default::default(), delay: None }
+        WebhookAction {
+            url: "https://x.example".into(),
+            include_transcript: t,
+            include_recording_url: r,
+            secret: None,
+            headers: Default::default(),
+            delay: None,
+        }
     }
 
     #[test]
@@ -61,6 +72,19 @@ mod tests {
         let none = serde_json::to_value(WebhookPayload::new(&e, &action(false, false))).unwrap();
         assert!(none.get("transcript").is_none() && none.get("recording_url").is_none());
         let keys: Vec<_> = all.as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys, ["event", "call_id", "agent_id", "caller_number", "duration_seconds", "summary", "transcript", "recording_url", "metadata"]);
+        assert_eq!(
+            keys,
+            [
+                "event",
+                "call_id",
+                "agent_id",
+                "caller_number",
+                "duration_seconds",
+                "summary",
+                "transcript",
+                "recording_url",
+                "metadata"
+            ]
+        );
     }
 }

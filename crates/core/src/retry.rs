@@ -38,7 +38,8 @@ impl RetryPolicy {
     /// Delay before the attempt after `attempt` (1-based) failed. `rand01` is uniform in
     /// [0, 1); passing it in keeps this function pure and testable.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, rand01: f64) -> Duration {
-        let exp = self.base.as_secs_f64() * self.factor.powi(attempt.saturating_sub(1).min(64) as i32);
+        let exp =
+            self.base.as_secs_f64() * self.factor.powi(attempt.saturating_sub(1).min(64) as i32);
         let backoff = exp.min(self.cap.as_secs_f64());
         let jittered = backoff * (1.0 + self.jitter * (2.0 * rand01 - 1.0));
         let backoff = Duration::from_secs_f64(jittered.clamp(0.0, self.cap.as_secs_f64()));
@@ -86,8 +87,19 @@ mod tests {
 
     #[test]
     fn table() {
-        let p = RetryPolicy { jitter: 0.0, ..RetryPolicy::default() };
-        let cases = [(1, None, 60), (2, None, 240), (3, None, 960), (6, None, 8 * 3600), (20, None, 8 * 3600), (1, Some(120), 120), (1, Some(99_999), 3600)];
+        let p = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        let cases = [
+            (1, None, 60),
+            (2, None, 240),
+            (3, None, 960),
+            (6, None, 8 * 3600),
+            (20, None, 8 * 3600),
+            (1, Some(120), 120),
+            (1, Some(99_999), 3600),
+        ];
         for (attempt, ra, want) in cases {
             let got = p.delay(attempt, ra.map(Duration::from_secs), 0.0).as_secs();
             assert_eq!(got, want, "attempt {attempt} retry_after {ra:?}");

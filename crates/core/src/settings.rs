@@ -26,7 +26,9 @@ impl<'a> Settings<'a> {
     }
 
     pub fn string(&self, name: &str) -> Option<String> {
-        (self.get)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+        (self.get)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
     }
 
     pub fn parse<T: FromStr>(&self, name: &str) -> Result<Option<T>, SettingError>
@@ -35,14 +37,22 @@ impl<'a> Settings<'a> {
     {
         match self.string(name) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|e| SettingError { name: name.into(), message: format!("`{v}`: {e}") }),
+            Some(v) => v.parse().map(Some).map_err(|e| SettingError {
+                name: name.into(),
+                message: format!("`{v}`: {e}"),
+            }),
         }
     }
 
     pub fn duration(&self, name: &str) -> Result<Option<Duration>, SettingError> {
         match self.string(name) {
             None => Ok(None),
-            Some(v) => parse_duration(&v).map(Some).map_err(|message| SettingError { name: name.into(), message }),
+            Some(v) => parse_duration(&v)
+                .map(Some)
+                .map_err(|message| SettingError {
+                    name: name.into(),
+                    message,
+                }),
         }
     }
 
@@ -51,7 +61,10 @@ impl<'a> Settings<'a> {
             None => Ok(None),
             Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(Some(true)),
             Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(Some(false)),
-            Some(v) => Err(SettingError { name: name.into(), message: format!("`{v}` is not true or false") }),
+            Some(v) => Err(SettingError {
+                name: name.into(),
+                message: format!("`{v}` is not true or false"),
+            }),
         }
     }
 
@@ -60,14 +73,23 @@ impl<'a> Settings<'a> {
     pub fn retry_policy(&self) -> Result<RetryPolicy, SettingError> {
         let d = RetryPolicy::default();
         let p = RetryPolicy {
-            max_attempts: self.parse("AFTERCALL_MAX_ATTEMPTS")?.unwrap_or(d.max_attempts),
+            max_attempts: self
+                .parse("AFTERCALL_MAX_ATTEMPTS")?
+                .unwrap_or(d.max_attempts),
             base: self.duration("AFTERCALL_RETRY_BASE")?.unwrap_or(d.base),
             factor: self.parse("AFTERCALL_RETRY_FACTOR")?.unwrap_or(d.factor),
             cap: self.duration("AFTERCALL_RETRY_CAP")?.unwrap_or(d.cap),
-            max_retry_after: self.duration("AFTERCALL_MAX_RETRY_AFTER")?.unwrap_or(d.max_retry_after),
+            max_retry_after: self
+                .duration("AFTERCALL_MAX_RETRY_AFTER")?
+                .unwrap_or(d.max_retry_after),
             jitter: self.parse("AFTERCALL_RETRY_JITTER")?.unwrap_or(d.jitter),
         };
-        let bad = |name: &str, message: &str| Err(SettingError { name: name.into(), message: message.into() });
+        let bad = |name: &str, message: &str| {
+            Err(SettingError {
+                name: name.into(),
+                message: message.into(),
+            })
+        };
         if p.max_attempts == 0 {
             return bad("AFTERCALL_MAX_ATTEMPTS", "must be at least 1");
         }
@@ -94,8 +116,17 @@ mod tests {
         let err = Settings::new(&get).retry_policy().unwrap_err();
         assert_eq!(err.name, "AFTERCALL_MAX_ATTEMPTS");
         let get = |k: &str| (k == "AFTERCALL_RETRY_BASE").then(|| "250ms".to_string());
-        assert_eq!(Settings::new(&get).retry_policy().unwrap().base, Duration::from_millis(250));
+        assert_eq!(
+            Settings::new(&get).retry_policy().unwrap().base,
+            Duration::from_millis(250)
+        );
         let get = |k: &str| (k == "AFTERCALL_RETRY_CAP").then(|| "soon".to_string());
-        assert!(Settings::new(&get).retry_policy().unwrap_err().to_string().starts_with("AFTERCALL_RETRY_CAP:"));
+        assert!(
+            Settings::new(&get)
+                .retry_policy()
+                .unwrap_err()
+                .to_string()
+                .starts_with("AFTERCALL_RETRY_CAP:")
+        );
     }
 }

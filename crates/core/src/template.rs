@@ -91,7 +91,13 @@ pub fn normalize(src: &str) -> String {
 fn env(html: bool) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
-    env.set_auto_escape_callback(move |_| if html { AutoEscape::Html } else { AutoEscape::None });
+    env.set_auto_escape_callback(move |_| {
+        if html {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
     env.set_recursion_limit(50);
     env
 }
@@ -100,7 +106,12 @@ fn env(html: bool) -> Environment<'static> {
 pub fn check(src: &str) -> Result<(), String> {
     let src = normalize(src);
     let env = env(false);
-    let tmpl = env.template_from_str(&src).map_err(|e| format!("template syntax error: {}", e.detail().unwrap_or(&e.to_string())))?;
+    let tmpl = env.template_from_str(&src).map_err(|e| {
+        format!(
+            "template syntax error: {}",
+            e.detail().unwrap_or(&e.to_string())
+        )
+    })?;
     let mut unknown: Vec<String> = tmpl
         .undeclared_variables(true)
         .into_iter()
@@ -112,7 +123,10 @@ pub fn check(src: &str) -> Result<(), String> {
     unknown.sort();
     match unknown.first() {
         None => Ok(()),
-        Some(v) => Err(format!("unknown variable `{v}`; available: {}, metadata.<field>", VARIABLES[..VARIABLES.len() - 1].join(", "))),
+        Some(v) => Err(format!(
+            "unknown variable `{v}`; available: {}, metadata.<field>",
+            VARIABLES[..VARIABLES.len() - 1].join(", ")
+        )),
     }
 }
 
@@ -148,15 +162,27 @@ pub struct Vars(BTreeMap<&'static str, Value>);
 
 impl Vars {
     /// `now` stands in for the call's date when the event carries no time.
-    pub fn new(event: &CallEvent, agent_name: Option<&str>, style: &DateStyle, now: DateTime<Utc>) -> Vars {
+    pub fn new(
+        event: &CallEvent,
+        agent_name: Option<&str>,
+        style: &DateStyle,
+        now: DateTime<Utc>,
+    ) -> Vars {
         let s = |v: Option<&str>| Value::from(v.unwrap_or("").to_string());
         let offset = style
             .utc_offset
             .as_deref()
             .and_then(|o| parse_offset(o).ok())
             .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset is valid"));
-        let when = event.ended_at.or(event.started_at).map(|d| d.with_timezone(&Utc)).unwrap_or(now);
-        let date = when.with_timezone(&offset).format(style.format.as_deref().unwrap_or("%Y-%m-%d")).to_string();
+        let when = event
+            .ended_at
+            .or(event.started_at)
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or(now);
+        let date = when
+            .with_timezone(&offset)
+            .format(style.format.as_deref().unwrap_or("%Y-%m-%d"))
+            .to_string();
         let duration = event.duration();
         let details = match &event.details {
             None => String::new(),
@@ -172,15 +198,32 @@ impl Vars {
             Some(other) => other.to_string(),
         };
         let mut m = BTreeMap::new();
-        m.insert("agent_name", s(event.agent_name.as_deref().or(agent_name).or(Some(&event.agent_id))));
+        m.insert(
+            "agent_name",
+            s(event
+                .agent_name
+                .as_deref()
+                .or(agent_name)
+                .or(Some(&event.agent_id))),
+        );
         m.insert("agent_id", s(Some(&event.agent_id)));
         m.insert("call_id", s(Some(&event.call_id)));
         m.insert("caller_number", s(event.caller_number.as_deref()));
         m.insert("caller_name", s(event.caller_name()));
         m.insert("caller_email", s(event.caller_email()));
         // Minutes, rounded up so a 10 second call is "1", as the seed's variable table says.
-        m.insert("duration", Value::from(duration.map(|d| d.div_ceil(60).to_string()).unwrap_or_default()));
-        m.insert("duration_seconds", Value::from(duration.map(|d| d.to_string()).unwrap_or_default()));
+        m.insert(
+            "duration",
+            Value::from(
+                duration
+                    .map(|d| d.div_ceil(60).to_string())
+                    .unwrap_or_default(),
+            ),
+        );
+        m.insert(
+            "duration_seconds",
+            Value::from(duration.map(|d| d.to_string()).unwrap_or_default()),
+        );
         m.insert("summary", s(event.summary.as_deref()));
         m.insert("date", Value::from(date));
         m.insert("details", Value::from(details));
@@ -197,7 +240,8 @@ impl Vars {
 /// Renders a template. `html` escapes every variable.
 pub fn render(src: &str, vars: &Vars, html: bool) -> Result<String, String> {
     let env = env(html);
-    env.render_str(&normalize(src), &vars.0).map_err(|e| format!("template error: {e}"))
+    env.render_str(&normalize(src), &vars.0)
+        .map_err(|e| format!("template error: {e}"))
 }
 
 #[cfg(test)]
@@ -218,7 +262,10 @@ mod tests {
     #[test]
     fn normalizes_single_braces() {
         let cases = [
-            ("Thanks for calling {agent_name}!", "Thanks for calling {{agent_name}}!"),
+            (
+                "Thanks for calling {agent_name}!",
+                "Thanks for calling {{agent_name}}!",
+            ),
             ("{{agent_name}} stays", "{{agent_name}} stays"),
             ("{% if x %}y{% endif %}", "{% if x %}y{% endif %}"),
             ("json {\"a\": 1}", "json {\"a\": 1}"),
@@ -233,8 +280,16 @@ mod tests {
 
     #[test]
     fn renders_the_seed_sms() {
-        let out = render("Thanks for calling {agent_name}! Your reference number is {call_id}.", &vars(), false).unwrap();
-        assert_eq!(out, "Thanks for calling Acme Support! Your reference number is call_1.");
+        let out = render(
+            "Thanks for calling {agent_name}! Your reference number is {call_id}.",
+            &vars(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "Thanks for calling Acme Support! Your reference number is call_1."
+        );
     }
 
     #[test]
@@ -246,24 +301,44 @@ mod tests {
         assert_eq!(r("{{details}}"), "order: 12345");
         assert_eq!(r("{{metadata.order_id}}"), "12345");
         assert_eq!(r("[{{caller_email}}]"), "[]");
-        let style = DateStyle { format: Some("%d %B %Y %H:%M".into()), utc_offset: Some("+02:00".into()) };
-        let e = CallEvent::parse(br#"{"call_id":"c","agent_id":"a","ended_at":"2026-03-15T23:30:00Z"}"#, 1 << 20).unwrap();
+        let style = DateStyle {
+            format: Some("%d %B %Y %H:%M".into()),
+            utc_offset: Some("+02:00".into()),
+        };
+        let e = CallEvent::parse(
+            br#"{"call_id":"c","agent_id":"a","ended_at":"2026-03-15T23:30:00Z"}"#,
+            1 << 20,
+        )
+        .unwrap();
         let v2 = Vars::new(&e, None, &style, Utc::now());
-        assert_eq!(render("{{date}}", &v2, false).unwrap(), "16 March 2026 01:30");
+        assert_eq!(
+            render("{{date}}", &v2, false).unwrap(),
+            "16 March 2026 01:30"
+        );
         assert_eq!(render("{{agent_name}}", &v2, false).unwrap(), "a");
     }
 
     #[test]
     fn html_escapes_and_text_does_not() {
         let v = vars();
-        assert_eq!(render("{{caller_name}}", &v, true).unwrap(), "&lt;script&gt;alert(1)&lt;&#x2f;script&gt;");
-        assert_eq!(render("{{caller_name}}", &v, false).unwrap(), "<script>alert(1)</script>");
+        assert_eq!(
+            render("{{caller_name}}", &v, true).unwrap(),
+            "&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"
+        );
+        assert_eq!(
+            render("{{caller_name}}", &v, false).unwrap(),
+            "<script>alert(1)</script>"
+        );
     }
 
     #[test]
     fn check_rejects_unknown_and_broken() {
         assert!(check("{{agent_name}} {metadata.x}").is_ok());
-        assert!(check("{{ env }}").unwrap_err().contains("unknown variable `env`"));
+        assert!(
+            check("{{ env }}")
+                .unwrap_err()
+                .contains("unknown variable `env`")
+        );
         assert!(check("{% for %}").unwrap_err().contains("syntax"));
         for name in BUILTIN_NAMES {
             let b = builtin(name).unwrap();

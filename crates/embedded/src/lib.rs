@@ -6,4 +6,4 @@ mod receiver;
 mod redis_server;
 
 pub use receiver::{Received, Receiver, Reply};
-pub use redis_server::{RedisServer, RedisOptions, ensure_redis_server, free_port};
+pub use redis_server::{RedisOptions, RedisServer, ensure_redis_server, free_port};

@@ -14,32 +14,53 @@ pub fn ensure_redis_server() -> anyhow::Result<PathBuf> {
     if let Some(p) = find("redis-server") {
         return Ok(p);
     }
-    let is_root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     if is_root && find("apt-get").is_some() {
         eprintln!("redis-server is missing; installing Debian's redis-server package…");
-        let quiet = |c: &mut std::process::Command| c.env("DEBIAN_FRONTEND", "noninteractive").stdout(Stdio::null()).status();
+        let quiet = |c: &mut std::process::Command| {
+            c.env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+        };
         let _ = quiet(std::process::Command::new("apt-get").arg("update"));
-        let st = quiet(std::process::Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "redis-server"]))?;
-        if st.success() {
-            if let Some(p) = find("redis-server") {
+        let st = quiet(std::process::Command::new("apt-get").args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "redis-server",
+        ]))?;
+        if st.success()
+            && let Some(p) = find("redis-server") {
                 return Ok(p);
             }
-        }
     }
-    bail!("redis-server is not installed: install it (Debian: `apt-get install redis-server`) or point AFTERCALL_REDIS_URL at a running Redis")
+    bail!(
+        "redis-server is not installed: install it (Debian: `apt-get install redis-server`) or point AFTERCALL_REDIS_URL at a running Redis"
+    )
 }
 
 fn find(bin: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
+        .chain([
+            PathBuf::from("/usr/bin"),
+            PathBuf::from("/usr/sbin"),
+            PathBuf::from("/usr/local/bin"),
+        ])
         .map(|d| d.join(bin))
         .find(|p| p.is_file())
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 #[derive(Debug, Clone)]
@@ -53,7 +74,11 @@ pub struct RedisOptions {
 
 impl Default for RedisOptions {
     fn default() -> Self {
-        RedisOptions { aof: true, port: None, args: Vec::new() }
+        RedisOptions {
+            aof: true,
+            port: None,
+            args: Vec::new(),
+        }
     }
 }
 
@@ -71,7 +96,13 @@ impl RedisServer {
         let bin = ensure_redis_server()?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let port = opts.port.unwrap_or_else(free_port);
-        let mut s = RedisServer { bin, dir: dir.to_path_buf(), port, opts, child: None };
+        let mut s = RedisServer {
+            bin,
+            dir: dir.to_path_buf(),
+            port,
+            opts,
+            child: None,
+        };
         s.spawn().await?;
         Ok(s)
     }
@@ -90,35 +121,49 @@ impl RedisServer {
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--port").arg(self.port.to_string())
-            .arg("--bind").arg("127.0.0.1")
-            .arg("--dir").arg(&self.dir)
-            .arg("--save").arg("")
-            .arg("--daemonize").arg("no")
-            .arg("--logfile").arg(self.dir.join("redis.log"));
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--save")
+            .arg("")
+            .arg("--daemonize")
+            .arg("no")
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"));
         if self.opts.aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             cmd.args(["--appendonly", "no"]);
         }
         cmd.args(&self.opts.args);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null()).stdin(Stdio::null()).kill_on_drop(true);
-        let child = cmd.spawn().with_context(|| format!("starting {}", self.bin.display()))?;
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if ping(self.port).await {
                 return Ok(());
             }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait() {
+                    let log =
+                        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(5).collect();
                     bail!("redis-server exited with {status}: {}", tail.join(" | "));
                 }
-            }
             if Instant::now() > deadline {
-                bail!("redis-server on port {} did not answer within 10 s", self.port);
+                bail!(
+                    "redis-server on port {} did not answer within 10 s",
+                    self.port
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -138,7 +183,9 @@ impl RedisServer {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Waits for the child (used by the demo to supervise it).
@@ -151,7 +198,12 @@ impl RedisServer {
 }
 
 async fn ping(port: u16) -> bool {
-    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(("127.0.0.1", port))).await else {
+    let Ok(Ok(mut s)) = tokio::time::timeout(
+        Duration::from_millis(200),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    else {
         return false;
     };
     if s.write_all(b"PING\r\n").await.is_err() {

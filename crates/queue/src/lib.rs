@@ -48,19 +48,28 @@ impl Default for QueueConfig {
 impl QueueConfig {
     /// AFTERCALL_REDIS_URL, AFTERCALL_QUEUE_PREFIX, AFTERCALL_MAX_EVENT_BYTES,
     /// AFTERCALL_REDIS_TIMEOUT and the retry policy settings.
-    pub fn from_settings(s: &aftercall_core::settings::Settings) -> Result<QueueConfig, aftercall_core::settings::SettingError> {
+    pub fn from_settings(
+        s: &aftercall_core::settings::Settings,
+    ) -> Result<QueueConfig, aftercall_core::settings::SettingError> {
         let d = QueueConfig::default();
         let prefix = s.string("AFTERCALL_QUEUE_PREFIX").unwrap_or(d.prefix);
         if prefix.contains(['{', '}']) || prefix.chars().any(char::is_whitespace) {
-            return Err(aftercall_core::settings::SettingError { name: "AFTERCALL_QUEUE_PREFIX".into(), message: "must not contain braces or spaces".into() });
+            return Err(aftercall_core::settings::SettingError {
+                name: "AFTERCALL_QUEUE_PREFIX".into(),
+                message: "must not contain braces or spaces".into(),
+            });
         }
         Ok(QueueConfig {
             url: s.string("AFTERCALL_REDIS_URL").unwrap_or(d.url),
             prefix,
             connect_timeout: d.connect_timeout,
-            response_timeout: s.duration("AFTERCALL_REDIS_TIMEOUT")?.unwrap_or(d.response_timeout),
+            response_timeout: s
+                .duration("AFTERCALL_REDIS_TIMEOUT")?
+                .unwrap_or(d.response_timeout),
             retry: s.retry_policy()?,
-            max_event_bytes: s.parse("AFTERCALL_MAX_EVENT_BYTES")?.unwrap_or(d.max_event_bytes),
+            max_event_bytes: s
+                .parse("AFTERCALL_MAX_EVENT_BYTES")?
+                .unwrap_or(d.max_event_bytes),
         })
     }
 }
@@ -172,7 +181,11 @@ pub struct StateInfo {
 
 impl StateInfo {
     pub fn new(state: &str) -> StateInfo {
-        StateInfo { state: state.into(), at: now_ms(), ..Default::default() }
+        StateInfo {
+            state: state.into(),
+            at: now_ms(),
+            ..Default::default()
+        }
     }
 }
 
@@ -195,7 +208,10 @@ impl Queue {
     /// Connects and checks that Redis answers, failing fast with a clear message.
     pub async fn connect(cfg: QueueConfig) -> Result<Queue, QueueError> {
         let url = redact_url(&cfg.url);
-        let unreachable = |source| QueueError::Unreachable { url: url.clone(), source };
+        let unreachable = |source| QueueError::Unreachable {
+            url: url.clone(),
+            source,
+        };
         let client = redis::Client::open(cfg.url.as_str()).map_err(unreachable)?;
         let mgr_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
@@ -205,11 +221,26 @@ impl Queue {
         let connect = ConnectionManager::new_with_config(client.clone(), mgr_cfg);
         let mut conn = tokio::time::timeout(cfg.connect_timeout + Duration::from_secs(1), connect)
             .await
-            .map_err(|_| unreachable(RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))))?
+            .map_err(|_| {
+                unreachable(RedisError::from(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            })?
             .map_err(unreachable)?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unreachable)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(unreachable)?;
         let keys = Keys::new(&cfg.prefix);
-        Ok(Queue { inner: Arc::new(Inner { client, conn, keys, scripts: scripts::Scripts::new(), cfg }) })
+        Ok(Queue {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                keys,
+                scripts: scripts::Scripts::new(),
+                cfg,
+            }),
+        })
     }
 
     pub fn keys(&self) -> &Keys {
@@ -229,13 +260,25 @@ impl Queue {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.inner.cfg.connect_timeout))
             .set_response_timeout(None);
-        Ok(self.inner.client.get_multiplexed_async_connection_with_config(&cfg).await?)
+        Ok(self
+            .inner
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?)
     }
 
     /// Waits until a producer or a finished job signals new work, or `timeout` passes.
-    pub async fn wait_for_work(&self, conn: &mut MultiplexedConnection, timeout: Duration) -> Result<bool, QueueError> {
+    pub async fn wait_for_work(
+        &self,
+        conn: &mut MultiplexedConnection,
+        timeout: Duration,
+    ) -> Result<bool, QueueError> {
         let secs = timeout.as_secs_f64().max(0.01);
-        let got: Option<(String, String)> = redis::cmd("BLPOP").arg(&self.inner.keys.notify).arg(secs).query_async(conn).await?;
+        let got: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(&self.inner.keys.notify)
+            .arg(secs)
+            .query_async(conn)
+            .await?;
         Ok(got.is_some())
     }
 
@@ -259,19 +302,33 @@ impl Queue {
         while it.peek().is_some() {
             let chunk: Vec<CallEvent> = it.by_ref().take(CHUNK).collect();
             let mut inv = self.inner.scripts.enqueue.prepare_invoke();
-            inv.key(&k.calls).key(&k.calls_at).key(&k.ready).key(&k.data).key(&k.state).key(&k.attempts).key(&k.max).key(&k.notify);
+            inv.key(&k.calls)
+                .key(&k.calls_at)
+                .key(&k.ready)
+                .key(&k.data)
+                .key(&k.state)
+                .key(&k.attempts)
+                .key(&k.max)
+                .key(&k.notify);
             inv.arg(now.timestamp_millis());
             let mut call_ids = Vec::with_capacity(chunk.len());
             for event in chunk {
                 let job = Job::call_ended(event, now);
                 call_ids.push(job.call_id.clone());
-                inv.arg(&job.call_id).arg(&job.id).arg(job.to_json()).arg(max);
+                inv.arg(&job.call_id)
+                    .arg(&job.id)
+                    .arg(job.to_json())
+                    .arg(max);
             }
             let res: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
             for (pair, call_id) in res.chunks(2).zip(call_ids) {
                 let added: i64 = redis::from_redis_value(pair[0].clone())?;
                 let job_id: String = redis::from_redis_value(pair[1].clone())?;
-                out.push(Enqueued { call_id, job_id, duplicate: added == 0 });
+                out.push(Enqueued {
+                    call_id,
+                    job_id,
+                    duplicate: added == 0,
+                });
             }
         }
         Ok(out)
@@ -279,7 +336,8 @@ impl Queue {
 
     /// Parses, validates and enqueues one event from JSON bytes.
     pub async fn enqueue_json(&self, bytes: &[u8]) -> Result<Enqueued, QueueError> {
-        let event = CallEvent::parse(bytes, self.inner.cfg.max_event_bytes).map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let event = CallEvent::parse(bytes, self.inner.cfg.max_event_bytes)
+            .map_err(|e| QueueError::Invalid(e.to_string()))?;
         let mut v = self.enqueue(vec![event]).await?;
         Ok(v.remove(0))
     }
@@ -287,17 +345,41 @@ impl Queue {
     // ---- worker side ----
 
     /// Promotes due jobs, reaps expired leases, and leases up to `batch` ready jobs.
-    pub async fn fetch(&self, worker: &str, batch: usize, lease: Duration) -> Result<Fetched, QueueError> {
+    pub async fn fetch(
+        &self,
+        worker: &str,
+        batch: usize,
+        lease: Duration,
+    ) -> Result<Fetched, QueueError> {
         self.fetch_at(worker, batch, lease, now_ms()).await
     }
 
     /// [`Queue::fetch`] with the clock given: due times and lease expiry are judged
     /// against `now_ms` (model tests drive a virtual clock through this).
-    pub async fn fetch_at(&self, worker: &str, batch: usize, lease: Duration, now_ms: i64) -> Result<Fetched, QueueError> {
+    pub async fn fetch_at(
+        &self,
+        worker: &str,
+        batch: usize,
+        lease: Duration,
+        now_ms: i64,
+    ) -> Result<Fetched, QueueError> {
         let k = &self.inner.keys;
         let mut inv = self.inner.scripts.fetch.prepare_invoke();
-        inv.key(&k.ready).key(&k.running).key(&k.scheduled).key(&k.dead).key(&k.data).key(&k.state).key(&k.attempts).key(&k.max).key(&k.log).key(&k.lease).key(&k.notify);
-        inv.arg(now_ms).arg(batch).arg(lease.as_millis() as u64).arg(worker);
+        inv.key(&k.ready)
+            .key(&k.running)
+            .key(&k.scheduled)
+            .key(&k.dead)
+            .key(&k.data)
+            .key(&k.state)
+            .key(&k.attempts)
+            .key(&k.max)
+            .key(&k.log)
+            .key(&k.lease)
+            .key(&k.notify);
+        inv.arg(now_ms)
+            .arg(batch)
+            .arg(lease.as_millis() as u64)
+            .arg(worker);
         let res: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
         let mut it = res.into_iter();
         let next_due: i64 = match it.next() {
@@ -312,9 +394,18 @@ impl Queue {
             let attempt: u32 = redis::from_redis_value(q[2].clone())?;
             let max_attempts: u32 = redis::from_redis_value(q[3].clone())?;
             let token = format!("{worker}:{attempt}");
-            jobs.push(Leased { id, data, attempt, max_attempts, token });
+            jobs.push(Leased {
+                id,
+                data,
+                attempt,
+                max_attempts,
+                token,
+            });
         }
-        Ok(Fetched { jobs, next_due_ms: (next_due >= 0).then_some(next_due) })
+        Ok(Fetched {
+            jobs,
+            next_due_ms: (next_due >= 0).then_some(next_due),
+        })
     }
 
     /// Applies finished attempts in one round trip. Returns, per item, whether the lease
@@ -325,7 +416,16 @@ impl Queue {
         }
         let k = &self.inner.keys;
         let mut inv = self.inner.scripts.finish.prepare_invoke();
-        inv.key(&k.ready).key(&k.running).key(&k.scheduled).key(&k.dead).key(&k.done).key(&k.state).key(&k.attempts).key(&k.log).key(&k.lease).key(&k.notify);
+        inv.key(&k.ready)
+            .key(&k.running)
+            .key(&k.scheduled)
+            .key(&k.dead)
+            .key(&k.done)
+            .key(&k.state)
+            .key(&k.attempts)
+            .key(&k.log)
+            .key(&k.lease)
+            .key(&k.notify);
         inv.arg(now_ms());
         for f in items {
             let mode = match f.mode {
@@ -335,8 +435,17 @@ impl Queue {
                 FinishMode::Release => "release",
             };
             let state = serde_json::to_string(&f.state).expect("state serializes");
-            let entry = f.attempt.as_ref().map(|a| serde_json::to_string(a).expect("attempt serializes")).unwrap_or_default();
-            inv.arg(mode).arg(&f.id).arg(&f.token).arg(f.run_at_ms).arg(state).arg(entry);
+            let entry = f
+                .attempt
+                .as_ref()
+                .map(|a| serde_json::to_string(a).expect("attempt serializes"))
+                .unwrap_or_default();
+            inv.arg(mode)
+                .arg(&f.id)
+                .arg(&f.token)
+                .arg(f.run_at_ms)
+                .arg(state)
+                .arg(entry);
         }
         let res: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
         Ok(res.into_iter().map(|v| v == 1).collect())
@@ -355,7 +464,18 @@ impl Queue {
         let now = now_ms();
         let ids: Vec<&str> = jobs.iter().map(|(j, _)| j.id.as_str()).collect();
         let mut inv = self.inner.scripts.fanout.prepare_invoke();
-        inv.key(&k.ready).key(&k.running).key(&k.scheduled).key(&k.done).key(&k.data).key(&k.state).key(&k.attempts).key(&k.max).key(&k.log).key(&k.lease).key(&k.fanout).key(&k.notify);
+        inv.key(&k.ready)
+            .key(&k.running)
+            .key(&k.scheduled)
+            .key(&k.done)
+            .key(&k.data)
+            .key(&k.state)
+            .key(&k.attempts)
+            .key(&k.max)
+            .key(&k.log)
+            .key(&k.lease)
+            .key(&k.fanout)
+            .key(&k.notify);
         inv.arg(now)
             .arg(&parent.id)
             .arg(&parent.token)
@@ -365,20 +485,29 @@ impl Queue {
             .arg(serde_json::to_string(&ids).expect("ids serialize"));
         for (job, delay) in jobs {
             let run_at = delay.map(|d| now + d.as_millis() as i64).unwrap_or(0);
-            inv.arg(&job.id).arg(job.to_json()).arg(self.inner.cfg.retry.max_attempts).arg(run_at);
+            inv.arg(&job.id)
+                .arg(job.to_json())
+                .arg(self.inner.cfg.retry.max_attempts)
+                .arg(run_at);
         }
         let applied: i64 = inv.invoke_async(&mut self.conn()).await?;
         Ok(applied == 1)
     }
 
     /// Renews the leases in `held` (id, token). Returns the ids whose lease was lost.
-    pub async fn renew(&self, lease: Duration, held: &[(String, String)]) -> Result<Vec<String>, QueueError> {
+    pub async fn renew(
+        &self,
+        lease: Duration,
+        held: &[(String, String)],
+    ) -> Result<Vec<String>, QueueError> {
         if held.is_empty() {
             return Ok(Vec::new());
         }
         let k = &self.inner.keys;
         let mut inv = self.inner.scripts.renew.prepare_invoke();
-        inv.key(&k.running).key(&k.lease).arg(now_ms() + lease.as_millis() as i64);
+        inv.key(&k.running)
+            .key(&k.lease)
+            .arg(now_ms() + lease.as_millis() as i64);
         for (id, token) in held {
             inv.arg(id).arg(token);
         }
@@ -390,7 +519,15 @@ impl Queue {
         let k = &self.inner.keys;
         let cutoff = now_ms() - retention.as_millis() as i64;
         let mut inv = self.inner.scripts.sweep.prepare_invoke();
-        inv.key(&k.done).key(&k.data).key(&k.state).key(&k.attempts).key(&k.max).key(&k.log).key(&k.calls).key(&k.calls_at).key(&k.fanout);
+        inv.key(&k.done)
+            .key(&k.data)
+            .key(&k.state)
+            .key(&k.attempts)
+            .key(&k.max)
+            .key(&k.log)
+            .key(&k.calls)
+            .key(&k.calls_at)
+            .key(&k.fanout);
         inv.arg(cutoff).arg(limit);
         Ok(inv.invoke_async(&mut self.conn()).await?)
     }
@@ -400,23 +537,43 @@ impl Queue {
     /// Stores an agent's config (already validated).
     pub async fn set_agent(&self, agent_id: &str, cfg: &AgentConfig) -> Result<(), QueueError> {
         let json = serde_json::to_string(cfg).expect("config serializes");
-        let _: () = redis::cmd("HSET").arg(&self.inner.keys.agents).arg(agent_id).arg(json).query_async(&mut self.conn()).await?;
+        let _: () = redis::cmd("HSET")
+            .arg(&self.inner.keys.agents)
+            .arg(agent_id)
+            .arg(json)
+            .query_async(&mut self.conn())
+            .await?;
         Ok(())
     }
 
     pub async fn get_agent(&self, agent_id: &str) -> Result<Option<AgentConfig>, QueueError> {
-        let raw: Option<String> = redis::cmd("HGET").arg(&self.inner.keys.agents).arg(agent_id).query_async(&mut self.conn()).await?;
-        raw.map(|r| serde_json::from_str(&r).map_err(|e| QueueError::Corrupt(format!("agent {agent_id}: {e}")))).transpose()
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(&self.inner.keys.agents)
+            .arg(agent_id)
+            .query_async(&mut self.conn())
+            .await?;
+        raw.map(|r| {
+            serde_json::from_str(&r)
+                .map_err(|e| QueueError::Corrupt(format!("agent {agent_id}: {e}")))
+        })
+        .transpose()
     }
 
     pub async fn list_agents(&self) -> Result<Vec<String>, QueueError> {
-        let mut ids: Vec<String> = redis::cmd("HKEYS").arg(&self.inner.keys.agents).query_async(&mut self.conn()).await?;
+        let mut ids: Vec<String> = redis::cmd("HKEYS")
+            .arg(&self.inner.keys.agents)
+            .query_async(&mut self.conn())
+            .await?;
         ids.sort();
         Ok(ids)
     }
 
     pub async fn delete_agent(&self, agent_id: &str) -> Result<bool, QueueError> {
-        let n: i64 = redis::cmd("HDEL").arg(&self.inner.keys.agents).arg(agent_id).query_async(&mut self.conn()).await?;
+        let n: i64 = redis::cmd("HDEL")
+            .arg(&self.inner.keys.agents)
+            .arg(agent_id)
+            .query_async(&mut self.conn())
+            .await?;
         Ok(n == 1)
     }
 }

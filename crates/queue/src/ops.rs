@@ -31,7 +31,11 @@ pub struct JobRecord {
 impl JobRecord {
     /// The error of the last failed attempt.
     pub fn last_error(&self) -> Option<&str> {
-        self.history.iter().rev().find_map(|a| a.error.as_deref()).or(self.state.error.as_deref())
+        self.history
+            .iter()
+            .rev()
+            .find_map(|a| a.error.as_deref())
+            .or(self.state.error.as_deref())
     }
     /// HTTP status of the last attempt that had one.
     pub fn last_status(&self) -> Option<u16> {
@@ -67,14 +71,19 @@ pub struct DlqFilter {
 
 impl DlqFilter {
     fn matches(&self, r: &JobRecord) -> bool {
-        if self.agent.as_deref().is_some_and(|a| r.agent_id.as_deref() != Some(a)) {
+        if self
+            .agent
+            .as_deref()
+            .is_some_and(|a| r.agent_id.as_deref() != Some(a))
+        {
             return false;
         }
         if self.action.as_deref().is_some_and(|a| r.kind != a) {
             return false;
         }
         if let Some(e) = &self.error {
-            return error_class(r).iter().any(|c| c == e) || r.last_error().is_some_and(|le| le.contains(e.as_str()));
+            return error_class(r).iter().any(|c| c == e)
+                || r.last_error().is_some_and(|le| le.contains(e.as_str()));
         }
         true
     }
@@ -84,7 +93,9 @@ impl DlqFilter {
 pub fn error_class(r: &JobRecord) -> Vec<&'static str> {
     use aftercall_core::AttemptOutcome as O;
     let mut v = Vec::new();
-    let Some(last) = r.history.iter().rev().find(|a| a.outcome != O::Replayed) else { return v };
+    let Some(last) = r.history.iter().rev().find(|a| a.outcome != O::Replayed) else {
+        return v;
+    };
     match last.status {
         Some(429) => v.push("http_429"),
         Some(s) if (400..500).contains(&s) => v.push("http_4xx"),
@@ -141,13 +152,16 @@ impl Queue {
             p.cmd("HMGET").arg(key).arg(ids);
         }
         type Col = Vec<Option<String>>;
-        let (data, state, attempts, max, log): (Col, Col, Col, Col, Col) = p.query_async(&mut self.conn()).await?;
+        let (data, state, attempts, max, log): (Col, Col, Col, Col, Col) =
+            p.query_async(&mut self.conn()).await?;
         let mut out = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             let Some(state_raw) = &state[i] else { continue };
-            let state: StateInfo = serde_json::from_str(state_raw).map_err(|e| QueueError::Corrupt(format!("state of {id}: {e}")))?;
+            let state: StateInfo = serde_json::from_str(state_raw)
+                .map_err(|e| QueueError::Corrupt(format!("state of {id}: {e}")))?;
             let history: Vec<Attempt> = match &log[i] {
-                Some(l) => serde_json::from_str(l).map_err(|e| QueueError::Corrupt(format!("history of {id}: {e}")))?,
+                Some(l) => serde_json::from_str(l)
+                    .map_err(|e| QueueError::Corrupt(format!("history of {id}: {e}")))?,
                 None => Vec::new(),
             };
             let (kind, call_id, agent_id, action_index, job) = match &data[i] {
@@ -158,9 +172,21 @@ impl Queue {
                             _ => None,
                         };
                         let value = serde_json::from_str(d).ok();
-                        (j.kind().to_string(), Some(j.call_id), Some(j.agent_id), index, value)
+                        (
+                            j.kind().to_string(),
+                            Some(j.call_id),
+                            Some(j.agent_id),
+                            index,
+                            value,
+                        )
                     }
-                    Err(_) => ("unknown".to_string(), None, None, None, Some(serde_json::Value::String(d.clone()))),
+                    Err(_) => (
+                        "unknown".to_string(),
+                        None,
+                        None,
+                        None,
+                        Some(serde_json::Value::String(d.clone())),
+                    ),
                 },
                 None => ("unknown".to_string(), None, None, None, None),
             };
@@ -171,7 +197,10 @@ impl Queue {
                 agent_id,
                 action_index,
                 state,
-                attempts: attempts[i].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0),
+                attempts: attempts[i]
+                    .as_deref()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0),
                 max_attempts: max[i].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0),
                 history,
                 job,
@@ -187,12 +216,18 @@ impl Queue {
     /// Every job of a call and where each stands.
     pub async fn call_status(&self, call_id: &str) -> Result<Option<CallStatus>, QueueError> {
         let k = &self.inner.keys;
-        let (parent, fanout): (Option<String>, Option<String>) =
-            redis::pipe().hget(&k.calls, call_id).hget(&k.fanout, call_id).query_async(&mut self.conn()).await?;
-        let Some(parent) = parent else { return Ok(None) };
+        let (parent, fanout): (Option<String>, Option<String>) = redis::pipe()
+            .hget(&k.calls, call_id)
+            .hget(&k.fanout, call_id)
+            .query_async(&mut self.conn())
+            .await?;
+        let Some(parent) = parent else {
+            return Ok(None);
+        };
         let mut ids = vec![parent];
         if let Some(f) = fanout {
-            let action_ids: Vec<String> = serde_json::from_str(&f).map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
+            let action_ids: Vec<String> = serde_json::from_str(&f)
+                .map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
             ids.extend(action_ids);
         }
         let mut records = self.jobs(&ids).await?;
@@ -200,19 +235,36 @@ impl Queue {
             return Ok(None);
         }
         let call_ended = records.remove(0);
-        Ok(Some(CallStatus { call_id: call_id.to_string(), call_ended, actions: records }))
+        Ok(Some(CallStatus {
+            call_id: call_id.to_string(),
+            call_ended,
+            actions: records,
+        }))
     }
 
     /// Lists dead letters, oldest first, filtered. `cursor` is opaque (from a previous page).
-    pub async fn dlq_list(&self, filter: &DlqFilter, cursor: Option<&str>, limit: usize) -> Result<Page<DeadLetter>, QueueError> {
+    pub async fn dlq_list(
+        &self,
+        filter: &DlqFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<DeadLetter>, QueueError> {
         const SCAN: isize = 200;
         let limit = limit.clamp(1, 1000);
         let mut pos: isize = match cursor {
-            Some(c) => c.parse().map_err(|_| QueueError::Invalid(format!("cursor `{c}` is not valid")))?,
+            Some(c) => c
+                .parse()
+                .map_err(|_| QueueError::Invalid(format!("cursor `{c}` is not valid")))?,
             None => 0,
         };
-        let min = filter.since_ms.map(|v| v.to_string()).unwrap_or_else(|| "-inf".into());
-        let max = filter.until_ms.map(|v| v.to_string()).unwrap_or_else(|| "+inf".into());
+        let min = filter
+            .since_ms
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-inf".into());
+        let max = filter
+            .until_ms
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "+inf".into());
         let mut items = Vec::new();
         loop {
             let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
@@ -230,13 +282,19 @@ impl Queue {
                     items.push(r);
                     if items.len() == limit {
                         let next = pos + i as isize + 1;
-                        return Ok(Page { items, next_cursor: Some(next.to_string()) });
+                        return Ok(Page {
+                            items,
+                            next_cursor: Some(next.to_string()),
+                        });
                     }
                 }
             }
             pos += n;
             if n < SCAN {
-                return Ok(Page { items, next_cursor: None });
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
             }
         }
     }
@@ -261,7 +319,13 @@ impl Queue {
         let mut total = 0;
         for chunk in ids.chunks(500) {
             let mut inv = self.inner.scripts.replay.prepare_invoke();
-            inv.key(&k.dead).key(&k.ready).key(&k.state).key(&k.attempts).key(&k.log).key(&k.notify).arg(now_ms());
+            inv.key(&k.dead)
+                .key(&k.ready)
+                .key(&k.state)
+                .key(&k.attempts)
+                .key(&k.log)
+                .key(&k.notify)
+                .arg(now_ms());
             for id in chunk {
                 inv.arg(id);
             }
@@ -282,7 +346,14 @@ impl Queue {
         let mut total = 0;
         for chunk in ids.chunks(500) {
             let mut inv = self.inner.scripts.purge.prepare_invoke();
-            inv.key(&k.dead).key(&k.data).key(&k.state).key(&k.attempts).key(&k.max).key(&k.log).key(&k.lease).arg(now_ms());
+            inv.key(&k.dead)
+                .key(&k.data)
+                .key(&k.state)
+                .key(&k.attempts)
+                .key(&k.max)
+                .key(&k.log)
+                .key(&k.lease)
+                .arg(now_ms());
             for id in chunk {
                 inv.arg(id);
             }
@@ -300,7 +371,16 @@ impl Queue {
     pub async fn stats(&self) -> Result<Stats, QueueError> {
         let k = &self.inner.keys;
         let now = now_ms();
-        let (queued, running, scheduled, dead, minute, hour, calls, agents): (u64, u64, u64, u64, u64, u64, u64, u64) = redis::pipe()
+        let (queued, running, scheduled, dead, minute, hour, calls, agents): (
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+        ) = redis::pipe()
             .llen(&k.ready)
             .zcard(&k.running)
             .zcard(&k.scheduled)

@@ -48,8 +48,22 @@ pub async fn process(ctx: &Ctx, leased: Leased) {
         let finish = match decoded {
             Err(e) => {
                 error!(error = %e, "undecodable job: dead-lettering it");
-                let attempt = attempt_record(&leased, AttemptOutcome::Undecodable, None, Some(format!("undecodable job: {e}")), None, started, &ctx.cfg.worker_id);
-                Some(finish(&leased, FinishMode::Dead, 0, dead_state(format!("undecodable job: {e}")), attempt))
+                let attempt = attempt_record(
+                    &leased,
+                    AttemptOutcome::Undecodable,
+                    None,
+                    Some(format!("undecodable job: {e}")),
+                    None,
+                    started,
+                    &ctx.cfg.worker_id,
+                );
+                Some(finish(
+                    &leased,
+                    FinishMode::Dead,
+                    0,
+                    dead_state(format!("undecodable job: {e}")),
+                    attempt,
+                ))
             }
             Ok(job) => match &job.body {
                 JobBody::CallEnded { event } => {
@@ -57,11 +71,17 @@ pub async fn process(ctx: &Ctx, leased: Leased) {
                     run_fan_out(ctx, &leased, &job, &event, started).await
                 }
                 JobBody::Action(action_job) => {
-                    let run = ctx.executors.execute(&leased.id, leased.attempt, action_job);
+                    let run = ctx
+                        .executors
+                        .execute(&leased.id, leased.attempt, action_job);
                     let outcome = match AssertUnwindSafe(run).catch_unwind().await {
                         Ok(o) => o,
                         Err(panic) => {
-                            let msg = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into());
+                            let msg = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_else(|| "unknown panic".into());
                             error!(panic = %msg, "action panicked");
                             Outcome::retry(format!("executor panicked: {msg}"))
                         }
@@ -84,35 +104,95 @@ fn record_outcome(ctx: &Ctx, leased: &Leased, outcome: Outcome, started: Instant
     let w = &ctx.cfg.worker_id;
     match outcome {
         Outcome::Delivered { status, detail } => {
-            info!(status, elapsed_ms = started.elapsed().as_millis() as u64, "delivered");
-            let attempt = attempt_record(leased, AttemptOutcome::Delivered, status, None, detail.clone(), started, w);
+            info!(
+                status,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "delivered"
+            );
+            let attempt = attempt_record(
+                leased,
+                AttemptOutcome::Delivered,
+                status,
+                None,
+                detail.clone(),
+                started,
+                w,
+            );
             let mut st = StateInfo::new("delivered");
             st.reason = detail;
             finish(leased, FinishMode::Done, 0, st, attempt)
         }
         Outcome::Skipped { reason } => {
             info!(reason = %reason, "skipped");
-            let attempt = attempt_record(leased, AttemptOutcome::Skipped, None, Some(reason.clone()), None, started, w);
+            let attempt = attempt_record(
+                leased,
+                AttemptOutcome::Skipped,
+                None,
+                Some(reason.clone()),
+                None,
+                started,
+                w,
+            );
             let mut st = StateInfo::new("skipped");
             st.reason = Some(reason);
             finish(leased, FinishMode::Done, 0, st, attempt)
         }
-        Outcome::Permanent { error, status, snippet } => {
+        Outcome::Permanent {
+            error,
+            status,
+            snippet,
+        } => {
             error!(status, error = %error, "permanent failure: dead-lettered");
-            let attempt = attempt_record(leased, AttemptOutcome::Failed, status, Some(error.clone()), snippet, started, w);
+            let attempt = attempt_record(
+                leased,
+                AttemptOutcome::Failed,
+                status,
+                Some(error.clone()),
+                snippet,
+                started,
+                w,
+            );
             finish(leased, FinishMode::Dead, 0, dead_state(error), attempt)
         }
-        Outcome::Retry { error, status, retry_after, snippet } => {
+        Outcome::Retry {
+            error,
+            status,
+            retry_after,
+            snippet,
+        } => {
             if leased.attempt >= leased.max_attempts {
                 error!(status, error = %error, attempts = leased.attempt, "gave up: dead-lettered");
-                let attempt = attempt_record(leased, AttemptOutcome::Failed, status, Some(error.clone()), snippet, started, w);
-                let st = dead_state(format!("gave up after {} attempts; last error: {error}", leased.attempt));
+                let attempt = attempt_record(
+                    leased,
+                    AttemptOutcome::Failed,
+                    status,
+                    Some(error.clone()),
+                    snippet,
+                    started,
+                    w,
+                );
+                let st = dead_state(format!(
+                    "gave up after {} attempts; last error: {error}",
+                    leased.attempt
+                ));
                 return finish(leased, FinishMode::Dead, 0, st, attempt);
             }
-            let delay = ctx.cfg.queue.retry.delay(leased.attempt, retry_after, rand::random::<f64>());
+            let delay =
+                ctx.cfg
+                    .queue
+                    .retry
+                    .delay(leased.attempt, retry_after, rand::random::<f64>());
             let run_at = now_ms() + delay.as_millis() as i64;
             warn!(status, error = %error, retry_in_ms = delay.as_millis() as u64, "will retry");
-            let mut attempt = attempt_record(leased, AttemptOutcome::Retry, status, Some(error.clone()), snippet, started, w);
+            let mut attempt = attempt_record(
+                leased,
+                AttemptOutcome::Retry,
+                status,
+                Some(error.clone()),
+                snippet,
+                started,
+                w,
+            );
             attempt.next_run_at = Utc.timestamp_millis_opt(run_at).single();
             let mut st = StateInfo::new("scheduled");
             st.run_at = Some(run_at);
@@ -122,7 +202,13 @@ fn record_outcome(ctx: &Ctx, leased: &Leased, outcome: Outcome, started: Instant
     }
 }
 
-async fn run_fan_out(ctx: &Ctx, leased: &Leased, job: &Job, event: &aftercall_core::CallEvent, started: Instant) -> Option<Finish> {
+async fn run_fan_out(
+    ctx: &Ctx,
+    leased: &Leased,
+    job: &Job,
+    event: &aftercall_core::CallEvent,
+    started: Instant,
+) -> Option<Finish> {
     let w = &ctx.cfg.worker_id;
     let config = match ctx.queue.get_agent(&job.agent_id).await {
         Ok(c) => c,
@@ -147,7 +233,11 @@ async fn run_fan_out(ctx: &Ctx, leased: &Leased, job: &Job, event: &aftercall_co
         }
     };
     let attempt = attempt_record(leased, outcome.0, None, outcome.1, None, started, w);
-    match ctx.queue.fan_out(leased, &job.call_id, &jobs, &state, &attempt).await {
+    match ctx
+        .queue
+        .fan_out(leased, &job.call_id, &jobs, &state, &attempt)
+        .await
+    {
         Ok(true) => None,
         Ok(false) => {
             warn!("lease lost before fan-out was recorded; another worker owns the job");
@@ -166,8 +256,21 @@ fn dead_state(error: String) -> StateInfo {
     st
 }
 
-fn finish(leased: &Leased, mode: FinishMode, run_at_ms: i64, state: StateInfo, attempt: Attempt) -> Finish {
-    Finish { mode, id: leased.id.clone(), token: leased.token.clone(), run_at_ms, state, attempt: Some(attempt) }
+fn finish(
+    leased: &Leased,
+    mode: FinishMode,
+    run_at_ms: i64,
+    state: StateInfo,
+    attempt: Attempt,
+) -> Finish {
+    Finish {
+        mode,
+        id: leased.id.clone(),
+        token: leased.token.clone(),
+        run_at_ms,
+        state,
+        attempt: Some(attempt),
+    }
 }
 
 fn attempt_record(
@@ -194,7 +297,10 @@ fn attempt_record(
 
 /// Records a finish, retrying briefly through Redis blips.
 async fn apply(ctx: &Ctx, f: Finish) {
-    let policy = ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_delay(Duration::from_secs(2)).with_max_times(6);
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(6);
     let res = (|| async { ctx.queue.finish(std::slice::from_ref(&f)).await })
         .retry(policy)
         .when(|e| e.is_transient())
@@ -203,6 +309,8 @@ async fn apply(ctx: &Ctx, f: Finish) {
     match res {
         Ok(v) if v.first() == Some(&true) => debug!("outcome recorded"),
         Ok(_) => warn!("lease lost before the outcome was recorded; another worker owns the job"),
-        Err(e) => error!(error = %e, "could not record outcome; the lease will expire and the job re-run"),
+        Err(e) => {
+            error!(error = %e, "could not record outcome; the lease will expire and the job re-run")
+        }
     }
 }

@@ -54,7 +54,10 @@ impl WorkerConfig {
 
     pub fn from_settings(s: &Settings) -> Result<WorkerConfig, SettingError> {
         let d = WorkerConfig::default();
-        let bad = |name: &str, message: String| SettingError { name: name.into(), message };
+        let bad = |name: &str, message: String| SettingError {
+            name: name.into(),
+            message,
+        };
         let mut http = d.actions.http.clone();
         if let Some(list) = s.string("AFTERCALL_ALLOW_CIDRS") {
             http.allow = list
@@ -64,7 +67,9 @@ impl WorkerConfig {
                 .collect::<Result<_, _>>()?;
         }
         http.https_only = s.bool("AFTERCALL_HTTPS_ONLY")?.unwrap_or(http.https_only);
-        http.timeout = s.duration("AFTERCALL_HTTP_TIMEOUT")?.unwrap_or(http.timeout);
+        http.timeout = s
+            .duration("AFTERCALL_HTTP_TIMEOUT")?
+            .unwrap_or(http.timeout);
         let concurrency: usize = s.parse("AFTERCALL_CONCURRENCY")?.unwrap_or(d.concurrency);
         if concurrency == 0 {
             return Err(bad("AFTERCALL_CONCURRENCY", "must be at least 1".into()));
@@ -83,7 +88,10 @@ impl WorkerConfig {
             email: aftercall_actions::email::EmailConfig::from_env(getter).map_err(setting)?,
             sms: aftercall_actions::sms::SmsConfig::from_env(getter).map_err(setting)?,
             task: aftercall_actions::task::TaskConfig::from_env(getter).map_err(setting)?,
-            outbox_dir: s.string("AFTERCALL_OUTBOX").map(Into::into).unwrap_or(d.actions.outbox_dir),
+            outbox_dir: s
+                .string("AFTERCALL_OUTBOX")
+                .map(Into::into)
+                .unwrap_or(d.actions.outbox_dir),
         };
         Ok(WorkerConfig {
             queue: QueueConfig::from_settings(s)?,
@@ -99,7 +107,10 @@ impl WorkerConfig {
 
 /// `<host>-<pid>-<random>`: unique per process start.
 pub fn new_worker_id() -> String {
-    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "worker".into());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
     let rand = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &rand[..8])
 }
@@ -122,7 +133,11 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> Result<(), R
 }
 
 /// As [`run`], with an already connected queue.
-pub async fn run_with_queue(cfg: WorkerConfig, queue: Queue, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+pub async fn run_with_queue(
+    cfg: WorkerConfig,
+    queue: Queue,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
     let executors = aftercall_actions::Executors::new(&cfg.actions)?;
     tracing::info!(worker = %cfg.worker_id, concurrency = cfg.concurrency, queue = %cfg.queue.prefix, "worker starting");
     pool::run(cfg, queue, executors, shutdown).await

@@ -25,17 +25,31 @@ use crate::{RuntimeError, WorkerConfig};
 /// The longest an idle worker waits before looking at the queue again on its own.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-pub async fn run(cfg: WorkerConfig, queue: Queue, executors: Executors, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+pub async fn run(
+    cfg: WorkerConfig,
+    queue: Queue,
+    executors: Executors,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
     let held: Held = Default::default();
     let grace = cfg.grace;
-    let ctx = Arc::new(Ctx { queue: queue.clone(), executors, cfg: cfg.clone(), held: held.clone() });
+    let ctx = Arc::new(Ctx {
+        queue: queue.clone(),
+        executors,
+        cfg: cfg.clone(),
+        held: held.clone(),
+    });
     let buffer: Arc<std::sync::Mutex<VecDeque<Leased>>> = Default::default();
 
     let side = CancellationToken::new();
     let renewer = tokio::spawn(renew_loop(ctx.clone(), side.clone()));
     let sweeper = tokio::spawn(sweep_loop(ctx.clone(), side.clone()));
 
-    let fetcher = Fetcher { ctx: ctx.clone(), buffer: buffer.clone(), shutdown: shutdown.clone() };
+    let fetcher = Fetcher {
+        ctx: ctx.clone(),
+        buffer: buffer.clone(),
+        shutdown: shutdown.clone(),
+    };
     let backend = BackendBuilder::new()
         .database(fetcher)
         .fetcher(|f: &mut Fetcher, _: &(), _| f.clone().stream())
@@ -47,19 +61,25 @@ pub async fn run(cfg: WorkerConfig, queue: Queue, executors: Executors, shutdown
         // Boxed here, where the future's type is concrete: apalis's generic service
         // otherwise trips the compiler's higher-ranked `Send` inference.
         let ctx: Arc<Ctx> = (*ctx).clone();
-        let fut: futures::future::BoxFuture<'static, ()> = Box::pin(async move { handler::process(&ctx, job).await });
+        let fut: futures::future::BoxFuture<'static, ()> =
+            Box::pin(async move { handler::process(&ctx, job).await });
         fut.await;
         Ok(())
     }
 
-    let worker = WorkerBuilder::new(cfg.worker_id.as_str()).backend(backend).data(ctx.clone()).concurrency(cfg.concurrency).build(handle);
+    let worker = WorkerBuilder::new(cfg.worker_id.as_str())
+        .backend(backend)
+        .data(ctx.clone())
+        .concurrency(cfg.concurrency)
+        .build(handle);
     // run_until stops the worker context on shutdown: apalis then drains in-flight jobs.
     let stop = shutdown.clone();
     let run = worker.run_until(async move {
         stop.cancelled().await;
         Ok::<(), apalis_core::error::WorkerError>(())
     });
-    tokio::pin!(run);
+    // Boxed so that dropping it below really cancels jobs cut off by the grace period.
+    let mut run = Box::pin(run);
     let result = tokio::select! {
         r = &mut run => r.map_err(|e| RuntimeError::Worker(e.to_string())),
         _ = shutdown.cancelled() => {
@@ -79,11 +99,23 @@ pub async fn run(cfg: WorkerConfig, queue: Queue, executors: Executors, shutdown
     if !leftovers.is_empty() {
         let items: Vec<Finish> = leftovers
             .into_iter()
-            .map(|(id, token)| Finish { mode: FinishMode::Release, id, token, run_at_ms: 0, state: StateInfo::new("queued"), attempt: None })
+            .map(|(id, token)| Finish {
+                mode: FinishMode::Release,
+                id,
+                token,
+                run_at_ms: 0,
+                state: StateInfo::new("queued"),
+                attempt: None,
+            })
             .collect();
         match queue.finish(&items).await {
-            Ok(v) => info!(returned = v.iter().filter(|x| **x).count(), "returned unstarted jobs to the queue"),
-            Err(e) => warn!(error = %e, "could not return jobs; their leases will expire and they will be retried"),
+            Ok(v) => info!(
+                returned = v.iter().filter(|x| **x).count(),
+                "returned unstarted jobs to the queue"
+            ),
+            Err(e) => {
+                warn!(error = %e, "could not return jobs; their leases will expire and they will be retried")
+            }
         }
     }
     side.cancel();
@@ -112,7 +144,10 @@ impl Fetcher {
     }
 
     /// The next job, waiting as long as it takes; `None` once shutdown began.
-    async fn next_job(&self, blocking: &mut Option<redis::aio::MultiplexedConnection>) -> Option<Leased> {
+    async fn next_job(
+        &self,
+        blocking: &mut Option<redis::aio::MultiplexedConnection>,
+    ) -> Option<Leased> {
         let cfg = &self.ctx.cfg;
         let batch = cfg.concurrency.clamp(1, 64);
         let mut failures = 0u32;
@@ -132,19 +167,25 @@ impl Fetcher {
                     }
                     drop(held);
                     debug!(n = fetched.jobs.len(), "fetched");
-                    self.buffer.lock().expect("buffer lock").extend(fetched.jobs);
+                    self.buffer
+                        .lock()
+                        .expect("buffer lock")
+                        .extend(fetched.jobs);
                 }
                 Ok(fetched) => {
                     failures = 0;
                     let wait = match fetched.next_due_ms {
-                        Some(due) => Duration::from_millis((due - now_ms()).clamp(1, IDLE_POLL.as_millis() as i64) as u64),
+                        Some(due) => Duration::from_millis(
+                            (due - now_ms()).clamp(1, IDLE_POLL.as_millis() as i64) as u64,
+                        ),
                         None => IDLE_POLL,
                     };
                     self.wait(blocking, wait).await;
                 }
                 Err(e) => {
                     failures += 1;
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(Duration::from_secs(5));
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)))
+                        .min(Duration::from_secs(5));
                     warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "fetching jobs failed; retrying");
                     *blocking = None;
                     tokio::select! {
@@ -194,7 +235,13 @@ async fn renew_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let held: Vec<(String, String)> = ctx.held.lock().expect("held lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let held: Vec<(String, String)> = ctx
+            .held
+            .lock()
+            .expect("held lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         match ctx.queue.renew(ctx.cfg.lease, &held).await {
             Ok(lost) => {
                 for id in lost {

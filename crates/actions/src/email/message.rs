@@ -29,10 +29,19 @@ pub struct Prepared {
 pub fn message_id(job_id: &str) -> String {
     let local: String = job_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let local = local.trim_matches('.');
-    format!("<{}@aftercall>", if local.is_empty() { "job" } else { local })
+    format!(
+        "<{}@aftercall>",
+        if local.is_empty() { "job" } else { local }
+    )
 }
 
 /// Renders and assembles the message. `Err` is the job's outcome: `Skipped` when the
@@ -51,8 +60,17 @@ pub fn prepare(
     }
     let mut to = parse_mailbox("to", to_text)?;
     // A bare caller address gets the caller's name, cleaned of control characters.
-    if to.name.is_none() && job.event.caller_email().is_some_and(|e| e.trim() == to.email.to_string()) {
-        to.name = job.event.caller_name().map(single_line).filter(|n| !n.is_empty());
+    if to.name.is_none()
+        && job
+            .event
+            .caller_email()
+            .is_some_and(|e| e.trim() == to.email.to_string())
+    {
+        to.name = job
+            .event
+            .caller_name()
+            .map(single_line)
+            .filter(|n| !n.is_empty());
     }
 
     let mut cc = Vec::new();
@@ -66,8 +84,17 @@ pub fn prepare(
             }
         }
     }
-    let reply_to = action.reply_to.as_deref().map(|a| parse_mailbox("reply_to", a.trim())).transpose()?;
-    let from_src = action.from.as_deref().or(job.email_from.as_deref()).or(default_from).unwrap_or(FALLBACK_FROM);
+    let reply_to = action
+        .reply_to
+        .as_deref()
+        .map(|a| parse_mailbox("reply_to", a.trim()))
+        .transpose()?;
+    let from_src = action
+        .from
+        .as_deref()
+        .or(job.email_from.as_deref())
+        .or(default_from)
+        .unwrap_or(FALLBACK_FROM);
     let from = parse_mailbox("from", from_src.trim())?;
 
     let builtin_name = match (&action.body_template, &action.body) {
@@ -77,25 +104,35 @@ pub fn prepare(
     };
     let (subject_src, text, html) = match builtin_name {
         Some(name) => {
-            let b = template::builtin(name)
-                .ok_or_else(|| Outcome::permanent(format!("body_template: unknown template `{name}`")))?;
+            let b = template::builtin(name).ok_or_else(|| {
+                Outcome::permanent(format!("body_template: unknown template `{name}`"))
+            })?;
             let text = render(b.text, vars, "body_template")?;
-            let html = template::render(b.html, vars, true).map_err(|e| Outcome::permanent(format!("body_template: {e}")))?;
+            let html = template::render(b.html, vars, true)
+                .map_err(|e| Outcome::permanent(format!("body_template: {e}")))?;
             (action.subject.as_deref().unwrap_or(b.subject), text, html)
         }
         None => {
             let src = action.body.as_deref().unwrap_or_default();
             let text = render(src, vars, "body")?;
             let html = text_to_html(&text);
-            (action.subject.as_deref().unwrap_or(DEFAULT_SUBJECT), text, html)
+            (
+                action.subject.as_deref().unwrap_or(DEFAULT_SUBJECT),
+                text,
+                html,
+            )
         }
     };
     let subject = single_line(&render(subject_src, vars, "subject")?);
 
     let id = message_id(job_id);
     let recipients = 1 + cc.len() + bcc.len();
-    let to_masked = mask_email(&to.email.to_string());
-    let mut builder = Message::builder().from(from).to(to).subject(subject).message_id(Some(id.clone()));
+    let to_masked = mask_email(to.email.as_ref());
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .message_id(Some(id.clone()));
     for m in cc {
         builder = builder.cc(m);
     }
@@ -108,7 +145,12 @@ pub fn prepare(
     let message = builder
         .multipart(MultiPart::alternative_plain_html(text, wrap_html(&html)))
         .map_err(|e| Outcome::permanent(format!("building the message: {e}")))?;
-    Ok(Prepared { message, message_id: id, to_masked, recipients })
+    Ok(Prepared {
+        message,
+        message_id: id,
+        to_masked,
+        recipients,
+    })
 }
 
 fn render(src: &str, vars: &Vars, field: &str) -> Result<String, Outcome> {
@@ -118,8 +160,12 @@ fn render(src: &str, vars: &Vars, field: &str) -> Result<String, Outcome> {
 /// Parses one address (`a@b.example` or `Name <a@b.example>`); the error never shows the
 /// full address.
 fn parse_mailbox(field: &str, s: &str) -> Result<Mailbox, Outcome> {
-    s.parse::<Mailbox>()
-        .map_err(|e| Outcome::permanent(format!("{field}: `{}` is not a valid e-mail address ({e})", mask_email(s))))
+    s.parse::<Mailbox>().map_err(|e| {
+        Outcome::permanent(format!(
+            "{field}: `{}` is not a valid e-mail address ({e})",
+            mask_email(s)
+        ))
+    })
 }
 
 /// Why an empty recipient skips the action: the variable that was empty for this call.
@@ -136,8 +182,15 @@ pub fn empty_reason(to_src: &str) -> String {
 /// Header text on one line: control characters (CR, LF, tabs) become spaces, so no value
 /// from a call can start a header of its own.
 pub fn single_line(s: &str) -> String {
-    let cleaned: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    cleaned.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+    let cleaned: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    cleaned
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn escape_html(s: &str) -> String {
@@ -169,12 +222,15 @@ pub fn text_to_html(text: &str) -> String {
 }
 
 fn wrap_html(fragment: &str) -> String {
-    format!("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body>\n{fragment}</body></html>\n")
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body>\n{fragment}</body></html>\n"
+    )
 }
 
 /// Masks every e-mail address in free text (SMTP replies echo recipients).
 pub fn mask_emails_in(text: &str) -> String {
-    let is_addr_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '%' | '+' | '-' | '@');
+    let is_addr_char =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '%' | '+' | '-' | '@');
     let mut out = String::with_capacity(text.len());
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut String| {
@@ -235,7 +291,12 @@ mod tests {
 
     fn prepared(event: &str, a: EmailAction) -> Result<Prepared, Outcome> {
         let j = job(event, a.clone());
-        let vars = Vars::new(&j.event, j.agent_name.as_deref(), &j.date_style(), Utc::now());
+        let vars = Vars::new(
+            &j.event,
+            j.agent_name.as_deref(),
+            &j.date_style(),
+            Utc::now(),
+        );
         prepare("job_1.2", &j, &a, None, &vars)
     }
 
@@ -247,9 +308,18 @@ mod tests {
     #[test]
     fn empty_recipient_skips() {
         let none = r#"{"call_id":"c","agent_id":"a"}"#;
-        assert_eq!(prepared(none, action("{caller_email}")).unwrap_err(), Outcome::skipped("no caller_email"));
-        assert_eq!(prepared(none, action("{{ caller_email }}")).unwrap_err(), Outcome::skipped("no caller_email"));
-        assert!(matches!(prepared(none, action("not an address")).unwrap_err(), Outcome::Permanent { .. }));
+        assert_eq!(
+            prepared(none, action("{caller_email}")).unwrap_err(),
+            Outcome::skipped("no caller_email")
+        );
+        assert_eq!(
+            prepared(none, action("{{ caller_email }}")).unwrap_err(),
+            Outcome::skipped("no caller_email")
+        );
+        assert!(matches!(
+            prepared(none, action("not an address")).unwrap_err(),
+            Outcome::Permanent { .. }
+        ));
     }
 
     #[test]
@@ -270,15 +340,30 @@ mod tests {
         let mut j = job(EVENT, a.clone());
         let vars = Vars::new(&j.event, None, &j.date_style(), Utc::now());
         let from = |j: &ActionJob, a: &EmailAction, d: Option<&str>| {
-            prepare("j", j, a, d, &vars).unwrap().message.envelope().from().unwrap().to_string()
+            prepare("j", j, a, d, &vars)
+                .unwrap()
+                .message
+                .envelope()
+                .from()
+                .unwrap()
+                .to_string()
         };
         assert_eq!(from(&j, &a, None), "aftercall@localhost");
-        assert_eq!(from(&j, &a, Some("worker@example.com")), "worker@example.com");
+        assert_eq!(
+            from(&j, &a, Some("worker@example.com")),
+            "worker@example.com"
+        );
         j.email_from = Some("agent@example.com".into());
-        assert_eq!(from(&j, &a, Some("worker@example.com")), "agent@example.com");
+        assert_eq!(
+            from(&j, &a, Some("worker@example.com")),
+            "agent@example.com"
+        );
         let mut a2 = a.clone();
         a2.from = Some("Action <action@example.com>".into());
-        assert_eq!(from(&j, &a2, Some("worker@example.com")), "action@example.com");
+        assert_eq!(
+            from(&j, &a2, Some("worker@example.com")),
+            "action@example.com"
+        );
     }
 
     #[test]
@@ -287,15 +372,27 @@ mod tests {
         a.body = Some("<i>{{summary}}</i>\nline two\n\nnext".into());
         let p = prepared(EVENT, a).unwrap();
         let raw = String::from_utf8(p.message.formatted()).unwrap();
-        assert!(raw.contains("Subject: Your call with Acme Support"), "{raw}");
-        assert_eq!(text_to_html("<i>Order <b>1</b></i>\nline two\n\nnext"), "<p>&lt;i&gt;Order &lt;b&gt;1&lt;/b&gt;&lt;/i&gt;<br>\nline two</p>\n<p>next</p>\n");
+        assert!(
+            raw.contains("Subject: Your call with Acme Support"),
+            "{raw}"
+        );
+        assert_eq!(
+            text_to_html("<i>Order <b>1</b></i>\nline two\n\nnext"),
+            "<p>&lt;i&gt;Order &lt;b&gt;1&lt;/b&gt;&lt;/i&gt;<br>\nline two</p>\n<p>next</p>\n"
+        );
     }
 
     #[test]
     fn helpers() {
         assert_eq!(message_id("job_01/x.0"), "<job_01-x.0@aftercall>");
         assert_eq!(single_line("a\r\nBcc: b\t c"), "a Bcc: b c");
-        assert_eq!(mask_emails_in("550 5.1.1 <john@example.com>: no such user"), "550 5.1.1 <j***@example.com>: no such user");
-        assert_eq!(empty_reason("{{metadata.to}}"), "recipient is empty for this call");
+        assert_eq!(
+            mask_emails_in("550 5.1.1 <john@example.com>: no such user"),
+            "550 5.1.1 <j***@example.com>: no such user"
+        );
+        assert_eq!(
+            empty_reason("{{metadata.to}}"),
+            "recipient is empty for this call"
+        );
     }
 }

@@ -20,7 +20,6 @@ use lettre::AsyncTransport;
 use lettre::message::Mailbox;
 
 pub use message::{FALLBACK_FROM, message_id};
-pub use smtp::TlsMode;
 
 use crate::ActionsError;
 
@@ -91,30 +90,48 @@ impl EmailConfig {
             cfg.smtp_url = Some(u);
         }
         if let Some(f) = var(&get, "AFTERCALL_EMAIL_FROM") {
-            f.parse::<Mailbox>()
-                .map_err(|e| invalid("AFTERCALL_EMAIL_FROM", format!("`{f}` is not an e-mail address ({e})")))?;
+            f.parse::<Mailbox>().map_err(|e| {
+                invalid(
+                    "AFTERCALL_EMAIL_FROM",
+                    format!("`{f}` is not an e-mail address ({e})"),
+                )
+            })?;
             cfg.from = Some(f);
         }
         cfg.ca_file = var(&get, "AFTERCALL_SMTP_CA_FILE").map(PathBuf::from);
-        cfg.accept_invalid_certs = flag("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS", var(&get, "AFTERCALL_SMTP_ACCEPT_INVALID_CERTS"))?;
-        if let Some(t) = duration("AFTERCALL_SMTP_TIMEOUT", var(&get, "AFTERCALL_SMTP_TIMEOUT"))? {
+        cfg.accept_invalid_certs = flag(
+            "AFTERCALL_SMTP_ACCEPT_INVALID_CERTS",
+            var(&get, "AFTERCALL_SMTP_ACCEPT_INVALID_CERTS"),
+        )?;
+        if let Some(t) = duration(
+            "AFTERCALL_SMTP_TIMEOUT",
+            var(&get, "AFTERCALL_SMTP_TIMEOUT"),
+        )? {
             cfg.timeout = t;
         }
         if let Some(n) = var(&get, "AFTERCALL_SMTP_POOL_SIZE") {
-            cfg.pool_size = n
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| invalid("AFTERCALL_SMTP_POOL_SIZE", format!("`{n}` is not a positive number")))?;
+            cfg.pool_size = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                invalid(
+                    "AFTERCALL_SMTP_POOL_SIZE",
+                    format!("`{n}` is not a positive number"),
+                )
+            })?;
         }
         Ok(cfg)
     }
 }
 
 enum Delivery {
-    /// The pool spawns a task when built, so it is built on first use, inside the runtime.
-    Smtp { builder: lettre::transport::smtp::AsyncSmtpTransportBuilder, transport: OnceLock<smtp::Transport>, timeout: Duration },
+    Smtp(Box<Smtp>),
     Outbox { dir: PathBuf },
+}
+
+struct Smtp {
+    builder: lettre::transport::smtp::AsyncSmtpTransportBuilder,
+    /// The pool spawns a task when built, so it is built on first use, inside the runtime.
+    transport: OnceLock<smtp::Transport>,
+    /// Bounds a whole send, not just one command.
+    timeout: Duration,
 }
 
 pub struct EmailExecutor {
@@ -126,36 +143,47 @@ impl EmailExecutor {
     /// Checks the settings (URL, CA file) now, so a bad one stops the worker at start-up.
     pub fn new(cfg: &EmailConfig, outbox: &Path) -> Result<Self, ActionsError> {
         let delivery = match &cfg.smtp_url {
-            Some(url) => Delivery::Smtp {
+            Some(url) => Delivery::Smtp(Box::new(Smtp {
                 builder: smtp::builder(cfg, url)?,
                 transport: OnceLock::new(),
-                // Connect, greeting, EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA: bound the
-                // whole send, not just each command.
+                // Connect, greeting, EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA: each has the
+                // command timeout; a server that answers slowly to all of them is cut off.
                 timeout: cfg.timeout.saturating_mul(4),
+            })),
+            None => Delivery::Outbox {
+                dir: outbox.join("email"),
             },
-            None => Delivery::Outbox { dir: outbox.join("email") },
         };
-        Ok(EmailExecutor { delivery, from: cfg.from.clone() })
+        Ok(EmailExecutor {
+            delivery,
+            from: cfg.from.clone(),
+        })
     }
 
     /// Where this executor delivers: `smtp` or `outbox`.
     pub fn mode(&self) -> &'static str {
         match self.delivery {
-            Delivery::Smtp { .. } => "smtp",
+            Delivery::Smtp(_) => "smtp",
             Delivery::Outbox { .. } => "outbox",
         }
     }
 
     pub async fn execute(&self, job_id: &str, job: &ActionJob, action: &EmailAction) -> Outcome {
-        let vars = Vars::new(&job.event, job.agent_name.as_deref(), &job.date_style(), chrono::Utc::now());
+        let vars = Vars::new(
+            &job.event,
+            job.agent_name.as_deref(),
+            &job.date_style(),
+            chrono::Utc::now(),
+        );
         let prepared = match message::prepare(job_id, job, action, self.from.as_deref(), &vars) {
             Ok(p) => p,
             Err(outcome) => return outcome,
         };
         match &self.delivery {
-            Delivery::Smtp { builder, transport, timeout } => {
-                let transport = transport.get_or_init(|| builder.clone().build());
-                let sent = tokio::time::timeout(*timeout, transport.send(prepared.message)).await;
+            Delivery::Smtp(conn) => {
+                let timeout = conn.timeout;
+                let transport = conn.transport.get_or_init(|| conn.builder.clone().build());
+                let sent = tokio::time::timeout(timeout, transport.send(prepared.message)).await;
                 match sent {
                     Ok(Ok(resp)) => {
                         tracing::debug!(to = %prepared.to_masked, message_id = %prepared.message_id, "e-mail accepted by SMTP server");
@@ -171,7 +199,7 @@ impl EmailExecutor {
                         }
                     }
                     Ok(Err(e)) => smtp::classify(&e),
-                    Err(_) => Outcome::retry(format!("SMTP send timed out after {}s", timeout.as_secs())),
+                    Err(_) => Outcome::retry(format!("SMTP send timed out after {timeout:?}")),
                 }
             }
             Delivery::Outbox { dir } => {
@@ -179,10 +207,18 @@ impl EmailExecutor {
                 match outbox::write_once(dir, job_id, "eml", &bytes).await {
                     Ok(w) => {
                         tracing::debug!(to = %prepared.to_masked, path = %w.path.display(), "e-mail written to outbox");
-                        let verb = if w.existed { "already in" } else { "written to" };
+                        let verb = if w.existed {
+                            "already in"
+                        } else {
+                            "written to"
+                        };
                         Outcome::Delivered {
                             status: None,
-                            detail: Some(format!("{verb} outbox {} for {}", w.path.display(), prepared.to_masked)),
+                            detail: Some(format!(
+                                "{verb} outbox {} for {}",
+                                w.path.display(),
+                                prepared.to_masked
+                            )),
                         }
                     }
                     Err(e) => Outcome::retry(format!("writing to outbox {}: {e}", dir.display())),
@@ -197,14 +233,20 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: std::collections::HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
     #[test]
     fn from_env_reads_and_names_settings() {
         let c = EmailConfig::from_env(env(&[
-            ("AFTERCALL_SMTP_URL", "smtp://user:hunter2@mail.example.com:587?tls=required"),
+            (
+                "AFTERCALL_SMTP_URL",
+                "smtp://user:hunter2@mail.example.com:587?tls=required",
+            ),
             ("AFTERCALL_EMAIL_FROM", "Acme <noreply@acme.example>"),
             ("AFTERCALL_SMTP_TIMEOUT", "10s"),
             ("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS", "false"),
@@ -221,7 +263,10 @@ mod tests {
             ("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS", "perhaps"),
         ] {
             let err = EmailConfig::from_env(env(&[(k, v)])).unwrap_err();
-            assert!(matches!(&err, ActionsError::Config { setting, .. } if *setting == k), "{k}: {err}");
+            assert!(
+                matches!(&err, ActionsError::Config { setting, .. } if *setting == k),
+                "{k}: {err}"
+            );
         }
     }
 
@@ -233,6 +278,15 @@ mod tests {
             ..EmailConfig::default()
         };
         let err = EmailExecutor::new(&cfg, Path::new("/tmp")).err().unwrap();
-        assert!(matches!(err, ActionsError::Config { setting: "AFTERCALL_SMTP_CA_FILE", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ActionsError::Config {
+                    setting: "AFTERCALL_SMTP_CA_FILE",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -17,7 +17,13 @@ pub(crate) struct Written {
 pub(crate) fn file_stem(job_id: &str) -> String {
     let mut s: String = job_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.is_empty() || s.starts_with('.') {
         s.insert(0, '_');
@@ -27,11 +33,19 @@ pub(crate) fn file_stem(job_id: &str) -> String {
 
 /// Writes `<dir>/<job_id>.<ext>` unless it exists. The content goes to a temporary file
 /// first and is renamed into place, so a reader never sees half a message.
-pub(crate) async fn write_once(dir: &Path, job_id: &str, ext: &str, bytes: &[u8]) -> std::io::Result<Written> {
+pub(crate) async fn write_once(
+    dir: &Path,
+    job_id: &str,
+    ext: &str,
+    bytes: &[u8],
+) -> std::io::Result<Written> {
     let stem = file_stem(job_id);
     let path = dir.join(format!("{stem}.{ext}"));
     if tokio::fs::try_exists(&path).await? {
-        return Ok(Written { path, existed: true });
+        return Ok(Written {
+            path,
+            existed: true,
+        });
     }
     tokio::fs::create_dir_all(dir).await?;
     let tmp = dir.join(format!(".{stem}.{ext}.{}.tmp", std::process::id()));
@@ -40,7 +54,10 @@ pub(crate) async fn write_once(dir: &Path, job_id: &str, ext: &str, bytes: &[u8]
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(e);
     }
-    Ok(Written { path, existed: false })
+    Ok(Written {
+        path,
+        existed: false,
+    })
 }
 
 #[cfg(test)]
@@ -49,7 +66,13 @@ mod tests {
 
     #[test]
     fn stems_are_safe() {
-        for (id, want) in [("job_01ab.0", "job_01ab.0"), ("../etc/passwd", "_.._etc_passwd"), ("a/b c", "a_b_c"), ("", "_"), (".x", "_.x")] {
+        for (id, want) in [
+            ("job_01ab.0", "job_01ab.0"),
+            ("../etc/passwd", "_.._etc_passwd"),
+            ("a/b c", "a_b_c"),
+            ("", "_"),
+            (".x", "_.x"),
+        ] {
             assert_eq!(file_stem(id), want);
         }
     }

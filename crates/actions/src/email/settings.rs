@@ -8,11 +8,16 @@ use crate::ActionsError;
 
 /// A setting's value, trimmed; an empty value counts as unset.
 pub(crate) fn var(get: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
-    get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    get(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 pub(crate) fn invalid(setting: &'static str, message: impl Into<String>) -> ActionsError {
-    ActionsError::Config { setting, message: message.into() }
+    ActionsError::Config {
+        setting,
+        message: message.into(),
+    }
 }
 
 /// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
@@ -26,7 +31,10 @@ pub(crate) fn flag(setting: &'static str, value: Option<String>) -> Result<bool,
 }
 
 /// `90s`, `2m` or a bare number of seconds; zero is refused.
-pub(crate) fn duration(setting: &'static str, value: Option<String>) -> Result<Option<Duration>, ActionsError> {
+pub(crate) fn duration(
+    setting: &'static str,
+    value: Option<String>,
+) -> Result<Option<Duration>, ActionsError> {
     let Some(v) = value else { return Ok(None) };
     let d = aftercall_core::config::parse_duration(&v).map_err(|m| invalid(setting, m))?;
     if d.is_zero() {
@@ -37,15 +45,22 @@ pub(crate) fn duration(setting: &'static str, value: Option<String>) -> Result<O
 
 /// An `http(s)://` base URL without credentials, returned without a trailing slash.
 pub(crate) fn base_url(setting: &'static str, value: &str) -> Result<String, ActionsError> {
-    let parsed = url::Url::parse(value).map_err(|e| invalid(setting, format!("is not a URL: {e}")))?;
+    let parsed =
+        url::Url::parse(value).map_err(|e| invalid(setting, format!("is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(invalid(setting, format!("must be an http(s) URL, not {}", parsed.scheme())));
+        return Err(invalid(
+            setting,
+            format!("must be an http(s) URL, not {}", parsed.scheme()),
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid(setting, "has no host"));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(invalid(setting, "must not carry credentials; use the token settings"));
+        return Err(invalid(
+            setting,
+            "must not carry credentials; use the token settings",
+        ));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(invalid(setting, "must not have a query or fragment"));
@@ -67,16 +82,35 @@ mod tests {
     fn flags_and_durations() {
         assert!(flag("X", Some("TRUE".into())).unwrap());
         assert!(!flag("X", None).unwrap());
-        assert!(flag("X", Some("maybe".into())).unwrap_err().to_string().contains("X"));
-        assert_eq!(duration("X", Some("2m".into())).unwrap(), Some(Duration::from_secs(120)));
+        assert!(
+            flag("X", Some("maybe".into()))
+                .unwrap_err()
+                .to_string()
+                .contains("X")
+        );
+        assert_eq!(
+            duration("X", Some("2m".into())).unwrap(),
+            Some(Duration::from_secs(120))
+        );
         assert!(duration("X", Some("0".into())).is_err());
     }
 
     #[test]
     fn base_urls() {
-        assert_eq!(base_url("X", "https://api.example.com/").unwrap(), "https://api.example.com");
-        assert_eq!(base_url("X", "http://127.0.0.1:8080/jira").unwrap(), "http://127.0.0.1:8080/jira");
-        for bad in ["ftp://x.example", "not a url", "https://u:p@x.example", "https://x.example/?a=1"] {
+        assert_eq!(
+            base_url("X", "https://api.example.com/").unwrap(),
+            "https://api.example.com"
+        );
+        assert_eq!(
+            base_url("X", "http://127.0.0.1:8080/jira").unwrap(),
+            "http://127.0.0.1:8080/jira"
+        );
+        for bad in [
+            "ftp://x.example",
+            "not a url",
+            "https://u:p@x.example",
+            "https://x.example/?a=1",
+        ] {
             let err = base_url("AFTERCALL_X_URL", bad).unwrap_err().to_string();
             assert!(err.contains("AFTERCALL_X_URL"), "{bad}: {err}");
             assert!(!err.contains(":p@"), "{err}");

@@ -35,15 +35,25 @@ impl SmsConfig {
         let token = var(&get, "AFTERCALL_TWILIO_AUTH_TOKEN");
         let from = var(&get, "AFTERCALL_TWILIO_FROM");
         let ms = var(&get, "AFTERCALL_TWILIO_MESSAGING_SERVICE_SID");
-        let base = var(&get, "AFTERCALL_TWILIO_BASE_URL").unwrap_or_else(|| twilio::DEFAULT_BASE_URL.to_string());
+        let base = var(&get, "AFTERCALL_TWILIO_BASE_URL")
+            .unwrap_or_else(|| twilio::DEFAULT_BASE_URL.to_string());
         if sid.is_none() && token.is_none() && from.is_none() && ms.is_none() {
             crate::email::base_url("AFTERCALL_TWILIO_BASE_URL", &base)?;
             return Ok(SmsConfig { twilio: None });
         }
         let Some(account_sid) = sid else {
-            return Err(crate::email::invalid("AFTERCALL_TWILIO_ACCOUNT_SID", "is required when any AFTERCALL_TWILIO_* setting is set"));
+            return Err(crate::email::invalid(
+                "AFTERCALL_TWILIO_ACCOUNT_SID",
+                "is required when any AFTERCALL_TWILIO_* setting is set",
+            ));
         };
-        let cfg = TwilioConfig { account_sid, auth_token: token.unwrap_or_default(), from, messaging_service_sid: ms, base_url: base };
+        let cfg = TwilioConfig {
+            account_sid,
+            auth_token: token.unwrap_or_default(),
+            from,
+            messaging_service_sid: ms,
+            base_url: base,
+        };
         cfg.validate()?;
         Ok(SmsConfig { twilio: Some(cfg) })
     }
@@ -83,8 +93,15 @@ impl Outbox {
         let bytes = serde_json::to_vec_pretty(&doc).expect("a JSON value always serializes");
         match outbox::write_once(&self.dir, msg.job_id, "json", &bytes).await {
             Ok(w) => {
-                let verb = if w.existed { "already in" } else { "written to" };
-                Outcome::Delivered { status: None, detail: Some(format!("{verb} outbox {}", w.path.display())) }
+                let verb = if w.existed {
+                    "already in"
+                } else {
+                    "written to"
+                };
+                Outcome::Delivered {
+                    status: None,
+                    detail: Some(format!("{verb} outbox {}", w.path.display())),
+                }
             }
             Err(e) => Outcome::retry(format!("writing to outbox {}: {e}", self.dir.display())),
         }
@@ -109,13 +126,20 @@ pub struct SmsExecutor {
 pub const DEFAULT_TO: &str = "{{caller_number}}";
 
 impl SmsExecutor {
-    pub fn new(client: reqwest::Client, http: HttpConfig, cfg: &SmsConfig, outbox: &Path) -> Result<Self, ActionsError> {
+    pub fn new(
+        client: reqwest::Client,
+        http: HttpConfig,
+        cfg: &SmsConfig,
+        outbox: &Path,
+    ) -> Result<Self, ActionsError> {
         let provider: Box<dyn SmsProvider> = match &cfg.twilio {
             Some(t) => {
                 t.validate()?;
                 Box::new(twilio::Twilio::new(client, http, t.clone()))
             }
-            None => Box::new(Outbox { dir: outbox.join("sms") }),
+            None => Box::new(Outbox {
+                dir: outbox.join("sms"),
+            }),
         };
         Ok(SmsExecutor { provider })
     }
@@ -130,7 +154,12 @@ impl SmsExecutor {
     }
 
     pub async fn execute(&self, job_id: &str, job: &ActionJob, action: &SmsAction) -> Outcome {
-        let vars = Vars::new(&job.event, job.agent_name.as_deref(), &job.date_style(), chrono::Utc::now());
+        let vars = Vars::new(
+            &job.event,
+            job.agent_name.as_deref(),
+            &job.date_style(),
+            chrono::Utc::now(),
+        );
         let to_src = action.to.as_deref().unwrap_or(DEFAULT_TO);
         let to = match template::render(to_src, &vars, false) {
             Ok(t) => t.trim().to_string(),
@@ -140,7 +169,10 @@ impl SmsExecutor {
             return Outcome::skipped(empty_reason(to_src));
         }
         if !is_e164(&to) {
-            return Outcome::permanent(format!("to: `{}` is not an E.164 number (+ and 2 to 15 digits)", mask_number(&to)));
+            return Outcome::permanent(format!(
+                "to: `{}` is not an E.164 number (+ and 2 to 15 digits)",
+                mask_number(&to)
+            ));
         }
         let body = match template::render(&action.template, &vars, false) {
             Ok(b) => b.trim().to_string(),
@@ -150,18 +182,30 @@ impl SmsExecutor {
             return Outcome::skipped("message is empty for this call");
         }
         let segments = segments::count(&body);
-        let msg = SmsMessage { job_id, to: &to, body: &body, segments };
+        let msg = SmsMessage {
+            job_id,
+            to: &to,
+            body: &body,
+            segments,
+        };
         let outcome = self.provider.send(&msg).await;
         tracing::debug!(provider = self.provider.name(), to = %mask_number(&to), segments = segments.count, "SMS handed to provider");
         match outcome {
             Outcome::Delivered { status, detail } => {
                 let plural = if segments.count == 1 { "" } else { "s" };
-                let seg = format!("{} segment{plural} ({})", segments.count, segments.encoding.as_str());
+                let seg = format!(
+                    "{} segment{plural} ({})",
+                    segments.count,
+                    segments.encoding.as_str()
+                );
                 let detail = match detail {
                     Some(d) => format!("{seg}; {d}"),
                     None => seg,
                 };
-                Outcome::Delivered { status, detail: Some(detail) }
+                Outcome::Delivered {
+                    status,
+                    detail: Some(detail),
+                }
             }
             other => other,
         }
@@ -184,7 +228,8 @@ pub fn mask_numbers_in(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < chars.len() {
-        let starts_run = (chars[i] == '+' || chars[i].is_ascii_digit()) && (i == 0 || !chars[i - 1].is_alphanumeric());
+        let starts_run = (chars[i] == '+' || chars[i].is_ascii_digit())
+            && (i == 0 || !chars[i - 1].is_alphanumeric());
         if starts_run {
             let mut j = i + usize::from(chars[i] == '+');
             while j < chars.len() && chars[j].is_ascii_digit() {
@@ -212,7 +257,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: std::collections::HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -227,16 +275,38 @@ mod tests {
         .unwrap();
         assert_eq!(c.twilio.unwrap().base_url, "https://api.twilio.com");
         let err = SmsConfig::from_env(env(&[("AFTERCALL_TWILIO_AUTH_TOKEN", "tok")])).unwrap_err();
-        assert!(matches!(err, ActionsError::Config { setting: "AFTERCALL_TWILIO_ACCOUNT_SID", .. }));
-        let err = SmsConfig::from_env(env(&[("AFTERCALL_TWILIO_ACCOUNT_SID", "AC1"), ("AFTERCALL_TWILIO_FROM", "+15005550006")])).unwrap_err();
-        assert!(matches!(err, ActionsError::Config { setting: "AFTERCALL_TWILIO_AUTH_TOKEN", .. }));
+        assert!(matches!(
+            err,
+            ActionsError::Config {
+                setting: "AFTERCALL_TWILIO_ACCOUNT_SID",
+                ..
+            }
+        ));
+        let err = SmsConfig::from_env(env(&[
+            ("AFTERCALL_TWILIO_ACCOUNT_SID", "AC1"),
+            ("AFTERCALL_TWILIO_FROM", "+15005550006"),
+        ]))
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ActionsError::Config {
+                setting: "AFTERCALL_TWILIO_AUTH_TOKEN",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn masks_numbers_not_codes_or_sids() {
         let cases = [
-            ("The 'To' number +15005550001 is not valid", "The 'To' number +*********01 is not valid"),
-            ("error 21211 see https://www.twilio.com/docs/errors/21211", "error 21211 see https://www.twilio.com/docs/errors/21211"),
+            (
+                "The 'To' number +15005550001 is not valid",
+                "The 'To' number +*********01 is not valid",
+            ),
+            (
+                "error 21211 see https://www.twilio.com/docs/errors/21211",
+                "error 21211 see https://www.twilio.com/docs/errors/21211",
+            ),
             ("sid SM1234567890abcdef", "sid SM1234567890abcdef"),
             ("call 4155551234.", "call ********34."),
             ("+", "+"),
@@ -250,6 +320,9 @@ mod tests {
     fn empty_reasons() {
         assert_eq!(empty_reason(DEFAULT_TO), "no caller_number");
         assert_eq!(empty_reason("{caller_number}"), "no caller_number");
-        assert_eq!(empty_reason("{{metadata.phone}}"), "recipient is empty for this call");
+        assert_eq!(
+            empty_reason("{{metadata.phone}}"),
+            "recipient is empty for this call"
+        );
     }
 }

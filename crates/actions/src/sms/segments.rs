@@ -54,7 +54,11 @@ pub fn count(body: &str) -> Segments {
         n if n <= single => 1,
         n => n.div_ceil(multi),
     };
-    Segments { encoding, units, count }
+    Segments {
+        encoding,
+        units,
+        count,
+    }
 }
 
 #[cfg(test)]

@@ -42,28 +42,45 @@ impl std::fmt::Debug for TwilioConfig {
 impl TwilioConfig {
     /// Checks the values; every error names its variable.
     pub fn validate(&self) -> Result<(), ActionsError> {
-        let sid_ok = |s: &str, prefix: &str| s.starts_with(prefix) && s.len() > 2 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+        let sid_ok = |s: &str, prefix: &str| {
+            s.starts_with(prefix) && s.len() > 2 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+        };
         if !sid_ok(&self.account_sid, "AC") {
-            return Err(invalid("AFTERCALL_TWILIO_ACCOUNT_SID", "must be `AC` followed by letters and digits"));
+            return Err(invalid(
+                "AFTERCALL_TWILIO_ACCOUNT_SID",
+                "must be `AC` followed by letters and digits",
+            ));
         }
         if self.auth_token.is_empty() {
-            return Err(invalid("AFTERCALL_TWILIO_AUTH_TOKEN", "is required with AFTERCALL_TWILIO_ACCOUNT_SID"));
+            return Err(invalid(
+                "AFTERCALL_TWILIO_AUTH_TOKEN",
+                "is required with AFTERCALL_TWILIO_ACCOUNT_SID",
+            ));
         }
         if let Some(from) = &self.from {
             let alnum_sender = (1..=11).contains(&from.len())
                 && from.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
                 && from.bytes().any(|b| b.is_ascii_alphabetic());
             if !is_e164(from) && !alnum_sender {
-                return Err(invalid("AFTERCALL_TWILIO_FROM", "must be an E.164 number or an alphanumeric sender id of up to 11 characters"));
+                return Err(invalid(
+                    "AFTERCALL_TWILIO_FROM",
+                    "must be an E.164 number or an alphanumeric sender id of up to 11 characters",
+                ));
             }
         }
-        if let Some(ms) = &self.messaging_service_sid {
-            if !sid_ok(ms, "MG") {
-                return Err(invalid("AFTERCALL_TWILIO_MESSAGING_SERVICE_SID", "must be `MG` followed by letters and digits"));
-            }
+        if let Some(ms) = &self.messaging_service_sid
+            && !sid_ok(ms, "MG")
+        {
+            return Err(invalid(
+                "AFTERCALL_TWILIO_MESSAGING_SERVICE_SID",
+                "must be `MG` followed by letters and digits",
+            ));
         }
         if self.from.is_none() && self.messaging_service_sid.is_none() {
-            return Err(invalid("AFTERCALL_TWILIO_FROM", "set AFTERCALL_TWILIO_FROM or AFTERCALL_TWILIO_MESSAGING_SERVICE_SID"));
+            return Err(invalid(
+                "AFTERCALL_TWILIO_FROM",
+                "set AFTERCALL_TWILIO_FROM or AFTERCALL_TWILIO_MESSAGING_SERVICE_SID",
+            ));
         }
         base_url("AFTERCALL_TWILIO_BASE_URL", &self.base_url)?;
         Ok(())
@@ -86,7 +103,13 @@ impl Twilio {
 
     async fn send_one(&self, msg: &SmsMessage<'_>) -> Outcome {
         let base = self.cfg.base_url.trim_end_matches('/');
-        let url = match join(base, &format!("/2010-04-01/Accounts/{}/Messages.json", self.cfg.account_sid)) {
+        let url = match join(
+            base,
+            &format!(
+                "/2010-04-01/Accounts/{}/Messages.json",
+                self.cfg.account_sid
+            ),
+        ) {
             Ok(u) => u,
             Err(o) => return o,
         };
@@ -162,7 +185,10 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
             (Some(sid), None) => format!("Twilio message {sid}"),
             _ => "accepted by Twilio".to_string(),
         };
-        return Outcome::Delivered { status: Some(status), detail: Some(detail) };
+        return Outcome::Delivered {
+            status: Some(status),
+            detail: Some(detail),
+        };
     }
     let described = match (parsed.code, &parsed.message) {
         (Some(c), Some(m)) => format!("Twilio error {c}: {}", mask_numbers_in(m)),
@@ -170,14 +196,32 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
         _ => format!("HTTP {status}"),
     };
     if status == 429 || parsed.code == Some(20429) {
-        return Outcome::Retry { error: described, status: Some(status), retry_after: http::retry_after(headers), snippet: snip };
+        return Outcome::Retry {
+            error: described,
+            status: Some(status),
+            retry_after: http::retry_after(headers),
+            snippet: snip,
+        };
     }
     if let Some(label) = parsed.code.and_then(permanent_code) {
-        return Outcome::Permanent { error: format!("{label}: {described}"), status: Some(status), snippet: snip };
+        return Outcome::Permanent {
+            error: format!("{label}: {described}"),
+            status: Some(status),
+            snippet: snip,
+        };
     }
     match http::classify(status, headers, &masked) {
-        Outcome::Retry { retry_after, .. } => Outcome::Retry { error: described, status: Some(status), retry_after, snippet: snip },
-        Outcome::Permanent { .. } => Outcome::Permanent { error: described, status: Some(status), snippet: snip },
+        Outcome::Retry { retry_after, .. } => Outcome::Retry {
+            error: described,
+            status: Some(status),
+            retry_after,
+            snippet: snip,
+        },
+        Outcome::Permanent { .. } => Outcome::Permanent {
+            error: described,
+            status: Some(status),
+            snippet: snip,
+        },
         other => other,
     }
 }
@@ -198,14 +242,26 @@ mod tests {
     #[test]
     fn classification_table() {
         let h = HeaderMap::new();
-        let err = |code: u64| format!(r#"{{"code": {code}, "message": "The 'To' number +15005550001 is not valid", "status": 400}}"#);
+        let err = |code: u64| {
+            format!(
+                r#"{{"code": {code}, "message": "The 'To' number +15005550001 is not valid", "status": 400}}"#
+            )
+        };
         let cases: Vec<(u16, String, &str)> = vec![
-            (201, r#"{"sid":"SM1","status":"queued"}"#.into(), "delivered"),
+            (
+                201,
+                r#"{"sid":"SM1","status":"queued"}"#.into(),
+                "delivered",
+            ),
             (400, err(21211), "permanent"),
             (400, err(21610), "permanent"),
             (400, err(21614), "permanent"),
             (400, err(21408), "permanent"),
-            (401, r#"{"code":20003,"message":"Authenticate"}"#.into(), "permanent"),
+            (
+                401,
+                r#"{"code":20003,"message":"Authenticate"}"#.into(),
+                "permanent",
+            ),
             (429, err(20429), "retry"),
             (400, err(20429), "retry"),
             (500, "oops".into(), "retry"),
@@ -219,7 +275,10 @@ mod tests {
             assert!(!shown.contains("5005550001"), "number leaked: {shown}");
         }
         let o = classify(400, &h, &err(21211));
-        assert!(matches!(&o, Outcome::Permanent { error, status: Some(400), .. } if error.contains("21211") && error.contains("invalid 'To'")), "{o:?}");
+        assert!(
+            matches!(&o, Outcome::Permanent { error, status: Some(400), .. } if error.contains("21211") && error.contains("invalid 'To'")),
+            "{o:?}"
+        );
     }
 
     #[test]
@@ -234,17 +293,61 @@ mod tests {
         good.validate().unwrap();
         assert!(!format!("{good:?}").contains("secret"));
         let cases: Vec<(TwilioConfig, &str)> = vec![
-            (TwilioConfig { account_sid: "AC/../x".into(), ..good.clone() }, "AFTERCALL_TWILIO_ACCOUNT_SID"),
-            (TwilioConfig { auth_token: String::new(), ..good.clone() }, "AFTERCALL_TWILIO_AUTH_TOKEN"),
-            (TwilioConfig { from: Some("12345".into()), ..good.clone() }, "AFTERCALL_TWILIO_FROM"),
-            (TwilioConfig { from: None, ..good.clone() }, "AFTERCALL_TWILIO_FROM"),
-            (TwilioConfig { messaging_service_sid: Some("XX1".into()), ..good.clone() }, "AFTERCALL_TWILIO_MESSAGING_SERVICE_SID"),
-            (TwilioConfig { base_url: "ftp://x".into(), ..good.clone() }, "AFTERCALL_TWILIO_BASE_URL"),
+            (
+                TwilioConfig {
+                    account_sid: "AC/../x".into(),
+                    ..good.clone()
+                },
+                "AFTERCALL_TWILIO_ACCOUNT_SID",
+            ),
+            (
+                TwilioConfig {
+                    auth_token: String::new(),
+                    ..good.clone()
+                },
+                "AFTERCALL_TWILIO_AUTH_TOKEN",
+            ),
+            (
+                TwilioConfig {
+                    from: Some("12345".into()),
+                    ..good.clone()
+                },
+                "AFTERCALL_TWILIO_FROM",
+            ),
+            (
+                TwilioConfig {
+                    from: None,
+                    ..good.clone()
+                },
+                "AFTERCALL_TWILIO_FROM",
+            ),
+            (
+                TwilioConfig {
+                    messaging_service_sid: Some("XX1".into()),
+                    ..good.clone()
+                },
+                "AFTERCALL_TWILIO_MESSAGING_SERVICE_SID",
+            ),
+            (
+                TwilioConfig {
+                    base_url: "ftp://x".into(),
+                    ..good.clone()
+                },
+                "AFTERCALL_TWILIO_BASE_URL",
+            ),
         ];
         for (cfg, setting) in cases {
             let err = cfg.validate().unwrap_err();
-            assert!(matches!(&err, ActionsError::Config { setting: s, .. } if *s == setting), "{setting}: {err}");
+            assert!(
+                matches!(&err, ActionsError::Config { setting: s, .. } if *s == setting),
+                "{setting}: {err}"
+            );
         }
-        TwilioConfig { from: Some("Acme".into()), ..good.clone() }.validate().unwrap();
+        TwilioConfig {
+            from: Some("Acme".into()),
+            ..good.clone()
+        }
+        .validate()
+        .unwrap();
     }
 }

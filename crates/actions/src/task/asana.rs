@@ -19,7 +19,12 @@ pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
         Ok(u) => u,
         Err(o) => return o,
     };
-    let req = ctx.client.post(url.clone()).bearer_auth(token).header("accept", "application/json").json(&data);
+    let req = ctx
+        .client
+        .post(url.clone())
+        .bearer_auth(token)
+        .header("accept", "application/json")
+        .json(&data);
     let reply = match ctx.send(&url, req).await {
         Ok(r) => r,
         Err(o) => return o,
@@ -44,7 +49,9 @@ pub fn body(cfg: &TaskConfig, d: &Draft) -> Result<Value, Outcome> {
         (Some(p), _) => data["projects"] = json!([p]),
         (None, Some(w)) => data["workspace"] = json!(w),
         (None, None) => {
-            return Err(Outcome::permanent("asana: set `project` on the action or AFTERCALL_ASANA_WORKSPACE"));
+            return Err(Outcome::permanent(
+                "asana: set `project` on the action or AFTERCALL_ASANA_WORKSPACE",
+            ));
         }
     }
     if let Some(a) = &d.assignee {

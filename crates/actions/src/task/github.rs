@@ -12,7 +12,11 @@ pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
     let Some(token) = &cfg.github_token else {
         return not_configured("github", &["AFTERCALL_GITHUB_TOKEN"]);
     };
-    let Some((owner, repo)) = d.project.as_deref().and_then(|p| p.split_once('/')).filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
+    let Some((owner, repo)) = d
+        .project
+        .as_deref()
+        .and_then(|p| p.split_once('/'))
+        .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
     else {
         return Outcome::permanent("github: `project` must be `owner/repo`");
     };
@@ -42,7 +46,10 @@ pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
         return classify_failure(&reply);
     }
     let v: Value = serde_json::from_str(&reply.body).unwrap_or_default();
-    match (v.get("number").and_then(Value::as_u64), v.get("html_url").and_then(Value::as_str)) {
+    match (
+        v.get("number").and_then(Value::as_u64),
+        v.get("html_url").and_then(Value::as_str),
+    ) {
         (Some(n), Some(u)) => delivered(reply.status, format!("created GitHub issue #{n} {u}")),
         (Some(n), None) => delivered(reply.status, format!("created GitHub issue #{n}")),
         _ => delivered(reply.status, "created GitHub issue".into()),
@@ -69,13 +76,20 @@ pub fn body(d: &Draft) -> Value {
 /// `x-ratelimit-remaining: 0` retries (at the reset time); other failures use the default.
 fn classify_failure(reply: &Reply) -> Outcome {
     let h = &reply.headers;
-    let exhausted = h.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "0");
+    let exhausted = h
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0");
     if reply.status == 403 && (exhausted || h.contains_key(reqwest::header::RETRY_AFTER)) {
         let reset = h
             .get("x-ratelimit-reset")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<i64>().ok())
-            .map(|epoch| std::time::Duration::from_secs(u64::try_from(epoch - chrono::Utc::now().timestamp()).unwrap_or(0)));
+            .map(|epoch| {
+                std::time::Duration::from_secs(
+                    u64::try_from(epoch - chrono::Utc::now().timestamp()).unwrap_or(0),
+                )
+            });
         return Outcome::Retry {
             error: "github: HTTP 403 rate limited".into(),
             status: Some(403),
@@ -95,11 +109,35 @@ mod tests {
     fn rate_limits_retry_and_other_403s_do_not() {
         let mut h = HeaderMap::new();
         h.insert("x-ratelimit-remaining", "0".parse().unwrap());
-        let r = Reply { status: 403, headers: h, body: String::new() };
-        assert!(matches!(classify_failure(&r), Outcome::Retry { status: Some(403), .. }));
-        let r = Reply { status: 403, headers: HeaderMap::new(), body: "{}".into() };
+        let r = Reply {
+            status: 403,
+            headers: h,
+            body: String::new(),
+        };
+        assert!(matches!(
+            classify_failure(&r),
+            Outcome::Retry {
+                status: Some(403),
+                ..
+            }
+        ));
+        let r = Reply {
+            status: 403,
+            headers: HeaderMap::new(),
+            body: "{}".into(),
+        };
         assert!(matches!(classify_failure(&r), Outcome::Permanent { .. }));
-        let r = Reply { status: 422, headers: HeaderMap::new(), body: "{}".into() };
-        assert!(matches!(classify_failure(&r), Outcome::Permanent { status: Some(422), .. }));
+        let r = Reply {
+            status: 422,
+            headers: HeaderMap::new(),
+            body: "{}".into(),
+        };
+        assert!(matches!(
+            classify_failure(&r),
+            Outcome::Permanent {
+                status: Some(422),
+                ..
+            }
+        ));
     }
 }

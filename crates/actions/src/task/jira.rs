@@ -8,8 +8,17 @@ use super::{Ctx, Draft, TaskConfig, delivered, failed, not_configured};
 use crate::email::join;
 
 pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
-    let (Some(site), Some(email), Some(token)) = (&cfg.jira_url, &cfg.jira_email, &cfg.jira_api_token) else {
-        return not_configured("jira", &["AFTERCALL_JIRA_URL", "AFTERCALL_JIRA_EMAIL", "AFTERCALL_JIRA_API_TOKEN"]);
+    let (Some(site), Some(email), Some(token)) =
+        (&cfg.jira_url, &cfg.jira_email, &cfg.jira_api_token)
+    else {
+        return not_configured(
+            "jira",
+            &[
+                "AFTERCALL_JIRA_URL",
+                "AFTERCALL_JIRA_EMAIL",
+                "AFTERCALL_JIRA_API_TOKEN",
+            ],
+        );
     };
     let Some(project) = &d.project else {
         return Outcome::permanent("jira: `project` (the project key) is required");
@@ -33,7 +42,10 @@ pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
     }
     let v: Value = serde_json::from_str(&reply.body).unwrap_or_default();
     match v.get("key").and_then(Value::as_str) {
-        Some(key) => delivered(reply.status, format!("created Jira issue {key} {site}/browse/{key}")),
+        Some(key) => delivered(
+            reply.status,
+            format!("created Jira issue {key} {site}/browse/{key}"),
+        ),
         None => delivered(reply.status, "created Jira issue".into()),
     }
 }

@@ -22,7 +22,14 @@ pub fn issue_id(job_id: &str) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
@@ -33,7 +40,8 @@ pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
         return Outcome::permanent("linear: `project` (the team id) is required");
     };
     let id = issue_id(&d.job_id);
-    let mut input = json!({ "id": id, "teamId": team, "title": d.title, "description": d.description });
+    let mut input =
+        json!({ "id": id, "teamId": team, "title": d.title, "description": d.description });
     if let Some(a) = &d.assignee {
         input["assigneeId"] = json!(a);
     }
@@ -43,16 +51,32 @@ pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
     if let Some(due) = &d.due {
         input["dueDate"] = json!(due);
     }
-    let reply = match post(ctx, cfg, key, &json!({ "query": CREATE, "variables": { "input": input } })).await {
+    let reply = match post(
+        ctx,
+        cfg,
+        key,
+        &json!({ "query": CREATE, "variables": { "input": input } }),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(o) => return o,
     };
     match classify(&reply) {
-        Class::Created(issue) => delivered(reply.status, format!("created Linear issue {}", describe(&issue))),
+        Class::Created(issue) => delivered(
+            reply.status,
+            format!("created Linear issue {}", describe(&issue)),
+        ),
         Class::Failed(outcome @ Outcome::Permanent { .. }) if matches!(reply.status, 200 | 400) => {
             // The create may have failed because an earlier attempt made the issue.
             match lookup(ctx, cfg, key, &id).await {
-                Some(issue) => delivered(reply.status, format!("Linear issue {} already created by an earlier attempt", describe(&issue))),
+                Some(issue) => delivered(
+                    reply.status,
+                    format!(
+                        "Linear issue {} already created by an earlier attempt",
+                        describe(&issue)
+                    ),
+                ),
                 None => outcome,
             }
         }
@@ -61,13 +85,26 @@ pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
 }
 
 async fn post(ctx: &Ctx<'_>, cfg: &TaskConfig, key: &str, body: &Value) -> Result<Reply, Outcome> {
-    let url = reqwest::Url::parse(&cfg.linear_url).map_err(|e| Outcome::permanent(format!("AFTERCALL_LINEAR_URL: {e}")))?;
-    let req = ctx.client.post(url.clone()).header("authorization", key).header("accept", "application/json").json(body);
+    let url = reqwest::Url::parse(&cfg.linear_url)
+        .map_err(|e| Outcome::permanent(format!("AFTERCALL_LINEAR_URL: {e}")))?;
+    let req = ctx
+        .client
+        .post(url.clone())
+        .header("authorization", key)
+        .header("accept", "application/json")
+        .json(body);
     ctx.send(&url, req).await
 }
 
 async fn lookup(ctx: &Ctx<'_>, cfg: &TaskConfig, key: &str, id: &str) -> Option<Value> {
-    let reply = post(ctx, cfg, key, &json!({ "query": LOOKUP, "variables": { "id": id } })).await.ok()?;
+    let reply = post(
+        ctx,
+        cfg,
+        key,
+        &json!({ "query": LOOKUP, "variables": { "id": id } }),
+    )
+    .await
+    .ok()?;
     let v: Value = serde_json::from_str(&reply.body).ok()?;
     let issue = v.pointer("/data/issue")?;
     (issue.is_object() && (200..300).contains(&reply.status)).then(|| issue.clone())
@@ -92,16 +129,40 @@ enum Class {
 fn classify(reply: &Reply) -> Class {
     let parsed: Option<Value> = serde_json::from_str(&reply.body).ok();
     let snip = (!reply.body.is_empty()).then(|| snippet(&reply.body));
-    let errors = parsed.as_ref().and_then(|v| v.get("errors")).and_then(Value::as_array).filter(|e| !e.is_empty());
+    let errors = parsed
+        .as_ref()
+        .and_then(|v| v.get("errors"))
+        .and_then(Value::as_array)
+        .filter(|e| !e.is_empty());
     if let Some(errors) = errors {
-        let code = |e: &Value| e.pointer("/extensions/code").and_then(Value::as_str).unwrap_or_default().to_ascii_uppercase();
-        let first = errors[0].get("message").and_then(Value::as_str).unwrap_or("unknown error");
+        let code = |e: &Value| {
+            e.pointer("/extensions/code")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_ascii_uppercase()
+        };
+        let first = errors[0]
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error");
         let error = format!("linear: GraphQL error: {first}");
         let status = Some(reply.status);
-        if errors.iter().any(|e| code(e) == "RATELIMITED") || reply.status == 429 || reply.status >= 500 {
-            return Class::Failed(Outcome::Retry { error, status, retry_after: http::retry_after(&reply.headers), snippet: snip });
+        if errors.iter().any(|e| code(e) == "RATELIMITED")
+            || reply.status == 429
+            || reply.status >= 500
+        {
+            return Class::Failed(Outcome::Retry {
+                error,
+                status,
+                retry_after: http::retry_after(&reply.headers),
+                snippet: snip,
+            });
         }
-        return Class::Failed(Outcome::Permanent { error, status, snippet: snip });
+        return Class::Failed(Outcome::Permanent {
+            error,
+            status,
+            snippet: snip,
+        });
     }
     if !(200..300).contains(&reply.status) {
         return Class::Failed(failed("linear", reply));
@@ -131,7 +192,11 @@ mod tests {
     use reqwest::header::HeaderMap;
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply { status, headers: HeaderMap::new(), body: body.into() }
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: body.into(),
+        }
     }
 
     fn kind(c: Class) -> &'static str {
@@ -146,16 +211,36 @@ mod tests {
     #[test]
     fn classification_table() {
         let cases = [
-            (200, r#"{"data":{"issueCreate":{"success":true,"issue":{"id":"x","identifier":"ENG-1","url":"u"}}}}"#, "created"),
-            (200, r#"{"data":null,"errors":[{"message":"Argument Validation Error","extensions":{"code":"INVALID_INPUT"}}]}"#, "permanent"),
-            (400, r#"{"errors":[{"message":"Rate limit exceeded","extensions":{"code":"RATELIMITED"}}]}"#, "retry"),
-            (200, r#"{"data":{"issueCreate":{"success":false}}}"#, "permanent"),
+            (
+                200,
+                r#"{"data":{"issueCreate":{"success":true,"issue":{"id":"x","identifier":"ENG-1","url":"u"}}}}"#,
+                "created",
+            ),
+            (
+                200,
+                r#"{"data":null,"errors":[{"message":"Argument Validation Error","extensions":{"code":"INVALID_INPUT"}}]}"#,
+                "permanent",
+            ),
+            (
+                400,
+                r#"{"errors":[{"message":"Rate limit exceeded","extensions":{"code":"RATELIMITED"}}]}"#,
+                "retry",
+            ),
+            (
+                200,
+                r#"{"data":{"issueCreate":{"success":false}}}"#,
+                "permanent",
+            ),
             (200, "<html>", "retry"),
             (401, r#"{"error":"unauthorized"}"#, "permanent"),
             (500, "", "retry"),
         ];
         for (status, body, want) in cases {
-            assert_eq!(kind(classify(&reply(status, body))), want, "{status} {body}");
+            assert_eq!(
+                kind(classify(&reply(status, body))),
+                want,
+                "{status} {body}"
+            );
         }
     }
 

@@ -16,8 +16,7 @@ use reqwest::header::HeaderMap;
 use crate::email::{base_url, invalid, var};
 use crate::{ActionsError, HttpConfig, http};
 
-pub const DEFAULT_TITLE: &str =
-    "Follow up: call {{call_id}}{% if caller_name %} with {{caller_name}}{% elif caller_number %} with {{caller_number}}{% endif %}";
+pub const DEFAULT_TITLE: &str = "Follow up: call {{call_id}}{% if caller_name %} with {{caller_name}}{% elif caller_number %} with {{caller_number}}{% endif %}";
 pub const DEFAULT_DESCRIPTION: &str = "{% if summary %}{{summary}}\n\n{% endif %}{% if details %}Details: {{details}}\n\n{% endif %}\
 Call {{call_id}} with {{agent_name}} on {{date}}{% if duration %} ({{duration}} min){% endif %}.\
 {% if caller_name %}\nCaller: {{caller_name}}{% endif %}{% if caller_number %}\nNumber: {{caller_number}}{% endif %}\
@@ -102,7 +101,9 @@ impl TaskConfig {
         let cfg = TaskConfig {
             linear_api_key: var(&get, "AFTERCALL_LINEAR_API_KEY"),
             linear_url: url("AFTERCALL_LINEAR_URL", d.linear_url)?,
-            jira_url: var(&get, "AFTERCALL_JIRA_URL").map(|v| base_url("AFTERCALL_JIRA_URL", &v)).transpose()?,
+            jira_url: var(&get, "AFTERCALL_JIRA_URL")
+                .map(|v| base_url("AFTERCALL_JIRA_URL", &v))
+                .transpose()?,
             jira_email: var(&get, "AFTERCALL_JIRA_EMAIL"),
             jira_api_token: var(&get, "AFTERCALL_JIRA_API_TOKEN"),
             jira_issue_type: var(&get, "AFTERCALL_JIRA_ISSUE_TYPE").unwrap_or(d.jira_issue_type),
@@ -118,13 +119,17 @@ impl TaskConfig {
             ("AFTERCALL_JIRA_EMAIL", cfg.jira_email.is_some()),
             ("AFTERCALL_JIRA_API_TOKEN", cfg.jira_api_token.is_some()),
         ];
-        if jira.iter().any(|(_, set)| *set) {
-            if let Some((missing, _)) = jira.iter().find(|(_, set)| !*set) {
-                return Err(invalid(missing, "is required when any AFTERCALL_JIRA_* setting is set"));
-            }
+        if jira.iter().any(|(_, set)| *set)
+            && let Some((missing, _)) = jira.iter().find(|(_, set)| !*set)
+        {
+            return Err(invalid(
+                missing,
+                "is required when any AFTERCALL_JIRA_* setting is set",
+            ));
         }
         if let Some(e) = &cfg.jira_email {
-            aftercall_core::config::check_address(e).map_err(|m| invalid("AFTERCALL_JIRA_EMAIL", m))?;
+            aftercall_core::config::check_address(e)
+                .map_err(|m| invalid("AFTERCALL_JIRA_EMAIL", m))?;
         }
         Ok(cfg)
     }
@@ -150,8 +155,16 @@ pub struct TaskExecutor {
 }
 
 impl TaskExecutor {
-    pub fn new(client: reqwest::Client, http: HttpConfig, cfg: &TaskConfig) -> Result<Self, ActionsError> {
-        Ok(TaskExecutor { client, http, cfg: cfg.clone() })
+    pub fn new(
+        client: reqwest::Client,
+        http: HttpConfig,
+        cfg: &TaskConfig,
+    ) -> Result<Self, ActionsError> {
+        Ok(TaskExecutor {
+            client,
+            http,
+            cfg: cfg.clone(),
+        })
     }
 
     pub async fn execute(&self, job_id: &str, job: &ActionJob, action: &TaskAction) -> Outcome {
@@ -159,7 +172,10 @@ impl TaskExecutor {
             Ok(d) => d,
             Err(o) => return o,
         };
-        let ctx = Ctx { client: &self.client, http: &self.http };
+        let ctx = Ctx {
+            client: &self.client,
+            http: &self.http,
+        };
         let outcome = match action.provider {
             TaskProvider::Linear => linear::create(&ctx, &self.cfg, &draft).await,
             TaskProvider::Jira => jira::create(&ctx, &self.cfg, &draft).await,
@@ -172,25 +188,58 @@ impl TaskExecutor {
 }
 
 /// Renders the title and description and computes the due date.
-pub fn draft(job_id: &str, job: &ActionJob, action: &TaskAction, now: DateTime<Utc>) -> Result<Draft, Outcome> {
-    let vars = Vars::new(&job.event, job.agent_name.as_deref(), &job.date_style(), now);
-    let render = |src: &str, field: &str| template::render(src, &vars, false).map_err(|e| Outcome::permanent(format!("{field}: {e}")));
-    let mut title = one_line(&render(action.title.as_deref().unwrap_or(DEFAULT_TITLE), "title")?);
+pub fn draft(
+    job_id: &str,
+    job: &ActionJob,
+    action: &TaskAction,
+    now: DateTime<Utc>,
+) -> Result<Draft, Outcome> {
+    let vars = Vars::new(
+        &job.event,
+        job.agent_name.as_deref(),
+        &job.date_style(),
+        now,
+    );
+    let render = |src: &str, field: &str| {
+        template::render(src, &vars, false).map_err(|e| Outcome::permanent(format!("{field}: {e}")))
+    };
+    let mut title = one_line(&render(
+        action.title.as_deref().unwrap_or(DEFAULT_TITLE),
+        "title",
+    )?);
     if title.is_empty() {
         title = one_line(&render(DEFAULT_TITLE, "title")?);
     }
     if title.chars().count() > TITLE_MAX_CHARS {
         title = title.chars().take(TITLE_MAX_CHARS - 1).collect::<String>() + "…";
     }
-    let description = render(action.description.as_deref().unwrap_or(DEFAULT_DESCRIPTION), "description")?.trim().to_string();
+    let description = render(
+        action.description.as_deref().unwrap_or(DEFAULT_DESCRIPTION),
+        "description",
+    )?
+    .trim()
+    .to_string();
     let due = action.due_in_days.map(|days| due_date(job, days, now));
     Ok(Draft {
         job_id: job_id.to_string(),
         title,
         description,
-        project: action.project.clone().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()),
-        assignee: action.assignee.clone().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()),
-        labels: action.labels.iter().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect(),
+        project: action
+            .project
+            .clone()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty()),
+        assignee: action
+            .assignee
+            .clone()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty()),
+        labels: action
+            .labels
+            .iter()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect(),
         due,
     })
 }
@@ -203,13 +252,25 @@ fn due_date(job: &ActionJob, days: u32, now: DateTime<Utc>) -> String {
         .as_deref()
         .and_then(|o| template::parse_offset(o).ok())
         .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset is valid"));
-    let when = job.event.ended_at.or(job.event.started_at).map(|d| d.with_timezone(&Utc)).unwrap_or(now);
+    let when = job
+        .event
+        .ended_at
+        .or(job.event.started_at)
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or(now);
     let local = when.with_timezone(&offset).date_naive();
-    local.checked_add_days(Days::new(u64::from(days))).unwrap_or(local).format("%Y-%m-%d").to_string()
+    local
+        .checked_add_days(Days::new(u64::from(days)))
+        .unwrap_or(local)
+        .format("%Y-%m-%d")
+        .to_string()
 }
 
 fn one_line(s: &str) -> String {
-    s.split(|c: char| c.is_control() || c == ' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+    s.split(|c: char| c.is_control() || c == ' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What the providers share: the guarded client and its settings.
@@ -231,14 +292,22 @@ const BODY_LIMIT: usize = 16 * 1024;
 impl Ctx<'_> {
     /// Checks the URL against the SSRF guard, sends, and reads the reply. `Err` is the
     /// outcome of a request that never got an answer.
-    async fn send(&self, url: &reqwest::Url, req: reqwest::RequestBuilder) -> Result<Reply, Outcome> {
+    async fn send(
+        &self,
+        url: &reqwest::Url,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Reply, Outcome> {
         http::check_url(url, self.http)?;
         match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
                 let body = http::read_body(resp, BODY_LIMIT).await;
-                Ok(Reply { status, headers, body })
+                Ok(Reply {
+                    status,
+                    headers,
+                    body,
+                })
             }
             Err(e) => Err(http::classify_error(&e)),
         }
@@ -247,21 +316,43 @@ impl Ctx<'_> {
 
 /// A permanent failure for a provider whose settings are missing.
 fn not_configured(provider: &str, missing: &[&str]) -> Outcome {
-    Outcome::permanent(format!("task provider {provider} is not configured: set {}", missing.join(", ")))
+    Outcome::permanent(format!(
+        "task provider {provider} is not configured: set {}",
+        missing.join(", ")
+    ))
 }
 
 /// `Delivered` with a detail, keeping the HTTP status.
 fn delivered(status: u16, detail: String) -> Outcome {
-    Outcome::Delivered { status: Some(status), detail: Some(detail) }
+    Outcome::Delivered {
+        status: Some(status),
+        detail: Some(detail),
+    }
 }
 
 /// The default classification for a non-2xx reply, with the provider named.
 fn failed(provider: &str, reply: &Reply) -> Outcome {
     match http::classify(reply.status, &reply.headers, &reply.body) {
-        Outcome::Retry { error, status, retry_after, snippet } => {
-            Outcome::Retry { error: format!("{provider}: {error}"), status, retry_after, snippet }
-        }
-        Outcome::Permanent { error, status, snippet } => Outcome::Permanent { error: format!("{provider}: {error}"), status, snippet },
+        Outcome::Retry {
+            error,
+            status,
+            retry_after,
+            snippet,
+        } => Outcome::Retry {
+            error: format!("{provider}: {error}"),
+            status,
+            retry_after,
+            snippet,
+        },
+        Outcome::Permanent {
+            error,
+            status,
+            snippet,
+        } => Outcome::Permanent {
+            error: format!("{provider}: {error}"),
+            status,
+            snippet,
+        },
         other => other,
     }
 }
@@ -305,25 +396,45 @@ mod tests {
     fn default_title_and_description() {
         let now = Utc::now();
         let cases = [
-            (r#"{"call_id":"c1","agent_id":"a","caller_number":"+14155551234","metadata":{"caller_name":"Jo\nSmith"}}"#, "Follow up: call c1 with Jo Smith"),
-            (r#"{"call_id":"c1","agent_id":"a","caller_number":"+14155551234"}"#, "Follow up: call c1 with +14155551234"),
+            (
+                r#"{"call_id":"c1","agent_id":"a","caller_number":"+14155551234","metadata":{"caller_name":"Jo\nSmith"}}"#,
+                "Follow up: call c1 with Jo Smith",
+            ),
+            (
+                r#"{"call_id":"c1","agent_id":"a","caller_number":"+14155551234"}"#,
+                "Follow up: call c1 with +14155551234",
+            ),
             (r#"{"call_id":"c1","agent_id":"a"}"#, "Follow up: call c1"),
         ];
         for (event, want) in cases {
             let j = job(event, None);
             assert_eq!(draft("j", &j, &action(&j), now).unwrap().title, want);
         }
-        let j = job(r#"{"call_id":"c1","agent_id":"a","summary":"Wants a refund","duration_seconds":61,"details":"order 7"}"#, None);
+        let j = job(
+            r#"{"call_id":"c1","agent_id":"a","summary":"Wants a refund","duration_seconds":61,"details":"order 7"}"#,
+            None,
+        );
         let d = draft("j", &j, &action(&j), now).unwrap();
-        assert!(d.description.starts_with("Wants a refund\n\nDetails: order 7\n\nCall c1 with Acme on "), "{}", d.description);
+        assert!(
+            d.description
+                .starts_with("Wants a refund\n\nDetails: order 7\n\nCall c1 with Acme on "),
+            "{}",
+            d.description
+        );
         assert!(d.description.contains("(2 min)"), "{}", d.description);
     }
 
     #[test]
     fn due_dates_follow_the_call_and_offset() {
-        let j = job(r#"{"call_id":"c","agent_id":"a","ended_at":"2026-03-15T23:30:00Z"}"#, Some("+02:00"));
+        let j = job(
+            r#"{"call_id":"c","agent_id":"a","ended_at":"2026-03-15T23:30:00Z"}"#,
+            Some("+02:00"),
+        );
         assert_eq!(due_date(&j, 3, Utc::now()), "2026-03-19");
-        let j = job(r#"{"call_id":"c","agent_id":"a","ended_at":"2026-03-15T23:30:00Z"}"#, None);
+        let j = job(
+            r#"{"call_id":"c","agent_id":"a","ended_at":"2026-03-15T23:30:00Z"}"#,
+            None,
+        );
         assert_eq!(due_date(&j, 0, Utc::now()), "2026-03-15");
     }
 
@@ -332,27 +443,56 @@ mod tests {
         let j = job(r#"{"call_id":"c","agent_id":"a"}"#, None);
         let mut a = action(&j);
         a.title = Some("x".repeat(400));
-        assert_eq!(draft("j", &j, &a, Utc::now()).unwrap().title.chars().count(), TITLE_MAX_CHARS);
+        assert_eq!(
+            draft("j", &j, &a, Utc::now())
+                .unwrap()
+                .title
+                .chars()
+                .count(),
+            TITLE_MAX_CHARS
+        );
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: std::collections::HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
     #[test]
     fn from_env_names_settings_and_hides_secrets() {
-        let c = TaskConfig::from_env(env(&[("AFTERCALL_GITHUB_TOKEN", "ghp_secret"), ("AFTERCALL_LINEAR_URL", "http://127.0.0.1:9/graphql")])).unwrap();
+        let c = TaskConfig::from_env(env(&[
+            ("AFTERCALL_GITHUB_TOKEN", "ghp_secret"),
+            ("AFTERCALL_LINEAR_URL", "http://127.0.0.1:9/graphql"),
+        ]))
+        .unwrap();
         assert_eq!(c.github_url, GITHUB_URL);
         assert!(!format!("{c:?}").contains("ghp_secret"));
         for (pairs, setting) in [
-            (vec![("AFTERCALL_JIRA_EMAIL", "me@example.com")], "AFTERCALL_JIRA_URL"),
-            (vec![("AFTERCALL_JIRA_URL", "https://x.atlassian.net"), ("AFTERCALL_JIRA_EMAIL", "me@example.com")], "AFTERCALL_JIRA_API_TOKEN"),
-            (vec![("AFTERCALL_GITHUB_URL", "ftp://x")], "AFTERCALL_GITHUB_URL"),
+            (
+                vec![("AFTERCALL_JIRA_EMAIL", "me@example.com")],
+                "AFTERCALL_JIRA_URL",
+            ),
+            (
+                vec![
+                    ("AFTERCALL_JIRA_URL", "https://x.atlassian.net"),
+                    ("AFTERCALL_JIRA_EMAIL", "me@example.com"),
+                ],
+                "AFTERCALL_JIRA_API_TOKEN",
+            ),
+            (
+                vec![("AFTERCALL_GITHUB_URL", "ftp://x")],
+                "AFTERCALL_GITHUB_URL",
+            ),
             (vec![("AFTERCALL_ASANA_URL", "nope")], "AFTERCALL_ASANA_URL"),
         ] {
             let err = TaskConfig::from_env(env(&pairs)).unwrap_err();
-            assert!(matches!(&err, ActionsError::Config { setting: s, .. } if *s == setting), "{setting}: {err}");
+            assert!(
+                matches!(&err, ActionsError::Config { setting: s, .. } if *s == setting),
+                "{setting}: {err}"
+            );
         }
     }
 }

@@ -24,7 +24,13 @@ impl WebhookExecutor {
         WebhookExecutor { client, cfg }
     }
 
-    pub async fn execute(&self, job_id: &str, attempt: u32, job: &ActionJob, action: &WebhookAction) -> Outcome {
+    pub async fn execute(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        job: &ActionJob,
+        action: &WebhookAction,
+    ) -> Outcome {
         let url = match reqwest::Url::parse(&action.url) {
             Ok(u) => u,
             Err(e) => return Outcome::permanent(format!("invalid url: {e}")),
@@ -67,14 +73,20 @@ pub fn sign(secrets: &[&str], msg_id: &str, timestamp: i64, body: &[u8]) -> Resu
     let mut sigs = Vec::with_capacity(secrets.len());
     for secret in secrets {
         let key_b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
-        let key = STANDARD.decode(key_b64).map_err(|_| "signing secret is not valid base64".to_string())?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|_| "signing secret is empty".to_string())?;
+        let key = STANDARD
+            .decode(key_b64)
+            .map_err(|_| "signing secret is not valid base64".to_string())?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key)
+            .map_err(|_| "signing secret is empty".to_string())?;
         mac.update(msg_id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
-        sigs.push(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())));
+        sigs.push(format!(
+            "v1,{}",
+            STANDARD.encode(mac.finalize().into_bytes())
+        ));
     }
     Ok(sigs.join(" "))
 }

@@ -72,7 +72,10 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let p = std::env::temp_dir().join(format!(
             "aftercall-it-{tag}-{}-{nanos}-{}",
             std::process::id(),
@@ -100,7 +103,10 @@ pub async fn until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Opt
         if let Some(v) = f() {
             return v;
         }
-        assert!(tokio::time::Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -120,12 +126,19 @@ impl Recorded {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("request body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "request body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     /// The form fields in order.
     pub fn form(&self) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(&self.body).into_owned().collect()
+        url::form_urlencoded::parse(&self.body)
+            .into_owned()
+            .collect()
     }
 }
 
@@ -139,7 +152,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(status: u16, body: Value) -> Reply {
-        Reply { status, headers: vec![("content-type", "application/json".into())], body: body.to_string() }
+        Reply {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: body.to_string(),
+        }
     }
 
     pub fn with_header(mut self, name: &'static str, value: &str) -> Reply {
@@ -164,8 +181,13 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(replies: Vec<Reply>) -> TestServer {
         assert!(!replies.is_empty());
-        let shared = Arc::new(Shared { seen: Mutex::new(Vec::new()), replies: Mutex::new(replies) });
-        let app = axum::Router::new().fallback(record).with_state(shared.clone());
+        let shared = Arc::new(Shared {
+            seen: Mutex::new(Vec::new()),
+            replies: Mutex::new(replies),
+        });
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -192,15 +214,33 @@ impl Drop for TestServer {
     }
 }
 
-async fn record(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    s.seen.lock().unwrap().push(Recorded { method, path: uri.path().to_string(), headers, body: body.to_vec() });
+async fn record(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    s.seen.lock().unwrap().push(Recorded {
+        method,
+        path: uri.path().to_string(),
+        headers,
+        body: body.to_vec(),
+    });
     let reply = {
         let mut q = s.replies.lock().unwrap();
-        if q.len() > 1 { q.remove(0) } else { q[0].clone() }
+        if q.len() > 1 {
+            q.remove(0)
+        } else {
+            q[0].clone()
+        }
     };
     let mut h = HeaderMap::new();
     for (k, v) in reply.headers {
-        h.insert(HeaderName::from_static(k), HeaderValue::from_str(&v).unwrap());
+        h.insert(
+            HeaderName::from_static(k),
+            HeaderValue::from_str(&v).unwrap(),
+        );
     }
     (StatusCode::from_u16(reply.status).unwrap(), h, reply.body).into_response()
 }
@@ -208,5 +248,22 @@ async fn record(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
 /// `Basic base64(user:pass)`.
 pub fn basic(user: &str, pass: &str) -> String {
     use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// A TCP server on 127.0.0.1:0 that accepts connections and never says a word, to test
+/// timeouts. Returns its address; it stops with the test's runtime.
+pub async fn silent_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
 }

@@ -11,7 +11,9 @@ use aftercall_core::{ActionJob, Outcome};
 use axum::http::Method;
 use serde_json::{Value, json};
 
-use crate::common::{Reply, TempDir, TestServer, basic, client, http_cfg, job, kind, seed_event};
+use crate::common::{
+    Reply, TempDir, TestServer, basic, client, http_cfg, job, kind, seed_event, silent_server,
+};
 
 const SID: &str = "ACtest0123456789";
 const TOKEN: &str = "twilio-secret-token";
@@ -27,7 +29,13 @@ fn twilio(base: &str) -> TwilioConfig {
 }
 
 fn executor(t: TwilioConfig, http: HttpConfig) -> SmsExecutor {
-    SmsExecutor::new(client(&http), http, &SmsConfig { twilio: Some(t) }, Path::new("/nonexistent-outbox")).unwrap()
+    SmsExecutor::new(
+        client(&http),
+        http,
+        &SmsConfig { twilio: Some(t) },
+        Path::new("/nonexistent-outbox"),
+    )
+    .unwrap()
 }
 
 fn sms(v: Value) -> SmsAction {
@@ -42,45 +50,80 @@ fn sms_job(event: Value, a: &SmsAction) -> ActionJob {
 }
 
 fn seed_sms() -> SmsAction {
-    sms(json!({"type": "sms", "template": "Thanks for calling {agent_name}! Your reference number is {call_id}."}))
+    sms(
+        json!({"type": "sms", "template": "Thanks for calling {agent_name}! Your reference number is {call_id}."}),
+    )
 }
 
 #[tokio::test]
 async fn sends_the_documented_request_and_reports_segments() {
-    let server = TestServer::start(vec![Reply::json(201, json!({"sid": "SM0001", "status": "queued", "num_segments": "1"}))]).await;
+    let server = TestServer::start(vec![Reply::json(
+        201,
+        json!({"sid": "SM0001", "status": "queued", "num_segments": "1"}),
+    )])
+    .await;
     let exec = executor(twilio(&server.base), http_cfg());
     assert_eq!(exec.provider(), "twilio");
     let a = seed_sms();
-    let out = exec.execute("job_sms.0", &sms_job(seed_event(), &a), &a).await;
+    let out = exec
+        .execute("job_sms.0", &sms_job(seed_event(), &a), &a)
+        .await;
     assert_eq!(
         out,
-        Outcome::Delivered { status: Some(201), detail: Some("1 segment (GSM-7); Twilio message SM0001 (queued)".into()) }
+        Outcome::Delivered {
+            status: Some(201),
+            detail: Some("1 segment (GSM-7); Twilio message SM0001 (queued)".into())
+        }
     );
 
     let r = server.single();
     assert_eq!(r.method, Method::POST);
     assert_eq!(r.path, format!("/2010-04-01/Accounts/{SID}/Messages.json"));
     assert_eq!(r.header("authorization"), Some(basic(SID, TOKEN).as_str()));
-    assert_eq!(r.header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
     assert_eq!(r.header("i-twilio-idempotency-token"), Some("job_sms.0"));
     let form = r.form();
     let want = [
         ("To", "+14155551234"),
-        ("Body", "Thanks for calling Acme Support! Your reference number is call_xyz789."),
+        (
+            "Body",
+            "Thanks for calling Acme Support! Your reference number is call_xyz789.",
+        ),
         ("From", "+15005550006"),
     ];
-    assert_eq!(form, want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec());
+    assert_eq!(
+        form,
+        want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+    );
 }
 
 #[tokio::test]
 async fn messaging_service_and_long_unicode_messages() {
-    let server = TestServer::start(vec![Reply::json(201, json!({"sid": "SM0002", "status": "accepted"}))]).await;
-    let t = TwilioConfig { from: None, messaging_service_sid: Some("MGservice01".into()), ..twilio(&server.base) };
+    let server = TestServer::start(vec![Reply::json(
+        201,
+        json!({"sid": "SM0002", "status": "accepted"}),
+    )])
+    .await;
+    let t = TwilioConfig {
+        from: None,
+        messaging_service_sid: Some("MGservice01".into()),
+        ..twilio(&server.base)
+    };
     let exec = executor(t, http_cfg());
     // 71 UCS-2 units: two segments of 67.
-    let a = sms(json!({"type": "sms", "to": "+447700900123", "template": format!("Grüße aus Kraków {}", "x".repeat(55))}));
-    let out = exec.execute("job_sms.1", &sms_job(seed_event(), &a), &a).await;
-    assert!(matches!(&out, Outcome::Delivered { detail: Some(d), .. } if d.starts_with("2 segments (UCS-2)")), "{out:?}");
+    let a = sms(
+        json!({"type": "sms", "to": "+447700900123", "template": format!("Grüße aus Kraków {}", "x".repeat(55))}),
+    );
+    let out = exec
+        .execute("job_sms.1", &sms_job(seed_event(), &a), &a)
+        .await;
+    assert!(
+        matches!(&out, Outcome::Delivered { detail: Some(d), .. } if d.starts_with("2 segments (UCS-2)")),
+        "{out:?}"
+    );
     let form = server.single().form();
     let keys: Vec<&str> = form.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["To", "Body", "MessagingServiceSid"]);
@@ -91,7 +134,10 @@ async fn messaging_service_and_long_unicode_messages() {
 #[tokio::test]
 async fn twilio_errors_are_classified() {
     let err = |code: u64, status: u16| {
-        Reply::json(status, json!({"code": code, "message": "The 'To' number +14155551234 is not valid.", "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status}))
+        Reply::json(
+            status,
+            json!({"code": code, "message": "The 'To' number +14155551234 is not valid.", "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status}),
+        )
     };
     let cases: Vec<(Reply, &str)> = vec![
         (err(21211, 400), "permanent"),
@@ -99,27 +145,75 @@ async fn twilio_errors_are_classified() {
         (err(21614, 400), "permanent"),
         (err(20003, 401), "permanent"),
         (err(20429, 429).with_header("retry-after", "3"), "retry"),
-        (Reply { status: 500, headers: vec![], body: "Internal Server Error".into() }, "retry"),
-        (Reply { status: 503, headers: vec![], body: String::new() }, "retry"),
+        (
+            Reply {
+                status: 500,
+                headers: vec![],
+                body: "Internal Server Error".into(),
+            },
+            "retry",
+        ),
+        (
+            Reply {
+                status: 503,
+                headers: vec![],
+                body: String::new(),
+            },
+            "retry",
+        ),
     ];
     for (reply, want) in cases {
         let status = reply.status;
         let server = TestServer::start(vec![reply]).await;
         let exec = executor(twilio(&server.base), http_cfg());
         let a = seed_sms();
-        let out = exec.execute("job_err.0", &sms_job(seed_event(), &a), &a).await;
+        let out = exec
+            .execute("job_err.0", &sms_job(seed_event(), &a), &a)
+            .await;
         assert_eq!(kind(&out), want, "HTTP {status}: {out:?}");
         let shown = format!("{out:?}");
-        assert!(!shown.contains("4155551234"), "the full number leaked: {shown}");
+        assert!(
+            !shown.contains("4155551234"),
+            "the full number leaked: {shown}"
+        );
         assert!(!shown.contains(TOKEN));
         if status == 429 {
-            assert!(matches!(out, Outcome::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(3)));
+            assert!(
+                matches!(out, Outcome::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(3))
+            );
         }
         if status == 400 {
-            assert!(matches!(&out, Outcome::Permanent { error, status: Some(400), .. } if error.contains("Twilio error 21")), "{out:?}");
+            assert!(
+                matches!(&out, Outcome::Permanent { error, status: Some(400), .. } if error.contains("Twilio error 21")),
+                "{out:?}"
+            );
         }
         assert_eq!(server.requests().len(), 1);
     }
+}
+
+#[tokio::test]
+async fn a_silent_provider_times_out_and_is_retried() {
+    let addr = silent_server().await;
+    let http = HttpConfig {
+        timeout: Duration::from_millis(300),
+        ..http_cfg()
+    };
+    let exec = executor(twilio(&format!("http://{addr}")), http);
+    let a = seed_sms();
+    let started = std::time::Instant::now();
+    let out = exec
+        .execute("job_slow.0", &sms_job(seed_event(), &a), &a)
+        .await;
+    assert!(
+        matches!(&out, Outcome::Retry { error, .. } if error.starts_with("timeout")),
+        "{out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -130,12 +224,23 @@ async fn recipients_are_checked_before_sending() {
 
     let mut no_number = seed_event();
     no_number.as_object_mut().unwrap().remove("caller_number");
-    assert_eq!(exec.execute("j.0", &sms_job(no_number, &a), &a).await, Outcome::skipped("no caller_number"));
+    assert_eq!(
+        exec.execute("j.0", &sms_job(no_number, &a), &a).await,
+        Outcome::skipped("no caller_number")
+    );
 
     let bad = sms(json!({"type": "sms", "to": "{{metadata.order_id}}", "template": "hi"}));
-    let out = exec.execute("j.1", &sms_job(seed_event(), &bad), &bad).await;
-    assert!(matches!(&out, Outcome::Permanent { error, .. } if error.contains("E.164") && !error.contains("12345")), "{out:?}");
-    assert!(server.requests().is_empty(), "nothing may be sent to an invalid recipient");
+    let out = exec
+        .execute("j.1", &sms_job(seed_event(), &bad), &bad)
+        .await;
+    assert!(
+        matches!(&out, Outcome::Permanent { error, .. } if error.contains("E.164") && !error.contains("12345")),
+        "{out:?}"
+    );
+    assert!(
+        server.requests().is_empty(),
+        "nothing may be sent to an invalid recipient"
+    );
 }
 
 #[tokio::test]
@@ -144,7 +249,10 @@ async fn the_ssrf_guard_applies_to_the_base_url() {
     let exec = executor(twilio(&server.base), HttpConfig::default());
     let a = seed_sms();
     let out = exec.execute("j.0", &sms_job(seed_event(), &a), &a).await;
-    assert!(matches!(&out, Outcome::Permanent { error, .. } if error.contains("blocked")), "{out:?}");
+    assert!(
+        matches!(&out, Outcome::Permanent { error, .. } if error.contains("blocked")),
+        "{out:?}"
+    );
     assert!(server.requests().is_empty());
 }
 
@@ -155,12 +263,25 @@ async fn without_a_provider_the_sms_goes_to_the_outbox() {
     let exec = SmsExecutor::new(client(&http), http, &SmsConfig::default(), outbox.path()).unwrap();
     assert_eq!(exec.provider(), "outbox");
     let a = sms(json!({"type": "sms", "template": format!("{{agent_name}}: {}", "y".repeat(200))}));
-    let out = exec.execute("job_sms_out.0", &sms_job(seed_event(), &a), &a).await;
-    assert!(matches!(&out, Outcome::Delivered { detail: Some(d), .. } if d.starts_with("2 segments (GSM-7); written to outbox")), "{out:?}");
-    let doc: Value = serde_json::from_slice(&std::fs::read(outbox.path().join("sms/job_sms_out.0.json")).unwrap()).unwrap();
+    let out = exec
+        .execute("job_sms_out.0", &sms_job(seed_event(), &a), &a)
+        .await;
+    assert!(
+        matches!(&out, Outcome::Delivered { detail: Some(d), .. } if d.starts_with("2 segments (GSM-7); written to outbox")),
+        "{out:?}"
+    );
+    let doc: Value = serde_json::from_slice(
+        &std::fs::read(outbox.path().join("sms/job_sms_out.0.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(doc["to"], "+14155551234");
     assert_eq!(doc["segments"], 2);
     assert_eq!(doc["body"], format!("Acme Support: {}", "y".repeat(200)));
-    let again = exec.execute("job_sms_out.0", &sms_job(seed_event(), &a), &a).await;
-    assert!(matches!(&again, Outcome::Delivered { detail: Some(d), .. } if d.contains("already in outbox")), "{again:?}");
+    let again = exec
+        .execute("job_sms_out.0", &sms_job(seed_event(), &a), &a)
+        .await;
+    assert!(
+        matches!(&again, Outcome::Delivered { detail: Some(d), .. } if d.contains("already in outbox")),
+        "{again:?}"
+    );
 }
