@@ -37,30 +37,53 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut redis = RedisServer::start(&data.join("redis"), RedisOptions::default()).await?;
     let receiver = Receiver::start().await?;
     println!("▸ webhook receiver listening on {}", receiver.url);
+    // A local stand-in for GitHub's Issues API, so the create-task action runs too.
+    let tasks = Receiver::start().await?;
+    tasks.set_default(
+        aftercall_embedded::Reply::status(201)
+            .body(r#"{"number":1,"html_url":"http://github.local/acme/support/issues/1"}"#),
+    );
+    println!(
+        "▸ stand-in task provider (GitHub Issues API) on {}",
+        tasks.url
+    );
 
     let mut cfg = aftercall_runtime::WorkerConfig::from_env().context("invalid configuration")?;
     cfg.queue.url = redis.url();
     cfg.actions.http.allow = vec!["127.0.0.0/8".parse().map_err(anyhow::Error::msg)?];
     cfg.actions.outbox_dir = data.join("outbox");
+    cfg.actions.task.github_url = tasks.url.clone();
+    cfg.actions.task.github_token = Some("demo-token".into());
     let queue = Queue::connect(cfg.queue.clone()).await?;
 
     let body = SEED_AGENT_BODY.replace("https://your-crm.com", &receiver.url);
     let mut agent: serde_json::Value = serde_json::from_str(&body)?;
     agent["name"] = "Acme Support".into();
+    // The seed's three actions, plus a follow-up task for the team.
+    agent["voice_tools"]["post_call_follow_up"]["actions"]
+        .as_array_mut()
+        .expect("seed actions")
+        .push(serde_json::json!({
+            "type": "task", "provider": "github", "project": "acme/support",
+            "title": "Follow up with {{caller_name}} ({{call_id}})", "labels": ["follow-up"]
+        }));
     let agent = AgentConfig::from_value(agent)?;
     queue.set_agent("agent_abc123", &agent).await?;
-    println!("▸ agent agent_abc123 configured with the seed's three actions (sms, webhook, email)");
+    println!(
+        "▸ agent agent_abc123 configured with the seed's three actions (sms, webhook, email) and a task"
+    );
 
     let shutdown = CancellationToken::new();
     // The worker runs beside the demo's steps on this task (apalis's worker future is
     // not `Send`, so it is joined rather than spawned).
     let worker = aftercall_runtime::run_with_queue(cfg.clone(), queue.clone(), shutdown.clone());
     let redis_url = redis.url();
+    let receivers = [&receiver, &tasks];
     let steps = steps(
         args.call_id,
         args.keep_running,
         &queue,
-        &receiver,
+        &receivers,
         &data,
         &redis_url,
         cfg.queue.max_event_bytes,
@@ -77,7 +100,7 @@ async fn steps(
     call_id: Option<String>,
     keep_running: bool,
     queue: &Queue,
-    receiver: &Receiver,
+    receivers: &[&Receiver],
     data: &std::path::Path,
     redis_url: &str,
     max_event_bytes: usize,
@@ -101,14 +124,19 @@ async fn steps(
 
     let status = wait_until_settled(queue, &call_id, Duration::from_secs(30)).await?;
     print_status(&status);
-    for r in receiver.received() {
-        println!(
-            "\n▸ the webhook receiver got {} {} with webhook-id {}:",
-            r.method,
-            r.path,
-            r.header("webhook-id").unwrap_or("-")
-        );
-        println!("{}", serde_json::to_string_pretty(&r.json())?);
+    for (receiver, name) in receivers
+        .iter()
+        .zip(["webhook receiver", "task provider stand-in"])
+    {
+        for r in receiver.received() {
+            println!(
+                "\n▸ the {name} got {} {} (webhook-id {}):",
+                r.method,
+                r.path,
+                r.header("webhook-id").unwrap_or("-")
+            );
+            println!("{}", serde_json::to_string_pretty(&r.json())?);
+        }
     }
     let outbox = data.join("outbox");
     if outbox.exists() {
