@@ -23,6 +23,12 @@ struct Cli {
     /// Jobs run at once (AFTERCALL_CONCURRENCY).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Serve the HTTP API on this address, e.g. 0.0.0.0:8080 (AFTERCALL_API_ADDR).
+    #[arg(long, env = "AFTERCALL_API_ADDR")]
+    api_addr: Option<String>,
+    /// What this process does: `both` (worker and, with an address, API), `worker`, or `api` (AFTERCALL_ROLE).
+    #[arg(long, env = "AFTERCALL_ROLE", default_value = "both")]
+    role: String,
     /// Log format: text or json (AFTERCALL_LOG_FORMAT).
     #[arg(
         long,
@@ -65,15 +71,63 @@ fn main() -> anyhow::Result<()> {
                 }
                 let shutdown = CancellationToken::new();
                 tokio::spawn(signal(shutdown.clone()));
-                aftercall_runtime::run(cfg, shutdown)
-                    .await
-                    .context("worker failed")
+                serve(cfg, cli.api_addr, &cli.role, shutdown).await
             }
         }
     })
 }
 
 /// Flags are applied to the parsed config directly; nothing to set in the environment.
+/// Runs the worker pool, the HTTP API, or both, on one Redis connection.
+async fn serve(
+    cfg: aftercall_runtime::WorkerConfig,
+    api_addr: Option<String>,
+    role: &str,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(role, "both" | "worker" | "api"),
+        "AFTERCALL_ROLE: `{role}` is not both, worker or api"
+    );
+    anyhow::ensure!(
+        role != "api" || api_addr.is_some(),
+        "AFTERCALL_ROLE=api needs AFTERCALL_API_ADDR"
+    );
+    let queue = aftercall_queue::Queue::connect(cfg.queue.clone()).await?;
+    let api = match api_addr.filter(|_| role != "worker") {
+        Some(addr) => {
+            let get = |k: &str| std::env::var(k).ok();
+            let api_cfg = aftercall_api::ApiConfig::from_settings(
+                &aftercall_core::settings::Settings::new(&get),
+            )
+            .context("invalid API configuration")?;
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("AFTERCALL_API_ADDR: cannot listen on {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "API listening");
+            let stop = shutdown.clone();
+            Some(tokio::spawn(aftercall_api::serve(
+                listener,
+                aftercall_api::ApiState::new(queue.clone(), api_cfg),
+                async move { stop.cancelled().await },
+            )))
+        }
+        None => None,
+    };
+    if role == "api" {
+        shutdown.cancelled().await;
+    } else {
+        aftercall_runtime::run_with_queue(cfg, queue, shutdown.clone())
+            .await
+            .context("worker failed")?;
+        shutdown.cancel();
+    }
+    if let Some(api) = api {
+        api.await?.context("API server failed")?;
+    }
+    Ok(())
+}
+
 fn init_tracing(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

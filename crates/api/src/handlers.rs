@@ -1,0 +1,443 @@
+//! Route handlers: HTTP in, one `Queue` operation, HTTP out. Nothing here decides
+//! anything the CLI would decide differently.
+
+use std::time::Duration;
+
+use aftercall_queue::{DlqFilter, Enqueued, JobRecord, Page};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{Id, Params, RawBody};
+use crate::ingest::{BodyFormat, Calls, parse_calls};
+use crate::patch::{apply_agent_patch, redact_record};
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+// ---- health ----
+
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub(crate) async fn readyz(State(s): State<ApiState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), s.queue.ping()).await {
+        Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
+        failed => {
+            let error = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no answer within 2 s".to_string(),
+            };
+            // Probes repeat; WARN, and the body says no more than "not ready".
+            tracing::warn!(%error, "not ready: Redis is unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub(crate) async fn openapi_json() -> Json<Value> {
+    Json(crate::routes::openapi())
+}
+
+// ---- agents ----
+
+#[derive(Serialize)]
+struct AgentSummary {
+    agent_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    enabled: bool,
+    actions: usize,
+}
+
+pub(crate) async fn list_agents(State(s): State<ApiState>) -> Result<Json<Value>> {
+    let ids = s.queue.list_agents().await?;
+    // One read per agent, a few at a time; an agent deleted meanwhile is left out.
+    let agents: Vec<AgentSummary> = futures::stream::iter(ids)
+        .map(|id| {
+            let q = s.queue.clone();
+            async move { q.get_agent(&id).await.map(|c| (id, c)) }
+        })
+        .buffered(16)
+        .try_filter_map(|(agent_id, c)| async move {
+            Ok(c.map(|c| {
+                let f = c.follow_up();
+                AgentSummary {
+                    agent_id,
+                    name: c.name.clone(),
+                    enabled: f.is_some_and(|f| f.enabled),
+                    actions: f.map_or(0, |f| f.actions.len()),
+                }
+            }))
+        })
+        .try_collect()
+        .await?;
+    Ok(Json(json!({ "agents": agents })))
+}
+
+pub(crate) async fn get_agent(State(s): State<ApiState>, Id(id): Id) -> Result<Response> {
+    match s.queue.get_agent(&id).await? {
+        Some(c) => Ok(Json(c.redacted()).into_response()),
+        None => Err(no_agent(&id)),
+    }
+}
+
+pub(crate) async fn patch_agent(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Id(id): Id,
+    body: RawBody,
+) -> Result<Response> {
+    check_agent_id(&id)?;
+    let patch = body.json()?;
+    let stored = s.queue.get_agent(&id).await?;
+    let cfg = apply_agent_patch(stored.as_ref(), &patch).map_err(ApiError::InvalidConfig)?;
+    s.queue.set_agent(&id, &cfg).await?;
+    let created = stored.is_none();
+    tracing::info!(agent_id = %id, by = %caller.name, created, "agent config saved");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(cfg.redacted())).into_response())
+}
+
+pub(crate) async fn delete_agent(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Id(id): Id,
+) -> Result<StatusCode> {
+    if !s.queue.delete_agent(&id).await? {
+        return Err(no_agent(&id));
+    }
+    tracing::info!(agent_id = %id, by = %caller.name, "agent config deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn no_agent(id: &str) -> ApiError {
+    ApiError::NotFound(format!("agent `{id}` has no configuration"))
+}
+
+/// Events name agents with ids that have no spaces or control characters and are at
+/// most 256 bytes (core's rule); a config under any other id could never be used.
+fn check_agent_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_path",
+            message: "agent_id must be 1 to 256 bytes without spaces or control characters".into(),
+        });
+    }
+    Ok(())
+}
+
+// ---- calls ----
+
+#[derive(Serialize)]
+struct BatchResult {
+    /// Events enqueued now.
+    accepted: usize,
+    /// Events whose call was seen before: nothing new was enqueued for them.
+    duplicates: usize,
+    results: Vec<Enqueued>,
+}
+
+pub(crate) async fn post_calls(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: RawBody,
+) -> Result<Response> {
+    let format = body
+        .content_type
+        .as_deref()
+        .and_then(BodyFormat::from_content_type)
+        .ok_or_else(|| {
+            ApiError::UnsupportedMediaType(format!(
+                "`{}`; send application/json or application/x-ndjson",
+                body.content_type.as_deref().unwrap_or("none")
+            ))
+        })?;
+    match parse_calls(&body.bytes, format, s.queue.config().max_event_bytes)? {
+        Calls::One(event) => {
+            let r = s.queue.enqueue(vec![*event]).await?.remove(0);
+            tracing::info!(call_id = %r.call_id, job_id = %r.job_id, duplicate = r.duplicate, by = %caller.name, "call ingested");
+            let status = if r.duplicate {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok((status, Json(r)).into_response())
+        }
+        Calls::Many(events) => {
+            let results = s.queue.enqueue(events).await?;
+            let duplicates = results.iter().filter(|r| r.duplicate).count();
+            let accepted = results.len() - duplicates;
+            tracing::info!(accepted, duplicates, by = %caller.name, "calls ingested");
+            let status = if accepted > 0 {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            Ok((
+                status,
+                Json(BatchResult {
+                    accepted,
+                    duplicates,
+                    results,
+                }),
+            )
+                .into_response())
+        }
+    }
+}
+
+pub(crate) async fn get_call(State(s): State<ApiState>, Id(call_id): Id) -> Result<Response> {
+    let Some(mut status) = s.queue.call_status(&call_id).await? else {
+        return Err(ApiError::NotFound(format!("call `{call_id}` is unknown")));
+    };
+    status.call_ended = redact_record(status.call_ended);
+    status.actions = status.actions.into_iter().map(redact_record).collect();
+    Ok(Json(status).into_response())
+}
+
+// ---- dead letters ----
+
+const KINDS: &[&str] = &["email", "sms", "webhook", "task", "call_ended"];
+
+/// `GET /dead-letters` query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    agent: Option<String>,
+    action: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    error: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// A time given as RFC 3339 text, an age (`2h`), or Unix milliseconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum TimeArg {
+    Ms(i64),
+    Text(String),
+}
+
+/// Body of `POST /dead-letters/replay` and `/purge`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BulkBody {
+    #[serde(default)]
+    all: bool,
+    agent: Option<String>,
+    action: Option<String>,
+    since: Option<TimeArg>,
+    until: Option<TimeArg>,
+    error: Option<String>,
+}
+
+/// RFC 3339, Unix milliseconds, or an age such as `2h` (that long ago), as Unix ms.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    match aftercall_core::config::parse_duration(s) {
+        Ok(age) => Ok(aftercall_queue::now_ms() - age.as_millis() as i64),
+        Err(_) => Err(format!(
+            "`{s}` is not an RFC 3339 time, Unix milliseconds or an age such as 2h"
+        )),
+    }
+}
+
+fn filter(
+    agent: Option<String>,
+    action: Option<String>,
+    since: Option<TimeArg>,
+    until: Option<TimeArg>,
+    error: Option<String>,
+) -> Result<DlqFilter> {
+    let bad = |message: String| ApiError::BadRequest {
+        code: "invalid_query",
+        message,
+    };
+    if let Some(a) = &action
+        && !KINDS.contains(&a.as_str())
+    {
+        return Err(bad(format!(
+            "action `{a}` is not one of {}",
+            KINDS.join(", ")
+        )));
+    }
+    let time = |name: &str, t: Option<TimeArg>| -> Result<Option<i64>> {
+        match t {
+            None => Ok(None),
+            Some(TimeArg::Ms(ms)) => Ok(Some(ms)),
+            Some(TimeArg::Text(s)) => parse_time(&s)
+                .map(Some)
+                .map_err(|m| bad(format!("{name}: {m}"))),
+        }
+    };
+    Ok(DlqFilter {
+        agent,
+        action,
+        since_ms: time("since", since)?,
+        until_ms: time("until", until)?,
+        error,
+    })
+}
+
+fn redact_page(page: Page<JobRecord>) -> Page<JobRecord> {
+    Page {
+        items: page.items.into_iter().map(redact_record).collect(),
+        next_cursor: page.next_cursor,
+    }
+}
+
+pub(crate) async fn list_dead_letters(
+    State(s): State<ApiState>,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<Page<JobRecord>>> {
+    let limit = match q.limit.as_deref() {
+        None => 50,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::BadRequest {
+                code: "invalid_query",
+                message: format!("limit `{l}` is not a number from 1 to 1000"),
+            })?,
+    };
+    let f = filter(
+        q.agent,
+        q.action,
+        q.since.map(TimeArg::Text),
+        q.until.map(TimeArg::Text),
+        q.error,
+    )?;
+    let page = s.queue.dlq_list(&f, q.cursor.as_deref(), limit).await?;
+    Ok(Json(redact_page(page)))
+}
+
+pub(crate) async fn get_dead_letter(
+    State(s): State<ApiState>,
+    Id(id): Id,
+) -> Result<Json<JobRecord>> {
+    let r = dead_letter(&s, &id).await?;
+    Ok(Json(redact_record(r)))
+}
+
+/// The record of `id` if it is a dead letter: 404 if unknown or in another state.
+async fn dead_letter(s: &ApiState, id: &str) -> Result<JobRecord> {
+    match s.queue.job(id).await? {
+        Some(r) if r.state.state == "dead" => Ok(r),
+        Some(r) => Err(ApiError::NotFound(format!(
+            "job `{id}` is not a dead letter (it is {})",
+            r.state.state
+        ))),
+        None => Err(ApiError::NotFound(format!("job `{id}` is unknown"))),
+    }
+}
+
+/// Why a one-job replay or purge moved nothing: unknown (404) or not dead (409).
+async fn not_moved(s: &ApiState, id: &str) -> ApiError {
+    match s.queue.job(id).await {
+        Ok(Some(r)) => ApiError::Conflict(format!(
+            "job `{id}` is not a dead letter (it is {})",
+            r.state.state
+        )),
+        Ok(None) => ApiError::NotFound(format!("job `{id}` is unknown")),
+        Err(e) => e.into(),
+    }
+}
+
+pub(crate) async fn replay_one(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Id(id): Id,
+) -> Result<Json<Value>> {
+    if s.queue.replay(std::slice::from_ref(&id)).await? == 0 {
+        return Err(not_moved(&s, &id).await);
+    }
+    tracing::info!(job_id = %id, by = %caller.name, "dead letter replayed");
+    Ok(Json(json!({ "replayed": 1 })))
+}
+
+pub(crate) async fn delete_dead_letter(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Id(id): Id,
+) -> Result<StatusCode> {
+    if s.queue.purge(std::slice::from_ref(&id)).await? == 0 {
+        return Err(not_moved(&s, &id).await);
+    }
+    tracing::info!(job_id = %id, by = %caller.name, "dead letter purged");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The filter of a bulk replay or purge; an empty one needs `"all": true`.
+fn bulk_filter(body: &RawBody) -> Result<DlqFilter> {
+    let value = body.json()?;
+    let b: BulkBody = serde_json::from_value(value).map_err(|e| ApiError::BadRequest {
+        code: "invalid_filter",
+        message: e.to_string(),
+    })?;
+    let f = filter(b.agent, b.action, b.since, b.until, b.error)?;
+    let empty = f.agent.is_none()
+        && f.action.is_none()
+        && f.since_ms.is_none()
+        && f.until_ms.is_none()
+        && f.error.is_none();
+    if empty && !b.all {
+        return Err(ApiError::BadRequest {
+            code: "empty_filter",
+            message: "an empty filter would match every dead letter; give a filter, or {\"all\": true} to mean every one".into(),
+        });
+    }
+    Ok(f)
+}
+
+pub(crate) async fn replay_matching(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: RawBody,
+) -> Result<Json<Value>> {
+    let f = bulk_filter(&body)?;
+    let n = s.queue.replay_matching(&f).await?;
+    tracing::info!(replayed = n, by = %caller.name, "dead letters replayed");
+    Ok(Json(json!({ "replayed": n })))
+}
+
+pub(crate) async fn purge_matching(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: RawBody,
+) -> Result<Json<Value>> {
+    let f = bulk_filter(&body)?;
+    let n = s.queue.purge_matching(&f).await?;
+    tracing::info!(purged = n, by = %caller.name, "dead letters purged");
+    Ok(Json(json!({ "purged": n })))
+}
+
+// ---- stats ----
+
+pub(crate) async fn stats(State(s): State<ApiState>) -> Result<Json<aftercall_queue::Stats>> {
+    Ok(Json(s.queue.stats().await?))
+}

@@ -1,0 +1,71 @@
+//! aftercall's HTTP API: agent configs, call ingestion, per-call status, dead letters
+//! and stats over one axum router. Handlers only map HTTP to `aftercall_queue::Queue`
+//! operations and core parsing; the pure pieces they need (merge patch, batch parsing,
+//! redaction) are public here so the CLI can share them.
+
+mod auth;
+mod config;
+mod error;
+mod extract;
+mod handlers;
+mod ingest;
+mod patch;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use aftercall_queue::Queue;
+
+pub use auth::Caller;
+pub use config::{ApiConfig, MIN_TOKEN_LEN, Scope, Token, listen_addr};
+pub use error::ApiError;
+pub use handlers::parse_time;
+pub use ingest::{BodyFormat, Calls, ItemError, parse_calls};
+pub use patch::{REDACTED_HEADER, apply_agent_patch, merge_patch, redact_job, redact_record};
+pub use routes::{openapi, router};
+
+/// What every handler shares: the queue and the API's settings.
+#[derive(Clone)]
+pub struct ApiState {
+    pub queue: Queue,
+    pub cfg: Arc<ApiConfig>,
+    gate: Arc<auth::Gate>,
+}
+
+impl ApiState {
+    pub fn new(queue: Queue, cfg: ApiConfig) -> ApiState {
+        let gate = Arc::new(auth::Gate::new(&cfg));
+        ApiState {
+            queue,
+            cfg: Arc::new(cfg),
+            gate,
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops accepting and
+/// lets in-flight requests finish. Refuses to start without a token unless the insecure
+/// flag is set.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    state
+        .cfg
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    if state.cfg.auth_disabled() {
+        tracing::warn!(
+            "the API serves without authentication (AFTERCALL_API_INSECURE_NO_AUTH); never do this outside local development"
+        );
+    }
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, tokens = state.cfg.tokens.len(), "API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("API stopped");
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! Test harness: a real `redis-server` per test on a free loopback port, a queue with its
+//! own prefix, the API router driven in-process, and helpers to make dead letters the
+//! way a worker would.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aftercall_api::{ApiConfig, ApiState, Scope, Token};
+use aftercall_core::job::{FanOut, fan_out};
+use aftercall_core::{Attempt, AttemptOutcome, CallEvent, Job};
+use aftercall_embedded::{RedisOptions, RedisServer};
+use aftercall_queue::{Finish, FinishMode, Queue, QueueConfig, StateInfo};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const ADMIN: &str = "admin-token-0123456789abcdef";
+pub const INGEST: &str = "ingest-token-0123456789abcdef";
+pub const READ: &str = "read-token-0123456789abcdef";
+
+pub const SEED_AGENT: &str = include_str!("../../../../tests/fixtures/seed-agent.json");
+pub const SEED_CALL: &str = include_str!("../../../../tests/fixtures/seed-call.json");
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn tokens() -> Vec<Token> {
+    vec![
+        Token {
+            name: "admin-1".into(),
+            secret: ADMIN.into(),
+            scope: Scope::Admin,
+        },
+        Token {
+            name: "ingest-1".into(),
+            secret: INGEST.into(),
+            scope: Scope::Ingest,
+        },
+        Token {
+            name: "read-1".into(),
+            secret: READ.into(),
+            scope: Scope::Read,
+        },
+    ]
+}
+
+pub struct Options {
+    pub api: ApiConfig,
+    pub max_event_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            api: ApiConfig {
+                tokens: tokens(),
+                rate_limit_per_minute: 0,
+                ..ApiConfig::default()
+            },
+            max_event_bytes: aftercall_core::DEFAULT_MAX_EVENT_BYTES,
+        }
+    }
+}
+
+pub struct Harness {
+    pub redis: RedisServer,
+    pub queue: Queue,
+    pub state: ApiState,
+    pub app: Router,
+    dir: PathBuf,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One response, its body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+pub async fn start() -> Harness {
+    start_with(Options::default()).await
+}
+
+pub async fn start_with(opts: Options) -> Harness {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("aftercall-api-test-{}-{n}", std::process::id()));
+    let redis = RedisServer::start(
+        &dir,
+        RedisOptions {
+            aof: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("redis-server starts");
+    let cfg = QueueConfig {
+        url: redis.url(),
+        prefix: format!("api-test-{n}"),
+        response_timeout: Duration::from_secs(2),
+        max_event_bytes: opts.max_event_bytes,
+        ..QueueConfig::default()
+    };
+    let queue = Queue::connect(cfg).await.expect("queue connects");
+    let state = ApiState::new(queue.clone(), opts.api);
+    let app = aftercall_api::router(state.clone());
+    Harness {
+        redis,
+        queue,
+        state,
+        app,
+        dir,
+    }
+}
+
+impl Harness {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(body.into()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.send(Method::GET, path, Some(token), None, Body::empty())
+            .await
+    }
+
+    /// A JSON body, as text so the exact bytes are what the client sent.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: impl Into<String>,
+    ) -> Resp {
+        self.send(
+            method,
+            path,
+            Some(token),
+            Some("application/json"),
+            body.into(),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.send(Method::DELETE, path, Some(token), None, Body::empty())
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str) -> Resp {
+        self.send(Method::POST, path, Some(token), None, Body::empty())
+            .await
+    }
+
+    /// Enqueues `call` and plays a worker: fans it out with the agent's stored config,
+    /// then dead-letters every action job (as if each failed with HTTP 500). Returns the
+    /// action job ids in config order. Other ready jobs it happens to lease stay running.
+    pub async fn dead_letters_for(&self, call: &str) -> Vec<String> {
+        let q = &self.queue;
+        let event = CallEvent::parse(call.as_bytes(), 1 << 20).unwrap();
+        let enq = q.enqueue(vec![event.clone()]).await.unwrap().remove(0);
+        assert!(!enq.duplicate, "call {} was enqueued before", enq.call_id);
+        let lease = Duration::from_secs(60);
+        let fetched = q.fetch("test-worker", 100, lease).await.unwrap();
+        let parent = fetched
+            .jobs
+            .into_iter()
+            .find(|j| j.id == enq.job_id)
+            .expect("the call-ended job is leased");
+        let job: Job = serde_json::from_str(&parent.data).unwrap();
+        let cfg = q.get_agent(&job.agent_id).await.unwrap();
+        let FanOut::Jobs(jobs) = fan_out(&job, &event, cfg.as_ref(), chrono::Utc::now()) else {
+            panic!("agent {} has no enabled actions", job.agent_id)
+        };
+        let mut st = StateInfo::new("fanned_out");
+        st.actions = Some(jobs.len());
+        assert!(
+            q.fan_out(
+                &parent,
+                &job.call_id,
+                &jobs,
+                &st,
+                &attempt(parent.attempt, AttemptOutcome::Delivered, None)
+            )
+            .await
+            .unwrap()
+        );
+        let ids: Vec<String> = jobs.iter().map(|(j, _)| j.id.clone()).collect();
+        let fetched = q.fetch("test-worker", 100, lease).await.unwrap();
+        let finishes: Vec<Finish> = fetched
+            .jobs
+            .iter()
+            .filter(|l| ids.contains(&l.id))
+            .map(|l| {
+                let mut st = StateInfo::new("dead");
+                st.error = Some("HTTP 500 from receiver".into());
+                Finish {
+                    mode: FinishMode::Dead,
+                    id: l.id.clone(),
+                    token: l.token.clone(),
+                    run_at_ms: 0,
+                    state: st,
+                    attempt: Some(attempt(l.attempt, AttemptOutcome::Failed, Some(500))),
+                }
+            })
+            .collect();
+        assert_eq!(finishes.len(), ids.len(), "every action job is leased");
+        assert!(q.finish(&finishes).await.unwrap().iter().all(|ok| *ok));
+        ids
+    }
+}
+
+fn attempt(n: u32, outcome: AttemptOutcome, status: Option<u16>) -> Attempt {
+    Attempt {
+        attempt: n,
+        at: chrono::Utc::now(),
+        outcome,
+        status,
+        error: status.map(|s| format!("HTTP {s} from receiver")),
+        response: None,
+        duration_ms: Some(1),
+        worker: Some("test-worker".into()),
+        next_run_at: None,
+    }
+}
+
+/// An HTTP client (reqwest is built without a crypto provider and needs one installed).
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client builds")
+}
+
+/// A call-ended event for `agent` with id `call`.
+pub fn call(call: &str, agent: &str) -> String {
+    serde_json::json!({"call_id": call, "agent_id": agent, "caller_number": "+14155551234", "summary": "s"}).to_string()
+}

@@ -1,0 +1,119 @@
+//! The API as the worker runs it: `serve` on a real socket, hit with a real HTTP client,
+//! then shut down gracefully; and the refusal to start without a token.
+
+mod common;
+
+use std::time::Duration;
+
+use aftercall_api::{ApiConfig, ApiState};
+use common::{ADMIN, Options, READ, SEED_AGENT, SEED_CALL, client, start_with};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn serves_over_http_and_shuts_down_gracefully() {
+    let h = start_with(Options::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(aftercall_api::serve(listener, h.state.clone(), async {
+        let _ = stopped.await;
+    }));
+    let client = client();
+
+    // The seed's curl, byte for byte.
+    let r = client
+        .patch(format!("{base}/agents/agent_abc123"))
+        .bearer_auth(ADMIN)
+        .header("Content-Type", "application/json")
+        .body(SEED_AGENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, serde_json::from_str::<Value>(SEED_AGENT).unwrap());
+
+    let r = client
+        .post(format!("{base}/calls"))
+        .bearer_auth(ADMIN)
+        .header("Content-Type", "application/json")
+        .body(SEED_CALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job_id = r.json::<Value>().await.unwrap()["job_id"].clone();
+
+    let r = client
+        .get(format!("{base}/calls/call_xyz789"))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["call_ended"]["id"], job_id);
+    assert_eq!(status["call_ended"]["agent_id"], json!("agent_abc123"));
+
+    let r = client.get(format!("{base}/stats")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"aftercall\""
+    );
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap();
+    result.unwrap();
+    assert!(
+        client.get(format!("{base}/healthz")).send().await.is_err(),
+        "nothing listens any more"
+    );
+}
+
+#[tokio::test]
+async fn refuses_to_start_without_a_token() {
+    let h = start_with(Options::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let state = ApiState::new(h.queue.clone(), ApiConfig::default());
+    let err = aftercall_api::serve(listener, state, std::future::pending())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("AFTERCALL_API_TOKENS"), "{err}");
+}
+
+#[tokio::test]
+async fn insecure_flag_serves_without_a_token() {
+    let h = start_with(Options::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = ApiState::new(
+        h.queue.clone(),
+        ApiConfig {
+            insecure_no_auth: true,
+            ..ApiConfig::default()
+        },
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(aftercall_api::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let r = client().get(format!("{base}/stats")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
