@@ -27,42 +27,20 @@ pub fn read_events(file: &str, max_bytes: usize) -> anyhow::Result<Parsed> {
     Ok(parse_events(&raw, max_bytes))
 }
 
+/// One object, an array, or JSON Lines, through the batch reader the HTTP API uses.
 pub fn parse_events(raw: &[u8], max_bytes: usize) -> Parsed {
-    let mut events = Vec::new();
-    let mut invalid = Vec::new();
-    let trimmed = raw.trim_ascii();
-    // A single document (object or array) that spans lines is read whole.
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(trimmed) {
-        match v {
-            serde_json::Value::Array(items) => {
-                for (i, item) in items.into_iter().enumerate() {
-                    match CallEvent::from_value(item, max_bytes) {
-                        Ok(e) => events.push(e),
-                        Err(e) => invalid.push(format!("item {}: {e}", i + 1)),
-                    }
-                }
-            }
-            other => match CallEvent::from_value(other, max_bytes) {
-                Ok(e) => events.push(e),
-                Err(e) => invalid.push(format!("line 1: {e}")),
-            },
-        }
-        return Parsed { events, invalid };
+    use aftercall_core::batch::{self, BatchError, Format};
+    let one = |msg: String| Parsed { events: Vec::new(), invalid: vec![msg] };
+    match batch::parse(raw, Format::detect(raw), max_bytes) {
+        Ok(batch::Parsed::One(e)) => Parsed { events: vec![*e], invalid: Vec::new() },
+        Ok(batch::Parsed::Many(events)) => Parsed { events, invalid: Vec::new() },
+        Err(BatchError::Items { errors, valid, .. }) => Parsed { events: valid, invalid: errors.iter().map(ToString::to_string).collect() },
+        Err(BatchError::Malformed { message, line, column }) => one(format!("line {line}: malformed JSON at column {column}: {message}")),
+        Err(BatchError::TooLarge { message }) => one(format!("line 1: {message}")),
+        Err(BatchError::Invalid { field, message }) if field.is_empty() => one(format!("line 1: {message}")),
+        Err(BatchError::Invalid { field, message }) => one(format!("line 1: {field}: {message}")),
+        Err(BatchError::Empty) => one("input: no events".into()),
     }
-    for (i, line) in raw.split(|b| *b == b'\n').enumerate() {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            continue;
-        }
-        match CallEvent::parse(line, max_bytes) {
-            Ok(e) => events.push(e),
-            Err(e) => invalid.push(format!("line {}: {e}", i + 1)),
-        }
-    }
-    if events.is_empty() && invalid.is_empty() {
-        invalid.push("input: no events".into());
-    }
-    Parsed { events, invalid }
 }
 
 /// Enqueues in pipelined chunks, with a progress bar on a terminal for big inputs.
@@ -133,5 +111,6 @@ mod tests {
             1 << 20,
         );
         assert_eq!((p.events.len(), p.invalid.len()), (1, 1));
+        assert_eq!(p.invalid[0], "item 1: agent_id: missing field `agent_id`");
     }
 }

@@ -295,7 +295,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Calls(CallsCmd::Show { call_id, json }) => {
             match queue.call_status(&call_id).await? {
                 Some(s) if json => {
-                    println!("{}", serde_json::to_string_pretty(&show::redact_status(s))?)
+                    println!("{}", serde_json::to_string_pretty(&s.redacted())?)
                 }
                 Some(s) => show::print_call(&s),
                 None => bail!("no call {call_id} is known (never pushed, or past retention)"),
@@ -319,7 +319,7 @@ async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
                 .dlq_list(&filter.to_filter()?, cursor.as_deref(), limit)
                 .await?;
             if json {
-                let items: Vec<_> = page.items.into_iter().map(show::redact_record).collect();
+                let items: Vec<_> = page.items.into_iter().map(aftercall_queue::JobRecord::redacted).collect();
                 println!(
                     "{}",
                     serde_json::json!({ "items": items, "next_cursor": page.next_cursor })
@@ -333,7 +333,7 @@ async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
         }
         DlqCmd::Show { job_id, json } => match queue.job(&job_id).await? {
             Some(r) if json => {
-                println!("{}", serde_json::to_string_pretty(&show::redact_record(r))?)
+                println!("{}", serde_json::to_string_pretty(&r.redacted())?)
             }
             Some(r) => show::print_job(&r),
             None => bail!("no job {job_id}"),
@@ -402,12 +402,5 @@ async fn stats(queue: &Queue, json: bool, watch: bool) -> anyhow::Result<()> {
 
 /// RFC 3339, Unix milliseconds, or an age (`2h` = two hours ago).
 fn parse_time(s: &str) -> anyhow::Result<i64> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
-    }
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    let age = aftercall_core::config::parse_duration(s).map_err(anyhow::Error::msg)?;
-    Ok(aftercall_queue::now_ms() - age.as_millis() as i64)
+    aftercall_core::parse_time_arg(s, aftercall_queue::now_ms()).map_err(anyhow::Error::msg)
 }

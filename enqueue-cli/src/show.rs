@@ -11,26 +11,6 @@ fn time(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Blanks signing secrets and custom header values inside a stored job.
-pub fn redact_record(mut r: JobRecord) -> JobRecord {
-    if let Some(action) = r.job.as_mut().and_then(|j| j.get_mut("action")) {
-        if let Some(s) = action.get_mut("secret") {
-            *s = aftercall_core::config::REDACTED.into();
-        }
-        if let Some(serde_json::Value::Object(h)) = action.get_mut("headers") {
-            for v in h.values_mut() {
-                *v = "********".into();
-            }
-        }
-    }
-    r
-}
-
-pub fn redact_status(mut s: CallStatus) -> CallStatus {
-    s.actions = s.actions.into_iter().map(redact_record).collect();
-    s
-}
-
 fn state_line(r: &JobRecord) -> String {
     let s = &r.state;
     let mut line = s.state.clone();

@@ -251,19 +251,7 @@ pub(crate) struct BulkBody {
 
 /// RFC 3339, Unix milliseconds, or an age such as `2h` (that long ago), as Unix ms.
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
-    }
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    match aftercall_core::config::parse_duration(s) {
-        Ok(age) => Ok(aftercall_queue::now_ms() - age.as_millis() as i64),
-        Err(_) => Err(format!(
-            "`{s}` is not an RFC 3339 time, Unix milliseconds or an age such as 2h"
-        )),
-    }
+    aftercall_core::parse_time_arg(s, aftercall_queue::now_ms())
 }
 
 fn filter(

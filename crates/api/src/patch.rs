@@ -8,7 +8,7 @@ use aftercall_queue::JobRecord;
 use serde_json::{Map, Value};
 
 /// What `AgentConfig::redacted` shows in place of a webhook header value.
-pub const REDACTED_HEADER: &str = "********";
+pub use aftercall_core::config::REDACTED_HEADER;
 
 const ACTIONS_PATH: &str = "voice_tools.post_call_follow_up.actions";
 
@@ -149,31 +149,11 @@ fn escape_pointer(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
-/// A stored job safe to show: the action's webhook secret and header values blanked.
-pub fn redact_record(mut r: JobRecord) -> JobRecord {
-    if let Some(job) = r.job.as_mut() {
-        redact_job(job);
-    }
-    r
-}
+pub use aftercall_queue::redact_job;
 
-/// Blanks `action.secret` and `action.headers` values of a stored job's JSON.
-pub fn redact_job(job: &mut Value) {
-    let Some(action) = job.get_mut("action").and_then(Value::as_object_mut) else {
-        return;
-    };
-    match action.get_mut("secret") {
-        Some(Value::Array(items)) => items
-            .iter_mut()
-            .for_each(|s| *s = Value::String(REDACTED.into())),
-        Some(s) if !s.is_null() => *s = Value::String(REDACTED.into()),
-        _ => {}
-    }
-    if let Some(Value::Object(headers)) = action.get_mut("headers") {
-        headers
-            .values_mut()
-            .for_each(|v| *v = Value::String(REDACTED_HEADER.into()));
-    }
+/// A stored job record with secrets blanked (shared with the CLI).
+pub fn redact_record(r: JobRecord) -> JobRecord {
+    r.redacted()
 }
 
 #[cfg(test)]

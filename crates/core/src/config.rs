@@ -230,9 +230,16 @@ const ACTIONS_PATH: &str = "voice_tools.post_call_follow_up.actions";
 /// The value shown in place of a secret in anything read back.
 pub const REDACTED: &str = "whsec_********";
 
+/// The value shown in place of a custom header's value in anything read back.
+pub const REDACTED_HEADER: &str = "********";
+
 impl AgentConfig {
     /// Parses and validates a config body (the seed's shape).
     pub fn parse(bytes: &[u8]) -> Result<AgentConfig, ConfigError> {
+        // serde would read a struct from a JSON array by position; a config is an object.
+        if bytes.trim_ascii_start().first() == Some(&b'[') {
+            return Err(ConfigError::new("body", "must be a JSON object"));
+        }
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let cfg: AgentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let (path, msg) = crate::describe_json_error(e);
@@ -384,7 +391,7 @@ impl AgentConfig {
                         });
                     }
                     for v in w.headers.values_mut() {
-                        *v = "********".into();
+                        *v = REDACTED_HEADER.into();
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! The pure core of aftercall: call-ended events, agent configuration, templates,
 //! wire payloads, the retry policy and the job model. Nothing here does IO.
 
+pub mod batch;
 pub mod config;
 pub mod event;
 pub mod job;
@@ -35,11 +36,11 @@ pub(crate) fn describe_json_error(
         }
     };
     let mut path = if path == "." { String::new() } else { path };
-    // Point at the unknown field itself, not at the object that holds it.
-    if let Some(name) = msg
+    // Point at the unknown or missing field itself, not at the object that holds it.
+    let named = msg
         .strip_prefix("unknown field `")
-        .and_then(|r| r.split('`').next())
-    {
+        .or_else(|| msg.strip_prefix("missing field `"));
+    if let Some(name) = named.and_then(|r| r.split('`').next()) {
         if path.is_empty() {
             path = name.to_string();
         } else if !path.ends_with(name) {
@@ -47,4 +48,20 @@ pub(crate) fn describe_json_error(
         }
     }
     (path, msg)
+}
+
+/// Parses a point in time given as RFC 3339, Unix milliseconds, or an age such as `2h`
+/// (that long before `now_ms`). Shared by the CLI's and the API's filters.
+pub fn parse_time_arg(s: &str, now_ms: i64) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    match config::parse_duration(s) {
+        Ok(age) => Ok(now_ms - age.as_millis() as i64),
+        Err(_) => Err(format!("`{s}` is not an RFC 3339 time, Unix milliseconds or an age such as 2h")),
+    }
 }

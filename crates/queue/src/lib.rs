@@ -2,6 +2,7 @@
 //! operations ops run on it (dead letters, per-call status, stats, agent configs).
 //! See ARCHITECTURE.md for the key layout and the job state machine.
 
+mod conn;
 mod keys;
 mod ops;
 mod scripts;
@@ -11,12 +12,13 @@ use std::time::Duration;
 
 use aftercall_core::{AgentConfig, CallEvent, Job, RetryPolicy};
 use chrono::Utc;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::RedisError;
+
+pub use conn::Conn;
 use serde::{Deserialize, Serialize};
 
 pub use keys::Keys;
-pub use ops::{CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats};
+pub use ops::{CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats, redact_job};
 
 /// How to reach Redis and name the queue.
 #[derive(Debug, Clone)]
@@ -30,6 +32,11 @@ pub struct QueueConfig {
     /// The retry budget given to new jobs.
     pub retry: RetryPolicy,
     pub max_event_bytes: usize,
+    /// Talk to a Redis Cluster (also implied by several comma-separated URLs).
+    pub cluster: bool,
+    /// After an enqueue, wait until this many replicas have the write (`WAIT`), so an
+    /// acknowledged event survives the loss of its primary. 0 = don't wait.
+    pub wait_replicas: u32,
 }
 
 impl Default for QueueConfig {
@@ -41,6 +48,8 @@ impl Default for QueueConfig {
             response_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             max_event_bytes: aftercall_core::DEFAULT_MAX_EVENT_BYTES,
+            cluster: false,
+            wait_replicas: 0,
         }
     }
 }
@@ -70,6 +79,8 @@ impl QueueConfig {
             max_event_bytes: s
                 .parse("AFTERCALL_MAX_EVENT_BYTES")?
                 .unwrap_or(d.max_event_bytes),
+            cluster: s.bool("AFTERCALL_REDIS_CLUSTER")?.unwrap_or(d.cluster),
+            wait_replicas: s.parse("AFTERCALL_REDIS_WAIT_REPLICAS")?.unwrap_or(d.wait_replicas),
         })
     }
 }
@@ -102,8 +113,10 @@ pub struct Queue {
 }
 
 struct Inner {
-    client: redis::Client,
-    conn: ConnectionManager,
+    client: conn::Client,
+    conn: Conn,
+    /// The cluster slot of the queue's hash tag (cluster mode only).
+    slot: Option<u16>,
     keys: Keys,
     scripts: scripts::Scripts,
     cfg: QueueConfig,
@@ -208,39 +221,26 @@ impl Queue {
     /// Connects and checks that Redis answers, failing fast with a clear message.
     pub async fn connect(cfg: QueueConfig) -> Result<Queue, QueueError> {
         let url = redact_url(&cfg.url);
-        let unreachable = |source| QueueError::Unreachable {
-            url: url.clone(),
-            source,
-        };
-        let client = redis::Client::open(cfg.url.as_str()).map_err(unreachable)?;
-        let mgr_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.response_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let connect = ConnectionManager::new_with_config(client.clone(), mgr_cfg);
+        let unreachable = |source| QueueError::Unreachable { url: url.clone(), source };
+        let urls: Vec<&str> = cfg.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+        if urls.is_empty() {
+            return Err(QueueError::Invalid("AFTERCALL_REDIS_URL is empty".into()));
+        }
+        let client = conn::Client::open(&urls, cfg.cluster, cfg.connect_timeout, cfg.response_timeout).map_err(unreachable)?;
+        let connect = client.shared(cfg.connect_timeout, cfg.response_timeout);
         let mut conn = tokio::time::timeout(cfg.connect_timeout + Duration::from_secs(1), connect)
             .await
-            .map_err(|_| {
-                unreachable(RedisError::from(std::io::Error::from(
-                    std::io::ErrorKind::TimedOut,
-                )))
-            })?
+            .map_err(|_| unreachable(RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))))?
             .map_err(unreachable)?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(unreachable)?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unreachable)?;
         let keys = Keys::new(&cfg.prefix);
-        Ok(Queue {
-            inner: Arc::new(Inner {
-                client,
-                conn,
-                keys,
-                scripts: scripts::Scripts::new(),
-                cfg,
-            }),
-        })
+        let slot = if client.is_cluster() {
+            let s: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&keys.ready).query_async(&mut conn).await.map_err(unreachable)?;
+            Some(s)
+        } else {
+            None
+        };
+        Ok(Queue { inner: Arc::new(Inner { client, conn, slot, keys, scripts: scripts::Scripts::new(), cfg }) })
     }
 
     pub fn keys(&self) -> &Keys {
@@ -251,28 +251,17 @@ impl Queue {
         &self.inner.cfg
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
 
     /// A connection of its own for blocking waits (they would stall a shared one).
-    pub async fn blocking_connection(&self) -> Result<MultiplexedConnection, QueueError> {
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.inner.cfg.connect_timeout))
-            .set_response_timeout(None);
-        Ok(self
-            .inner
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?)
+    pub async fn blocking_connection(&self) -> Result<Conn, QueueError> {
+        Ok(self.inner.client.dedicated(self.inner.cfg.connect_timeout).await?)
     }
 
     /// Waits until a producer or a finished job signals new work, or `timeout` passes.
-    pub async fn wait_for_work(
-        &self,
-        conn: &mut MultiplexedConnection,
-        timeout: Duration,
-    ) -> Result<bool, QueueError> {
+    pub async fn wait_for_work(&self, conn: &mut Conn, timeout: Duration) -> Result<bool, QueueError> {
         let secs = timeout.as_secs_f64().max(0.01);
         let got: Option<(String, String)> = redis::cmd("BLPOP")
             .arg(&self.inner.keys.notify)
@@ -321,6 +310,7 @@ impl Queue {
                     .arg(max);
             }
             let res: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
+            self.wait_for_replicas().await?;
             for (pair, call_id) in res.chunks(2).zip(call_ids) {
                 let added: i64 = redis::from_redis_value(pair[0].clone())?;
                 let job_id: String = redis::from_redis_value(pair[1].clone())?;
@@ -332,6 +322,23 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// With `wait_replicas` set, waits until that many replicas acknowledged the writes
+    /// so far; too few in time is an error, so the producer does not take it as stored.
+    async fn wait_for_replicas(&self) -> Result<(), QueueError> {
+        let n = self.inner.cfg.wait_replicas;
+        if n == 0 {
+            return Ok(());
+        }
+        let timeout_ms = (self.inner.cfg.response_timeout.as_millis() as u64 / 2).max(100);
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(n).arg(timeout_ms);
+        let acked: i64 = redis::from_redis_value(conn::on_slot_primary(&mut self.conn(), self.inner.slot, cmd).await?)?;
+        if acked < n as i64 {
+            return Err(QueueError::Invalid(format!("only {acked} of {n} replicas confirmed the write within {timeout_ms} ms")));
+        }
+        Ok(())
     }
 
     /// Parses, validates and enqueues one event from JSON bytes.

@@ -28,7 +28,32 @@ pub struct JobRecord {
     pub job: Option<serde_json::Value>,
 }
 
+/// Blanks `action.secret` and `action.headers` values of a stored job's JSON.
+pub fn redact_job(job: &mut serde_json::Value) {
+    use aftercall_core::config::{REDACTED, REDACTED_HEADER};
+    use serde_json::Value;
+    let Some(action) = job.get_mut("action").and_then(Value::as_object_mut) else {
+        return;
+    };
+    match action.get_mut("secret") {
+        Some(Value::Array(items)) => items.iter_mut().for_each(|s| *s = Value::String(REDACTED.into())),
+        Some(s) if !s.is_null() => *s = Value::String(REDACTED.into()),
+        _ => {}
+    }
+    if let Some(Value::Object(headers)) = action.get_mut("headers") {
+        headers.values_mut().for_each(|v| *v = Value::String(REDACTED_HEADER.into()));
+    }
+}
+
 impl JobRecord {
+    /// The record with signing secrets and custom header values blanked, for display.
+    pub fn redacted(mut self) -> JobRecord {
+        if let Some(job) = self.job.as_mut() {
+            redact_job(job);
+        }
+        self
+    }
+
     /// The error of the last failed attempt.
     pub fn last_error(&self) -> Option<&str> {
         self.history
@@ -49,6 +74,17 @@ pub struct CallStatus {
     pub call_id: String,
     pub call_ended: JobRecord,
     pub actions: Vec<JobRecord>,
+}
+
+impl CallStatus {
+    /// Every record of the call with secrets blanked, for display.
+    pub fn redacted(self) -> CallStatus {
+        CallStatus {
+            call_id: self.call_id,
+            call_ended: self.call_ended.redacted(),
+            actions: self.actions.into_iter().map(JobRecord::redacted).collect(),
+        }
+    }
 }
 
 /// A dead letter as listed.

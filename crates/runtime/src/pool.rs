@@ -146,7 +146,7 @@ impl Fetcher {
     /// The next job, waiting as long as it takes; `None` once shutdown began.
     async fn next_job(
         &self,
-        blocking: &mut Option<redis::aio::MultiplexedConnection>,
+        blocking: &mut Option<aftercall_queue::Conn>,
     ) -> Option<Leased> {
         let cfg = &self.ctx.cfg;
         let batch = cfg.concurrency.clamp(1, 64);
@@ -198,7 +198,7 @@ impl Fetcher {
     }
 
     /// Blocks on the wake-up list so a new job starts within milliseconds.
-    async fn wait(&self, blocking: &mut Option<redis::aio::MultiplexedConnection>, wait: Duration) {
+    async fn wait(&self, blocking: &mut Option<aftercall_queue::Conn>, wait: Duration) {
         if blocking.is_none() {
             match self.ctx.queue.blocking_connection().await {
                 Ok(c) => *blocking = Some(c),

@@ -1,0 +1,256 @@
+//! Reading one or many call-ended events from a request body or a file: one JSON
+//! object, a JSON array of objects, or JSON Lines. Every bad item is reported (by array
+//! index or line number, with the field) so nothing of a bad batch is enqueued. The CLI
+//! and the HTTP API share this one implementation.
+
+use serde::Serialize;
+
+use crate::event::{CallEvent, EventError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One object or an array of objects.
+    Json,
+    /// One object per line.
+    JsonLines,
+}
+
+impl Format {
+    /// A whole JSON document (object or array) is `Json`; anything else is read as lines.
+    pub fn detect(body: &[u8]) -> Format {
+        let t = body.trim_ascii();
+        match t.first() {
+            Some(b'[') => Format::Json,
+            Some(b'{') if serde_json::from_slice::<serde::de::IgnoredAny>(t).is_ok() => Format::Json,
+            _ => Format::JsonLines,
+        }
+    }
+}
+
+/// What a body held.
+#[derive(Debug)]
+pub enum Parsed {
+    One(Box<CallEvent>),
+    Many(Vec<CallEvent>),
+}
+
+/// One bad item of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ItemError {
+    /// 0-based position in a JSON array.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// 1-based line of JSON Lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// `invalid_event`, `event_too_large` or `malformed_json`.
+    pub error: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ItemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.index, self.line) {
+            (Some(i), _) => write!(f, "item {i}: ")?,
+            (None, Some(l)) => write!(f, "line {l}: ")?,
+            _ => {}
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a body was refused as a whole.
+#[derive(Debug)]
+pub enum BatchError {
+    /// The body is not JSON (for a single document).
+    Malformed { message: String, line: usize, column: usize },
+    /// A single event over the size limit.
+    TooLarge { message: String },
+    /// A single event that is not valid.
+    Invalid { field: String, message: String },
+    /// No events at all.
+    Empty,
+    /// Some items are bad: each is listed; `valid` holds the good ones (for callers that
+    /// choose to enqueue those anyway, such as `aftercall enqueue --skip-invalid`).
+    Items { errors: Vec<ItemError>, valid: Vec<CallEvent>, total: usize },
+}
+
+pub fn parse(body: &[u8], format: Format, max_event_bytes: usize) -> Result<Parsed, BatchError> {
+    match format {
+        Format::Json => parse_json(body, max_event_bytes),
+        Format::JsonLines => parse_lines(body, max_event_bytes),
+    }
+}
+
+fn json_value(body: &[u8]) -> Result<serde_json::Value, BatchError> {
+    serde_json::from_slice(body).map_err(|e| BatchError::Malformed {
+        message: strip_position(&e.to_string()),
+        line: e.line(),
+        column: e.column(),
+    })
+}
+
+fn parse_json(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
+    if let Some(b'{') = body.trim_ascii_start().first() {
+        if body.len() > max {
+            return Err(BatchError::TooLarge { message: too_large(body.len(), max) });
+        }
+        json_value(body)?;
+        return CallEvent::parse(body, max).map(|e| Parsed::One(Box::new(e))).map_err(|e| match e {
+            EventError::TooLarge { size, limit } => BatchError::TooLarge { message: too_large(size, limit) },
+            EventError::Invalid { field, message } => BatchError::Invalid { field, message },
+        });
+    }
+    let items = match json_value(body)? {
+        serde_json::Value::Array(items) => items,
+        _ => {
+            return Err(BatchError::Invalid {
+                field: String::new(),
+                message: "the body must be a JSON object or an array of objects".into(),
+            });
+        }
+    };
+    let total = items.len();
+    let mut events = Vec::with_capacity(total);
+    let mut errors = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        if !item.is_object() {
+            errors.push(not_an_object(Some(i), None));
+            continue;
+        }
+        match CallEvent::from_value(item, max) {
+            Ok(e) => events.push(e),
+            Err(e) => errors.push(item_error(Some(i), None, e)),
+        }
+    }
+    finish(events, errors, total)
+}
+
+fn parse_lines(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
+    let mut events = Vec::new();
+    let mut errors = Vec::new();
+    let mut total = 0;
+    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        total += 1;
+        let n = Some(i + 1);
+        if line.len() > max {
+            errors.push(item_error(None, n, EventError::TooLarge { size: line.len(), limit: max }));
+            continue;
+        }
+        match json_value(line) {
+            Err(BatchError::Malformed { message, .. }) => {
+                errors.push(ItemError { index: None, line: n, error: "malformed_json", field: String::new(), message });
+                continue;
+            }
+            Ok(v) if !v.is_object() => {
+                errors.push(not_an_object(None, n));
+                continue;
+            }
+            _ => {}
+        }
+        match CallEvent::parse(line, max) {
+            Ok(e) => events.push(e),
+            Err(e) => errors.push(item_error(None, n, e)),
+        }
+    }
+    finish(events, errors, total)
+}
+
+fn finish(events: Vec<CallEvent>, errors: Vec<ItemError>, total: usize) -> Result<Parsed, BatchError> {
+    if total == 0 {
+        return Err(BatchError::Empty);
+    }
+    if errors.is_empty() {
+        return Ok(Parsed::Many(events));
+    }
+    Err(BatchError::Items { errors, valid: events, total })
+}
+
+fn item_error(index: Option<usize>, line: Option<usize>, e: EventError) -> ItemError {
+    match e {
+        EventError::TooLarge { size, limit } => {
+            ItemError { index, line, error: "event_too_large", field: String::new(), message: too_large(size, limit) }
+        }
+        EventError::Invalid { field, message } => ItemError { index, line, error: "invalid_event", field, message },
+    }
+}
+
+/// serde would read an event from an array by position; an event is an object.
+fn not_an_object(index: Option<usize>, line: Option<usize>) -> ItemError {
+    ItemError { index, line, error: "invalid_event", field: String::new(), message: "an event must be a JSON object".into() }
+}
+
+pub fn too_large(size: usize, limit: usize) -> String {
+    format!("the event is {size} bytes, over the limit of {limit} bytes per event")
+}
+
+/// serde_json ends syntax errors with " at line L column C"; callers report those apart.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"{"call_id":"c1","agent_id":"a"}"#;
+
+    fn items(body: &str, format: Format) -> Vec<ItemError> {
+        match parse(body.as_bytes(), format, 200) {
+            Err(BatchError::Items { errors, .. }) => errors,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn detects_the_format() {
+        assert_eq!(Format::detect(b"  {\n\"a\": 1\n}\n"), Format::Json);
+        assert_eq!(Format::detect(b"[1]"), Format::Json);
+        assert_eq!(Format::detect(b"{\"a\":1}\n{\"a\":2}\n"), Format::JsonLines);
+        assert_eq!(Format::detect(b"{\"a\":"), Format::JsonLines);
+    }
+
+    #[test]
+    fn single_array_and_lines() {
+        assert!(matches!(parse(OK.as_bytes(), Format::Json, 200), Ok(Parsed::One(e)) if e.call_id == "c1"));
+        let arr = format!("[{OK},{}]", OK.replace("c1", "c2"));
+        assert!(matches!(parse(arr.as_bytes(), Format::Json, 200), Ok(Parsed::Many(v)) if v.len() == 2));
+        let lines = format!("{OK}\r\n\n{}\n", OK.replace("c1", "c2"));
+        assert!(matches!(parse(lines.as_bytes(), Format::JsonLines, 200), Ok(Parsed::Many(v)) if v.len() == 2));
+    }
+
+    #[test]
+    fn every_bad_item_is_reported_with_its_position_and_field() {
+        let errors = items(&format!(r#"[{OK},{{"call_id":"c2"}},{OK},{{"call_id":"c3","agent_id":"a","colour":1}}]"#), Format::Json);
+        let got: Vec<_> = errors.iter().map(|e| (e.index, e.field.as_str())).collect();
+        assert_eq!(got, [(Some(1), ""), (Some(3), "colour")]);
+        assert!(errors[0].message.contains("agent_id"));
+        let big = format!(r#"{{"call_id":"c9","agent_id":"a","summary":"{}"}}"#, "x".repeat(300));
+        let errors = items(&format!("{OK}\nnot json\n{big}\n[\"c2\",\"a\"]\n"), Format::JsonLines);
+        let got: Vec<_> = errors.iter().map(|e| (e.line, e.error)).collect();
+        assert_eq!(got, [(Some(2), "malformed_json"), (Some(3), "event_too_large"), (Some(4), "invalid_event")]);
+        assert_eq!(errors[2].to_string(), "line 4: an event must be a JSON object");
+    }
+
+    #[test]
+    fn whole_body_errors() {
+        assert!(matches!(parse(b"{\"call_id\":", Format::Json, 200), Err(BatchError::Malformed { .. })));
+        assert!(matches!(parse(b"[]", Format::Json, 200), Err(BatchError::Empty)));
+        assert!(matches!(parse(b"\n\n", Format::JsonLines, 200), Err(BatchError::Empty)));
+        assert!(matches!(parse(b"42", Format::Json, 200), Err(BatchError::Invalid { .. })));
+        let big = format!(r#"{{"call_id":"c","agent_id":"a","summary":"{}"}}"#, "x".repeat(300));
+        assert!(matches!(parse(big.as_bytes(), Format::Json, 200), Err(BatchError::TooLarge { .. })));
+    }
+}

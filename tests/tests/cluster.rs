@@ -1,0 +1,240 @@
+//! Redis Cluster: a real 3-primary, 3-replica cluster on loopback ports, started here.
+//! The queue works unchanged on it (one hash tag per queue), including retries, dead
+//! letters and replay, and a failover of the primary that owns the queue loses no
+//! acknowledged event.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aftercall_core::CallEvent;
+use aftercall_embedded::{RedisOptions, RedisServer};
+use aftercall_queue::{Queue, QueueConfig};
+use aftercall_tests::{Receiver, Reply, bin, call_event, settled};
+
+const NODE_TIMEOUT_MS: u64 = 1500;
+
+struct Cluster {
+    nodes: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+/// A port whose cluster bus port (+10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let p = aftercall_embedded::free_port();
+        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = std::env::temp_dir().join(format!("aftercall-cluster-{}", uuid::Uuid::new_v4().simple()));
+        let mut nodes = Vec::new();
+        for i in 0..6 {
+            let opts = RedisOptions {
+                aof: true,
+                port: Some(cluster_port()),
+                args: vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    "nodes.conf".into(),
+                    "--cluster-node-timeout".into(),
+                    NODE_TIMEOUT_MS.to_string(),
+                ],
+            };
+            nodes.push(RedisServer::start(&dir.join(format!("n{i}")), opts).await.expect("cluster node"));
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (Debian's redis-tools)");
+        assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let c = Cluster { nodes, dir };
+        c.wait_ok(&c.nodes.iter().map(|n| n.port()).collect::<Vec<_>>()).await;
+        // Replicas attach after the slots are assigned: wait until every primary has one.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let primaries: Vec<String> = c.nodes.iter().map(|n| Self::cli(n.port(), &["INFO", "replication"])).filter(|i| i.contains("role:master")).collect();
+            if primaries.len() == 3 && primaries.iter().all(|i| i.contains("connected_slaves:1") && i.contains("state=online")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replicas did not attach");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c
+    }
+
+    fn cli(port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until every listed node reports `cluster_state:ok` and sees all slots.
+    async fn wait_ok(&self, ports: &[u16]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = ports.iter().all(|p| {
+                let info = Self::cli(*p, &["CLUSTER", "INFO"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster did not settle");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn urls(&self) -> String {
+        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port())).collect::<Vec<_>>().join(",")
+    }
+
+    /// Index of the primary that serves `slot`.
+    fn primary_for(&self, slot: u16) -> usize {
+        let nodes = Self::cli(self.nodes[0].port(), &["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = f[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
+            for range in &f[8..] {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) {
+                    if (a..=b).contains(&slot) {
+                        return self.nodes.iter().position(|n| n.port() == port).unwrap();
+                    }
+                }
+            }
+        }
+        panic!("no primary for slot {slot}:\n{nodes}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn slot_of(c: &Cluster, key: &str) -> u16 {
+    Cluster::cli(c.nodes[0].port(), &["CLUSTER", "KEYSLOT", key]).trim().parse().unwrap()
+}
+
+fn worker(c: &Cluster, prefix: &str, extra: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = Command::new(bin("aftercall-worker"));
+    cmd.env("AFTERCALL_REDIS_URL", c.urls())
+        .env("AFTERCALL_REDIS_CLUSTER", "true")
+        .env("AFTERCALL_QUEUE_PREFIX", prefix)
+        .env("AFTERCALL_ALLOW_CIDRS", "127.0.0.0/8")
+        .env("AFTERCALL_RETRY_BASE", "100ms")
+        .env("AFTERCALL_RETRY_FACTOR", "2")
+        .env("AFTERCALL_MAX_ATTEMPTS", "3")
+        .env("AFTERCALL_LEASE", "2s")
+        .env("AFTERCALL_OUTBOX", c.dir.join("outbox"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(c.dir.join(format!("worker-{prefix}.log"))).unwrap());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("worker")
+}
+
+async fn queue(c: &Cluster, prefix: &str, wait_replicas: u32) -> Queue {
+    Queue::connect(QueueConfig { url: c.urls(), cluster: true, prefix: prefix.into(), wait_replicas, ..Default::default() }).await.expect("cluster connect")
+}
+
+async fn wait_settled(q: &Queue, call_id: &str) -> aftercall_queue::CallStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(s)) = q.call_status(call_id).await {
+            if settled(&s) || Instant::now() > deadline {
+                return s;
+            }
+        }
+        assert!(Instant::now() < deadline, "{call_id} never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
+    let c = Cluster::start().await;
+
+    // Two queues on the cluster, on different slots: several queues spread over nodes.
+    let (pa, pb) = ("tenant-a", "tenant-b");
+    assert_ne!(slot_of(&c, &format!("{{{pa}}}:ready")), slot_of(&c, &format!("{{{pb}}}:ready")));
+
+    let rx = Receiver::start().await.unwrap();
+    let qa = queue(&c, pa, 1).await;
+    let body = aftercall_tests::fixture("seed-agent.json").replace("https://your-crm.com/api/call-completed", &rx.url);
+    qa.set_agent("agent_abc123", &aftercall_core::AgentConfig::parse(body.as_bytes()).unwrap()).await.unwrap();
+    let mut w = worker(&c, pa, &[]);
+
+    // Seed round trip.
+    qa.enqueue(vec![CallEvent::parse(aftercall_tests::fixture("seed-call.json").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    let s = wait_settled(&qa, "call_xyz789").await;
+    assert!(s.actions.iter().all(|a| a.state.state == "delivered"), "{:?}", s.actions.iter().map(|a| &a.state).collect::<Vec<_>>());
+    assert_eq!(rx.count(), 1);
+
+    // Retries then a dead letter, then replay to delivery.
+    let rx2 = Receiver::start().await.unwrap();
+    rx2.set_default(Reply::status(503));
+    let hook = format!(r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}}]}}}}}}"#, rx2.url);
+    qa.set_agent("a2", &aftercall_core::AgentConfig::parse(hook.as_bytes()).unwrap()).await.unwrap();
+    qa.enqueue(vec![CallEvent::parse(call_event("c-dead", "a2").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    let s = wait_settled(&qa, "c-dead").await;
+    assert_eq!((s.actions[0].state.state.as_str(), s.actions[0].attempts), ("dead", 3));
+    rx2.set_default(Reply::status(200));
+    assert_eq!(qa.replay(&[s.actions[0].id.clone()]).await.unwrap(), 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while qa.job(&s.actions[0].id).await.unwrap().unwrap().state.state != "delivered" {
+        assert!(Instant::now() < deadline, "replay not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Failover: stop the worker, enqueue with WAIT 1 (acknowledged = on a replica), kill
+    // the primary owning the queue, and check every acknowledged event survived.
+    let _ = w.kill();
+    let _ = w.wait();
+    let events: Vec<CallEvent> = (0..200).map(|i| CallEvent::parse(call_event(&format!("f{i}"), "a2").as_bytes(), 1 << 20).unwrap()).collect();
+    let acked = qa.enqueue(events).await.unwrap();
+    assert_eq!(acked.len(), 200);
+    let slot = slot_of(&c, &format!("{{{pa}}}:ready"));
+    let victim = c.primary_for(slot);
+    let victim_port = c.nodes[victim].port();
+    let mut c = c;
+    c.nodes[victim].kill().await;
+    let survivors: Vec<u16> = c.nodes.iter().map(|n| n.port()).filter(|p| *p != victim_port).collect();
+    // The replica takes over after the node timeout.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = Cluster::cli(survivors[0], &["CLUSTER", "INFO"]);
+        if info.contains("cluster_state:ok") && c.primary_for(slot) != victim {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failover: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let qa = queue(&c, pa, 0).await;
+    let mut w = worker(&c, pa, &[]);
+    for e in &acked {
+        let s = wait_settled(&qa, &e.call_id).await;
+        assert_eq!(s.actions[0].state.state, "delivered", "{} lost or stuck after failover", e.call_id);
+    }
+    let _ = w.kill();
+    let _ = w.wait();
+
+    // The other queue is independent and works on its own slot.
+    let qb = queue(&c, pb, 0).await;
+    assert_eq!(qb.stats().await.unwrap().calls, 0);
+}
