@@ -86,5 +86,17 @@ impl Executors {
     }
 }
 
+/// The destination an action job talks to, the unit of per-destination limits shared by
+/// every replica: a webhook's host, `sms` (the configured sender), `smtp`, or
+/// `task:<provider>`.
+pub fn destination(job: &ActionJob) -> String {
+    match &job.action {
+        Action::Webhook(w) => url::Url::parse(&w.url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_else(|| "webhook".into()),
+        Action::Email(_) => "smtp".into(),
+        Action::Sms(_) => "sms".into(),
+        Action::Task(t) => format!("task:{}", serde_json::to_value(t.provider).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+    }
+}
+
 /// Default timeout for one outbound request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
@@ -28,7 +30,12 @@ impl ConnectionLike for Conn {
         }
     }
 
-    fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
@@ -54,7 +61,12 @@ pub enum Client {
 
 impl Client {
     /// `urls` holds one URL, or several cluster nodes; `cluster` forces cluster mode.
-    pub fn open(urls: &[&str], cluster: bool, connect_timeout: Duration, response_timeout: Duration) -> RedisResult<Client> {
+    pub fn open(
+        urls: &[&str],
+        cluster: bool,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> RedisResult<Client> {
         if cluster || urls.len() > 1 {
             let c = ClusterClientBuilder::new(urls.to_vec())
                 .connection_timeout(connect_timeout)
@@ -72,7 +84,11 @@ impl Client {
     }
 
     /// The shared connection.
-    pub async fn shared(&self, connect_timeout: Duration, response_timeout: Duration) -> RedisResult<Conn> {
+    pub async fn shared(
+        &self,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> RedisResult<Conn> {
         match self {
             Client::Single(c) => {
                 let cfg = ConnectionManagerConfig::new()
@@ -80,7 +96,9 @@ impl Client {
                     .set_response_timeout(Some(response_timeout))
                     .set_number_of_retries(2)
                     .set_max_delay(Duration::from_secs(2));
-                Ok(Conn::Single(ConnectionManager::new_with_config(c.clone(), cfg).await?))
+                Ok(Conn::Single(
+                    ConnectionManager::new_with_config(c.clone(), cfg).await?,
+                ))
             }
             Client::Cluster(c) => Ok(Conn::Cluster(c.get_async_connection().await?)),
         }
@@ -90,8 +108,12 @@ impl Client {
     pub async fn dedicated(&self, connect_timeout: Duration) -> RedisResult<Conn> {
         match self {
             Client::Single(c) => {
-                let cfg = AsyncConnectionConfig::new().set_connection_timeout(Some(connect_timeout)).set_response_timeout(None);
-                Ok(Conn::Plain(c.get_multiplexed_async_connection_with_config(&cfg).await?))
+                let cfg = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(connect_timeout))
+                    .set_response_timeout(None);
+                Ok(Conn::Plain(
+                    c.get_multiplexed_async_connection_with_config(&cfg).await?,
+                ))
             }
             Client::Cluster(c) => Ok(Conn::Cluster(c.get_async_connection().await?)),
         }
@@ -102,7 +124,14 @@ impl Client {
 pub async fn on_slot_primary(conn: &mut Conn, slot: Option<u16>, cmd: Cmd) -> RedisResult<Value> {
     match (conn, slot) {
         (Conn::Cluster(c), Some(slot)) => {
-            c.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)))).await
+            c.route_command(
+                cmd,
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                    slot,
+                    SlotAddr::Master,
+                ))),
+            )
+            .await
         }
         (c, _) => cmd.query_async(c).await,
     }

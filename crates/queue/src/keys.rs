@@ -24,6 +24,22 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The semaphore of one destination (host, SMS sender, task provider account).
+    pub fn limit(&self, destination: &str) -> String {
+        format!("{}:limit:{destination}", self.tag())
+    }
+
+    /// The start counter of one destination for one second.
+    pub fn rate(&self, destination: &str, second: i64) -> String {
+        format!("{}:rate:{destination}:{second}", self.tag())
+    }
+
+    fn tag(&self) -> &str {
+        self.ready
+            .strip_suffix(":ready")
+            .expect("ready key ends in :ready")
+    }
+
     pub fn new(prefix: &str) -> Keys {
         let k = |name: &str| format!("{{{prefix}}}:{name}");
         Keys {

@@ -80,7 +80,9 @@ impl QueueConfig {
                 .parse("AFTERCALL_MAX_EVENT_BYTES")?
                 .unwrap_or(d.max_event_bytes),
             cluster: s.bool("AFTERCALL_REDIS_CLUSTER")?.unwrap_or(d.cluster),
-            wait_replicas: s.parse("AFTERCALL_REDIS_WAIT_REPLICAS")?.unwrap_or(d.wait_replicas),
+            wait_replicas: s
+                .parse("AFTERCALL_REDIS_WAIT_REPLICAS")?
+                .unwrap_or(d.wait_replicas),
         })
     }
 }
@@ -122,6 +124,13 @@ struct Inner {
     cfg: QueueConfig,
 }
 
+/// A per-destination limit; 0 means no limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    pub concurrency: u32,
+    pub per_second: u32,
+}
+
 /// What enqueueing one event did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enqueued {
@@ -156,6 +165,8 @@ pub enum FinishMode {
     Dead,
     /// Give the job back untouched (shutdown): the attempt is not counted.
     Release,
+    /// Run it again at `run_at_ms` without counting the attempt (held back by a limit).
+    Defer,
 }
 
 /// One finished attempt, applied only if the lease token still matches.
@@ -221,26 +232,61 @@ impl Queue {
     /// Connects and checks that Redis answers, failing fast with a clear message.
     pub async fn connect(cfg: QueueConfig) -> Result<Queue, QueueError> {
         let url = redact_url(&cfg.url);
-        let unreachable = |source| QueueError::Unreachable { url: url.clone(), source };
-        let urls: Vec<&str> = cfg.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+        let unreachable = |source| QueueError::Unreachable {
+            url: url.clone(),
+            source,
+        };
+        let urls: Vec<&str> = cfg
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
         if urls.is_empty() {
             return Err(QueueError::Invalid("AFTERCALL_REDIS_URL is empty".into()));
         }
-        let client = conn::Client::open(&urls, cfg.cluster, cfg.connect_timeout, cfg.response_timeout).map_err(unreachable)?;
+        let client = conn::Client::open(
+            &urls,
+            cfg.cluster,
+            cfg.connect_timeout,
+            cfg.response_timeout,
+        )
+        .map_err(unreachable)?;
         let connect = client.shared(cfg.connect_timeout, cfg.response_timeout);
         let mut conn = tokio::time::timeout(cfg.connect_timeout + Duration::from_secs(1), connect)
             .await
-            .map_err(|_| unreachable(RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))))?
+            .map_err(|_| {
+                unreachable(RedisError::from(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            })?
             .map_err(unreachable)?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unreachable)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(unreachable)?;
         let keys = Keys::new(&cfg.prefix);
         let slot = if client.is_cluster() {
-            let s: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&keys.ready).query_async(&mut conn).await.map_err(unreachable)?;
+            let s: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&keys.ready)
+                .query_async(&mut conn)
+                .await
+                .map_err(unreachable)?;
             Some(s)
         } else {
             None
         };
-        Ok(Queue { inner: Arc::new(Inner { client, conn, slot, keys, scripts: scripts::Scripts::new(), cfg }) })
+        Ok(Queue {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                slot,
+                keys,
+                scripts: scripts::Scripts::new(),
+                cfg,
+            }),
+        })
     }
 
     pub fn keys(&self) -> &Keys {
@@ -257,11 +303,19 @@ impl Queue {
 
     /// A connection of its own for blocking waits (they would stall a shared one).
     pub async fn blocking_connection(&self) -> Result<Conn, QueueError> {
-        Ok(self.inner.client.dedicated(self.inner.cfg.connect_timeout).await?)
+        Ok(self
+            .inner
+            .client
+            .dedicated(self.inner.cfg.connect_timeout)
+            .await?)
     }
 
     /// Waits until a producer or a finished job signals new work, or `timeout` passes.
-    pub async fn wait_for_work(&self, conn: &mut Conn, timeout: Duration) -> Result<bool, QueueError> {
+    pub async fn wait_for_work(
+        &self,
+        conn: &mut Conn,
+        timeout: Duration,
+    ) -> Result<bool, QueueError> {
         let secs = timeout.as_secs_f64().max(0.01);
         let got: Option<(String, String)> = redis::cmd("BLPOP")
             .arg(&self.inner.keys.notify)
@@ -334,9 +388,13 @@ impl Queue {
         let timeout_ms = (self.inner.cfg.response_timeout.as_millis() as u64 / 2).max(100);
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(n).arg(timeout_ms);
-        let acked: i64 = redis::from_redis_value(conn::on_slot_primary(&mut self.conn(), self.inner.slot, cmd).await?)?;
+        let acked: i64 = redis::from_redis_value(
+            conn::on_slot_primary(&mut self.conn(), self.inner.slot, cmd).await?,
+        )?;
         if acked < n as i64 {
-            return Err(QueueError::Invalid(format!("only {acked} of {n} replicas confirmed the write within {timeout_ms} ms")));
+            return Err(QueueError::Invalid(format!(
+                "only {acked} of {n} replicas confirmed the write within {timeout_ms} ms"
+            )));
         }
         Ok(())
     }
@@ -440,6 +498,7 @@ impl Queue {
                 FinishMode::Retry => "retry",
                 FinishMode::Dead => "dead",
                 FinishMode::Release => "release",
+                FinishMode::Defer => "defer",
             };
             let state = serde_json::to_string(&f.state).expect("state serializes");
             let entry = f
@@ -537,6 +596,42 @@ impl Queue {
             .key(&k.fanout);
         inv.arg(cutoff).arg(limit);
         Ok(inv.invoke_async(&mut self.conn()).await?)
+    }
+
+    // ---- per-destination limits ----
+
+    /// Takes a slot of `destination` for `token` (at most `limit.concurrency` at once and
+    /// `limit.per_second` starts a second, across every replica). False: wait and retry
+    /// later; that wait is not an attempt.
+    pub async fn acquire_slot(
+        &self,
+        destination: &str,
+        token: &str,
+        hold: Duration,
+        limit: Limit,
+    ) -> Result<bool, QueueError> {
+        let now = now_ms();
+        let k = &self.inner.keys;
+        let mut inv = self.inner.scripts.limit.prepare_invoke();
+        inv.key(k.limit(destination))
+            .key(k.rate(destination, now / 1000));
+        inv.arg(now)
+            .arg(token)
+            .arg(hold.as_millis() as u64)
+            .arg(limit.concurrency)
+            .arg(limit.per_second);
+        let ok: i64 = inv.invoke_async(&mut self.conn()).await?;
+        Ok(ok == 1)
+    }
+
+    /// Gives a slot back.
+    pub async fn release_slot(&self, destination: &str, token: &str) -> Result<(), QueueError> {
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.inner.keys.limit(destination))
+            .arg(token)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     // ---- agents ----

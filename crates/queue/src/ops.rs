@@ -36,12 +36,16 @@ pub fn redact_job(job: &mut serde_json::Value) {
         return;
     };
     match action.get_mut("secret") {
-        Some(Value::Array(items)) => items.iter_mut().for_each(|s| *s = Value::String(REDACTED.into())),
+        Some(Value::Array(items)) => items
+            .iter_mut()
+            .for_each(|s| *s = Value::String(REDACTED.into())),
         Some(s) if !s.is_null() => *s = Value::String(REDACTED.into()),
         _ => {}
     }
     if let Some(Value::Object(headers)) = action.get_mut("headers") {
-        headers.values_mut().for_each(|v| *v = Value::String(REDACTED_HEADER.into()));
+        headers
+            .values_mut()
+            .for_each(|v| *v = Value::String(REDACTED_HEADER.into()));
     }
 }
 

@@ -17,6 +17,7 @@ pub struct Scripts {
     pub replay: Script,
     pub purge: Script,
     pub sweep: Script,
+    pub limit: Script,
 }
 
 impl Scripts {
@@ -30,6 +31,7 @@ impl Scripts {
             replay: script(include_str!("lua/replay.lua")),
             purge: script(include_str!("lua/purge.lua")),
             sweep: script(include_str!("lua/sweep.lua")),
+            limit: script(include_str!("lua/limit.lua")),
         }
     }
 }

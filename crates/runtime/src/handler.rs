@@ -71,6 +71,15 @@ pub async fn process(ctx: &Ctx, leased: Leased) {
                     run_fan_out(ctx, &leased, &job, &event, started).await
                 }
                 JobBody::Action(action_job) => {
+                    let dest = aftercall_actions::destination(action_job);
+                    let limit = ctx.cfg.limits.for_destination(&dest);
+                    if let Some(limit) = limit {
+                        if let Some(f) = hold_back(ctx, &leased, kind, &dest, limit).await {
+                            apply(ctx, f).await;
+                            ctx.release_hold(&leased.id);
+                            return;
+                        }
+                    }
                     let run = ctx
                         .executors
                         .execute(&leased.id, leased.attempt, action_job);
@@ -86,7 +95,13 @@ pub async fn process(ctx: &Ctx, leased: Leased) {
                             Outcome::retry(format!("executor panicked: {msg}"))
                         }
                     };
-                    Some(record_outcome(ctx, &leased, outcome, started))
+                    if limit.is_some() {
+                        if let Err(e) = ctx.queue.release_slot(&dest, &slot_token(&leased)).await {
+                            warn!(error = %e, "giving back a destination slot failed; it expires on its own");
+                        }
+                    }
+                    observe(kind, &leased, &outcome, &dest, job.created_at, started);
+                    Some(record_outcome(ctx, &leased, kind, outcome, started))
                 }
             },
         };
@@ -99,8 +114,82 @@ pub async fn process(ctx: &Ctx, leased: Leased) {
     .await
 }
 
+/// Takes a slot of a limited destination; when none is free, returns the finish that
+/// puts the job back a little later without counting the attempt.
+async fn hold_back(
+    ctx: &Ctx,
+    leased: &Leased,
+    kind: &'static str,
+    dest: &str,
+    limit: aftercall_queue::Limit,
+) -> Option<Finish> {
+    match ctx
+        .queue
+        .acquire_slot(dest, &slot_token(leased), crate::limits::SLOT_HOLD, limit)
+        .await
+    {
+        Ok(true) => None,
+        res => {
+            if let Err(e) = res {
+                warn!(error = %e, "checking the destination limit failed; trying again shortly");
+            }
+            crate::metrics::held_back(kind);
+            let run_at = now_ms() + 100 + (rand::random::<u64>() % 400) as i64;
+            let mut st = StateInfo::new("scheduled");
+            st.run_at = Some(run_at);
+            st.reason = Some(format!("held back by the limit for {dest}"));
+            Some(Finish {
+                mode: FinishMode::Defer,
+                id: leased.id.clone(),
+                token: leased.token.clone(),
+                run_at_ms: run_at,
+                state: st,
+                attempt: None,
+            })
+        }
+    }
+}
+
+/// Unique per job and attempt (a lease token alone is shared by a worker's jobs).
+fn slot_token(leased: &Leased) -> String {
+    format!("{}/{}", leased.id, leased.token)
+}
+
+/// Metrics of one attempt: outcome, duration, latency since enqueue, destination errors.
+fn observe(
+    kind: &'static str,
+    leased: &Leased,
+    outcome: &Outcome,
+    dest: &str,
+    created_at: chrono::DateTime<Utc>,
+    started: Instant,
+) {
+    let label = match outcome {
+        Outcome::Delivered { .. } => "delivered",
+        Outcome::Skipped { .. } => "skipped",
+        Outcome::Retry { .. } if leased.attempt < leased.max_attempts => "retry",
+        Outcome::Retry { .. } | Outcome::Permanent { .. } => "dead",
+    };
+    crate::metrics::attempt(kind, label, started.elapsed());
+    if label != "retry" {
+        crate::metrics::delivery_latency(
+            kind,
+            (Utc::now() - created_at).to_std().unwrap_or_default(),
+        );
+    }
+    if matches!(outcome, Outcome::Retry { .. } | Outcome::Permanent { .. }) {
+        crate::metrics::destination_error(kind, dest);
+    }
+}
+
 /// Decides what an action's outcome means for the job.
-fn record_outcome(ctx: &Ctx, leased: &Leased, outcome: Outcome, started: Instant) -> Finish {
+fn record_outcome(
+    ctx: &Ctx,
+    leased: &Leased,
+    kind: &'static str,
+    outcome: Outcome,
+    started: Instant,
+) -> Finish {
     let w = &ctx.cfg.worker_id;
     match outcome {
         Outcome::Delivered { status, detail } => {
@@ -182,6 +271,7 @@ fn record_outcome(ctx: &Ctx, leased: &Leased, outcome: Outcome, started: Instant
                     .queue
                     .retry
                     .delay(leased.attempt, retry_after, rand::random::<f64>());
+            crate::metrics::retry_delay(kind, delay);
             let run_at = now_ms() + delay.as_millis() as i64;
             warn!(status, error = %error, retry_in_ms = delay.as_millis() as u64, "will retry");
             let mut attempt = attempt_record(
@@ -214,7 +304,7 @@ async fn run_fan_out(
         Ok(c) => c,
         Err(e) => {
             let outcome = Outcome::retry(format!("reading agent config: {e}"));
-            return Some(record_outcome(ctx, leased, outcome, started));
+            return Some(record_outcome(ctx, leased, "call_ended", outcome, started));
         }
     };
     let now = Utc::now();

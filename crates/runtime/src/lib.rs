@@ -3,6 +3,8 @@
 //! system through this one function.
 
 mod handler;
+pub mod limits;
+pub mod metrics;
 mod pool;
 
 use std::time::Duration;
@@ -29,6 +31,8 @@ pub struct WorkerConfig {
     pub actions: ActionsConfig,
     /// Unique per process start, so a restart never collides with an old instance's leases.
     pub worker_id: String,
+    /// Per-destination limits shared by all replicas.
+    pub limits: limits::Limits,
 }
 
 impl Default for WorkerConfig {
@@ -41,6 +45,7 @@ impl Default for WorkerConfig {
             retention: Duration::from_secs(7 * 86_400),
             actions: ActionsConfig::default(),
             worker_id: new_worker_id(),
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -101,6 +106,7 @@ impl WorkerConfig {
             retention: s.duration("AFTERCALL_RETENTION")?.unwrap_or(d.retention),
             actions,
             worker_id: s.string("AFTERCALL_WORKER_ID").unwrap_or(d.worker_id),
+            limits: limits::Limits::parse(&s.string("AFTERCALL_LIMITS").unwrap_or_default())?,
         })
     }
 }

@@ -144,10 +144,7 @@ impl Fetcher {
     }
 
     /// The next job, waiting as long as it takes; `None` once shutdown began.
-    async fn next_job(
-        &self,
-        blocking: &mut Option<aftercall_queue::Conn>,
-    ) -> Option<Leased> {
+    async fn next_job(&self, blocking: &mut Option<aftercall_queue::Conn>) -> Option<Leased> {
         let cfg = &self.ctx.cfg;
         let batch = cfg.concurrency.clamp(1, 64);
         let mut failures = 0u32;
@@ -158,7 +155,10 @@ impl Fetcher {
             if let Some(j) = self.buffer.lock().expect("buffer lock").pop_front() {
                 return Some(j);
             }
-            match self.ctx.queue.fetch(&cfg.worker_id, batch, cfg.lease).await {
+            let asked = std::time::Instant::now();
+            let fetched = self.ctx.queue.fetch(&cfg.worker_id, batch, cfg.lease).await;
+            crate::metrics::redis_round_trip("fetch", asked.elapsed());
+            match fetched {
                 Ok(fetched) if !fetched.jobs.is_empty() => {
                     failures = 0;
                     let mut held = self.ctx.held.lock().expect("held lock");
@@ -246,6 +246,7 @@ async fn renew_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
             Ok(lost) => {
                 for id in lost {
                     warn!(job_id = %id, "lease lost: the job was reaped and belongs to another worker now");
+                    crate::metrics::lease_lost();
                     ctx.release_hold(&id);
                 }
             }
@@ -254,12 +255,21 @@ async fn renew_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
     }
 }
 
-/// Applies the retention period now and then.
+/// Samples queue depths for the metrics every few seconds, and applies the retention
+/// period every minute.
 async fn sweep_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = stop.cancelled() => return,
+        }
+        if let Ok(stats) = ctx.queue.stats().await {
+            crate::metrics::queue_depths(&stats);
+        }
+        ticks += 1;
+        if ticks % 12 != 0 {
+            continue;
         }
         match ctx.queue.sweep(ctx.cfg.retention, 1000).await {
             Ok(0) => {}

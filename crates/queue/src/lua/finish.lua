@@ -1,7 +1,7 @@
 -- Ends attempts of leased jobs. A finish only applies while the caller still holds the
 -- job's lease token, so a worker whose lease expired cannot overwrite a newer attempt.
 -- KEYS: ready, running, scheduled, dead, done, state, attempts, log, lease, notify
--- ARGV: now, then per job: mode (done|retry|dead|release), id, token, score, state_json, log_entry
+-- ARGV: now, then per job: mode (done|retry|dead|release|defer), id, token, score, state_json, log_entry
 -- Returns per job: 1 applied, 0 stale lease.
 local now = ARGV[1]
 local out = {}
@@ -17,6 +17,12 @@ for i = 2, #ARGV, 6 do
       redis.call('HINCRBY', KEYS[7], id, -1)
       redis.call('RPUSH', KEYS[1], id)
       redis.call('HSET', KEYS[6], id, state_json('queued', now))
+      wake = true
+    elseif mode == 'defer' then
+      -- Held back by a per-destination limit: not an attempt, try again shortly.
+      redis.call('HINCRBY', KEYS[7], id, -1)
+      redis.call('ZADD', KEYS[3], score, id)
+      redis.call('HSET', KEYS[6], id, st)
       wake = true
     else
       redis.call('HSET', KEYS[6], id, st)

@@ -1,0 +1,50 @@
+//! Per-destination limits hold across worker replicas, and work held back by a limit is
+//! not counted as an attempt.
+
+use std::time::Duration;
+
+use aftercall_tests::{Receiver, Reply, World, call_event, settled};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_limit_holds_across_replicas_and_costs_no_attempts() {
+    let mut w = World::new().await;
+    w.set("AFTERCALL_LIMITS", "127.0.0.1=2");
+    w.set("AFTERCALL_CONCURRENCY", "8");
+    let rx = Receiver::start().await.unwrap();
+    let hold = Duration::from_millis(300);
+    rx.set_default(Reply::status(200).delay(hold));
+    w.webhook_agent("a1", &rx.url).await;
+    let _w1 = w.worker();
+    let _w2 = w.worker();
+    let n = 12;
+    let events = (0..n)
+        .map(|i| {
+            aftercall_core::CallEvent::parse(call_event(&format!("l{i}"), "a1").as_bytes(), 1 << 20)
+                .unwrap()
+        })
+        .collect();
+    w.queue.enqueue(events).await.unwrap();
+    for i in 0..n {
+        let s = w
+            .wait_call(&format!("l{i}"), Duration::from_secs(30), settled)
+            .await;
+        let a = &s.actions[0];
+        assert_eq!(
+            (a.state.state.as_str(), a.attempts),
+            ("delivered", 1),
+            "l{i}: held back is not an attempt"
+        );
+    }
+    // Each request is held 300 ms, so with at most 2 at once no 3 can start within a
+    // window shorter than that.
+    let mut at: Vec<_> = rx.received().iter().map(|r| r.at).collect();
+    at.sort();
+    assert_eq!(at.len(), n);
+    for win in at.windows(3) {
+        let spread = win[2] - win[0];
+        assert!(
+            spread >= hold - Duration::from_millis(40),
+            "3 requests started within {spread:?}: limit of 2 exceeded"
+        );
+    }
+}
