@@ -30,7 +30,10 @@ fn cluster_port() -> u16 {
 
 impl Cluster {
     async fn start() -> Cluster {
-        let dir = std::env::temp_dir().join(format!("aftercall-cluster-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!(
+            "aftercall-cluster-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         let mut nodes = Vec::new();
         for i in 0..6 {
             let opts = RedisOptions {
@@ -45,9 +48,16 @@ impl Cluster {
                     NODE_TIMEOUT_MS.to_string(),
                 ],
             };
-            nodes.push(RedisServer::start(&dir.join(format!("n{i}")), opts).await.expect("cluster node"));
+            nodes.push(
+                RedisServer::start(&dir.join(format!("n{i}")), opts)
+                    .await
+                    .expect("cluster node"),
+            );
         }
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
@@ -55,14 +65,28 @@ impl Cluster {
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .output()
             .expect("redis-cli (Debian's redis-tools)");
-        assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let c = Cluster { nodes, dir };
-        c.wait_ok(&c.nodes.iter().map(|n| n.port()).collect::<Vec<_>>()).await;
+        c.wait_ok(&c.nodes.iter().map(|n| n.port()).collect::<Vec<_>>())
+            .await;
         // Replicas attach after the slots are assigned: wait until every primary has one.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let primaries: Vec<String> = c.nodes.iter().map(|n| Self::cli(n.port(), &["INFO", "replication"])).filter(|i| i.contains("role:master")).collect();
-            if primaries.len() == 3 && primaries.iter().all(|i| i.contains("connected_slaves:1") && i.contains("state=online")) {
+            let primaries: Vec<String> = c
+                .nodes
+                .iter()
+                .map(|n| Self::cli(n.port(), &["INFO", "replication"]))
+                .filter(|i| i.contains("role:master"))
+                .collect();
+            if primaries.len() == 3
+                && primaries
+                    .iter()
+                    .all(|i| i.contains("connected_slaves:1") && i.contains("state=online"))
+            {
                 break;
             }
             assert!(Instant::now() < deadline, "replicas did not attach");
@@ -72,7 +96,11 @@ impl Cluster {
     }
 
     fn cli(port: u16, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli");
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -93,7 +121,11 @@ impl Cluster {
     }
 
     fn urls(&self) -> String {
-        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port())).collect::<Vec<_>>().join(",")
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Index of the primary that serves `slot`.
@@ -127,7 +159,10 @@ impl Drop for Cluster {
 }
 
 fn slot_of(c: &Cluster, key: &str) -> u16 {
-    Cluster::cli(c.nodes[0].port(), &["CLUSTER", "KEYSLOT", key]).trim().parse().unwrap()
+    Cluster::cli(c.nodes[0].port(), &["CLUSTER", "KEYSLOT", key])
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn worker(c: &Cluster, prefix: &str, extra: &[(&str, &str)]) -> std::process::Child {
@@ -150,7 +185,15 @@ fn worker(c: &Cluster, prefix: &str, extra: &[(&str, &str)]) -> std::process::Ch
 }
 
 async fn queue(c: &Cluster, prefix: &str, wait_replicas: u32) -> Queue {
-    Queue::connect(QueueConfig { url: c.urls(), cluster: true, prefix: prefix.into(), wait_replicas, ..Default::default() }).await.expect("cluster connect")
+    Queue::connect(QueueConfig {
+        url: c.urls(),
+        cluster: true,
+        prefix: prefix.into(),
+        wait_replicas,
+        ..Default::default()
+    })
+    .await
+    .expect("cluster connect")
 }
 
 async fn wait_settled(q: &Queue, call_id: &str) -> aftercall_queue::CallStatus {
@@ -172,28 +215,64 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
 
     // Two queues on the cluster, on different slots: several queues spread over nodes.
     let (pa, pb) = ("tenant-a", "tenant-b");
-    assert_ne!(slot_of(&c, &format!("{{{pa}}}:ready")), slot_of(&c, &format!("{{{pb}}}:ready")));
+    assert_ne!(
+        slot_of(&c, &format!("{{{pa}}}:ready")),
+        slot_of(&c, &format!("{{{pb}}}:ready"))
+    );
 
     let rx = Receiver::start().await.unwrap();
     let qa = queue(&c, pa, 1).await;
-    let body = aftercall_tests::fixture("seed-agent.json").replace("https://your-crm.com/api/call-completed", &rx.url);
-    qa.set_agent("agent_abc123", &aftercall_core::AgentConfig::parse(body.as_bytes()).unwrap()).await.unwrap();
+    let body = aftercall_tests::fixture("seed-agent.json")
+        .replace("https://your-crm.com/api/call-completed", &rx.url);
+    qa.set_agent(
+        "agent_abc123",
+        &aftercall_core::AgentConfig::parse(body.as_bytes()).unwrap(),
+    )
+    .await
+    .unwrap();
     let mut w = worker(&c, pa, &[]);
 
     // Seed round trip.
-    qa.enqueue(vec![CallEvent::parse(aftercall_tests::fixture("seed-call.json").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    qa.enqueue(vec![
+        CallEvent::parse(
+            aftercall_tests::fixture("seed-call.json").as_bytes(),
+            1 << 20,
+        )
+        .unwrap(),
+    ])
+    .await
+    .unwrap();
     let s = wait_settled(&qa, "call_xyz789").await;
-    assert!(s.actions.iter().all(|a| a.state.state == "delivered"), "{:?}", s.actions.iter().map(|a| &a.state).collect::<Vec<_>>());
+    assert!(
+        s.actions.iter().all(|a| a.state.state == "delivered"),
+        "{:?}",
+        s.actions.iter().map(|a| &a.state).collect::<Vec<_>>()
+    );
     assert_eq!(rx.count(), 1);
 
     // Retries then a dead letter, then replay to delivery.
     let rx2 = Receiver::start().await.unwrap();
     rx2.set_default(Reply::status(503));
-    let hook = format!(r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}}]}}}}}}"#, rx2.url);
-    qa.set_agent("a2", &aftercall_core::AgentConfig::parse(hook.as_bytes()).unwrap()).await.unwrap();
-    qa.enqueue(vec![CallEvent::parse(call_event("c-dead", "a2").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    let hook = format!(
+        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}}]}}}}}}"#,
+        rx2.url
+    );
+    qa.set_agent(
+        "a2",
+        &aftercall_core::AgentConfig::parse(hook.as_bytes()).unwrap(),
+    )
+    .await
+    .unwrap();
+    qa.enqueue(vec![
+        CallEvent::parse(call_event("c-dead", "a2").as_bytes(), 1 << 20).unwrap(),
+    ])
+    .await
+    .unwrap();
     let s = wait_settled(&qa, "c-dead").await;
-    assert_eq!((s.actions[0].state.state.as_str(), s.actions[0].attempts), ("dead", 3));
+    assert_eq!(
+        (s.actions[0].state.state.as_str(), s.actions[0].attempts),
+        ("dead", 3)
+    );
     rx2.set_default(Reply::status(200));
     assert_eq!(qa.replay(&[s.actions[0].id.clone()]).await.unwrap(), 1);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -206,7 +285,9 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
     // the primary owning the queue, and check every acknowledged event survived.
     let _ = w.kill();
     let _ = w.wait();
-    let events: Vec<CallEvent> = (0..200).map(|i| CallEvent::parse(call_event(&format!("f{i}"), "a2").as_bytes(), 1 << 20).unwrap()).collect();
+    let events: Vec<CallEvent> = (0..200)
+        .map(|i| CallEvent::parse(call_event(&format!("f{i}"), "a2").as_bytes(), 1 << 20).unwrap())
+        .collect();
     let acked = qa.enqueue(events).await.unwrap();
     assert_eq!(acked.len(), 200);
     let slot = slot_of(&c, &format!("{{{pa}}}:ready"));
@@ -214,7 +295,12 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
     let victim_port = c.nodes[victim].port();
     let mut c = c;
     c.nodes[victim].kill().await;
-    let survivors: Vec<u16> = c.nodes.iter().map(|n| n.port()).filter(|p| *p != victim_port).collect();
+    let survivors: Vec<u16> = c
+        .nodes
+        .iter()
+        .map(|n| n.port())
+        .filter(|p| *p != victim_port)
+        .collect();
     // The replica takes over after the node timeout.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -229,7 +315,11 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
     let mut w = worker(&c, pa, &[]);
     for e in &acked {
         let s = wait_settled(&qa, &e.call_id).await;
-        assert_eq!(s.actions[0].state.state, "delivered", "{} lost or stuck after failover", e.call_id);
+        assert_eq!(
+            s.actions[0].state.state, "delivered",
+            "{} lost or stuck after failover",
+            e.call_id
+        );
     }
     let _ = w.kill();
     let _ = w.wait();
