@@ -154,7 +154,7 @@ mod tests {
         );
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         let got: Vec<_> = errors.iter().map(|e| (e.index, e.field.as_str())).collect();
-        assert_eq!(got, [(Some(1), ""), (Some(3), "colour")]);
+        assert_eq!(got, [(Some(1), "agent_id"), (Some(3), "colour")]);
         assert!(errors[0].message.contains("agent_id"), "{:?}", errors[0]);
 
         let big = format!(

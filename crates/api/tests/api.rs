@@ -444,7 +444,7 @@ async fn a_bad_item_in_a_batch_enqueues_nothing() {
             )
         })
         .collect();
-    assert_eq!(errors, [(1, ""), (2, "x")]);
+    assert_eq!(errors, [(1, "agent_id"), (2, "x")]);
     assert_eq!(h.queue.stats().await.unwrap().calls, 0);
 
     // All valid: every event goes in, in order; a replay of the batch is all duplicates.

@@ -21,7 +21,9 @@ impl Format {
         let t = body.trim_ascii();
         match t.first() {
             Some(b'[') => Format::Json,
-            Some(b'{') if serde_json::from_slice::<serde::de::IgnoredAny>(t).is_ok() => Format::Json,
+            Some(b'{') if serde_json::from_slice::<serde::de::IgnoredAny>(t).is_ok() => {
+                Format::Json
+            }
             _ => Format::JsonLines,
         }
     }
@@ -68,7 +70,11 @@ impl std::fmt::Display for ItemError {
 #[derive(Debug)]
 pub enum BatchError {
     /// The body is not JSON (for a single document).
-    Malformed { message: String, line: usize, column: usize },
+    Malformed {
+        message: String,
+        line: usize,
+        column: usize,
+    },
     /// A single event over the size limit.
     TooLarge { message: String },
     /// A single event that is not valid.
@@ -77,7 +83,11 @@ pub enum BatchError {
     Empty,
     /// Some items are bad: each is listed; `valid` holds the good ones (for callers that
     /// choose to enqueue those anyway, such as `aftercall enqueue --skip-invalid`).
-    Items { errors: Vec<ItemError>, valid: Vec<CallEvent>, total: usize },
+    Items {
+        errors: Vec<ItemError>,
+        valid: Vec<CallEvent>,
+        total: usize,
+    },
 }
 
 pub fn parse(body: &[u8], format: Format, max_event_bytes: usize) -> Result<Parsed, BatchError> {
@@ -98,13 +108,19 @@ fn json_value(body: &[u8]) -> Result<serde_json::Value, BatchError> {
 fn parse_json(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
     if let Some(b'{') = body.trim_ascii_start().first() {
         if body.len() > max {
-            return Err(BatchError::TooLarge { message: too_large(body.len(), max) });
+            return Err(BatchError::TooLarge {
+                message: too_large(body.len(), max),
+            });
         }
         json_value(body)?;
-        return CallEvent::parse(body, max).map(|e| Parsed::One(Box::new(e))).map_err(|e| match e {
-            EventError::TooLarge { size, limit } => BatchError::TooLarge { message: too_large(size, limit) },
-            EventError::Invalid { field, message } => BatchError::Invalid { field, message },
-        });
+        return CallEvent::parse(body, max)
+            .map(|e| Parsed::One(Box::new(e)))
+            .map_err(|e| match e {
+                EventError::TooLarge { size, limit } => BatchError::TooLarge {
+                    message: too_large(size, limit),
+                },
+                EventError::Invalid { field, message } => BatchError::Invalid { field, message },
+            });
     }
     let items = match json_value(body)? {
         serde_json::Value::Array(items) => items,
@@ -143,12 +159,25 @@ fn parse_lines(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
         total += 1;
         let n = Some(i + 1);
         if line.len() > max {
-            errors.push(item_error(None, n, EventError::TooLarge { size: line.len(), limit: max }));
+            errors.push(item_error(
+                None,
+                n,
+                EventError::TooLarge {
+                    size: line.len(),
+                    limit: max,
+                },
+            ));
             continue;
         }
         match json_value(line) {
             Err(BatchError::Malformed { message, .. }) => {
-                errors.push(ItemError { index: None, line: n, error: "malformed_json", field: String::new(), message });
+                errors.push(ItemError {
+                    index: None,
+                    line: n,
+                    error: "malformed_json",
+                    field: String::new(),
+                    message,
+                });
                 continue;
             }
             Ok(v) if !v.is_object() => {
@@ -165,28 +194,52 @@ fn parse_lines(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
     finish(events, errors, total)
 }
 
-fn finish(events: Vec<CallEvent>, errors: Vec<ItemError>, total: usize) -> Result<Parsed, BatchError> {
+fn finish(
+    events: Vec<CallEvent>,
+    errors: Vec<ItemError>,
+    total: usize,
+) -> Result<Parsed, BatchError> {
     if total == 0 {
         return Err(BatchError::Empty);
     }
     if errors.is_empty() {
         return Ok(Parsed::Many(events));
     }
-    Err(BatchError::Items { errors, valid: events, total })
+    Err(BatchError::Items {
+        errors,
+        valid: events,
+        total,
+    })
 }
 
 fn item_error(index: Option<usize>, line: Option<usize>, e: EventError) -> ItemError {
     match e {
-        EventError::TooLarge { size, limit } => {
-            ItemError { index, line, error: "event_too_large", field: String::new(), message: too_large(size, limit) }
-        }
-        EventError::Invalid { field, message } => ItemError { index, line, error: "invalid_event", field, message },
+        EventError::TooLarge { size, limit } => ItemError {
+            index,
+            line,
+            error: "event_too_large",
+            field: String::new(),
+            message: too_large(size, limit),
+        },
+        EventError::Invalid { field, message } => ItemError {
+            index,
+            line,
+            error: "invalid_event",
+            field,
+            message,
+        },
     }
 }
 
 /// serde would read an event from an array by position; an event is an object.
 fn not_an_object(index: Option<usize>, line: Option<usize>) -> ItemError {
-    ItemError { index, line, error: "invalid_event", field: String::new(), message: "an event must be a JSON object".into() }
+    ItemError {
+        index,
+        line,
+        error: "invalid_event",
+        field: String::new(),
+        message: "an event must be a JSON object".into(),
+    }
 }
 
 pub fn too_large(size: usize, limit: usize) -> String {
@@ -224,33 +277,78 @@ mod tests {
 
     #[test]
     fn single_array_and_lines() {
-        assert!(matches!(parse(OK.as_bytes(), Format::Json, 200), Ok(Parsed::One(e)) if e.call_id == "c1"));
+        assert!(
+            matches!(parse(OK.as_bytes(), Format::Json, 200), Ok(Parsed::One(e)) if e.call_id == "c1")
+        );
         let arr = format!("[{OK},{}]", OK.replace("c1", "c2"));
-        assert!(matches!(parse(arr.as_bytes(), Format::Json, 200), Ok(Parsed::Many(v)) if v.len() == 2));
+        assert!(
+            matches!(parse(arr.as_bytes(), Format::Json, 200), Ok(Parsed::Many(v)) if v.len() == 2)
+        );
         let lines = format!("{OK}\r\n\n{}\n", OK.replace("c1", "c2"));
-        assert!(matches!(parse(lines.as_bytes(), Format::JsonLines, 200), Ok(Parsed::Many(v)) if v.len() == 2));
+        assert!(
+            matches!(parse(lines.as_bytes(), Format::JsonLines, 200), Ok(Parsed::Many(v)) if v.len() == 2)
+        );
     }
 
     #[test]
     fn every_bad_item_is_reported_with_its_position_and_field() {
-        let errors = items(&format!(r#"[{OK},{{"call_id":"c2"}},{OK},{{"call_id":"c3","agent_id":"a","colour":1}}]"#), Format::Json);
+        let errors = items(
+            &format!(
+                r#"[{OK},{{"call_id":"c2"}},{OK},{{"call_id":"c3","agent_id":"a","colour":1}}]"#
+            ),
+            Format::Json,
+        );
         let got: Vec<_> = errors.iter().map(|e| (e.index, e.field.as_str())).collect();
-        assert_eq!(got, [(Some(1), ""), (Some(3), "colour")]);
+        assert_eq!(got, [(Some(1), "agent_id"), (Some(3), "colour")]);
         assert!(errors[0].message.contains("agent_id"));
-        let big = format!(r#"{{"call_id":"c9","agent_id":"a","summary":"{}"}}"#, "x".repeat(300));
-        let errors = items(&format!("{OK}\nnot json\n{big}\n[\"c2\",\"a\"]\n"), Format::JsonLines);
+        let big = format!(
+            r#"{{"call_id":"c9","agent_id":"a","summary":"{}"}}"#,
+            "x".repeat(300)
+        );
+        let errors = items(
+            &format!("{OK}\nnot json\n{big}\n[\"c2\",\"a\"]\n"),
+            Format::JsonLines,
+        );
         let got: Vec<_> = errors.iter().map(|e| (e.line, e.error)).collect();
-        assert_eq!(got, [(Some(2), "malformed_json"), (Some(3), "event_too_large"), (Some(4), "invalid_event")]);
-        assert_eq!(errors[2].to_string(), "line 4: an event must be a JSON object");
+        assert_eq!(
+            got,
+            [
+                (Some(2), "malformed_json"),
+                (Some(3), "event_too_large"),
+                (Some(4), "invalid_event")
+            ]
+        );
+        assert_eq!(
+            errors[2].to_string(),
+            "line 4: an event must be a JSON object"
+        );
     }
 
     #[test]
     fn whole_body_errors() {
-        assert!(matches!(parse(b"{\"call_id\":", Format::Json, 200), Err(BatchError::Malformed { .. })));
-        assert!(matches!(parse(b"[]", Format::Json, 200), Err(BatchError::Empty)));
-        assert!(matches!(parse(b"\n\n", Format::JsonLines, 200), Err(BatchError::Empty)));
-        assert!(matches!(parse(b"42", Format::Json, 200), Err(BatchError::Invalid { .. })));
-        let big = format!(r#"{{"call_id":"c","agent_id":"a","summary":"{}"}}"#, "x".repeat(300));
-        assert!(matches!(parse(big.as_bytes(), Format::Json, 200), Err(BatchError::TooLarge { .. })));
+        assert!(matches!(
+            parse(b"{\"call_id\":", Format::Json, 200),
+            Err(BatchError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse(b"[]", Format::Json, 200),
+            Err(BatchError::Empty)
+        ));
+        assert!(matches!(
+            parse(b"\n\n", Format::JsonLines, 200),
+            Err(BatchError::Empty)
+        ));
+        assert!(matches!(
+            parse(b"42", Format::Json, 200),
+            Err(BatchError::Invalid { .. })
+        ));
+        let big = format!(
+            r#"{{"call_id":"c","agent_id":"a","summary":"{}"}}"#,
+            "x".repeat(300)
+        );
+        assert!(matches!(
+            parse(big.as_bytes(), Format::Json, 200),
+            Err(BatchError::TooLarge { .. })
+        ));
     }
 }

@@ -16,8 +16,9 @@ pub struct AgentConfig {
     /// How `{{date}}` is written: a strftime format (default `%Y-%m-%d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_format: Option<String>,
-    /// Offset the call date is shown in, e.g. `+02:00` (default UTC).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the call date is shown: a UTC offset such as `+02:00` or a time zone such as
+    /// `Europe/Berlin` (default UTC). Also accepted as `timezone`.
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "timezone")]
     pub utc_offset: Option<String>,
     /// Default sender for e-mail actions of this agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -263,7 +264,7 @@ impl AgentConfig {
             template::check_date_format(f).map_err(|m| ConfigError::new("date_format", m))?;
         }
         if let Some(o) = &self.utc_offset {
-            template::parse_offset(o).map_err(|m| ConfigError::new("utc_offset", m))?;
+            template::parse_zone(o).map_err(|m| ConfigError::new("utc_offset", m))?;
         }
         if let Some(from) = &self.email_from {
             check_address(from).map_err(|m| ConfigError::new("email_from", m))?;

@@ -101,19 +101,21 @@ impl CallEvent {
         check_id("call_id", &self.call_id)?;
         check_id("agent_id", &self.agent_id)?;
         if let Some(n) = &self.caller_number
-            && !is_e164(n) {
-                return Err(EventError::invalid(
-                    "caller_number",
-                    format!(
-                        "`{}` is not an E.164 number (+ and 2 to 15 digits)",
-                        mask_number(n)
-                    ),
-                ));
-            }
+            && !is_e164(n)
+        {
+            return Err(EventError::invalid(
+                "caller_number",
+                format!(
+                    "`{}` is not an E.164 number (+ and 2 to 15 digits)",
+                    mask_number(n)
+                ),
+            ));
+        }
         if let (Some(s), Some(e)) = (self.started_at, self.ended_at)
-            && e < s {
-                return Err(EventError::invalid("ended_at", "is before started_at"));
-            }
+            && e < s
+        {
+            return Err(EventError::invalid("ended_at", "is before started_at"));
+        }
         if let Some(u) = &self.recording_url {
             match url::Url::parse(u) {
                 Ok(p) if matches!(p.scheme(), "http" | "https") => {}
@@ -126,20 +128,22 @@ impl CallEvent {
             }
         }
         if let Some(d) = &self.details
-            && !(d.is_string() || d.is_object()) {
-                return Err(EventError::invalid(
-                    "details",
-                    "must be a string or an object",
-                ));
-            }
+            && !(d.is_string() || d.is_object())
+        {
+            return Err(EventError::invalid(
+                "details",
+                "must be a string or an object",
+            ));
+        }
         for key in ["caller_name", "caller_email"] {
             if let Some(v) = self.metadata.get(key)
-                && !(v.is_string() || v.is_null()) {
-                    return Err(EventError::invalid(
-                        &format!("metadata.{key}"),
-                        "must be a string",
-                    ));
-                }
+                && !(v.is_string() || v.is_null())
+            {
+                return Err(EventError::invalid(
+                    &format!("metadata.{key}"),
+                    "must be a string",
+                ));
+            }
         }
         Ok(())
     }

@@ -62,6 +62,8 @@ pub fn parse_time_arg(s: &str, now_ms: i64) -> Result<i64, String> {
     }
     match config::parse_duration(s) {
         Ok(age) => Ok(now_ms - age.as_millis() as i64),
-        Err(_) => Err(format!("`{s}` is not an RFC 3339 time, Unix milliseconds or an age such as 2h")),
+        Err(_) => Err(format!(
+            "`{s}` is not an RFC 3339 time, Unix milliseconds or an age such as 2h"
+        )),
     }
 }

@@ -156,6 +156,34 @@ pub fn parse_offset(o: &str) -> Result<FixedOffset, String> {
         .map_err(|_| format!("`{o}` is not a UTC offset like +02:00"))
 }
 
+/// Where the call's date is shown: a fixed offset or a named (IANA) time zone, whose
+/// offset depends on the date (daylight saving).
+#[derive(Debug, Clone, Copy)]
+pub enum Zone {
+    Fixed(FixedOffset),
+    Named(chrono_tz::Tz),
+}
+
+/// `+02:00`, `UTC`, or an IANA name such as `Europe/Berlin`.
+pub fn parse_zone(z: &str) -> Result<Zone, String> {
+    if let Ok(o) = parse_offset(z) {
+        return Ok(Zone::Fixed(o));
+    }
+    z.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
+        format!("`{z}` is neither a UTC offset like +02:00 nor a time zone like Europe/Berlin")
+    })
+}
+
+impl Zone {
+    /// `when` formatted in this zone.
+    pub fn format(&self, when: DateTime<Utc>, fmt: &str) -> String {
+        match self {
+            Zone::Fixed(o) => when.with_timezone(o).format(fmt).to_string(),
+            Zone::Named(tz) => when.with_timezone(tz).format(fmt).to_string(),
+        }
+    }
+}
+
 /// The variables of one call, ready to render any template.
 #[derive(Debug, Clone)]
 pub struct Vars(BTreeMap<&'static str, Value>);
@@ -169,20 +197,19 @@ impl Vars {
         now: DateTime<Utc>,
     ) -> Vars {
         let s = |v: Option<&str>| Value::from(v.unwrap_or("").to_string());
-        let offset = style
+        let zone = style
             .utc_offset
             .as_deref()
-            .and_then(|o| parse_offset(o).ok())
-            .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset is valid"));
+            .and_then(|z| parse_zone(z).ok())
+            .unwrap_or_else(|| {
+                Zone::Fixed(FixedOffset::east_opt(0).expect("zero offset is valid"))
+            });
         let when = event
             .ended_at
             .or(event.started_at)
             .map(|d| d.with_timezone(&Utc))
             .unwrap_or(now);
-        let date = when
-            .with_timezone(&offset)
-            .format(style.format.as_deref().unwrap_or("%Y-%m-%d"))
-            .to_string();
+        let date = zone.format(when, style.format.as_deref().unwrap_or("%Y-%m-%d"));
         let duration = event.duration();
         let details = match &event.details {
             None => String::new(),
@@ -316,6 +343,36 @@ mod tests {
             "16 March 2026 01:30"
         );
         assert_eq!(render("{{agent_name}}", &v2, false).unwrap(), "a");
+    }
+
+    #[test]
+    fn named_time_zones_follow_daylight_saving() {
+        let e = |t: &str| {
+            CallEvent::parse(
+                format!(r#"{{"call_id":"c","agent_id":"a","ended_at":"{t}"}}"#).as_bytes(),
+                1 << 20,
+            )
+            .unwrap()
+        };
+        let style = DateStyle {
+            format: Some("%Y-%m-%d %H:%M %Z".into()),
+            utc_offset: Some("Europe/Berlin".into()),
+        };
+        let render_at = |t| {
+            render(
+                "{{date}}",
+                &Vars::new(&e(t), None, &style, Utc::now()),
+                false,
+            )
+            .unwrap()
+        };
+        assert_eq!(render_at("2026-01-15T12:00:00Z"), "2026-01-15 13:00 CET");
+        assert_eq!(render_at("2026-07-15T12:00:00Z"), "2026-07-15 14:00 CEST");
+        assert!(
+            parse_zone("Mars/Olympus")
+                .unwrap_err()
+                .contains("Mars/Olympus")
+        );
     }
 
     #[test]

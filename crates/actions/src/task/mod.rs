@@ -247,18 +247,21 @@ pub fn draft(
 /// The call's date (end, else start, else now) plus `days`, in the agent's UTC offset, so
 /// every retry computes the same date.
 fn due_date(job: &ActionJob, days: u32, now: DateTime<Utc>) -> String {
-    let offset = job
+    let zone = job
         .utc_offset
         .as_deref()
-        .and_then(|o| template::parse_offset(o).ok())
-        .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset is valid"));
+        .and_then(|o| template::parse_zone(o).ok())
+        .unwrap_or_else(|| {
+            template::Zone::Fixed(FixedOffset::east_opt(0).expect("zero offset is valid"))
+        });
     let when = job
         .event
         .ended_at
         .or(job.event.started_at)
         .map(|d| d.with_timezone(&Utc))
         .unwrap_or(now);
-    let local = when.with_timezone(&offset).date_naive();
+    let local = chrono::NaiveDate::parse_from_str(&zone.format(when, "%Y-%m-%d"), "%Y-%m-%d")
+        .expect("a formatted date parses");
     local
         .checked_add_days(Days::new(u64::from(days)))
         .unwrap_or(local)
