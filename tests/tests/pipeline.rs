@@ -506,3 +506,22 @@ async fn ssrf_guard_blocks_private_targets_by_default() {
     );
     assert_eq!(rx.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delayed_action_waits_its_delay_through_the_scheduled_set() {
+    let w = World::new().await;
+    let rx = Receiver::start().await.unwrap();
+    let body = format!(r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}","delay":"2s"}}]}}}}}}"#, rx.url);
+    w.queue.set_agent("a1", &aftercall_core::AgentConfig::parse(body.as_bytes()).unwrap()).await.unwrap();
+    let _worker = w.worker();
+    let pushed = std::time::Instant::now();
+    w.queue.enqueue(vec![aftercall_core::CallEvent::parse(call_event("d1", "a1").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    let s = w.wait_call("d1", T, |s| !s.actions.is_empty()).await;
+    assert_eq!(s.actions[0].state.state, "scheduled", "waits in the scheduled set");
+    let got = rx.wait_for(1, T).await;
+    assert_eq!(got.len(), 1);
+    let waited = got[0].at - pushed;
+    assert!(waited >= Duration::from_secs(2), "delivered after {waited:?}, before its 2 s delay");
+    let s = w.wait_call("d1", T, settled).await;
+    assert_eq!((s.actions[0].state.state.as_str(), s.actions[0].attempts), ("delivered", 1));
+}
