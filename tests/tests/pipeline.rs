@@ -525,3 +525,23 @@ async fn a_delayed_action_waits_its_delay_through_the_scheduled_set() {
     let s = w.wait_call("d1", T, settled).await;
     assert_eq!((s.actions[0].state.state.as_str(), s.actions[0].attempts), ("delivered", 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_producers_trace_is_carried_into_logs_and_continued_to_the_receiver() {
+    let mut w = World::new().await;
+    w.set("AFTERCALL_LOG_FORMAT", "json");
+    let rx = Receiver::start().await.unwrap();
+    w.webhook_agent("a1", &rx.url).await;
+    let worker = w.worker();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let ev = call_event("tr1", "a1").replacen('{', &format!(r#"{{"traceparent":"00-{trace}-00f067aa0ba902b7-01","#), 1);
+    let out = w.cli(&["enqueue"], &ev);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = rx.wait_for(1, T).await;
+    let tp = got[0].header("traceparent").expect("traceparent header");
+    assert!(tp.starts_with(&format!("00-{trace}-")) && tp.ends_with("-01"), "{tp}");
+    assert!(!tp.contains("00f067aa0ba902b7"), "the delivery has a span of its own: {tp}");
+    w.wait_call("tr1", T, settled).await;
+    let log = worker.log_text();
+    assert!(log.contains(&format!(r#""trace_id":"{trace}""#)), "job spans carry the trace id:\n{log}");
+}

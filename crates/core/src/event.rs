@@ -32,6 +32,10 @@ pub struct CallEvent {
     /// Free-form metadata; `caller_name` and `caller_email` live here.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
+    /// The producer's W3C trace context (`00-<trace id>-<span id>-<flags>`): the job's
+    /// span carries the trace id and outgoing webhooks continue the trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Why an event was refused. Every variant names the offending field.
@@ -127,6 +131,14 @@ impl CallEvent {
                 }
             }
         }
+        if let Some(tp) = &self.traceparent
+            && parse_traceparent(tp).is_none()
+        {
+            return Err(EventError::invalid(
+                "traceparent",
+                "is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
+            ));
+        }
         if let Some(d) = &self.details
             && !(d.is_string() || d.is_object())
         {
@@ -191,6 +203,29 @@ fn check_id(field: &str, v: &str) -> Result<(), EventError> {
         ));
     }
     Ok(())
+}
+
+/// The trace id and flags of a W3C `traceparent`, if it is well formed.
+pub fn parse_traceparent(tp: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = tp.trim().split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    match parts.as_slice() {
+        [version, trace, span, flags]
+            if *version == "00"
+                && hex(trace, 32)
+                && hex(span, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0')
+                && span.bytes().any(|b| b != b'0') =>
+        {
+            Some((trace, flags))
+        }
+        _ => None,
+    }
 }
 
 /// `+` followed by 2 to 15 digits, the first not zero.
@@ -274,6 +309,14 @@ mod tests {
                 "recording_url",
             ),
             (r#"{"call_id":"c","#, "EOF"),
+            (
+                r#"{"call_id":"c","agent_id":"a","traceparent":"00-zz-1-01"}"#,
+                "traceparent:",
+            ),
+            (
+                r#"{"call_id":"c","agent_id":"a","traceparent":"00-00000000000000000000000000000000-00f067aa0ba902b7-01"}"#,
+                "traceparent:",
+            ),
         ];
         for (input, want) in cases {
             let err = CallEvent::parse(input.as_bytes(), 1 << 20)
@@ -297,6 +340,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.duration(), Some(230));
+    }
+
+    #[test]
+    fn traceparent() {
+        assert_eq!(
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some(("4bf92f3577b34da6a3ce929d0e0e4736", "01"))
+        );
+        assert_eq!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            None
+        );
     }
 
     #[test]

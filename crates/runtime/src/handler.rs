@@ -42,7 +42,19 @@ pub async fn process(ctx: &Ctx, leased: Leased) {
         Ok(j) => (j.call_id.clone(), j.kind()),
         Err(_) => (String::new(), "unknown"),
     };
-    let span = info_span!("job", job_id = %leased.id, call_id = %call_id, action = kind, attempt = leased.attempt);
+    let trace_id = match &decoded {
+        Ok(j) => match &j.body {
+            JobBody::CallEnded { event } => event.traceparent.clone(),
+            JobBody::Action(a) => a.event.traceparent.clone(),
+        },
+        Err(_) => None,
+    };
+    let trace_id = trace_id
+        .as_deref()
+        .and_then(aftercall_core::event::parse_traceparent)
+        .map(|(t, _)| t.to_string());
+    // The producer's trace id (W3C traceparent), so the job's logs join its trace.
+    let span = info_span!("job", job_id = %leased.id, call_id = %call_id, action = kind, attempt = leased.attempt, trace_id = trace_id.as_deref());
     async {
         let started = Instant::now();
         let finish = match decoded {

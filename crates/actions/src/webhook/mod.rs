@@ -53,6 +53,14 @@ impl WebhookExecutor {
                 Err(e) => return Outcome::permanent(e),
             }
         }
+        if let Some(tp) = job
+            .event
+            .traceparent
+            .as_deref()
+            .and_then(continue_trace(job_id, attempt))
+        {
+            req = req.header("traceparent", tp);
+        }
         for (k, v) in &action.headers {
             req = req.header(k, v);
         }
@@ -65,6 +73,18 @@ impl WebhookExecutor {
             }
             Err(e) => http::classify_error(&e),
         }
+    }
+}
+
+/// The producer's trace continued by this delivery attempt: same trace id and flags, a
+/// span id of its own (derived from the job and attempt, so it is stable per attempt).
+fn continue_trace(job_id: &str, attempt: u32) -> impl Fn(&str) -> Option<String> + '_ {
+    move |tp| {
+        use sha2::Digest;
+        let (trace, flags) = aftercall_core::event::parse_traceparent(tp)?;
+        let digest = Sha256::digest(format!("{job_id}:{attempt}").as_bytes());
+        let span: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("00-{trace}-{span}-{flags}"))
     }
 }
 
@@ -94,6 +114,16 @@ pub fn sign(secrets: &[&str], msg_id: &str, timestamp: i64, body: &[u8]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_is_continued_with_a_span_of_its_own() {
+        let tp =
+            continue_trace("job_1.0", 2)("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                .unwrap();
+        assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"));
+        assert_ne!(&tp[36..52], "00f067aa0ba902b7");
+        assert!(continue_trace("j", 1)("garbage").is_none());
+    }
 
     /// The example from the Standard Webhooks specification.
     #[test]
