@@ -87,7 +87,9 @@ async fn seed_round_trip_delivers_the_seed_payload() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_with_growing_gaps_and_a_stable_delivery_id() {
-    let w = World::new().await;
+    let mut w = World::new().await;
+    // Gaps of about 200 ms then 600 ms (±20 %): far enough apart to tell on a busy machine.
+    w.set("AFTERCALL_RETRY_FACTOR", "3");
     let rx = Receiver::start().await.unwrap();
     rx.script([Reply::status(500), Reply::status(500), Reply::status(200)]);
     w.webhook_agent("a1", &rx.url).await;
