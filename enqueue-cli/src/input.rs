@@ -30,14 +30,34 @@ pub fn read_events(file: &str, max_bytes: usize) -> anyhow::Result<Parsed> {
 /// One object, an array, or JSON Lines, through the batch reader the HTTP API uses.
 pub fn parse_events(raw: &[u8], max_bytes: usize) -> Parsed {
     use aftercall_core::batch::{self, BatchError, Format};
-    let one = |msg: String| Parsed { events: Vec::new(), invalid: vec![msg] };
+    let one = |msg: String| Parsed {
+        events: Vec::new(),
+        invalid: vec![msg],
+    };
     match batch::parse(raw, Format::detect(raw), max_bytes) {
-        Ok(batch::Parsed::One(e)) => Parsed { events: vec![*e], invalid: Vec::new() },
-        Ok(batch::Parsed::Many(events)) => Parsed { events, invalid: Vec::new() },
-        Err(BatchError::Items { errors, valid, .. }) => Parsed { events: valid, invalid: errors.iter().map(ToString::to_string).collect() },
-        Err(BatchError::Malformed { message, line, column }) => one(format!("line {line}: malformed JSON at column {column}: {message}")),
+        Ok(batch::Parsed::One(e)) => Parsed {
+            events: vec![*e],
+            invalid: Vec::new(),
+        },
+        Ok(batch::Parsed::Many(events)) => Parsed {
+            events,
+            invalid: Vec::new(),
+        },
+        Err(BatchError::Items { errors, valid, .. }) => Parsed {
+            events: valid,
+            invalid: errors.iter().map(ToString::to_string).collect(),
+        },
+        Err(BatchError::Malformed {
+            message,
+            line,
+            column,
+        }) => one(format!(
+            "line {line}: malformed JSON at column {column}: {message}"
+        )),
         Err(BatchError::TooLarge { message }) => one(format!("line 1: {message}")),
-        Err(BatchError::Invalid { field, message }) if field.is_empty() => one(format!("line 1: {message}")),
+        Err(BatchError::Invalid { field, message }) if field.is_empty() => {
+            one(format!("line 1: {message}"))
+        }
         Err(BatchError::Invalid { field, message }) => one(format!("line 1: {field}: {message}")),
         Err(BatchError::Empty) => one("input: no events".into()),
     }

@@ -319,7 +319,11 @@ async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
                 .dlq_list(&filter.to_filter()?, cursor.as_deref(), limit)
                 .await?;
             if json {
-                let items: Vec<_> = page.items.into_iter().map(aftercall_queue::JobRecord::redacted).collect();
+                let items: Vec<_> = page
+                    .items
+                    .into_iter()
+                    .map(aftercall_queue::JobRecord::redacted)
+                    .collect();
                 println!(
                     "{}",
                     serde_json::json!({ "items": items, "next_cursor": page.next_cursor })
@@ -381,7 +385,7 @@ async fn stats(queue: &Queue, json: bool, watch: bool) -> anyhow::Result<()> {
                 s.finished_last_hour.saturating_sub(n) as f64 / t.elapsed().as_secs_f64()
             });
             println!(
-                "queue {}: queued {}  running {}  scheduled {}  dead {}  finished {}/min {}/h{}",
+                "queue {}: queued {}  running {}  scheduled {}  dead {}  finished {}/min {}/h  workers {}{}",
                 s.queue,
                 s.queued,
                 s.running,
@@ -389,6 +393,7 @@ async fn stats(queue: &Queue, json: bool, watch: bool) -> anyhow::Result<()> {
                 s.dead,
                 s.finished_last_minute,
                 s.finished_last_hour,
+                s.workers_alive,
                 rate.map(|r| format!("  now {r:.0}/s")).unwrap_or_default()
             );
         }

@@ -64,4 +64,18 @@ async fn seed_patch_ingest_and_replay_over_http() {
     let page: serde_json::Value = http.get(format!("{base}/dead-letters")).bearer_auth(READ).send().await.unwrap().json().await.unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 0);
     assert_eq!(rx.count(), 2);
+
+    // Prometheus metrics count what happened; /stats sees the worker's heartbeat.
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    for want in [
+        r#"aftercall_jobs_total{action="webhook",outcome="dead"} 1"#,
+        r#"aftercall_jobs_total{action="webhook",outcome="delivered"} 1"#,
+        r#"aftercall_jobs_total{action="email",outcome="delivered"} 1"#,
+        "aftercall_delivery_latency_seconds_bucket",
+        r#"aftercall_destination_errors_total{action="webhook",destination="127.0.0.1"} 1"#,
+    ] {
+        assert!(metrics.contains(want), "/metrics lacks {want}:\n{metrics}");
+    }
+    let stats: serde_json::Value = http.get(format!("{base}/stats")).bearer_auth(READ).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stats["workers_alive"], 1, "{stats}");
 }

@@ -94,6 +94,7 @@ async fn serve(
         "AFTERCALL_ROLE=api needs AFTERCALL_API_ADDR"
     );
     let queue = aftercall_queue::Queue::connect(cfg.queue.clone()).await?;
+    let metrics = aftercall_runtime::metrics::install();
     let api = match api_addr.filter(|_| role != "worker") {
         Some(addr) => {
             let get = |k: &str| std::env::var(k).ok();
@@ -104,28 +105,58 @@ async fn serve(
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("AFTERCALL_API_ADDR: cannot listen on {addr}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "API listening");
             let stop = shutdown.clone();
-            Some(tokio::spawn(aftercall_api::serve(
+            let state = aftercall_api::ApiState::new(queue.clone(), api_cfg);
+            // The ops dashboard under /ui/ (docs/dashboard.md), and Prometheus metrics,
+            // beside the API.
+            let extra = aftercall_dashboard::router(state.clone()).route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = metrics.clone();
+                    async move { m.render() }
+                }),
+            );
+            Some(tokio::spawn(aftercall_api::serve_with(
                 listener,
-                aftercall_api::ApiState::new(queue.clone(), api_cfg),
+                state,
+                extra,
                 async move { stop.cancelled().await },
             )))
         }
         None => None,
     };
-    if role == "api" {
-        shutdown.cancelled().await;
-    } else {
-        aftercall_runtime::run_with_queue(cfg, queue, shutdown.clone())
-            .await
-            .context("worker failed")?;
-        shutdown.cancel();
+    let work = async {
+        if role == "api" {
+            shutdown.cancelled().await;
+            Ok(())
+        } else {
+            aftercall_runtime::run_with_queue(cfg, queue, shutdown.clone())
+                .await
+                .context("worker failed")
+        }
+    };
+    let Some(mut api) = api else {
+        return work.await;
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => {
+            shutdown.cancel();
+            // In-flight requests get a bounded time; a hung client cannot hold the exit.
+            match tokio::time::timeout(std::time::Duration::from_secs(10), api).await {
+                Ok(a) => a?.context("API server failed")?,
+                Err(_) => tracing::warn!("API did not stop within 10 s; exiting anyway"),
+            }
+            r
+        }
+        a = &mut api => {
+            // The API ended on its own: stop the worker cleanly, then report why.
+            shutdown.cancel();
+            let r = work.await;
+            a?.context("API server failed")?;
+            r.and(Err(anyhow::anyhow!("API server stopped unexpectedly")))
+        }
     }
-    if let Some(api) = api {
-        api.await?.context("API server failed")?;
-    }
-    Ok(())
 }
 
 fn init_tracing(format: &str) {

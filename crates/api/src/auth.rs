@@ -55,6 +55,22 @@ impl Gate {
     /// 401, 429 or 403 (in that order), or the caller.
     pub(crate) fn check(&self, headers: &HeaderMap, needed: Scope) -> Result<Caller, ApiError> {
         let caller = self.authenticate(headers)?;
+        self.admit(caller, needed)
+    }
+
+    /// [`Gate::check`] for a token that arrived some other way than the `Authorization`
+    /// header (the dashboard keeps it in a cookie).
+    pub(crate) fn check_token(&self, token: &str, needed: Scope) -> Result<Caller, ApiError> {
+        let caller = if self.auth_disabled {
+            anonymous()
+        } else {
+            self.lookup(token)?
+        };
+        self.admit(caller, needed)
+    }
+
+    /// Rate limit, then scope.
+    fn admit(&self, caller: Caller, needed: Scope) -> Result<Caller, ApiError> {
         if let Some(l) = &self.limiter {
             l.take(&caller.name, Instant::now())
                 .map_err(|wait| ApiError::RateLimited {
@@ -73,10 +89,7 @@ impl Gate {
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         if self.auth_disabled {
-            return Ok(Caller {
-                name: "anonymous".into(),
-                scope: Scope::Admin,
-            });
+            return Ok(anonymous());
         }
         let value = headers
             .get(header::AUTHORIZATION)
@@ -86,6 +99,10 @@ impl Gate {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(ApiError::MissingToken);
         }
+        self.lookup(token)
+    }
+
+    fn lookup(&self, token: &str) -> Result<Caller, ApiError> {
         // Compare digests, so timing reveals neither the token's length nor a prefix
         // of it; look at every known token so timing does not say which one matched.
         let presented = digest(token.trim());
@@ -100,6 +117,13 @@ impl Gate {
             name: k.name.clone(),
             scope: k.scope,
         })
+    }
+}
+
+fn anonymous() -> Caller {
+    Caller {
+        name: "anonymous".into(),
+        scope: Scope::Admin,
     }
 }
 
@@ -258,6 +282,29 @@ mod tests {
             };
             assert_eq!(&got, want, "{auth:?} for {needed}");
         }
+    }
+
+    #[test]
+    fn bare_tokens_are_checked_like_headers() {
+        let g = gate();
+        let check = |t: &str, needed| {
+            g.check_token(t, needed)
+                .map_err(|e| e.code())
+                .map(|c| c.name)
+        };
+        assert_eq!(
+            check("read-token-0123456789", Scope::Read),
+            Ok("read-1".into())
+        );
+        assert_eq!(
+            check("read-token-0123456789", Scope::Admin),
+            Err("forbidden")
+        );
+        assert_eq!(
+            check("read-token-012345678", Scope::Read),
+            Err("unauthorized")
+        );
+        assert_eq!(check("", Scope::Read), Err("unauthorized"));
     }
 
     #[test]

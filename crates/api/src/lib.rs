@@ -42,6 +42,13 @@ impl ApiState {
             gate,
         }
     }
+
+    /// Checks a bare token as the `Authorization: Bearer` header is checked (constant-time
+    /// lookup, then rate limit, then scope), for front ends that keep the token elsewhere,
+    /// such as the dashboard's cookie.
+    pub fn authorize(&self, token: &str, needed: Scope) -> Result<Caller, ApiError> {
+        self.gate.check_token(token, needed)
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting and
@@ -50,6 +57,17 @@ impl ApiState {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, state, axum::Router::new(), shutdown).await
+}
+
+/// [`serve`] with `extra` routes (the dashboard's) merged beside the API's. They must not
+/// use the API's paths and must not set a fallback: unknown paths get the API's 404.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    extra: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     state
@@ -63,7 +81,7 @@ pub async fn serve(
     }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tokens = state.cfg.tokens.len(), "API listening");
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state).merge(extra))
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!("API stopped");

@@ -18,7 +18,9 @@ pub use conn::Conn;
 use serde::{Deserialize, Serialize};
 
 pub use keys::Keys;
-pub use ops::{CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats, redact_job};
+pub use ops::{
+    CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats, WORKER_ALIVE_MS, redact_job,
+};
 
 /// How to reach Redis and name the queue.
 #[derive(Debug, Clone)]
@@ -455,7 +457,10 @@ impl Queue {
         let mut jobs = Vec::with_capacity(rest.len() / 4);
         for q in rest.chunks(4) {
             let id: String = redis::from_redis_value(q[0].clone())?;
-            let data: String = redis::from_redis_value(q[1].clone())?;
+            // Bytes, not String: a payload that is not UTF-8 must fail as its own job
+            // (undecodable, dead-lettered), not fail the fetch of its whole batch.
+            let data: Vec<u8> = redis::from_redis_value(q[1].clone())?;
+            let data = String::from_utf8_lossy(&data).into_owned();
             let attempt: u32 = redis::from_redis_value(q[2].clone())?;
             let max_attempts: u32 = redis::from_redis_value(q[3].clone())?;
             let token = format!("{worker}:{attempt}");

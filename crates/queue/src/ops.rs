@@ -178,7 +178,13 @@ pub struct Stats {
     pub finished_last_hour: u64,
     pub calls: u64,
     pub agents: u64,
+    /// Worker processes that sent a heartbeat within [`WORKER_ALIVE_MS`].
+    #[serde(default)]
+    pub workers_alive: u64,
 }
+
+/// A worker counts as alive this long after its last heartbeat.
+pub const WORKER_ALIVE_MS: i64 = 15_000;
 
 impl Queue {
     /// Loads the stored records of `ids` in one round trip; unknown ids are omitted.
@@ -192,8 +198,14 @@ impl Queue {
             p.cmd("HMGET").arg(key).arg(ids);
         }
         type Col = Vec<Option<String>>;
-        let (data, state, attempts, max, log): (Col, Col, Col, Col, Col) =
+        // Payloads as bytes: one that is not UTF-8 is shown as undecodable, rather than
+        // failing every listing that includes it.
+        let (data, state, attempts, max, log): (Vec<Option<Vec<u8>>>, Col, Col, Col, Col) =
             p.query_async(&mut self.conn()).await?;
+        let data: Col = data
+            .into_iter()
+            .map(|d| d.map(|b| String::from_utf8_lossy(&b).into_owned()))
+            .collect();
         let mut out = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             let Some(state_raw) = &state[i] else { continue };
@@ -411,26 +423,20 @@ impl Queue {
     pub async fn stats(&self) -> Result<Stats, QueueError> {
         let k = &self.inner.keys;
         let now = now_ms();
-        let (queued, running, scheduled, dead, minute, hour, calls, agents): (
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-        ) = redis::pipe()
-            .llen(&k.ready)
-            .zcard(&k.running)
-            .zcard(&k.scheduled)
-            .zcard(&k.dead)
-            .zcount(&k.done, now - 60_000, now)
-            .zcount(&k.done, now - 3_600_000, now)
-            .hlen(&k.calls)
-            .hlen(&k.agents)
-            .query_async(&mut self.conn())
-            .await?;
+        type Counts = (u64, u64, u64, u64, u64, u64, u64, u64, u64);
+        let (queued, running, scheduled, dead, minute, hour, calls, agents, workers_alive): Counts =
+            redis::pipe()
+                .llen(&k.ready)
+                .zcard(&k.running)
+                .zcard(&k.scheduled)
+                .zcard(&k.dead)
+                .zcount(&k.done, now - 60_000, now)
+                .zcount(&k.done, now - 3_600_000, now)
+                .hlen(&k.calls)
+                .hlen(&k.agents)
+                .zcount(&k.workers, now - WORKER_ALIVE_MS, "+inf")
+                .query_async(&mut self.conn())
+                .await?;
         Ok(Stats {
             queue: self.inner.cfg.prefix.clone(),
             queued,
@@ -441,6 +447,44 @@ impl Queue {
             finished_last_hour: hour,
             calls,
             agents,
+            workers_alive,
         })
+    }
+
+    /// Records that `worker` is alive (and forgets workers silent for a day).
+    pub async fn heartbeat(&self, worker: &str) -> Result<(), QueueError> {
+        let k = &self.inner.keys;
+        let now = now_ms();
+        let _: () = redis::pipe()
+            .zadd(&k.workers, worker, now)
+            .ignore()
+            .zrembyscore(&k.workers, "-inf", now - 86_400_000)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `worker` at a clean shutdown.
+    pub async fn worker_stopped(&self, worker: &str) -> Result<(), QueueError> {
+        let _: i64 = redis::cmd("ZREM")
+            .arg(&self.inner.keys.workers)
+            .arg(worker)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Workers seen within [`WORKER_ALIVE_MS`], with their last heartbeat (Unix ms).
+    pub async fn workers(&self) -> Result<Vec<(String, i64)>, QueueError> {
+        let now = now_ms();
+        let v: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&self.inner.keys.workers)
+            .arg(now - WORKER_ALIVE_MS)
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(v.into_iter().map(|(w, t)| (w, t as i64)).collect())
     }
 }

@@ -43,6 +43,7 @@ pub async fn run(
 
     let side = CancellationToken::new();
     let renewer = tokio::spawn(renew_loop(ctx.clone(), side.clone()));
+    let _ = queue.heartbeat(&cfg.worker_id).await;
     let sweeper = tokio::spawn(sweep_loop(ctx.clone(), side.clone()));
 
     let fetcher = Fetcher {
@@ -120,6 +121,7 @@ pub async fn run(
     }
     side.cancel();
     let _ = tokio::join!(renewer, sweeper);
+    let _ = queue.worker_stopped(&cfg.worker_id).await;
     info!("worker stopped");
     result
 }
@@ -263,6 +265,9 @@ async fn sweep_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = stop.cancelled() => return,
+        }
+        if let Err(e) = ctx.queue.heartbeat(&ctx.cfg.worker_id).await {
+            debug!(error = %e, "heartbeat failed");
         }
         if let Ok(stats) = ctx.queue.stats().await {
             crate::metrics::queue_depths(&stats);
