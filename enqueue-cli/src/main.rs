@@ -110,6 +110,16 @@ struct FilterArgs {
     error: Option<String>,
 }
 
+impl Selection {
+    /// The filter to apply when no ids were named; refuses an empty one without `--all`.
+    fn filter(&self) -> anyhow::Result<DlqFilter> {
+        if !self.all && self.filter.is_empty() {
+            bail!("name job ids, a filter, or --all");
+        }
+        self.filter.to_filter()
+    }
+}
+
 impl FilterArgs {
     fn to_filter(&self) -> anyhow::Result<DlqFilter> {
         Ok(DlqFilter {
@@ -139,6 +149,18 @@ impl FilterArgs {
     }
 }
 
+/// Which dead letters an operation applies to.
+#[derive(Args)]
+struct Selection {
+    /// These jobs.
+    job_ids: Vec<String>,
+    /// Every dead letter.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
 #[derive(Subcommand)]
 enum DlqCmd {
     /// List dead letters, oldest first.
@@ -160,22 +182,9 @@ enum DlqCmd {
         json: bool,
     },
     /// Re-run dead letters with a fresh attempt budget.
-    Replay {
-        job_ids: Vec<String>,
-        /// Every dead letter.
-        #[arg(long)]
-        all: bool,
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    Replay(Selection),
     /// Delete dead letters for good.
-    Purge {
-        job_ids: Vec<String>,
-        #[arg(long)]
-        all: bool,
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    Purge(Selection),
 }
 
 fn main() -> ExitCode {
@@ -342,31 +351,19 @@ async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
             Some(r) => show::print_job(&r),
             None => bail!("no job {job_id}"),
         },
-        DlqCmd::Replay {
-            job_ids,
-            all,
-            filter,
-        } => {
-            let n = if !job_ids.is_empty() {
-                queue.replay(&job_ids).await?
-            } else if all || !filter.is_empty() {
-                queue.replay_matching(&filter.to_filter()?).await?
+        DlqCmd::Replay(sel) => {
+            let n = if !sel.job_ids.is_empty() {
+                queue.replay(&sel.job_ids).await?
             } else {
-                bail!("name job ids, a filter, or --all");
+                queue.replay_matching(&sel.filter()?).await?
             };
             println!("{n} dead letter(s) replayed");
         }
-        DlqCmd::Purge {
-            job_ids,
-            all,
-            filter,
-        } => {
-            let n = if !job_ids.is_empty() {
-                queue.purge(&job_ids).await?
-            } else if all || !filter.is_empty() {
-                queue.purge_matching(&filter.to_filter()?).await?
+        DlqCmd::Purge(sel) => {
+            let n = if !sel.job_ids.is_empty() {
+                queue.purge(&sel.job_ids).await?
             } else {
-                bail!("name job ids, a filter, or --all");
+                queue.purge_matching(&sel.filter()?).await?
             };
             println!("{n} dead letter(s) purged");
         }

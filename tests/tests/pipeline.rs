@@ -176,6 +176,16 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let out = w.cli(&["dlq", "list", "--action", "email"], "");
     assert!(stdout(&out).contains("no dead letters"));
+    // Purge needs a selection; a filter that matches nothing purges nothing.
+    let out = w.cli(&["dlq", "purge"], "");
+    assert!(!out.status.success() && stderr(&out).contains("name job ids, a filter, or --all"), "{}", stderr(&out));
+    let out = w.cli(&["dlq", "purge", "--action", "sms"], "");
+    assert!(stdout(&out).contains("0 dead letter(s) purged"), "{}", stdout(&out));
+    let out = w.cli(&["dlq", "purge", "--agent", "a1"], "");
+    assert!(stdout(&out).contains("1 dead letter(s) purged"), "{}", stdout(&out));
+    let s = w.queue.call_status("c1").await.unwrap().unwrap();
+    assert_eq!(s.actions[0].state.state, "purged", "the call's history says so");
+    assert_eq!(w.queue.stats().await.unwrap().dead, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

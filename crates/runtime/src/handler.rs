@@ -244,16 +244,8 @@ fn record_outcome(
             snippet,
         } => {
             error!(status, error = %error, "permanent failure: dead-lettered");
-            let attempt = attempt_record(
-                leased,
-                AttemptOutcome::Failed,
-                status,
-                Some(error.clone()),
-                snippet,
-                started,
-                w,
-            );
-            finish(leased, FinishMode::Dead, 0, dead_state(error), attempt)
+            let state = dead_state(error.clone());
+            dead(leased, status, error, snippet, state, started, w)
         }
         Outcome::Retry {
             error,
@@ -263,20 +255,11 @@ fn record_outcome(
         } => {
             if leased.attempt >= leased.max_attempts {
                 error!(status, error = %error, attempts = leased.attempt, "gave up: dead-lettered");
-                let attempt = attempt_record(
-                    leased,
-                    AttemptOutcome::Failed,
-                    status,
-                    Some(error.clone()),
-                    snippet,
-                    started,
-                    w,
-                );
-                let st = dead_state(format!(
+                let state = dead_state(format!(
                     "gave up after {} attempts; last error: {error}",
                     leased.attempt
                 ));
-                return finish(leased, FinishMode::Dead, 0, st, attempt);
+                return dead(leased, status, error, snippet, state, started, w);
             }
             let delay =
                 ctx.cfg
@@ -350,6 +333,28 @@ async fn run_fan_out(
             None
         }
     }
+}
+
+/// Dead-letters the job, recording the failed attempt.
+fn dead(
+    leased: &Leased,
+    status: Option<u16>,
+    error: String,
+    snippet: Option<String>,
+    state: StateInfo,
+    started: Instant,
+    worker: &str,
+) -> Finish {
+    let attempt = attempt_record(
+        leased,
+        AttemptOutcome::Failed,
+        status,
+        Some(error),
+        snippet,
+        started,
+        worker,
+    );
+    finish(leased, FinishMode::Dead, 0, state, attempt)
 }
 
 fn dead_state(error: String) -> StateInfo {
