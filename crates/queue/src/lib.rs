@@ -303,6 +303,15 @@ impl Queue {
         self.inner.conn.clone()
     }
 
+    /// A call of `script` with `keys`, in the order the script's header lists them.
+    fn invocation<'a>(script: &'a redis::Script, keys: &[&String]) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(*k);
+        }
+        inv
+    }
+
     /// A connection of its own for blocking waits (they would stall a shared one).
     pub async fn blocking_connection(&self) -> Result<Conn, QueueError> {
         Ok(self
@@ -346,15 +355,19 @@ impl Queue {
         let mut it = events.into_iter().peekable();
         while it.peek().is_some() {
             let chunk: Vec<CallEvent> = it.by_ref().take(CHUNK).collect();
-            let mut inv = self.inner.scripts.enqueue.prepare_invoke();
-            inv.key(&k.calls)
-                .key(&k.calls_at)
-                .key(&k.ready)
-                .key(&k.data)
-                .key(&k.state)
-                .key(&k.attempts)
-                .key(&k.max)
-                .key(&k.notify);
+            let mut inv = Self::invocation(
+                &self.inner.scripts.enqueue,
+                &[
+                    &k.calls,
+                    &k.calls_at,
+                    &k.ready,
+                    &k.data,
+                    &k.state,
+                    &k.attempts,
+                    &k.max,
+                    &k.notify,
+                ],
+            );
             inv.arg(now.timestamp_millis());
             let mut call_ids = Vec::with_capacity(chunk.len());
             for event in chunk {
@@ -431,18 +444,22 @@ impl Queue {
         now_ms: i64,
     ) -> Result<Fetched, QueueError> {
         let k = &self.inner.keys;
-        let mut inv = self.inner.scripts.fetch.prepare_invoke();
-        inv.key(&k.ready)
-            .key(&k.running)
-            .key(&k.scheduled)
-            .key(&k.dead)
-            .key(&k.data)
-            .key(&k.state)
-            .key(&k.attempts)
-            .key(&k.max)
-            .key(&k.log)
-            .key(&k.lease)
-            .key(&k.notify);
+        let mut inv = Self::invocation(
+            &self.inner.scripts.fetch,
+            &[
+                &k.ready,
+                &k.running,
+                &k.scheduled,
+                &k.dead,
+                &k.data,
+                &k.state,
+                &k.attempts,
+                &k.max,
+                &k.log,
+                &k.lease,
+                &k.notify,
+            ],
+        );
         inv.arg(now_ms)
             .arg(batch)
             .arg(lease.as_millis() as u64)
@@ -485,17 +502,21 @@ impl Queue {
             return Ok(Vec::new());
         }
         let k = &self.inner.keys;
-        let mut inv = self.inner.scripts.finish.prepare_invoke();
-        inv.key(&k.ready)
-            .key(&k.running)
-            .key(&k.scheduled)
-            .key(&k.dead)
-            .key(&k.done)
-            .key(&k.state)
-            .key(&k.attempts)
-            .key(&k.log)
-            .key(&k.lease)
-            .key(&k.notify);
+        let mut inv = Self::invocation(
+            &self.inner.scripts.finish,
+            &[
+                &k.ready,
+                &k.running,
+                &k.scheduled,
+                &k.dead,
+                &k.done,
+                &k.state,
+                &k.attempts,
+                &k.log,
+                &k.lease,
+                &k.notify,
+            ],
+        );
         inv.arg(now_ms());
         for f in items {
             let mode = match f.mode {
@@ -534,19 +555,23 @@ impl Queue {
         let k = &self.inner.keys;
         let now = now_ms();
         let ids: Vec<&str> = jobs.iter().map(|(j, _)| j.id.as_str()).collect();
-        let mut inv = self.inner.scripts.fanout.prepare_invoke();
-        inv.key(&k.ready)
-            .key(&k.running)
-            .key(&k.scheduled)
-            .key(&k.done)
-            .key(&k.data)
-            .key(&k.state)
-            .key(&k.attempts)
-            .key(&k.max)
-            .key(&k.log)
-            .key(&k.lease)
-            .key(&k.fanout)
-            .key(&k.notify);
+        let mut inv = Self::invocation(
+            &self.inner.scripts.fanout,
+            &[
+                &k.ready,
+                &k.running,
+                &k.scheduled,
+                &k.done,
+                &k.data,
+                &k.state,
+                &k.attempts,
+                &k.max,
+                &k.log,
+                &k.lease,
+                &k.fanout,
+                &k.notify,
+            ],
+        );
         inv.arg(now)
             .arg(&parent.id)
             .arg(&parent.token)
@@ -589,16 +614,20 @@ impl Queue {
     pub async fn sweep(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
         let k = &self.inner.keys;
         let cutoff = now_ms() - retention.as_millis() as i64;
-        let mut inv = self.inner.scripts.sweep.prepare_invoke();
-        inv.key(&k.done)
-            .key(&k.data)
-            .key(&k.state)
-            .key(&k.attempts)
-            .key(&k.max)
-            .key(&k.log)
-            .key(&k.calls)
-            .key(&k.calls_at)
-            .key(&k.fanout);
+        let mut inv = Self::invocation(
+            &self.inner.scripts.sweep,
+            &[
+                &k.done,
+                &k.data,
+                &k.state,
+                &k.attempts,
+                &k.max,
+                &k.log,
+                &k.calls,
+                &k.calls_at,
+                &k.fanout,
+            ],
+        );
         inv.arg(cutoff).arg(limit);
         Ok(inv.invoke_async(&mut self.conn()).await?)
     }

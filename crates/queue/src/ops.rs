@@ -368,16 +368,22 @@ impl Queue {
     /// Re-queues dead letters with a fresh attempt budget. Returns how many moved.
     pub async fn replay(&self, ids: &[String]) -> Result<u64, QueueError> {
         let k = &self.inner.keys;
+        let keys = [&k.dead, &k.ready, &k.state, &k.attempts, &k.log, &k.notify];
+        self.per_dead_letter(&self.inner.scripts.replay, &keys, ids)
+            .await
+    }
+
+    /// Runs `script` over dead letters `ids`, 500 per call; sums what it reports.
+    async fn per_dead_letter(
+        &self,
+        script: &redis::Script,
+        keys: &[&String],
+        ids: &[String],
+    ) -> Result<u64, QueueError> {
         let mut total = 0;
         for chunk in ids.chunks(500) {
-            let mut inv = self.inner.scripts.replay.prepare_invoke();
-            inv.key(&k.dead)
-                .key(&k.ready)
-                .key(&k.state)
-                .key(&k.attempts)
-                .key(&k.log)
-                .key(&k.notify)
-                .arg(now_ms());
+            let mut inv = Self::invocation(script, keys);
+            inv.arg(now_ms());
             for id in chunk {
                 inv.arg(id);
             }
@@ -395,24 +401,17 @@ impl Queue {
     /// Deletes dead letters for good. Returns how many were purged.
     pub async fn purge(&self, ids: &[String]) -> Result<u64, QueueError> {
         let k = &self.inner.keys;
-        let mut total = 0;
-        for chunk in ids.chunks(500) {
-            let mut inv = self.inner.scripts.purge.prepare_invoke();
-            inv.key(&k.dead)
-                .key(&k.data)
-                .key(&k.state)
-                .key(&k.attempts)
-                .key(&k.max)
-                .key(&k.log)
-                .key(&k.lease)
-                .arg(now_ms());
-            for id in chunk {
-                inv.arg(id);
-            }
-            let n: u64 = inv.invoke_async(&mut self.conn()).await?;
-            total += n;
-        }
-        Ok(total)
+        let keys = [
+            &k.dead,
+            &k.data,
+            &k.state,
+            &k.attempts,
+            &k.max,
+            &k.log,
+            &k.lease,
+        ];
+        self.per_dead_letter(&self.inner.scripts.purge, &keys, ids)
+            .await
     }
 
     pub async fn purge_matching(&self, filter: &DlqFilter) -> Result<u64, QueueError> {
