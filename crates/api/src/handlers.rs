@@ -101,10 +101,21 @@ pub(crate) async fn patch_agent(
 ) -> Result<Response> {
     check_agent_id(&id)?;
     let patch = body.json()?;
-    let stored = s.queue.get_agent(&id).await?;
-    let cfg = apply_agent_patch(stored.as_ref(), &patch).map_err(ApiError::InvalidConfig)?;
-    s.queue.set_agent(&id, &cfg).await?;
-    let created = stored.is_none();
+    // Read, merge, and store only if nobody changed it meanwhile; else merge again.
+    let mut tries = 0;
+    let (cfg, created) = loop {
+        let (stored, raw) = s.queue.get_agent_versioned(&id).await?;
+        let cfg = apply_agent_patch(stored.as_ref(), &patch).map_err(ApiError::InvalidConfig)?;
+        if s.queue.set_agent_if(&id, raw.as_deref(), &cfg).await? {
+            break (cfg, stored.is_none());
+        }
+        tries += 1;
+        if tries == 5 {
+            return Err(ApiError::Conflict(format!(
+                "agent `{id}` kept changing while this patch was applied; try again"
+            )));
+        }
+    };
     tracing::info!(agent_id = %id, by = %caller.name, created, "agent config saved");
     let status = if created {
         StatusCode::CREATED

@@ -1112,3 +1112,56 @@ async fn redis_down_is_503_and_readiness_recovers() {
     }
     assert_eq!(h.get("/stats", READ).await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_patches_of_different_fields_all_apply() {
+    let h = start().await;
+    for round in 0..10 {
+        let id = format!("race{round}");
+        assert_eq!(
+            h.json(Method::PATCH, &format!("/agents/{id}"), ADMIN, SEED_AGENT)
+                .await
+                .status,
+            StatusCode::CREATED
+        );
+        let patches = [
+            r#"{"name":"Acme"}"#.to_string(),
+            r#"{"date_format":"%d %B %Y"}"#.to_string(),
+            r#"{"utc_offset":"Europe/Berlin"}"#.to_string(),
+            r#"{"email_from":"support@acme.example"}"#.to_string(),
+            r#"{"voice_tools":{"post_call_follow_up":{"enabled":false}}}"#.to_string(),
+        ];
+        let path = format!("/agents/{id}");
+        let sends = patches
+            .iter()
+            .map(|p| h.json(Method::PATCH, &path, ADMIN, p.as_str()));
+        for r in futures::future::join_all(sends).await {
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        }
+        let cfg = h.queue.get_agent(&id).await.unwrap().unwrap();
+        assert_eq!(
+            cfg.name.as_deref(),
+            Some("Acme"),
+            "round {round}: a patch was lost"
+        );
+        assert_eq!(
+            cfg.date_format.as_deref(),
+            Some("%d %B %Y"),
+            "round {round}: a patch was lost"
+        );
+        assert_eq!(
+            cfg.utc_offset.as_deref(),
+            Some("Europe/Berlin"),
+            "round {round}: a patch was lost"
+        );
+        assert_eq!(
+            cfg.email_from.as_deref(),
+            Some("support@acme.example"),
+            "round {round}: a patch was lost"
+        );
+        assert!(
+            !cfg.follow_up().unwrap().enabled,
+            "round {round}: a patch was lost"
+        );
+    }
+}

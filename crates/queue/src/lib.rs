@@ -695,6 +695,44 @@ impl Queue {
         .transpose()
     }
 
+    /// An agent's config and its stored form, for [`Queue::set_agent_if`].
+    pub async fn get_agent_versioned(
+        &self,
+        agent_id: &str,
+    ) -> Result<(Option<AgentConfig>, Option<String>), QueueError> {
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(&self.inner.keys.agents)
+            .arg(agent_id)
+            .query_async(&mut self.conn())
+            .await?;
+        let cfg = raw
+            .as_deref()
+            .map(|r| {
+                serde_json::from_str(r)
+                    .map_err(|e| QueueError::Corrupt(format!("agent {agent_id}: {e}")))
+            })
+            .transpose()?;
+        Ok((cfg, raw))
+    }
+
+    /// Stores `cfg` only if the stored form is still `expected` (`None`: no config yet).
+    /// False: someone changed it meanwhile; read again and retry.
+    pub async fn set_agent_if(
+        &self,
+        agent_id: &str,
+        expected: Option<&str>,
+        cfg: &AgentConfig,
+    ) -> Result<bool, QueueError> {
+        let json = serde_json::to_string(cfg).expect("config serializes");
+        let mut inv = self.inner.scripts.agent_cas.key(&self.inner.keys.agents);
+        inv.arg(agent_id)
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or(""))
+            .arg(json);
+        let ok: i64 = inv.invoke_async(&mut self.conn()).await?;
+        Ok(ok == 1)
+    }
+
     pub async fn list_agents(&self) -> Result<Vec<String>, QueueError> {
         let mut ids: Vec<String> = redis::cmd("HKEYS")
             .arg(&self.inner.keys.agents)

@@ -18,6 +18,7 @@ pub struct Scripts {
     pub purge: Script,
     pub sweep: Script,
     pub limit: Script,
+    pub agent_cas: Script,
 }
 
 impl Scripts {
@@ -32,6 +33,7 @@ impl Scripts {
             purge: script(include_str!("lua/purge.lua")),
             sweep: script(include_str!("lua/sweep.lua")),
             limit: script(include_str!("lua/limit.lua")),
+            agent_cas: script(include_str!("lua/agent_cas.lua")),
         }
     }
 }
