@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use aftercall_embedded::{Receiver, Reply};
-use aftercall_embedded::{RedisOptions, RedisServer};
+use std::collections::{BTreeMap, HashMap};
+
+pub use aftercall_embedded::{Received, Receiver, RedisOptions, RedisServer, Reply, free_port};
 use aftercall_queue::{CallStatus, Queue, QueueConfig};
 
 /// Where cargo put the binaries: next to the test executable's `deps/` folder.
@@ -35,6 +36,8 @@ pub fn fixture(name: &str) -> String {
 /// One test's world: its own Redis, queue prefix and scratch folder.
 pub struct World {
     pub redis: RedisServer,
+    /// The URL every process of this world uses to reach `redis`.
+    pub url: String,
     pub prefix: String,
     pub dir: PathBuf,
     pub queue: Queue,
@@ -44,15 +47,25 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
+        World::with_redis(RedisOptions::default(), |port| {
+            format!("redis://127.0.0.1:{port}")
+        })
+        .await
+    }
+
+    /// A world whose Redis runs with `opts` and is reached at `url(port)` (e.g. with
+    /// credentials for an ACL user, or `rediss://` on a TLS port).
+    pub async fn with_redis(opts: RedisOptions, url: impl Fn(u16) -> String) -> World {
         let dir =
             std::env::temp_dir().join(format!("aftercall-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("scratch dir");
-        let redis = RedisServer::start(&dir.join("redis"), RedisOptions::default())
+        let redis = RedisServer::start(&dir.join("redis"), opts)
             .await
             .expect("redis-server");
+        let url = url(redis.port());
         let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let queue = Queue::connect(QueueConfig {
-            url: redis.url(),
+            url: url.clone(),
             prefix: prefix.clone(),
             ..Default::default()
         })
@@ -72,6 +85,7 @@ impl World {
         ];
         World {
             redis,
+            url,
             prefix,
             dir,
             queue,
@@ -85,7 +99,7 @@ impl World {
     }
 
     fn base_env(&self, cmd: &mut Command) {
-        cmd.env("AFTERCALL_REDIS_URL", self.redis.url())
+        cmd.env("AFTERCALL_REDIS_URL", &self.url)
             .env("AFTERCALL_QUEUE_PREFIX", &self.prefix)
             .env("RUST_LOG", "info");
         for (k, v) in &self.env {
@@ -95,10 +109,16 @@ impl World {
 
     /// Starts a worker process; its log goes to `<dir>/worker-N.log`.
     pub fn worker(&self) -> Worker {
+        self.worker_with(&[])
+    }
+
+    /// Starts a worker with extra environment on top of the world's.
+    pub fn worker_with(&self, extra: &[(&str, &str)]) -> Worker {
         let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
         let log = self.dir.join(format!("worker-{n}.log"));
         let mut cmd = Command::new(bin("aftercall-worker"));
         self.base_env(&mut cmd);
+        cmd.envs(extra.iter().map(|(k, v)| (*k, *v)));
         cmd.stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
         Worker {
@@ -109,9 +129,15 @@ impl World {
 
     /// Runs the CLI with `args`, feeding `stdin`.
     pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        self.cli_with(args, stdin, &[])
+    }
+
+    /// Runs the CLI with extra environment.
+    pub fn cli_with(&self, args: &[&str], stdin: &str, extra: &[(&str, &str)]) -> Output {
         use std::io::Write;
         let mut cmd = Command::new(bin("aftercall"));
         self.base_env(&mut cmd);
+        cmd.envs(extra.iter().map(|(k, v)| (*k, *v)));
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -171,6 +197,198 @@ impl World {
     }
 }
 
+impl World {
+    /// Enqueues `call_event(prefix{i}, agent)` for `i` in `range`, in batches, through
+    /// the Rust producer API.
+    pub async fn enqueue_range(&self, prefix: &str, agent: &str, range: std::ops::Range<usize>) {
+        let ids: Vec<usize> = range.collect();
+        for chunk in ids.chunks(500) {
+            let events = chunk
+                .iter()
+                .map(|i| {
+                    aftercall_core::CallEvent::parse(
+                        call_event(&format!("{prefix}{i}"), agent).as_bytes(),
+                        1 << 20,
+                    )
+                    .expect("test event parses")
+                })
+                .collect();
+            self.queue.enqueue(events).await.expect("enqueue");
+        }
+    }
+
+    /// A raw connection to this world's Redis (for fault injection and audits).
+    pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.queue.config().url.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw redis connection")
+    }
+
+    /// Reads the whole queue straight from Redis and checks its bookkeeping: every job is
+    /// in exactly one place (ready, running, scheduled, dead or done) and its state
+    /// agrees with that place.
+    pub async fn audit(&self) -> Audit {
+        let k = self.queue.keys().clone();
+        let mut c = self.raw().await;
+        let q = |cmd: &str, key: &str| {
+            let mut x = redis::cmd(cmd);
+            x.arg(key);
+            x
+        };
+        let data_ids: Vec<String> = q("HKEYS", &k.data)
+            .query_async(&mut c)
+            .await
+            .expect("HKEYS");
+        let states: HashMap<String, String> = q("HGETALL", &k.state)
+            .query_async(&mut c)
+            .await
+            .expect("state");
+        let calls: HashMap<String, String> = q("HGETALL", &k.calls)
+            .query_async(&mut c)
+            .await
+            .expect("calls");
+        let fanout: HashMap<String, String> = q("HGETALL", &k.fanout)
+            .query_async(&mut c)
+            .await
+            .expect("fanout");
+        let ready: Vec<String> = redis::cmd("LRANGE")
+            .arg(&k.ready)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut c)
+            .await
+            .expect("ready");
+        let mut places: HashMap<String, Vec<&'static str>> = HashMap::new();
+        for id in ready {
+            places.entry(id).or_default().push("ready");
+        }
+        for (place, key) in [
+            ("running", &k.running),
+            ("scheduled", &k.scheduled),
+            ("dead", &k.dead),
+            ("done", &k.done),
+        ] {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut c)
+                .await
+                .expect("zrange");
+            for id in ids {
+                places.entry(id).or_default().push(place);
+            }
+        }
+        let parents: std::collections::HashSet<&String> = calls.values().collect();
+        let mut actions = std::collections::HashSet::new();
+        for ids in fanout.values() {
+            let ids: Vec<String> = serde_json::from_str(ids).expect("fanout ids");
+            actions.extend(ids);
+        }
+        let mut a = Audit {
+            calls: calls.len(),
+            ..Default::default()
+        };
+        for id in &data_ids {
+            let state = states
+                .get(id)
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                .and_then(|v| v["state"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "<none>".into());
+            let at = places.remove(id).unwrap_or_default();
+            let agrees = match at.as_slice() {
+                ["ready"] => state == "queued",
+                ["running"] => state == "running",
+                ["scheduled"] => state == "scheduled",
+                ["dead"] => state == "dead",
+                ["done"] => matches!(state.as_str(), "delivered" | "skipped" | "fanned_out"),
+                _ => false,
+            };
+            if !agrees {
+                a.violations
+                    .push(format!("{id}: state {state} but in {at:?}"));
+            }
+            let kind = if parents.contains(id) {
+                "call_ended"
+            } else if actions.contains(id) {
+                "action"
+            } else {
+                a.violations.push(format!(
+                    "{id}: neither a call's job nor a fanned-out action"
+                ));
+                continue;
+            };
+            *a.by_state.entry(format!("{kind}:{state}")).or_default() += 1;
+        }
+        for (id, at) in places {
+            a.violations.push(format!("{id}: in {at:?} without data"));
+        }
+        let with_data: std::collections::HashSet<&String> = data_ids.iter().collect();
+        for id in calls.values() {
+            if !with_data.contains(id) {
+                a.violations.push(format!("call job {id}: no data"));
+            }
+        }
+        a
+    }
+}
+
+/// What [`World::audit`] found: counts per `kind:state` and every inconsistency.
+#[derive(Debug, Default)]
+pub struct Audit {
+    pub calls: usize,
+    /// `call_ended:fanned_out`, `action:delivered`, `action:dead`, ...
+    pub by_state: BTreeMap<String, usize>,
+    pub violations: Vec<String>,
+}
+
+impl Audit {
+    pub fn count(&self, key: &str) -> usize {
+        self.by_state.get(key).copied().unwrap_or(0)
+    }
+    /// Actions that ended: delivered + skipped + dead.
+    pub fn actions_settled(&self) -> usize {
+        self.count("action:delivered") + self.count("action:skipped") + self.count("action:dead")
+    }
+    pub fn actions_total(&self) -> usize {
+        self.by_state
+            .iter()
+            .filter(|(k, _)| k.starts_with("action:"))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// Delivery ids seen by a receiver: id -> how many requests carried it.
+pub fn deliveries(got: &[Received]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for r in got {
+        let id = r.header("webhook-id").unwrap_or("<none>").to_string();
+        *m.entry(id).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.
+pub async fn poll<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Drop for World {
     fn drop(&mut self) {
         if !std::thread::panicking() {
@@ -226,6 +444,56 @@ impl Worker {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// CPU time the process has used so far (user + system), from /proc/<pid>/stat.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+        let total = ticks(11) + ticks(12);
+        let hz = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(100);
+        Duration::from_millis(total * 1000 / hz)
     }
 
     pub fn log_text(&self) -> String {

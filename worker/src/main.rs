@@ -150,11 +150,18 @@ async fn serve(
             r
         }
         a = &mut api => {
+            // After SIGTERM the API usually stops before the worker has drained: that
+            // is the shutdown, not a failure.
+            let on_signal = shutdown.is_cancelled();
             // The API ended on its own: stop the worker cleanly, then report why.
             shutdown.cancel();
             let r = work.await;
             a?.context("API server failed")?;
-            r.and(Err(anyhow::anyhow!("API server stopped unexpectedly")))
+            if on_signal {
+                r
+            } else {
+                r.and(Err(anyhow::anyhow!("API server stopped unexpectedly")))
+            }
         }
     }
 }

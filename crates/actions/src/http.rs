@@ -201,9 +201,10 @@ impl Resolve for GuardedResolver {
                 }
             }
             if ok.is_empty()
-                && let Some(b) = first_block {
-                    return Err(Box::new(b) as Box<dyn std::error::Error + Send + Sync>);
-                }
+                && let Some(b) = first_block
+            {
+                return Err(Box::new(b) as Box<dyn std::error::Error + Send + Sync>);
+            }
             Ok(Box::new(ok.into_iter()) as Addrs)
         })
     }
@@ -217,6 +218,9 @@ pub fn client(cfg: &HttpConfig) -> Result<reqwest::Client, reqwest::Error> {
             allow: Arc::new(cfg.allow.clone()),
         }))
         .redirect(reqwest::redirect::Policy::none())
+        // HTTP(S)_PROXY would hand the target's name to a proxy to resolve, past the
+        // guard above; outbound calls go direct.
+        .no_proxy()
         .timeout(cfg.timeout)
         .connect_timeout(cfg.connect_timeout)
         .pool_max_idle_per_host(cfg.pool_per_host)

@@ -91,10 +91,19 @@ impl Executors {
 /// `task:<provider>`.
 pub fn destination(job: &ActionJob) -> String {
     match &job.action {
-        Action::Webhook(w) => url::Url::parse(&w.url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_else(|| "webhook".into()),
+        Action::Webhook(w) => url::Url::parse(&w.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "webhook".into()),
         Action::Email(_) => "smtp".into(),
         Action::Sms(_) => "sms".into(),
-        Action::Task(t) => format!("task:{}", serde_json::to_value(t.provider).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+        Action::Task(t) => format!(
+            "task:{}",
+            serde_json::to_value(t.provider)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ),
     }
 }
 

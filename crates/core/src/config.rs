@@ -199,13 +199,16 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 2h or 1d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("`{s}` is not a duration like 90s, 15m, 2h or 1d")),
     };
+    let secs = n
+        .checked_mul(per)
+        .ok_or_else(|| format!("`{s}` is too long"))?;
     Ok(std::time::Duration::from_secs(secs))
 }
 

@@ -240,13 +240,18 @@ pub fn is_e164(n: &str) -> bool {
 
 /// Masks a phone number for logs: keeps the last two digits.
 pub fn mask_number(n: &str) -> String {
-    let keep = 2.min(n.len());
-    let (head, tail) = n.split_at(n.len() - keep);
-    let masked: String = head
-        .chars()
-        .map(|c| if c.is_ascii_digit() { '*' } else { c })
-        .collect();
-    format!("{masked}{tail}")
+    // Counted in chars: the value is any string a producer sent, not only digits.
+    let head = n.chars().count().saturating_sub(2);
+    n.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i < head && c.is_ascii_digit() {
+                '*'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Masks an e-mail address for logs: `j***@example.com`.

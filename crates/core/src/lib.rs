@@ -61,7 +61,7 @@ pub fn parse_time_arg(s: &str, now_ms: i64) -> Result<i64, String> {
         return Ok(ms);
     }
     match config::parse_duration(s) {
-        Ok(age) => Ok(now_ms - age.as_millis() as i64),
+        Ok(age) => Ok(now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))),
         Err(_) => Err(format!(
             "`{s}` is not an RFC 3339 time, Unix milliseconds or an age such as 2h"
         )),

@@ -2,12 +2,20 @@
 //! replies (then a default), so tests can play 500s, 429s, slow bodies and resets.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::extract::connect_info::Connected;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util_lite::CancelOnDrop;
 
 /// One recorded request.
@@ -39,6 +47,10 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub delay: Duration,
+    /// Abort the connection with a TCP reset instead of answering.
+    pub reset: bool,
+    /// Send the body one byte at a time, this long apart (a slow body).
+    pub trickle: Duration,
 }
 
 impl Reply {
@@ -48,7 +60,21 @@ impl Reply {
             headers: Vec::new(),
             body: String::new(),
             delay: Duration::ZERO,
+            reset: false,
+            trickle: Duration::ZERO,
         }
+    }
+    /// Records the request, then resets the connection (RST) without any response.
+    pub fn reset() -> Reply {
+        Reply {
+            reset: true,
+            ..Reply::status(500)
+        }
+    }
+    /// Sends the status and headers at once, then the body a byte per `gap`.
+    pub fn trickle(mut self, gap: Duration) -> Reply {
+        self.trickle = gap;
+        self
     }
     pub fn body(mut self, body: impl Into<String>) -> Reply {
         self.body = body.into();
@@ -80,18 +106,31 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> anyhow::Result<Receiver> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Receiver::start_on("127.0.0.1:0").await
+    }
+
+    /// Listens on `addr` (e.g. `[::1]:0`); `url` is `http://<bound address>`.
+    pub async fn start_on(addr: &str) -> anyhow::Result<Receiver> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state: Arc<Mutex<State>> = Default::default();
         let st = state.clone();
         let app = axum::Router::new().fallback(
-            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            move |ConnectInfo(conn): ConnectInfo<Conn>,
+                  method: Method,
+                  uri: Uri,
+                  headers: HeaderMap,
+                  body: Bytes| {
                 let st = st.clone();
-                async move { handle(st, method, uri, headers, body).await }
+                async move { handle(st, conn, method, uri, headers, body).await }
             },
         );
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(
+                ResettableListener(listener),
+                app.into_make_service_with_connect_info::<Conn>(),
+            )
+            .await;
         });
         Ok(Receiver {
             url: format!("http://{addr}"),
@@ -133,6 +172,7 @@ impl Receiver {
 
 async fn handle(
     st: Arc<Mutex<State>>,
+    conn: Conn,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -158,11 +198,23 @@ async fn handle(
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    let mut resp = (
-        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        reply.body,
-    )
-        .into_response();
+    if reply.reset {
+        // The connection's next read or write fails and it closes with SO_LINGER 0.
+        conn.reset.store(true, Ordering::SeqCst);
+    }
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = if reply.trickle.is_zero() {
+        (status, reply.body).into_response()
+    } else {
+        let gap = reply.trickle;
+        let bytes: VecDeque<u8> = reply.body.into_bytes().into();
+        let stream = futures::stream::unfold(bytes, move |mut rest| async move {
+            let b = rest.pop_front()?;
+            tokio::time::sleep(gap).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from(vec![b])), rest))
+        });
+        (status, Body::from_stream(stream)).into_response()
+    };
     for (k, v) in reply.headers {
         if let (Ok(k), Ok(v)) = (
             axum::http::HeaderName::try_from(k),
@@ -172,6 +224,94 @@ async fn handle(
         }
     }
     resp
+}
+
+/// The connection a request arrived on, so a reply can reset it.
+#[derive(Clone, Debug)]
+struct Conn {
+    reset: Arc<AtomicBool>,
+}
+
+impl Connected<IncomingStream<'_, ResettableListener>> for Conn {
+    fn connect_info(stream: IncomingStream<'_, ResettableListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A TCP listener whose connections can be reset from a handler.
+struct ResettableListener(TcpListener);
+
+impl axum::serve::Listener for ResettableListener {
+    type Io = ResettableStream;
+    type Addr = Conn;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, _)) => {
+                    let reset = Arc::new(AtomicBool::new(false));
+                    let conn = Conn {
+                        reset: reset.clone(),
+                    };
+                    return (ResettableStream { stream, reset }, conn);
+                }
+                // Out of file descriptors or similar: back off briefly, as axum does.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(Conn {
+            reset: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+/// Once flagged, fails every read and write; dropping it then sends a TCP RST.
+struct ResettableStream {
+    stream: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl ResettableStream {
+    fn check(&self) -> std::io::Result<()> {
+        if self.reset.load(Ordering::SeqCst) {
+            let _ = self.stream.set_zero_linger();
+            return Err(std::io::ErrorKind::ConnectionReset.into());
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for ResettableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.check()?;
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ResettableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.check()?;
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.check()?;
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.check()?;
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 mod tokio_util_lite {
