@@ -722,7 +722,7 @@ async fn sigterm_with_a_short_grace_returns_cut_off_jobs_and_loses_nothing() {
     assert_eq!(st.running, 0, "cut-off jobs were returned, not left leased");
     let log = first.log_text();
     assert!(
-        log.contains("returned unstarted jobs to the queue"),
+        log.contains("returned unfinished jobs to the queue"),
         "{log}"
     );
     let _second = w.worker();

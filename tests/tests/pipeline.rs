@@ -557,3 +557,28 @@ async fn the_producers_trace_is_carried_into_logs_and_continued_to_the_receiver(
     let log = worker.log_text();
     assert!(log.contains(&format!(r#""trace_id":"{trace}""#)), "job spans carry the trace id:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_cut_off_by_the_grace_period_is_recorded_and_counted() {
+    let mut w = World::new().await;
+    w.set("AFTERCALL_GRACE", "1s");
+    let rx = Receiver::start().await.unwrap();
+    rx.script([Reply::status(200).delay(Duration::from_secs(3))]);
+    w.webhook_agent("a1", &rx.url).await;
+    let mut worker = w.worker();
+    w.queue.enqueue(vec![aftercall_core::CallEvent::parse(call_event("g1", "a1").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    rx.wait_for(1, T).await;
+    let status = worker.terminate(Duration::from_secs(10)).expect("exits after the grace period");
+    assert!(status.success(), "{}", worker.log_text());
+    let s = w.queue.call_status("g1").await.unwrap().unwrap();
+    let a = &s.actions[0];
+    assert_eq!((a.state.state.as_str(), a.attempts), ("scheduled", 1), "{:?}", a.state);
+    assert!(a.history[0].error.as_deref().unwrap().starts_with("interrupted"), "{:?}", a.history);
+    // The next worker delivers it as attempt 2, with the same delivery id.
+    let _next = w.worker();
+    let s = w.wait_call("g1", T, settled).await;
+    assert_eq!((s.actions[0].state.state.as_str(), s.actions[0].attempts), ("delivered", 2));
+    let got = rx.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+}

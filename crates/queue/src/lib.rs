@@ -378,7 +378,20 @@ impl Queue {
                     .arg(job.to_json())
                     .arg(max);
             }
-            let res: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
+            // The shared connection reports a dropped link once before it reconnects;
+            // enqueue is idempotent on call_id, so one retry is safe (a write that did
+            // land shows as a duplicate).
+            let res: Vec<redis::Value> = match inv.invoke_async(&mut self.conn()).await {
+                Err(e)
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_connection_refusal() =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    inv.invoke_async(&mut self.conn()).await?
+                }
+                r => r?,
+            };
             self.wait_for_replicas().await?;
             for (pair, call_id) in res.chunks(2).zip(call_ids) {
                 let added: i64 = redis::from_redis_value(pair[0].clone())?;

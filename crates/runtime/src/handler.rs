@@ -26,17 +26,25 @@ pub struct Ctx {
     pub executors: Executors,
     pub cfg: WorkerConfig,
     pub held: Held,
+    /// Jobs whose attempt has started (a subset of `held`): at shutdown these are not
+    /// "unstarted", and cutting them off is recorded as an attempt.
+    pub started: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Ctx {
     pub fn release_hold(&self, id: &str) {
         self.held.lock().expect("held lock").remove(id);
+        self.started.lock().expect("started lock").remove(id);
     }
 }
 
 /// Runs one leased job to a recorded outcome. Never fails: infrastructure errors while
 /// recording leave the lease to expire, which re-runs the job and counts the attempt.
 pub async fn process(ctx: &Ctx, leased: Leased) {
+    ctx.started
+        .lock()
+        .expect("started lock")
+        .insert(leased.id.clone());
     let decoded: Result<Job, _> = serde_json::from_str(&leased.data);
     let (call_id, kind) = match &decoded {
         Ok(j) => (j.call_id.clone(), j.kind()),

@@ -38,6 +38,7 @@ pub async fn run(
         executors,
         cfg: cfg.clone(),
         held: held.clone(),
+        started: Default::default(),
     });
     let buffer: Arc<std::sync::Mutex<VecDeque<Leased>>> = Default::default();
 
@@ -98,21 +99,40 @@ pub async fn run(
     // Whatever is still held (buffered, or cut off by the grace period) goes back.
     let leftovers: Vec<(String, String)> = held.lock().expect("held lock").drain().collect();
     if !leftovers.is_empty() {
+        let started = std::mem::take(&mut *ctx.started.lock().expect("started lock"));
+        let now = now_ms();
         let items: Vec<Finish> = leftovers
             .into_iter()
-            .map(|(id, token)| Finish {
-                mode: FinishMode::Release,
-                id,
-                token,
-                run_at_ms: 0,
-                state: StateInfo::new("queued"),
-                attempt: None,
+            .map(|(id, token)| {
+                if !started.contains(&id) {
+                    return Finish { mode: FinishMode::Release, id, token, run_at_ms: 0, state: StateInfo::new("queued"), attempt: None };
+                }
+                // Cut off mid-attempt: it may have reached its destination, so it counts,
+                // and the history says so (the next attempt carries the same delivery id).
+                let error = "interrupted: the worker shut down before the attempt finished (grace period over)";
+                let attempt = aftercall_core::Attempt {
+                    attempt: token.rsplit(':').next().and_then(|n| n.parse().ok()).unwrap_or(0),
+                    at: chrono::Utc::now(),
+                    outcome: aftercall_core::AttemptOutcome::Retry,
+                    status: None,
+                    error: Some(error.into()),
+                    response: None,
+                    duration_ms: None,
+                    worker: Some(cfg.worker_id.clone()),
+                    next_run_at: None,
+                };
+                let mut state = StateInfo::new("scheduled");
+                state.run_at = Some(now);
+                state.error = Some(error.into());
+                Finish { mode: FinishMode::Retry, id, token, run_at_ms: now, state, attempt: Some(attempt) }
             })
             .collect();
+        let cut = items.iter().filter(|f| f.mode == FinishMode::Retry).count();
         match queue.finish(&items).await {
             Ok(v) => info!(
                 returned = v.iter().filter(|x| **x).count(),
-                "returned unstarted jobs to the queue"
+                interrupted = cut,
+                "returned unfinished jobs to the queue"
             ),
             Err(e) => {
                 warn!(error = %e, "could not return jobs; their leases will expire and they will be retried")
@@ -193,6 +213,15 @@ impl Fetcher {
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = self.shutdown.cancelled() => return None,
+                    }
+                    // A fetch that timed out here may still run when a stalled Redis wakes,
+                    // leasing jobs to nobody (their attempts then expire). So probe with a
+                    // PING, which changes nothing, until Redis answers, before fetching again.
+                    while self.ctx.queue.ping().await.is_err() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = self.shutdown.cancelled() => return None,
+                        }
                     }
                 }
             }
