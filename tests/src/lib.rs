@@ -200,6 +200,14 @@ impl World {
 impl World {
     /// Enqueues `call_event(prefix{i}, agent)` for `i` in `range`, in batches, through
     /// the Rust producer API.
+    /// Enqueues the test call `call_id` of `agent` (see [`call_event`]).
+    pub async fn push(&self, call_id: &str, agent: &str) {
+        let event =
+            aftercall_core::CallEvent::parse(call_event(call_id, agent).as_bytes(), 1 << 20)
+                .expect("test event parses");
+        self.queue.enqueue(vec![event]).await.expect("enqueue");
+    }
+
     pub async fn enqueue_range(&self, prefix: &str, agent: &str, range: std::ops::Range<usize>) {
         let ids: Vec<usize> = range.collect();
         for chunk in ids.chunks(500) {

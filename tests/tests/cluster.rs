@@ -269,7 +269,13 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
     .await
     .unwrap();
     let s = wait_settled(&qa, "c-dead").await;
-    assert_eq!(s.actions.len(), 1, "fan-out: {:?} {:?}", s.call_ended.state, s.call_ended.history);
+    assert_eq!(
+        s.actions.len(),
+        1,
+        "fan-out: {:?} {:?}",
+        s.call_ended.state,
+        s.call_ended.history
+    );
     assert_eq!(
         (s.actions[0].state.state.as_str(), s.actions[0].attempts),
         ("dead", 3)
@@ -292,7 +298,9 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
     let acked = qa.enqueue(events).await.unwrap();
     assert_eq!(acked.len(), 200);
     let slot = slot_of(&c, &format!("{{{pa}}}:ready"));
-    let victim = c.primary_for(slot).expect("a primary serves the queue's slot");
+    let victim = c
+        .primary_for(slot)
+        .expect("a primary serves the queue's slot");
     let victim_port = c.nodes[victim].port();
     let mut c = c;
     c.nodes[victim].kill().await;

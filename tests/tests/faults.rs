@@ -829,7 +829,13 @@ async fn undecodable_payloads_are_dead_lettered_and_the_pool_keeps_working() {
         let s = w
             .wait_call(&format!("after{i}"), Duration::from_secs(20), settled)
             .await;
-        assert_eq!(s.actions.len(), 1, "after{i}: {:?} {:?}", s.call_ended.state, s.call_ended.history);
+        assert_eq!(
+            s.actions.len(),
+            1,
+            "after{i}: {:?} {:?}",
+            s.call_ended.state,
+            s.call_ended.history
+        );
         assert_eq!(s.actions[0].state.state, "delivered");
     }
     assert!(worker.is_running());

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, call_event, settled};
+use aftercall_tests::{Receiver, Reply, World, settled};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_limit_holds_across_replicas_and_costs_no_attempts() {
@@ -17,13 +17,7 @@ async fn a_host_limit_holds_across_replicas_and_costs_no_attempts() {
     let _w1 = w.worker();
     let _w2 = w.worker();
     let n = 12;
-    let events = (0..n)
-        .map(|i| {
-            aftercall_core::CallEvent::parse(call_event(&format!("l{i}"), "a1").as_bytes(), 1 << 20)
-                .unwrap()
-        })
-        .collect();
-    w.queue.enqueue(events).await.unwrap();
+    w.enqueue_range("l", "a1", 0..n).await;
     for i in 0..n {
         let s = w
             .wait_call(&format!("l{i}"), Duration::from_secs(30), settled)

@@ -94,12 +94,7 @@ async fn retries_with_growing_gaps_and_a_stable_delivery_id() {
     rx.script([Reply::status(500), Reply::status(500), Reply::status(200)]);
     w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
-    w.queue
-        .enqueue(vec![
-            aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap(),
-        ])
-        .await
-        .unwrap();
+    w.push("c1", "a1").await;
     let got = rx.wait_for(3, T).await;
     assert_eq!(got.len(), 3, "three attempts");
     let ids: Vec<_> = got
@@ -133,12 +128,7 @@ async fn retry_after_is_honoured() {
     ]);
     w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
-    w.queue
-        .enqueue(vec![
-            aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap(),
-        ])
-        .await
-        .unwrap();
+    w.push("c1", "a1").await;
     let got = rx.wait_for(2, T).await;
     assert_eq!(got.len(), 2);
     let gap = got[1].at - got[0].at;
@@ -155,12 +145,7 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
     rx.set_default(Reply::status(400).body(r#"{"error":"missing field crm_id"}"#));
     w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
-    w.queue
-        .enqueue(vec![
-            aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap(),
-        ])
-        .await
-        .unwrap();
+    w.push("c1", "a1").await;
     let s = w.wait_call("c1", T, settled).await;
     let a = &s.actions[0];
     assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 1));
@@ -178,13 +163,28 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
     assert!(stdout(&out).contains("no dead letters"));
     // Purge needs a selection; a filter that matches nothing purges nothing.
     let out = w.cli(&["dlq", "purge"], "");
-    assert!(!out.status.success() && stderr(&out).contains("name job ids, a filter, or --all"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("name job ids, a filter, or --all"),
+        "{}",
+        stderr(&out)
+    );
     let out = w.cli(&["dlq", "purge", "--action", "sms"], "");
-    assert!(stdout(&out).contains("0 dead letter(s) purged"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("0 dead letter(s) purged"),
+        "{}",
+        stdout(&out)
+    );
     let out = w.cli(&["dlq", "purge", "--agent", "a1"], "");
-    assert!(stdout(&out).contains("1 dead letter(s) purged"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("1 dead letter(s) purged"),
+        "{}",
+        stdout(&out)
+    );
     let s = w.queue.call_status("c1").await.unwrap().unwrap();
-    assert_eq!(s.actions[0].state.state, "purged", "the call's history says so");
+    assert_eq!(
+        s.actions[0].state.state, "purged",
+        "the call's history says so"
+    );
     assert_eq!(w.queue.stats().await.unwrap().dead, 0);
 }
 
@@ -197,12 +197,7 @@ async fn exhausted_retries_dead_letter_then_replay_delivers() {
     rx.set_default(Reply::status(503));
     w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
-    w.queue
-        .enqueue(vec![
-            aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap(),
-        ])
-        .await
-        .unwrap();
+    w.push("c1", "a1").await;
     let s = w.wait_call("c1", T, settled).await;
     let a = &s.actions[0];
     assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 3));
@@ -333,13 +328,7 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_written() {
 async fn unconfigured_and_disabled_agents_are_visible_skips() {
     let w = World::new().await;
     let _worker = w.worker();
-    w.queue
-        .enqueue(vec![
-            aftercall_core::CallEvent::parse(call_event("c-none", "nobody").as_bytes(), 1 << 20)
-                .unwrap(),
-        ])
-        .await
-        .unwrap();
+    w.push("c-none", "nobody").await;
     let s = w.wait_call("c-none", T, settled).await;
     assert_eq!(s.call_ended.state.state, "skipped");
     assert!(
@@ -358,13 +347,7 @@ async fn redis_unreachable_fails_fast_and_workers_survive_a_restart() {
     let rx = Receiver::start().await.unwrap();
     w.webhook_agent("a1", &rx.url).await;
     let mut worker = w.worker();
-    w.queue
-        .enqueue(vec![
-            aftercall_core::CallEvent::parse(call_event("before", "a1").as_bytes(), 1 << 20)
-                .unwrap(),
-        ])
-        .await
-        .unwrap();
+    w.push("before", "a1").await;
     assert_eq!(rx.wait_for(1, T).await.len(), 1);
 
     w.redis.kill().await;
@@ -418,13 +401,7 @@ async fn kill_9_mid_flight_loses_nothing() {
     rx.set_default(Reply::status(200).delay(Duration::from_millis(700)));
     w.webhook_agent("a1", &rx.url).await;
     let mut first = w.worker();
-    let events: Vec<_> = (0..30)
-        .map(|i| {
-            aftercall_core::CallEvent::parse(call_event(&format!("k{i}"), "a1").as_bytes(), 1 << 20)
-                .unwrap()
-        })
-        .collect();
-    w.queue.enqueue(events).await.unwrap();
+    w.enqueue_range("k", "a1", 0..30).await;
     rx.wait_for(3, T).await;
     first.kill9();
     let seen_at_kill = rx.count();
@@ -466,13 +443,7 @@ async fn sigterm_finishes_in_flight_jobs() {
     rx.set_default(Reply::status(200).delay(Duration::from_millis(500)));
     w.webhook_agent("a1", &rx.url).await;
     let mut worker = w.worker();
-    let events: Vec<_> = (0..12)
-        .map(|i| {
-            aftercall_core::CallEvent::parse(call_event(&format!("t{i}"), "a1").as_bytes(), 1 << 20)
-                .unwrap()
-        })
-        .collect();
-    w.queue.enqueue(events).await.unwrap();
+    w.enqueue_range("t", "a1", 0..12).await;
     rx.wait_for(2, T).await;
     let status = worker
         .terminate(Duration::from_secs(15))
@@ -498,12 +469,7 @@ async fn ssrf_guard_blocks_private_targets_by_default() {
     let rx = Receiver::start().await.unwrap();
     w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
-    w.queue
-        .enqueue(vec![
-            aftercall_core::CallEvent::parse(call_event("c1", "a1").as_bytes(), 1 << 20).unwrap(),
-        ])
-        .await
-        .unwrap();
+    w.push("c1", "a1").await;
     let s = w.wait_call("c1", T, settled).await;
     let a = &s.actions[0];
     assert_eq!(
@@ -523,19 +489,37 @@ async fn ssrf_guard_blocks_private_targets_by_default() {
 async fn a_delayed_action_waits_its_delay_through_the_scheduled_set() {
     let w = World::new().await;
     let rx = Receiver::start().await.unwrap();
-    let body = format!(r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}","delay":"2s"}}]}}}}}}"#, rx.url);
-    w.queue.set_agent("a1", &aftercall_core::AgentConfig::parse(body.as_bytes()).unwrap()).await.unwrap();
+    let body = format!(
+        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}","delay":"2s"}}]}}}}}}"#,
+        rx.url
+    );
+    w.queue
+        .set_agent(
+            "a1",
+            &aftercall_core::AgentConfig::parse(body.as_bytes()).unwrap(),
+        )
+        .await
+        .unwrap();
     let _worker = w.worker();
     let pushed = std::time::Instant::now();
-    w.queue.enqueue(vec![aftercall_core::CallEvent::parse(call_event("d1", "a1").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    w.push("d1", "a1").await;
     let s = w.wait_call("d1", T, |s| !s.actions.is_empty()).await;
-    assert_eq!(s.actions[0].state.state, "scheduled", "waits in the scheduled set");
+    assert_eq!(
+        s.actions[0].state.state, "scheduled",
+        "waits in the scheduled set"
+    );
     let got = rx.wait_for(1, T).await;
     assert_eq!(got.len(), 1);
     let waited = got[0].at - pushed;
-    assert!(waited >= Duration::from_secs(2), "delivered after {waited:?}, before its 2 s delay");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "delivered after {waited:?}, before its 2 s delay"
+    );
     let s = w.wait_call("d1", T, settled).await;
-    assert_eq!((s.actions[0].state.state.as_str(), s.actions[0].attempts), ("delivered", 1));
+    assert_eq!(
+        (s.actions[0].state.state.as_str(), s.actions[0].attempts),
+        ("delivered", 1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -546,16 +530,29 @@ async fn the_producers_trace_is_carried_into_logs_and_continued_to_the_receiver(
     w.webhook_agent("a1", &rx.url).await;
     let worker = w.worker();
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let ev = call_event("tr1", "a1").replacen('{', &format!(r#"{{"traceparent":"00-{trace}-00f067aa0ba902b7-01","#), 1);
+    let ev = call_event("tr1", "a1").replacen(
+        '{',
+        &format!(r#"{{"traceparent":"00-{trace}-00f067aa0ba902b7-01","#),
+        1,
+    );
     let out = w.cli(&["enqueue"], &ev);
     assert!(out.status.success(), "{}", stderr(&out));
     let got = rx.wait_for(1, T).await;
     let tp = got[0].header("traceparent").expect("traceparent header");
-    assert!(tp.starts_with(&format!("00-{trace}-")) && tp.ends_with("-01"), "{tp}");
-    assert!(!tp.contains("00f067aa0ba902b7"), "the delivery has a span of its own: {tp}");
+    assert!(
+        tp.starts_with(&format!("00-{trace}-")) && tp.ends_with("-01"),
+        "{tp}"
+    );
+    assert!(
+        !tp.contains("00f067aa0ba902b7"),
+        "the delivery has a span of its own: {tp}"
+    );
     w.wait_call("tr1", T, settled).await;
     let log = worker.log_text();
-    assert!(log.contains(&format!(r#""trace_id":"{trace}""#)), "job spans carry the trace id:\n{log}");
+    assert!(
+        log.contains(&format!(r#""trace_id":"{trace}""#)),
+        "job spans carry the trace id:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -566,18 +563,36 @@ async fn an_attempt_cut_off_by_the_grace_period_is_recorded_and_counted() {
     rx.script([Reply::status(200).delay(Duration::from_secs(3))]);
     w.webhook_agent("a1", &rx.url).await;
     let mut worker = w.worker();
-    w.queue.enqueue(vec![aftercall_core::CallEvent::parse(call_event("g1", "a1").as_bytes(), 1 << 20).unwrap()]).await.unwrap();
+    w.push("g1", "a1").await;
     rx.wait_for(1, T).await;
-    let status = worker.terminate(Duration::from_secs(10)).expect("exits after the grace period");
+    let status = worker
+        .terminate(Duration::from_secs(10))
+        .expect("exits after the grace period");
     assert!(status.success(), "{}", worker.log_text());
     let s = w.queue.call_status("g1").await.unwrap().unwrap();
     let a = &s.actions[0];
-    assert_eq!((a.state.state.as_str(), a.attempts), ("scheduled", 1), "{:?}", a.state);
-    assert!(a.history[0].error.as_deref().unwrap().starts_with("interrupted"), "{:?}", a.history);
+    assert_eq!(
+        (a.state.state.as_str(), a.attempts),
+        ("scheduled", 1),
+        "{:?}",
+        a.state
+    );
+    assert!(
+        a.history[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{:?}",
+        a.history
+    );
     // The next worker delivers it as attempt 2, with the same delivery id.
     let _next = w.worker();
     let s = w.wait_call("g1", T, settled).await;
-    assert_eq!((s.actions[0].state.state.as_str(), s.actions[0].attempts), ("delivered", 2));
+    assert_eq!(
+        (s.actions[0].state.state.as_str(), s.actions[0].attempts),
+        ("delivered", 2)
+    );
     let got = rx.received();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
