@@ -139,10 +139,10 @@ impl Cluster {
             let port: u16 = f[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
             for range in &f[8..] {
                 let (a, b) = range.split_once('-').unwrap_or((range, range));
-                if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) {
-                    if (a..=b).contains(&slot) {
-                        return self.nodes.iter().position(|n| n.port() == port);
-                    }
+                if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>())
+                    && (a..=b).contains(&slot)
+                {
+                    return self.nodes.iter().position(|n| n.port() == port);
                 }
             }
         }
@@ -199,10 +199,10 @@ async fn queue(c: &Cluster, prefix: &str, wait_replicas: u32) -> Queue {
 async fn wait_settled(q: &Queue, call_id: &str) -> aftercall_queue::CallStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(Some(s)) = q.call_status(call_id).await {
-            if settled(&s) || Instant::now() > deadline {
-                return s;
-            }
+        if let Ok(Some(s)) = q.call_status(call_id).await
+            && (settled(&s) || Instant::now() > deadline)
+        {
+            return s;
         }
         assert!(Instant::now() < deadline, "{call_id} never settled");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -98,9 +98,19 @@ mod float_tests {
     fn metadata_floats_round_trip_exactly() {
         let raw = r#"{"call_id":"c","agent_id":"a","metadata":{"score":0.30000000000000004,"lat":37.774929,"big":1.7976931348623157e308}}"#;
         let e = CallEvent::parse(raw.as_bytes(), 1 << 20).unwrap();
-        let a = WebhookAction { url: "https://x.example".into(), include_transcript: false, include_recording_url: false, secret: None, headers: Default::default(), delay: None };
+        let a = WebhookAction {
+            url: "https://x.example".into(),
+            include_transcript: false,
+            include_recording_url: false,
+            secret: None,
+            headers: Default::default(),
+            delay: None,
+        };
         let body = String::from_utf8(WebhookPayload::new(&e, &a).to_bytes()).unwrap();
-        assert!(body.contains(r#""score":0.30000000000000004,"lat":37.774929,"#), "{body}");
+        assert!(
+            body.contains(r#""score":0.30000000000000004,"lat":37.774929,"#),
+            "{body}"
+        );
         let sent: serde_json::Value = serde_json::from_str(&body).unwrap();
         let given: serde_json::Value = serde_json::from_str(raw).unwrap();
         assert_eq!(sent["metadata"], given["metadata"]);

@@ -34,9 +34,10 @@ pub fn ensure_redis_server() -> anyhow::Result<PathBuf> {
             "redis-server",
         ]))?;
         if st.success()
-            && let Some(p) = find("redis-server") {
-                return Ok(p);
-            }
+            && let Some(p) = find("redis-server")
+        {
+            return Ok(p);
+        }
     }
     bail!(
         "redis-server is not installed: install it (Debian: `apt-get install redis-server`) or point AFTERCALL_REDIS_URL at a running Redis"
@@ -153,12 +154,12 @@ impl RedisServer {
                 return Ok(());
             }
             if let Some(c) = self.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait() {
-                    let log =
-                        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                    bail!("redis-server exited with {status}: {}", tail.join(" | "));
-                }
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                bail!("redis-server exited with {status}: {}", tail.join(" | "));
+            }
             if Instant::now() > deadline {
                 bail!(
                     "redis-server on port {} did not answer within 10 s",

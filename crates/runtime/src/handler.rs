@@ -93,13 +93,12 @@ pub async fn process(ctx: &Ctx, leased: Leased) {
                 JobBody::Action(action_job) => {
                     let dest = aftercall_actions::destination(action_job);
                     let limit = ctx.cfg.limits.for_destination(&dest);
-                    if let Some(limit) = limit {
-                        if let Some(f) = hold_back(ctx, &leased, kind, &dest, limit).await {
+                    if let Some(limit) = limit
+                        && let Some(f) = hold_back(ctx, &leased, kind, &dest, limit).await {
                             apply(ctx, f).await;
                             ctx.release_hold(&leased.id);
                             return;
                         }
-                    }
                     let run = ctx
                         .executors
                         .execute(&leased.id, leased.attempt, action_job);
@@ -115,11 +114,10 @@ pub async fn process(ctx: &Ctx, leased: Leased) {
                             Outcome::retry(format!("executor panicked: {msg}"))
                         }
                     };
-                    if limit.is_some() {
-                        if let Err(e) = ctx.queue.release_slot(&dest, &slot_token(&leased)).await {
+                    if limit.is_some()
+                        && let Err(e) = ctx.queue.release_slot(&dest, &slot_token(&leased)).await {
                             warn!(error = %e, "giving back a destination slot failed; it expires on its own");
                         }
-                    }
                     observe(kind, &leased, &outcome, &dest, job.created_at, started);
                     Some(record_outcome(ctx, &leased, kind, outcome, started))
                 }

@@ -302,7 +302,7 @@ async fn sweep_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
             crate::metrics::queue_depths(&stats);
         }
         ticks += 1;
-        if ticks % 12 != 0 {
+        if !ticks.is_multiple_of(12) {
             continue;
         }
         match ctx.queue.sweep(ctx.cfg.retention, 1000).await {
