@@ -184,6 +184,18 @@ pub struct Finish {
     pub attempt: Option<aftercall_core::Attempt>,
 }
 
+/// A call-ended job's fan-out, for [`Queue::fan_out_many`]: its action jobs (each with
+/// an optional first-run delay) and the records that finish the parent.
+#[derive(Debug, Clone)]
+pub struct FanOutRecord {
+    pub parent_id: String,
+    pub token: String,
+    pub call_id: String,
+    pub jobs: Vec<(Job, Option<Duration>)>,
+    pub state: StateInfo,
+    pub attempt: aftercall_core::Attempt,
+}
+
 /// A job's current state as stored (the Lua scripts write the same shape).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateInfo {
@@ -347,14 +359,15 @@ impl Queue {
     /// Enqueues call-ended events, idempotently on `call_id`. Events must already be
     /// validated. Large batches go in chunks, each one atomic.
     pub async fn enqueue(&self, events: Vec<CallEvent>) -> Result<Vec<Enqueued>, QueueError> {
+        use futures::StreamExt;
         const CHUNK: usize = 500;
         let k = &self.inner.keys;
         let max = self.inner.cfg.retry.max_attempts;
         let now = Utc::now();
-        let mut out = Vec::with_capacity(events.len());
+        let total = events.len();
         let mut it = events.into_iter().peekable();
-        while it.peek().is_some() {
-            let chunk: Vec<CallEvent> = it.by_ref().take(CHUNK).collect();
+        let chunks = std::iter::from_fn(|| {
+            it.peek()?;
             let mut inv = Self::invocation(
                 &self.inner.scripts.enqueue,
                 &[
@@ -369,30 +382,23 @@ impl Queue {
                 ],
             );
             inv.arg(now.timestamp_millis());
-            let mut call_ids = Vec::with_capacity(chunk.len());
-            for event in chunk {
+            let mut call_ids = Vec::with_capacity(CHUNK);
+            for event in it.by_ref().take(CHUNK) {
                 let job = Job::call_ended(event, now);
-                call_ids.push(job.call_id.clone());
                 inv.arg(&job.call_id)
                     .arg(&job.id)
                     .arg(job.to_json())
                     .arg(max);
+                call_ids.push(job.call_id);
             }
-            // The shared connection reports a dropped link once before it reconnects;
-            // enqueue is idempotent on call_id, so one retry is safe (a write that did
-            // land shows as a duplicate).
-            let res: Vec<redis::Value> = match inv.invoke_async(&mut self.conn()).await {
-                Err(e)
-                    if e.is_io_error()
-                        || e.is_connection_dropped()
-                        || e.is_connection_refusal() =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    inv.invoke_async(&mut self.conn()).await?
-                }
-                r => r?,
-            };
-            self.wait_for_replicas().await?;
+            Some(async move { Ok::<_, QueueError>((self.enqueue_chunk(inv).await?, call_ids)) })
+        });
+        // Two chunks in flight: the next one is encoded while Redis runs the previous.
+        // One connection keeps them in order; each chunk is atomic on its own.
+        let mut results = futures::stream::iter(chunks).buffered(2);
+        let mut out = Vec::with_capacity(total);
+        while let Some(r) = results.next().await {
+            let (res, call_ids) = r?;
             for (pair, call_id) in res.chunks(2).zip(call_ids) {
                 let added: i64 = redis::from_redis_value(pair[0].clone())?;
                 let job_id: String = redis::from_redis_value(pair[1].clone())?;
@@ -404,6 +410,24 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    async fn enqueue_chunk(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<redis::Value>, QueueError> {
+        // The shared connection reports a dropped link once before it reconnects;
+        // enqueue is idempotent on call_id, so one retry is safe (a write that did
+        // land shows as a duplicate).
+        let res: Vec<redis::Value> = match inv.invoke_async(&mut self.conn()).await {
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                inv.invoke_async(&mut self.conn()).await?
+            }
+            r => r?,
+        };
+        self.wait_for_replicas().await?;
+        Ok(res)
     }
 
     /// With `wait_replicas` set, waits until that many replicas acknowledged the writes
@@ -483,16 +507,32 @@ impl Queue {
             Some(v) => redis::from_redis_value(v)?,
             None => -1,
         };
-        let rest: Vec<redis::Value> = it.collect();
-        let mut jobs = Vec::with_capacity(rest.len() / 4);
-        for q in rest.chunks(4) {
-            let id: String = redis::from_redis_value(q[0].clone())?;
+        let mut leased = Vec::with_capacity(it.len() / 3);
+        while let (Some(id), Some(attempt), Some(max)) = (it.next(), it.next(), it.next()) {
+            let id: String = redis::from_redis_value(id)?;
+            let attempt: u32 = redis::from_redis_value(attempt)?;
+            let max_attempts: u32 = redis::from_redis_value(max)?;
+            leased.push((id, attempt, max_attempts));
+        }
+        // The jobs' data is read here rather than in the script: every string crossing
+        // into Lua costs Redis a hash of each of its bytes. Job data is immutable, and a
+        // leased job is neither purged nor swept, so this reads what the script saw.
+        let data: Vec<Option<Vec<u8>>> = if leased.is_empty() {
+            Vec::new()
+        } else {
+            let ids: Vec<&str> = leased.iter().map(|(id, _, _)| id.as_str()).collect();
+            redis::cmd("HMGET")
+                .arg(&k.data)
+                .arg(&ids)
+                .query_async(&mut self.conn())
+                .await?
+        };
+        let mut jobs = Vec::with_capacity(leased.len());
+        for ((id, attempt, max_attempts), data) in leased.into_iter().zip(data) {
             // Bytes, not String: a payload that is not UTF-8 must fail as its own job
             // (undecodable, dead-lettered), not fail the fetch of its whole batch.
-            let data: Vec<u8> = redis::from_redis_value(q[1].clone())?;
-            let data = String::from_utf8_lossy(&data).into_owned();
-            let attempt: u32 = redis::from_redis_value(q[2].clone())?;
-            let max_attempts: u32 = redis::from_redis_value(q[3].clone())?;
+            let data = String::from_utf8(data.unwrap_or_default())
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             let token = format!("{worker}:{attempt}");
             jobs.push(Leased {
                 id,
@@ -565,10 +605,51 @@ impl Queue {
         parent_state: &StateInfo,
         parent_attempt: &aftercall_core::Attempt,
     ) -> Result<bool, QueueError> {
-        let k = &self.inner.keys;
+        let mut inv = self.fan_out_invocation();
         let now = now_ms();
-        let ids: Vec<&str> = jobs.iter().map(|(j, _)| j.id.as_str()).collect();
-        let mut inv = Self::invocation(
+        inv.arg(now);
+        self.fan_out_args(
+            &mut inv,
+            now,
+            &parent.id,
+            &parent.token,
+            call_id,
+            jobs,
+            parent_state,
+            parent_attempt,
+        );
+        let applied: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
+        Ok(applied.first() == Some(&1))
+    }
+
+    /// Several fan-outs in one script call, each atomic and applied as if in turn.
+    /// Returns, per record, whether its parent's lease was still held.
+    pub async fn fan_out_many(&self, records: &[FanOutRecord]) -> Result<Vec<bool>, QueueError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.fan_out_invocation();
+        let now = now_ms();
+        inv.arg(now);
+        for r in records {
+            self.fan_out_args(
+                &mut inv,
+                now,
+                &r.parent_id,
+                &r.token,
+                &r.call_id,
+                &r.jobs,
+                &r.state,
+                &r.attempt,
+            );
+        }
+        let applied: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
+        Ok(applied.into_iter().map(|v| v == 1).collect())
+    }
+
+    fn fan_out_invocation(&self) -> redis::ScriptInvocation<'_> {
+        let k = &self.inner.keys;
+        Self::invocation(
             &self.inner.scripts.fanout,
             &[
                 &k.ready,
@@ -584,14 +665,30 @@ impl Queue {
                 &k.fanout,
                 &k.notify,
             ],
-        );
-        inv.arg(now)
-            .arg(&parent.id)
-            .arg(&parent.token)
+        )
+    }
+
+    /// One parent's arguments, after `now`: see the header of `fanout.lua`.
+    #[allow(clippy::too_many_arguments)]
+    fn fan_out_args(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+        now: i64,
+        parent_id: &str,
+        token: &str,
+        call_id: &str,
+        jobs: &[(Job, Option<Duration>)],
+        parent_state: &StateInfo,
+        parent_attempt: &aftercall_core::Attempt,
+    ) {
+        let ids: Vec<&str> = jobs.iter().map(|(j, _)| j.id.as_str()).collect();
+        inv.arg(parent_id)
+            .arg(token)
             .arg(call_id)
             .arg(serde_json::to_string(parent_state).expect("state serializes"))
             .arg(serde_json::to_string(parent_attempt).expect("attempt serializes"))
-            .arg(serde_json::to_string(&ids).expect("ids serialize"));
+            .arg(serde_json::to_string(&ids).expect("ids serialize"))
+            .arg(jobs.len());
         for (job, delay) in jobs {
             let run_at = delay.map(|d| now + d.as_millis() as i64).unwrap_or(0);
             inv.arg(&job.id)
@@ -599,8 +696,6 @@ impl Queue {
                 .arg(self.inner.cfg.retry.max_attempts)
                 .arg(run_at);
         }
-        let applied: i64 = inv.invoke_async(&mut self.conn()).await?;
-        Ok(applied == 1)
     }
 
     /// Renews the leases in `held` (id, token). Returns the ids whose lease was lost.
@@ -706,6 +801,18 @@ impl Queue {
                 .map_err(|e| QueueError::Corrupt(format!("agent {agent_id}: {e}")))
         })
         .transpose()
+    }
+
+    /// Stored agent configs (JSON) for `ids`, in one round trip; `None` where absent.
+    pub async fn agents_raw(&self, ids: &[String]) -> Result<Vec<Option<String>>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(redis::cmd("HMGET")
+            .arg(&self.inner.keys.agents)
+            .arg(ids)
+            .query_async(&mut self.conn())
+            .await?)
     }
 
     /// An agent's config and its stored form, for [`Queue::set_agent_if`].

@@ -268,30 +268,40 @@ impl Queue {
     /// Every job of a call and where each stands.
     pub async fn call_status(&self, call_id: &str) -> Result<Option<CallStatus>, QueueError> {
         let k = &self.inner.keys;
-        let (parent, fanout): (Option<String>, Option<String>) = redis::pipe()
-            .hget(&k.calls, call_id)
-            .hget(&k.fanout, call_id)
-            .query_async(&mut self.conn())
-            .await?;
-        let Some(parent) = parent else {
-            return Ok(None);
-        };
-        let mut ids = vec![parent];
-        if let Some(f) = fanout {
-            let action_ids: Vec<String> = serde_json::from_str(&f)
-                .map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
-            ids.extend(action_ids);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (parent, fanout): (Option<String>, Option<String>) = redis::pipe()
+                .hget(&k.calls, call_id)
+                .hget(&k.fanout, call_id)
+                .query_async(&mut self.conn())
+                .await?;
+            let Some(parent) = parent else {
+                return Ok(None);
+            };
+            let fanned_out = fanout.is_some();
+            let mut ids = vec![parent];
+            if let Some(f) = fanout {
+                let action_ids: Vec<String> = serde_json::from_str(&f)
+                    .map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
+                ids.extend(action_ids);
+            }
+            let mut records = self.jobs(&ids).await?;
+            if records.is_empty() || records[0].id != ids[0] {
+                return Ok(None);
+            }
+            let call_ended = records.remove(0);
+            // The call fanned out between the two reads: its fan-out record and its state
+            // are written together, so reading again shows its actions too.
+            if !fanned_out && call_ended.state.state == "fanned_out" && tries < 3 {
+                continue;
+            }
+            return Ok(Some(CallStatus {
+                call_id: call_id.to_string(),
+                call_ended,
+                actions: records,
+            }));
         }
-        let mut records = self.jobs(&ids).await?;
-        if records.is_empty() || records[0].id != ids[0] {
-            return Ok(None);
-        }
-        let call_ended = records.remove(0);
-        Ok(Some(CallStatus {
-            call_id: call_id.to_string(),
-            call_ended,
-            actions: records,
-        }))
     }
 
     /// Lists dead letters, oldest first, filtered. `cursor` is opaque (from a previous page).

@@ -4,13 +4,12 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aftercall_actions::Executors;
 use aftercall_core::job::{FanOut, fan_out};
 use aftercall_core::{Attempt, AttemptOutcome, Job, JobBody, Outcome};
 use aftercall_queue::{Finish, FinishMode, Leased, Queue, StateInfo, now_ms};
-use backon::{ExponentialBuilder, Retryable};
 use chrono::{TimeZone, Utc};
 use futures::FutureExt;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -29,6 +28,10 @@ pub struct Ctx {
     /// Jobs whose attempt has started (a subset of `held`): at shutdown these are not
     /// "unstarted", and cutting them off is recorded as an attempt.
     pub started: Mutex<std::collections::HashSet<String>>,
+    /// Outcomes, fan-outs and agent reads: many jobs per Redis call.
+    pub acker: crate::acker::Acker,
+    pub fan_outs: crate::acker::FanOuts,
+    pub agents: crate::acker::Agents,
 }
 
 impl Ctx {
@@ -301,15 +304,19 @@ async fn run_fan_out(
     started: Instant,
 ) -> Option<Finish> {
     let w = &ctx.cfg.worker_id;
-    let config = match ctx.queue.get_agent(&job.agent_id).await {
-        Ok(c) => c,
+    let config = match ctx.agents.call(job.agent_id.clone()).await {
+        Ok(Ok(c)) => c,
         Err(e) => {
+            let outcome = Outcome::retry(format!("reading agent config: {e}"));
+            return Some(record_outcome(ctx, leased, "call_ended", outcome, started));
+        }
+        Ok(Err(e)) => {
             let outcome = Outcome::retry(format!("reading agent config: {e}"));
             return Some(record_outcome(ctx, leased, "call_ended", outcome, started));
         }
     };
     let now = Utc::now();
-    let (jobs, state, outcome) = match fan_out(job, event, config.as_ref(), now) {
+    let (jobs, state, outcome) = match fan_out(job, event, config.as_deref(), now) {
         FanOut::Skip(reason) => {
             info!(reason = %reason, "call skipped");
             let mut st = StateInfo::new("skipped");
@@ -324,11 +331,15 @@ async fn run_fan_out(
         }
     };
     let attempt = attempt_record(leased, outcome.0, None, outcome.1, None, started, w);
-    match ctx
-        .queue
-        .fan_out(leased, &job.call_id, &jobs, &state, &attempt)
-        .await
-    {
+    let record = aftercall_queue::FanOutRecord {
+        parent_id: leased.id.clone(),
+        token: leased.token.clone(),
+        call_id: job.call_id.clone(),
+        jobs,
+        state,
+        attempt,
+    };
+    match ctx.fan_outs.call(record).await {
         Ok(true) => None,
         Ok(false) => {
             warn!("lease lost before fan-out was recorded; another worker owns the job");
@@ -408,20 +419,14 @@ fn attempt_record(
     }
 }
 
-/// Records a finish, retrying briefly through Redis blips.
+/// Records a finish through the acker, which batches it with other jobs' finishes and
+/// retries briefly through Redis blips.
 async fn apply(ctx: &Ctx, f: Finish) {
-    let policy = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(2))
-        .with_max_times(6);
-    let res = (|| async { ctx.queue.finish(std::slice::from_ref(&f)).await })
-        .retry(policy)
-        .when(|e| e.is_transient())
-        .notify(|e, d| warn!(error = %e, retry_in_ms = d.as_millis() as u64, "recording outcome failed; retrying"))
-        .await;
-    match res {
-        Ok(v) if v.first() == Some(&true) => debug!("outcome recorded"),
-        Ok(_) => warn!("lease lost before the outcome was recorded; another worker owns the job"),
+    match ctx.acker.call(f).await {
+        Ok(true) => debug!("outcome recorded"),
+        Ok(false) => {
+            warn!("lease lost before the outcome was recorded; another worker owns the job")
+        }
         Err(e) => {
             error!(error = %e, "could not record outcome; the lease will expire and the job re-run")
         }

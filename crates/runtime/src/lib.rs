@@ -2,6 +2,7 @@
 //! Redis backend), lease renewal and retention. Binaries and tests start the whole
 //! system through this one function.
 
+mod acker;
 mod handler;
 pub mod limits;
 pub mod metrics;
@@ -144,7 +145,11 @@ pub async fn run_with_queue(
     queue: Queue,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
-    let executors = aftercall_actions::Executors::new(&cfg.actions)?;
+    // Keep as many idle connections per host as jobs may run at once: with fewer, a
+    // busy destination gets a new TCP connection (and a TIME_WAIT socket) per request.
+    let mut actions = cfg.actions.clone();
+    actions.http.pool_per_host = actions.http.pool_per_host.max(cfg.concurrency);
+    let executors = aftercall_actions::Executors::new(&actions)?;
     tracing::info!(worker = %cfg.worker_id, concurrency = cfg.concurrency, queue = %cfg.queue.prefix, "worker starting");
     pool::run(cfg, queue, executors, shutdown).await
 }

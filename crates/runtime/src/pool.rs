@@ -19,6 +19,7 @@ use futures::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::acker;
 use crate::handler::{self, Ctx, Held};
 use crate::{RuntimeError, WorkerConfig};
 
@@ -33,12 +34,19 @@ pub async fn run(
 ) -> Result<(), RuntimeError> {
     let held: Held = Default::default();
     let grace = cfg.grace;
+    let batchers_stop = CancellationToken::new();
+    let (acker, acker_task) = acker::acker(queue.clone(), batchers_stop.clone());
+    let (fan_outs, fan_outs_task) = acker::fan_outs(queue.clone(), batchers_stop.clone());
+    let (agents, agents_task) = acker::agents(queue.clone(), batchers_stop.clone());
     let ctx = Arc::new(Ctx {
         queue: queue.clone(),
         executors,
         cfg: cfg.clone(),
         held: held.clone(),
         started: Default::default(),
+        acker,
+        fan_outs,
+        agents,
     });
     let buffer: Arc<std::sync::Mutex<VecDeque<Leased>>> = Default::default();
 
@@ -47,10 +55,12 @@ pub async fn run(
     let _ = queue.heartbeat(&cfg.worker_id).await;
     let sweeper = tokio::spawn(sweep_loop(ctx.clone(), side.clone()));
 
+    let fetching: Arc<tokio::sync::Mutex<()>> = Default::default();
     let fetcher = Fetcher {
         ctx: ctx.clone(),
         buffer: buffer.clone(),
         shutdown: shutdown.clone(),
+        fetching: fetching.clone(),
     };
     let backend = BackendBuilder::new()
         .database(fetcher)
@@ -96,6 +106,11 @@ pub async fn run(
         }
     };
     drop(run);
+    // Outcomes already handed over are recorded before anything is returned, and a
+    // fetch still in flight has put what it leased among the held jobs.
+    batchers_stop.cancel();
+    let _ = tokio::join!(acker_task, fan_outs_task, agents_task);
+    let _fetching = fetching.lock().await;
     // Whatever is still held (buffered, or cut off by the grace period) goes back.
     let leftovers: Vec<(String, String)> = held.lock().expect("held lock").drain().collect();
     if !leftovers.is_empty() {
@@ -152,6 +167,9 @@ struct Fetcher {
     ctx: Arc<Ctx>,
     buffer: Arc<std::sync::Mutex<VecDeque<Leased>>>,
     shutdown: CancellationToken,
+    /// Held while a fetch is in flight. Shutdown takes it before returning what is held,
+    /// so a fetch started in the background cannot lease jobs after that.
+    fetching: Arc<tokio::sync::Mutex<()>>,
 }
 
 type Item = Result<Option<Task<Leased>>, BoxDynError>;
@@ -174,7 +192,12 @@ impl Fetcher {
             if self.shutdown.is_cancelled() {
                 return None;
             }
-            if let Some(j) = self.buffer.lock().expect("buffer lock").pop_front() {
+            if let Some(j) = self.pop(batch) {
+                return Some(j);
+            }
+            let guard = self.fetching.lock().await;
+            // A background fetch may have filled the buffer while we waited for it.
+            if let Some(j) = self.pop(batch) {
                 return Some(j);
             }
             let asked = std::time::Instant::now();
@@ -183,18 +206,11 @@ impl Fetcher {
             match fetched {
                 Ok(fetched) if !fetched.jobs.is_empty() => {
                     failures = 0;
-                    let mut held = self.ctx.held.lock().expect("held lock");
-                    for j in &fetched.jobs {
-                        held.insert(j.id.clone(), j.token.clone());
-                    }
-                    drop(held);
-                    debug!(n = fetched.jobs.len(), "fetched");
-                    self.buffer
-                        .lock()
-                        .expect("buffer lock")
-                        .extend(fetched.jobs);
+                    self.take(fetched.jobs);
+                    drop(guard);
                 }
                 Ok(fetched) => {
+                    drop(guard);
                     failures = 0;
                     let wait = match fetched.next_due_ms {
                         Some(due) => Duration::from_millis(
@@ -205,6 +221,7 @@ impl Fetcher {
                     self.wait(blocking, wait).await;
                 }
                 Err(e) => {
+                    drop(guard);
                     failures += 1;
                     let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)))
                         .min(Duration::from_secs(5));
@@ -226,6 +243,49 @@ impl Fetcher {
                 }
             }
         }
+    }
+
+    /// A buffered job. When the buffer runs down to half a batch, the next batch is
+    /// fetched in the background, so jobs keep starting during that round trip instead
+    /// of waiting for it (one fetch at a time; an empty queue or an error is left to the
+    /// inline fetch, which waits and backs off).
+    fn pop(&self, batch: usize) -> Option<Leased> {
+        let mut buffer = self.buffer.lock().expect("buffer lock");
+        let job = buffer.pop_front()?;
+        if buffer.len() <= batch / 2
+            && let Ok(guard) = self.fetching.clone().try_lock_owned()
+        {
+            drop(buffer);
+            let f = self.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                if f.shutdown.is_cancelled() {
+                    return;
+                }
+                let cfg = &f.ctx.cfg;
+                let asked = std::time::Instant::now();
+                let fetched = f.ctx.queue.fetch(&cfg.worker_id, batch, cfg.lease).await;
+                crate::metrics::redis_round_trip("fetch", asked.elapsed());
+                if let Ok(fetched) = fetched {
+                    f.take(fetched.jobs);
+                }
+            });
+        }
+        Some(job)
+    }
+
+    /// Holds (for lease renewal and shutdown) and buffers freshly leased jobs.
+    fn take(&self, jobs: Vec<Leased>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut held = self.ctx.held.lock().expect("held lock");
+        for j in &jobs {
+            held.insert(j.id.clone(), j.token.clone());
+        }
+        drop(held);
+        debug!(n = jobs.len(), "fetched");
+        self.buffer.lock().expect("buffer lock").extend(jobs);
     }
 
     /// Blocks on the wake-up list so a new job starts within milliseconds.

@@ -2,28 +2,50 @@
 -- KEYS: calls, calls_at, ready, data, state, attempts, max, notify
 -- ARGV: now, then per job: call_id, job_id, job_json, max_attempts
 -- Returns per job: 1 and the new id, or 0 and the id of the job the call already has.
+-- Batched: one HMGET finds known calls, then each kind of write is one command per call.
 local now = ARGV[1]
+local call_ids = {}
+for i = 2, #ARGV, 4 do call_ids[#call_ids + 1] = ARGV[i] end
+local known = hmget(KEYS[1], call_ids)
+
 local out = {}
-local added = 0
-for i = 2, #ARGV, 4 do
+local fresh = {}
+-- No attempts entry: an absent count reads as 0 everywhere (fetch, status, replay).
+local calls, calls_at, data, maxes, states, ready = {}, {}, {}, {}, {}, {}
+local queued
+for k = 1, #call_ids do
+  local i = 2 + (k - 1) * 4
   local call_id, id, json, max = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if redis.call('HSETNX', KEYS[1], call_id, id) == 1 then
-    redis.call('ZADD', KEYS[2], now, call_id)
-    redis.call('HSET', KEYS[4], id, json)
-    redis.call('HSET', KEYS[6], id, 0)
-    redis.call('HSET', KEYS[7], id, max)
-    redis.call('HSET', KEYS[5], id, state_json('queued', now))
-    redis.call('LPUSH', KEYS[3], id)
-    added = added + 1
-    table.insert(out, 1)
-    table.insert(out, id)
+  -- A call twice in one batch: the second is a duplicate of the first, as HSETNX in turn.
+  local prev = known[k] or fresh[call_id]
+  if prev then
+    out[#out + 1] = 0
+    out[#out + 1] = prev
   else
-    table.insert(out, 0)
-    table.insert(out, redis.call('HGET', KEYS[1], call_id))
+    fresh[call_id] = id
+    queued = queued or state_json('queued', now)
+    calls[#calls + 1] = call_id
+    calls[#calls + 1] = id
+    calls_at[#calls_at + 1] = now
+    calls_at[#calls_at + 1] = call_id
+    data[#data + 1] = id
+    data[#data + 1] = json
+    maxes[#maxes + 1] = id
+    maxes[#maxes + 1] = max
+    states[#states + 1] = id
+    states[#states + 1] = queued
+    ready[#ready + 1] = id
+    out[#out + 1] = 1
+    out[#out + 1] = id
   end
 end
-if added > 0 then
-  redis.call('LPUSH', KEYS[8], 1)
-  redis.call('LTRIM', KEYS[8], 0, 63)
+if #ready > 0 then
+  call_sliced('HSET', KEYS[1], calls, 2)
+  call_sliced('ZADD', KEYS[2], calls_at, 2)
+  call_sliced('HSET', KEYS[4], data, 2)
+  call_sliced('HSET', KEYS[7], maxes, 2)
+  call_sliced('HSET', KEYS[5], states, 2)
+  call_sliced('LPUSH', KEYS[3], ready, 1)
+  notify(KEYS[8])
 end
 return out

@@ -1,32 +1,80 @@
--- Atomically creates a call's action jobs and finishes its call-ended job. Idempotent:
--- a call fans out once, whoever holds the lease.
+-- Atomically creates calls' action jobs and finishes their call-ended jobs, one or many
+-- calls per script call, each as if run in turn. Idempotent: a call fans out once,
+-- whoever holds the lease.
 -- KEYS: ready, running, scheduled, done, data, state, attempts, max, log, lease, fanout, notify
--- ARGV: now, parent_id, token, call_id, parent_state, parent_log, ids_json,
---       then per job: id, json, max, run_at_ms (0 = now)
--- Returns 1 applied, 0 stale lease.
+-- ARGV: now, then per call-ended job: parent_id, token, call_id, parent_state, parent_log,
+--       ids_json, n, then n times: id, json, max, run_at_ms (0 = now)
+-- Returns per call-ended job: 1 applied, 0 stale lease.
 local now = tonumber(ARGV[1])
-local parent, token, call_id = ARGV[2], ARGV[3], ARGV[4]
-if redis.call('HGET', KEYS[10], parent) ~= token then return 0 end
-if redis.call('HSETNX', KEYS[11], call_id, ARGV[7]) == 1 then
-  for i = 8, #ARGV, 4 do
-    local id, json, max, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-    redis.call('HSET', KEYS[5], id, json)
-    redis.call('HSET', KEYS[7], id, 0)
-    redis.call('HSET', KEYS[8], id, max)
-    if run_at > now then
-      redis.call('ZADD', KEYS[3], run_at, id)
-      redis.call('HSET', KEYS[6], id, state_json('scheduled', now, { run_at = run_at }))
-    else
-      redis.call('LPUSH', KEYS[1], id)
-      redis.call('HSET', KEYS[6], id, state_json('queued', now))
+local now_s = ARGV[1]
+local parents, tokens, at = {}, {}, {}
+local i = 2
+while i <= #ARGV do
+  parents[#parents + 1] = ARGV[i]
+  tokens[#tokens + 1] = ARGV[i + 1]
+  at[#at + 1] = i
+  i = i + 7 + 4 * tonumber(ARGV[i + 6])
+end
+local holders = hmget(KEYS[10], parents)
+
+local out = {}
+local seen = {}
+-- No attempts entry for new jobs: an absent count reads as 0 everywhere.
+local data, maxes, states, ready, scheduled = {}, {}, {}, {}, {}
+local finished, done, log_ids, log_entries = {}, {}, {}, {}
+local queued
+for k = 1, #parents do
+  local p = at[k]
+  local parent = parents[k]
+  if holders[k] ~= tokens[k] or seen[parent] then
+    out[k] = 0
+  else
+    seen[parent] = true
+    out[k] = 1
+    local n = tonumber(ARGV[p + 6])
+    if rcall('HSETNX', KEYS[11], ARGV[p + 2], ARGV[p + 5]) == 1 then
+      for j = p + 7, p + 6 + 4 * n, 4 do
+        local id, json, max, run_at = ARGV[j], ARGV[j + 1], ARGV[j + 2], tonumber(ARGV[j + 3])
+        data[#data + 1] = id
+        data[#data + 1] = json
+        maxes[#maxes + 1] = id
+        maxes[#maxes + 1] = max
+        states[#states + 1] = id
+        if run_at > now then
+          scheduled[#scheduled + 1] = ARGV[j + 3]
+          scheduled[#scheduled + 1] = id
+          states[#states + 1] = state_json('scheduled', now, { run_at = run_at })
+        else
+          ready[#ready + 1] = id
+          queued = queued or state_json('queued', now)
+          states[#states + 1] = queued
+        end
+      end
     end
+    finished[#finished + 1] = parent
+    states[#states + 1] = parent
+    states[#states + 1] = ARGV[p + 3]
+    if ARGV[p + 4] ~= '' then
+      log_ids[#log_ids + 1] = parent
+      log_entries[#log_entries + 1] = ARGV[p + 4]
+    end
+    done[#done + 1] = now_s
+    done[#done + 1] = parent
   end
 end
-redis.call('ZREM', KEYS[2], parent)
-redis.call('HDEL', KEYS[10], parent)
-redis.call('HSET', KEYS[6], parent, ARGV[5])
-append_log(KEYS[9], parent, ARGV[6])
-redis.call('ZADD', KEYS[4], now, parent)
-redis.call('LPUSH', KEYS[12], 1)
-redis.call('LTRIM', KEYS[12], 0, 63)
-return 1
+
+if #finished > 0 then
+  if #data > 0 then
+    call_sliced('HSET', KEYS[5], data, 2)
+    call_sliced('HSET', KEYS[8], maxes, 2)
+  end
+  if #scheduled > 0 then call_sliced('ZADD', KEYS[3], scheduled, 2) end
+  if #ready > 0 then call_sliced('LPUSH', KEYS[1], ready, 1) end
+  call_sliced('ZREM', KEYS[2], finished, 1)
+  call_sliced('HDEL', KEYS[10], finished, 1)
+  call_sliced('HSET', KEYS[6], states, 2)
+  append_logs(KEYS[9], log_ids, log_entries)
+  call_sliced('ZADD', KEYS[4], done, 2)
+  notify(KEYS[12])
+end
+return out

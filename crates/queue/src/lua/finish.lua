@@ -3,45 +3,82 @@
 -- KEYS: ready, running, scheduled, dead, done, state, attempts, log, lease, notify
 -- ARGV: now, then per job: mode (done|retry|dead|release|defer), id, token, score, state_json, log_entry
 -- Returns per job: 1 applied, 0 stale lease.
+-- Batched: the lease check is one HMGET, and each kind of write one command per call.
 local now = ARGV[1]
-local out = {}
+local n = (#ARGV - 1) / 6
+local ids = {}
+for k = 1, n do ids[k] = ARGV[6 * k - 3] end
+local holders = hmget(KEYS[9], ids)
+
+local out, seen = {}, {}
+local applied, states, log_ids, log_entries, done = {}, {}, {}, {}, {}
+local na, ns, nl, nd = 0, 0, 0, 0
+local dead, scheduled, released
 local wake = false
-for i = 2, #ARGV, 6 do
-  local mode, id, token, score, st, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  if redis.call('HGET', KEYS[9], id) ~= token then
-    table.insert(out, 0)
+for k = 1, n do
+  local i = 6 * k - 4
+  local mode, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  -- The same id twice in one call: only the first holds the lease, as if run in turn.
+  if holders[k] ~= token or seen[id] then
+    out[k] = 0
   else
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('HDEL', KEYS[9], id)
-    if mode == 'release' then
-      redis.call('HINCRBY', KEYS[7], id, -1)
-      redis.call('RPUSH', KEYS[1], id)
-      redis.call('HSET', KEYS[6], id, state_json('queued', now))
+    seen[id] = true
+    out[k] = 1
+    na = na + 1
+    applied[na] = id
+    if mode == 'done' then
+      nd = nd + 2
+      done[nd - 1] = now
+      done[nd] = id
+    elseif mode == 'release' then
+      rcall('HINCRBY', KEYS[7], id, -1)
+      released = released or {}
+      released[#released + 1] = id
+      ns = ns + 2
+      states[ns - 1] = id
+      states[ns] = state_json('queued', now)
       wake = true
     elseif mode == 'defer' then
       -- Held back by a per-destination limit: not an attempt, try again shortly.
-      redis.call('HINCRBY', KEYS[7], id, -1)
-      redis.call('ZADD', KEYS[3], score, id)
-      redis.call('HSET', KEYS[6], id, st)
+      rcall('HINCRBY', KEYS[7], id, -1)
+      scheduled = scheduled or {}
+      scheduled[#scheduled + 1] = ARGV[i + 3]
+      scheduled[#scheduled + 1] = id
+      wake = true
+    elseif mode == 'retry' then
+      scheduled = scheduled or {}
+      scheduled[#scheduled + 1] = ARGV[i + 3]
+      scheduled[#scheduled + 1] = id
+      -- Idle workers re-read the next due time, so a short retry is not late.
       wake = true
     else
-      redis.call('HSET', KEYS[6], id, st)
-      append_log(KEYS[8], id, entry)
-      if mode == 'done' then
-        redis.call('ZADD', KEYS[5], now, id)
-      elseif mode == 'retry' then
-        redis.call('ZADD', KEYS[3], score, id)
-        -- Idle workers re-read the next due time, so a short retry is not late.
-        wake = true
-      else
-        redis.call('ZADD', KEYS[4], now, id)
+      dead = dead or {}
+      dead[#dead + 1] = now
+      dead[#dead + 1] = id
+    end
+    if mode ~= 'release' then
+      ns = ns + 2
+      states[ns - 1] = id
+      states[ns] = ARGV[i + 4]
+      local entry = ARGV[i + 5]
+      if mode ~= 'defer' and entry ~= '' then
+        nl = nl + 1
+        log_ids[nl] = id
+        log_entries[nl] = entry
       end
     end
-    table.insert(out, 1)
   end
 end
-if wake then
-  redis.call('LPUSH', KEYS[10], 1)
-  redis.call('LTRIM', KEYS[10], 0, 63)
+
+if na > 0 then
+  call_sliced('ZREM', KEYS[2], applied, 1)
+  call_sliced('HDEL', KEYS[9], applied, 1)
+  call_sliced('HSET', KEYS[6], states, 2)
+  append_logs(KEYS[8], log_ids, log_entries)
+  call_sliced('ZADD', KEYS[5], done, 2)
+  if scheduled then call_sliced('ZADD', KEYS[3], scheduled, 2) end
+  if dead then call_sliced('ZADD', KEYS[4], dead, 2) end
+  if released then call_sliced('RPUSH', KEYS[1], released, 1) end
 end
+if wake then notify(KEYS[10]) end
 return out

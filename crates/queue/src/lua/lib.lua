@@ -1,17 +1,83 @@
 -- Shared helpers, prepended to every script. Every key a script touches arrives in KEYS.
+-- Work on many jobs goes to Redis as one multi-argument command per slice of ids, not
+-- one command per job: each redis.call costs Redis a whole command dispatch. Globals are
+-- read once into locals: a global lookup costs more than the table access it guards.
+local KEYS, ARGV = KEYS, ARGV
+local rcall, unpack, tonumber = redis.call, unpack, tonumber
+local encode, sub = cjson.encode, string.sub
+
+-- Arguments per multi-argument command: well under Lua's unpack limit (~8000).
+local SLICE = 1000
+
+-- Runs `cmd key args[1..n]` in slices; `step` keeps pairs (field, value) together.
+local function call_sliced(cmd, key, args, step)
+  local n = #args
+  if n <= SLICE then
+    if n > 0 then rcall(cmd, key, unpack(args, 1, n)) end
+    return
+  end
+  local i = 1
+  while i <= n do
+    local j = i + SLICE - 1
+    if j > n then j = n end
+    j = j - ((j - i + 1) % step)
+    rcall(cmd, key, unpack(args, i, j))
+    i = j + 1
+  end
+end
+
+-- HMGET for any number of fields; values aligned with `fields` (false where absent).
+local function hmget(key, fields)
+  local n = #fields
+  if n <= SLICE then return rcall('HMGET', key, unpack(fields, 1, n)) end
+  local out = {}
+  local i = 1
+  while i <= n do
+    local j = i + SLICE - 1
+    if j > n then j = n end
+    local got = rcall('HMGET', key, unpack(fields, i, j))
+    for k = 1, #got do out[i + k - 1] = got[k] end
+    i = j + 1
+  end
+  return out
+end
+
+local function append_entry(cur, entry)
+  if not cur or cur == '' or cur == '[]' then
+    return '[' .. entry .. ']'
+  end
+  return sub(cur, 1, -2) .. ',' .. entry .. ']'
+end
+
 local function append_log(log_key, id, entry)
   if entry == nil or entry == '' then return end
-  local cur = redis.call('HGET', log_key, id)
-  if not cur or cur == '' or cur == '[]' then
-    redis.call('HSET', log_key, id, '[' .. entry .. ']')
-  else
-    redis.call('HSET', log_key, id, string.sub(cur, 1, -2) .. ',' .. entry .. ']')
+  rcall('HSET', log_key, id, append_entry(rcall('HGET', log_key, id), entry))
+end
+
+-- Appends entries[k] to the history of ids[k], with one HMGET and one HSET per slice.
+local function append_logs(log_key, ids, entries)
+  local n = #ids
+  if n == 0 then return end
+  local cur = hmget(log_key, ids)
+  local kv = {}
+  for k = 1, n do
+    kv[2 * k - 1] = ids[k]
+    kv[2 * k] = append_entry(cur[k], entries[k])
   end
+  call_sliced('HSET', log_key, kv, 2)
 end
 
 local function state_json(state, now, extra)
   local t = extra or {}
   t['state'] = state
   t['at'] = tonumber(now)
-  return cjson.encode(t)
+  return encode(t)
+end
+
+-- Wakes idle workers (they block on the list). Capped at 64 tokens: busy workers do not
+-- read it, and a full list already wakes everyone who blocks next.
+local function notify(key)
+  if rcall('LLEN', key) < 64 then
+    rcall('LPUSH', key, 1)
+  end
 end

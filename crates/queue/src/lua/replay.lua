@@ -5,17 +5,16 @@ local now = tonumber(ARGV[1])
 local n = 0
 for i = 2, #ARGV do
   local id = ARGV[i]
-  if redis.call('ZREM', KEYS[1], id) == 1 then
-    local attempts = tonumber(redis.call('HGET', KEYS[4], id) or '0')
-    redis.call('HSET', KEYS[4], id, 0)
-    redis.call('HSET', KEYS[3], id, state_json('queued', now, { replayed = true }))
+  if rcall('ZREM', KEYS[1], id) == 1 then
+    local attempts = tonumber(rcall('HGET', KEYS[4], id) or '0')
+    rcall('HSET', KEYS[4], id, 0)
+    rcall('HSET', KEYS[3], id, state_json('queued', now, { replayed = true }))
     append_log(KEYS[5], id, cjson.encode({ attempt = attempts, at = now, outcome = 'replayed' }))
-    redis.call('LPUSH', KEYS[2], id)
+    rcall('LPUSH', KEYS[2], id)
     n = n + 1
   end
 end
 if n > 0 then
-  redis.call('LPUSH', KEYS[6], 1)
-  redis.call('LTRIM', KEYS[6], 0, 63)
+  notify(KEYS[6])
 end
 return n
