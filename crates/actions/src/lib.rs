@@ -109,3 +109,13 @@ pub fn destination(job: &ActionJob) -> String {
 
 /// Default timeout for one outbound request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings from a fixed list, for the executors' `from_env` tests.
+#[cfg(test)]
+pub(crate) fn test_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let m: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| m.get(k).cloned()
+}

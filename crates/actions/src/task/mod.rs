@@ -456,13 +456,7 @@ mod tests {
         );
     }
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: std::collections::HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| m.get(k).cloned()
-    }
+    use crate::test_env as env;
 
     #[test]
     fn from_env_names_settings_and_hides_secrets() {
