@@ -4,6 +4,20 @@
 -- Returns per job: 1 and the new id, or 0 and the id of the job the call already has.
 -- Batched: one HMGET finds known calls, then each kind of write is one command per call.
 local now = ARGV[1]
+if #ARGV == 5 then
+  -- One event (the HTTP ingest's case): the same writes without the batch's tables.
+  local call_id, id = ARGV[2], ARGV[3]
+  if rcall('HSETNX', KEYS[1], call_id, id) == 0 then
+    return { 0, rcall('HGET', KEYS[1], call_id) }
+  end
+  rcall('ZADD', KEYS[2], now, call_id)
+  rcall('HSET', KEYS[4], id, ARGV[4])
+  rcall('HSET', KEYS[7], id, ARGV[5])
+  rcall('HSET', KEYS[5], id, state_json('queued', now))
+  rcall('LPUSH', KEYS[3], id)
+  notify(KEYS[8])
+  return { 1, id }
+end
 local call_ids = {}
 for i = 2, #ARGV, 4 do call_ids[#call_ids + 1] = ARGV[i] end
 local known = hmget(KEYS[1], call_ids)

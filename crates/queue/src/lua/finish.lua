@@ -6,6 +6,37 @@
 -- Batched: the lease check is one HMGET, and each kind of write one command per call.
 local now = ARGV[1]
 local n = (#ARGV - 1) / 6
+if n == 1 then
+  -- One job (a quiet worker's case): the same writes without the batch's tables.
+  local mode, id, token = ARGV[2], ARGV[3], ARGV[4]
+  if rcall('HGET', KEYS[9], id) ~= token then return { 0 } end
+  rcall('ZREM', KEYS[2], id)
+  rcall('HDEL', KEYS[9], id)
+  if mode == 'release' then
+    rcall('HINCRBY', KEYS[7], id, -1)
+    rcall('RPUSH', KEYS[1], id)
+    rcall('HSET', KEYS[6], id, state_json('queued', now))
+    notify(KEYS[10])
+    return { 1 }
+  end
+  rcall('HSET', KEYS[6], id, ARGV[6])
+  if mode == 'defer' then
+    rcall('HINCRBY', KEYS[7], id, -1)
+    rcall('ZADD', KEYS[3], ARGV[5], id)
+    notify(KEYS[10])
+    return { 1 }
+  end
+  append_log(KEYS[8], id, ARGV[7])
+  if mode == 'done' then
+    rcall('ZADD', KEYS[5], now, id)
+  elseif mode == 'retry' then
+    rcall('ZADD', KEYS[3], ARGV[5], id)
+    notify(KEYS[10])
+  else
+    rcall('ZADD', KEYS[4], now, id)
+  end
+  return { 1 }
+end
 local ids = {}
 for k = 1, n do ids[k] = ARGV[6 * k - 3] end
 local holders = hmget(KEYS[9], ids)

@@ -1,0 +1,28 @@
+"""Drives fanout.lua: one call-ended job per call (FANOUT_FORMAT=orig, the old script) or `per` per call."""
+import time, json, os
+KEYS = ['{p}:'+k for k in ['ready','running','scheduled','done','data','state','attempts','max','log','lease','fanout','notify']]
+ST = json.dumps({"state":"fanned_out","at":1795640000000,"actions":1})
+AT = json.dumps({"attempt":1,"at":1795640000000,"outcome":"delivered","duration_ms":3,"worker":"bench-worker-123456"})
+def drive(r, sha, size, calls, per):
+    from k_finish import prefill
+    prefill(r)
+    n = int(os.environ.get('CALLS_B', 12)) * per
+    ids = [f'job_{j:06d}' for j in range(n)]
+    for i in range(0, n, 500):
+        ch = ids[i:i+500]
+        r.cmd('HSET', '{p}:lease', *[v for x in ch for v in (x, 'w1:1')])
+        r.cmd('ZADD', '{p}:running', *[v for x in ch for v in (9999999999999, x)])
+    child = json.dumps({"id": "x", "body": "y" * size})
+    orig = os.environ.get('FANOUT_FORMAT') == 'orig'
+    k = 0
+    for c in range(calls):
+        now = int(time.time()*1000)
+        if orig:
+            p = ids[k]; k += 1
+            r.cmd('EVALSHA', sha, len(KEYS), *KEYS, now, p, 'w1:1', 'call_' + p, ST, AT, json.dumps([p + '.0']), p + '.0', child, 8, 0)
+        else:
+            args = [now]
+            for j in range(per):
+                p = ids[k]; k += 1
+                args += [p, 'w1:1', 'call_' + p, ST, AT, json.dumps([p + '.0']), 1, p + '.0', child, 8, 0]
+            r.cmd('EVALSHA', sha, len(KEYS), *KEYS, *args)
