@@ -256,6 +256,49 @@ async fn same_call_twice_is_one_delivery() {
     assert_eq!(rx.count(), 1);
 }
 
+/// The job data goes in beside the enqueue script, in one MULTI: a duplicate (in a
+/// batch, or of an earlier call) leaves no data behind, and a Redis that lost its
+/// scripts (restart, failover) still takes the enqueue.
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_leave_no_data_behind_and_a_flushed_script_cache_is_reloaded() {
+    let w = World::new().await;
+    let ev = |id: &str| {
+        aftercall_core::CallEvent::parse(call_event(id, "a1").as_bytes(), 1 << 20).unwrap()
+    };
+    let first = w
+        .queue
+        .enqueue(vec![ev("d1"), ev("d2"), ev("d1")])
+        .await
+        .unwrap();
+    let dup: Vec<bool> = first.iter().map(|e| e.duplicate).collect();
+    assert_eq!(dup, [false, false, true]);
+    assert_eq!(
+        first[2].job_id, first[0].job_id,
+        "the duplicate names the first job"
+    );
+    // One at a time (the single-event path), then in a batch again.
+    let again = w.queue.enqueue(vec![ev("d2")]).await.unwrap();
+    assert!(again[0].duplicate && again[0].job_id == first[1].job_id);
+    w.queue.enqueue(vec![ev("d1"), ev("d3")]).await.unwrap();
+    let mut raw = w.raw().await;
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let after_flush = w.queue.enqueue(vec![ev("d4")]).await.unwrap();
+    assert!(!after_flush[0].duplicate);
+    let data: usize = redis::cmd("HLEN")
+        .arg(&w.queue.keys().data)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(data, 4, "one job's data per distinct call");
+    let audit = w.audit().await;
+    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    assert_eq!(audit.count("call_ended:queued"), 4);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_with_the_field_and_nothing_is_written() {
     let w = World::new().await;

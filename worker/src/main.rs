@@ -169,8 +169,12 @@ async fn serve(
 fn init_tracing(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal: a log file or collector gets plain text (and the
+    // ANSI styling was ~6 % of the worker's instructions per job in the pipeline profile).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if format == "json" {
         b.json().flatten_event(true).with_current_span(true).init();

@@ -14,8 +14,9 @@ cd "$here"
 # Scripts before the batched rewrite take one fan-out per call and keep the old layout.
 old=$(grep -q "ids_json, n," "$lua/fanout.lua" && echo no || echo yes)
 run() { python3 cg.py "$@"; }
-run k_enq "$lua/enqueue.lua" "$lua/lib.lua" 1400 500
-CALLS_A=50 CALLS_B=650 run k_enq1 "$lua/enqueue.lua" "$lua/lib.lua" 1400 1
+enq=$(grep -q "data is written by an HSET" "$lua/enqueue.lua" && echo multi || echo args)
+ENQ_FORMAT=$enq run k_enq "$lua/enqueue.lua" "$lua/lib.lua" 1400 500
+ENQ_FORMAT=$enq CALLS_A=50 CALLS_B=650 run k_enq1 "$lua/enqueue.lua" "$lua/lib.lua" 1400 1
 CLIENT_HMGET=$([ "$old" = yes ] || echo 1) run k_fetch "$lua/fetch.lua" "$lua/lib.lua" 1400 64
 CALLS_A=50 CALLS_B=650 run k_finish "$lua/finish.lua" "$lua/lib.lua" 0 1
 CALLS_A=4 CALLS_B=44 run k_finish "$lua/finish.lua" "$lua/lib.lua" 0 16

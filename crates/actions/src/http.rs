@@ -11,6 +11,27 @@ use aftercall_core::job::snippet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::HeaderMap;
 
+/// `url` parsed, from a small process-wide cache: webhook URLs repeat from job to job,
+/// and parsing one (host normalization included) cost more than signing the payload.
+pub fn parse_url(url: &str) -> Result<reqwest::Url, url::ParseError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    /// Distinct URLs kept; past it the cache starts over (a bound, not an LRU).
+    const KEEP: usize = 1024;
+    static CACHE: OnceLock<Mutex<HashMap<String, reqwest::Url>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(u) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(url) {
+        return Ok(u.clone());
+    }
+    let parsed = reqwest::Url::parse(url)?;
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= KEEP {
+        map.clear();
+    }
+    map.insert(url.to_string(), parsed.clone());
+    Ok(parsed)
+}
+
 /// Outbound HTTP settings shared by webhooks, SMS and task providers.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {

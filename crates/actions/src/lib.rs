@@ -91,7 +91,7 @@ impl Executors {
 /// `task:<provider>`.
 pub fn destination(job: &ActionJob) -> String {
     match &job.action {
-        Action::Webhook(w) => url::Url::parse(&w.url)
+        Action::Webhook(w) => http::parse_url(&w.url)
             .ok()
             .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_else(|| "webhook".into()),

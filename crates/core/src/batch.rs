@@ -147,11 +147,59 @@ fn parse_json(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
     finish(events, errors, total)
 }
 
+/// Bodies from this size on are parsed on several threads (a bulk file from the CLI).
+const PARALLEL_FROM: usize = 256 * 1024;
+
 fn parse_lines(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if body.len() < PARALLEL_FROM || threads < 2 {
+        let (events, errors, total) = parse_line_range(body, 0, max);
+        return finish(events, errors, total);
+    }
+    // Cut into one piece per thread at line ends; each piece knows its first line's
+    // number, and the results are joined in order.
+    let mut pieces = Vec::with_capacity(threads);
+    let (mut start, mut first_line) = (0, 0);
+    for t in 1..=threads {
+        let mut end = (body.len() * t / threads).max(start);
+        while end < body.len() && body[end - 1] != b'\n' {
+            end += 1;
+        }
+        let piece = &body[start..end];
+        pieces.push((piece, first_line));
+        first_line += piece.iter().filter(|b| **b == b'\n').count();
+        start = end;
+    }
+    let parts: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = pieces
+            .into_iter()
+            .map(|(piece, first)| s.spawn(move || parse_line_range(piece, first, max)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a parser thread panicked"))
+            .collect()
+    });
+    let (mut events, mut errors, mut total) = (Vec::new(), Vec::new(), 0);
+    for (e, err, n) in parts {
+        events.extend(e);
+        errors.extend(err);
+        total += n;
+    }
+    finish(events, errors, total)
+}
+
+/// Parses the lines of `body`, numbering them from `first_line + 1`.
+fn parse_line_range(
+    body: &[u8],
+    first_line: usize,
+    max: usize,
+) -> (Vec<CallEvent>, Vec<ItemError>, usize) {
     let mut events = Vec::new();
     let mut errors = Vec::new();
     let mut total = 0;
     for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        let i = first_line + i;
         let line = line.trim_ascii();
         if line.is_empty() {
             continue;
@@ -169,29 +217,28 @@ fn parse_lines(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
             ));
             continue;
         }
-        match json_value(line) {
-            Err(BatchError::Malformed { message, .. }) => {
-                errors.push(ItemError {
-                    index: None,
-                    line: n,
-                    error: "malformed_json",
-                    field: String::new(),
-                    message,
-                });
+        // One pass for a good line; a bad one is parsed again as plain JSON to tell
+        // malformed JSON and non-objects from an event's field errors.
+        let err = match CallEvent::parse(line, max) {
+            Ok(e) => {
+                events.push(e);
                 continue;
             }
-            Ok(v) if !v.is_object() => {
-                errors.push(not_an_object(None, n));
-                continue;
-            }
-            _ => {}
-        }
-        match CallEvent::parse(line, max) {
-            Ok(e) => events.push(e),
-            Err(e) => errors.push(item_error(None, n, e)),
+            Err(e) => e,
+        };
+        match (json_value(line), err) {
+            (Err(BatchError::Malformed { message, .. }), _) => errors.push(ItemError {
+                index: None,
+                line: n,
+                error: "malformed_json",
+                field: String::new(),
+                message,
+            }),
+            (Ok(v), e) if v.is_object() => errors.push(item_error(None, n, e)),
+            _ => errors.push(not_an_object(None, n)),
         }
     }
-    finish(events, errors, total)
+    (events, errors, total)
 }
 
 fn finish(
@@ -322,6 +369,41 @@ mod tests {
             errors[2].to_string(),
             "line 4: an event must be a JSON object"
         );
+    }
+
+    /// A big body is parsed on several threads: same order, same line numbers.
+    #[test]
+    fn a_big_body_keeps_order_and_line_numbers() {
+        let n = 3000;
+        let mut body = String::new();
+        for i in 1..=n {
+            match i {
+                1234 | 2999 => body.push_str("{\"call_id\":\"x\"}\n"),
+                77 => body.push('\n'),
+                _ => body.push_str(&format!(
+                    "{{\"call_id\":\"c{i}\",\"agent_id\":\"a\",\"summary\":\"{}\"}}\n",
+                    "s".repeat(80)
+                )),
+            }
+        }
+        assert!(body.len() > PARALLEL_FROM);
+        let Err(BatchError::Items {
+            errors,
+            valid,
+            total,
+        }) = parse(body.as_bytes(), Format::JsonLines, 1 << 20)
+        else {
+            panic!("two bad lines")
+        };
+        let lines: Vec<_> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [Some(1234), Some(2999)]);
+        assert_eq!((valid.len(), total), (n - 3, n - 1));
+        let ids: Vec<_> = valid.iter().map(|e| e.call_id.as_str()).collect();
+        let want: Vec<String> = (1..=n)
+            .filter(|i| ![77, 1234, 2999].contains(i))
+            .map(|i| format!("c{i}"))
+            .collect();
+        assert_eq!(ids, want);
     }
 
     #[test]

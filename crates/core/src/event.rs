@@ -82,6 +82,10 @@ impl CallEvent {
                 limit: max_bytes,
             });
         }
+        // serde reads a struct from an array too (positionally): only an object is an event.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(EventError::invalid("", "an event must be a JSON object"));
+        }
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let event: CallEvent = serde_path_to_error::deserialize(de).map_err(|e| {
             let (path, msg) = crate::describe_json_error(e);
@@ -279,6 +283,15 @@ mod tests {
         let e = CallEvent::parse(SEED.as_bytes(), 1 << 20).unwrap();
         assert_eq!(e.caller_email(), Some("john@example.com"));
         assert_eq!(e.duration(), Some(230));
+    }
+
+    #[test]
+    fn only_an_object_is_an_event() {
+        for bad in [r#"["c","a"]"#, r#"  ["c","a",null]"#, "\"c\"", "12"] {
+            let err = CallEvent::parse(bad.as_bytes(), 1 << 20).unwrap_err();
+            assert!(err.to_string().contains("JSON object"), "{bad}: {err}");
+        }
+        assert!(CallEvent::parse(br#" {"call_id":"c","agent_id":"a"}"#, 1 << 20).is_ok());
     }
 
     #[test]

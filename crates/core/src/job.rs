@@ -11,7 +11,12 @@ use crate::event::CallEvent;
 use crate::template::DateStyle;
 
 /// One durable unit of work. Immutable once enqueued: retries re-run the same job.
+///
+/// Serialized flat (`kind` beside the body's fields); decoded through [`JobWire`], since
+/// serde's `flatten` of an internally tagged enum buffers the whole job into an
+/// intermediate tree first (the largest part of the worker's per-job decoding cost).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "JobWire")]
 pub struct Job {
     pub id: String,
     pub call_id: String,
@@ -47,6 +52,56 @@ pub struct ActionJob {
     pub utc_offset: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_from: Option<String>,
+}
+
+/// A job as stored: the union of both kinds' fields, read in one pass.
+#[derive(Deserialize)]
+struct JobWire {
+    id: String,
+    call_id: String,
+    agent_id: String,
+    created_at: DateTime<Utc>,
+    kind: WireKind,
+    event: CallEvent,
+    index: Option<usize>,
+    action: Option<Action>,
+    agent_name: Option<String>,
+    date_format: Option<String>,
+    utc_offset: Option<String>,
+    email_from: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum WireKind {
+    CallEnded,
+    Action,
+}
+
+impl TryFrom<JobWire> for Job {
+    type Error = &'static str;
+
+    fn try_from(w: JobWire) -> Result<Job, &'static str> {
+        let body = match w.kind {
+            WireKind::CallEnded => JobBody::CallEnded { event: w.event },
+            WireKind::Action => JobBody::Action(ActionJob {
+                index: w.index.ok_or("missing field `index`")?,
+                action: w.action.ok_or("missing field `action`")?,
+                event: w.event,
+                agent_name: w.agent_name,
+                date_format: w.date_format,
+                utc_offset: w.utc_offset,
+                email_from: w.email_from,
+            }),
+        };
+        Ok(Job {
+            id: w.id,
+            call_id: w.call_id,
+            agent_id: w.agent_id,
+            created_at: w.created_at,
+            body,
+        })
+    }
 }
 
 impl ActionJob {
@@ -286,6 +341,22 @@ mod tests {
         let back: Job = serde_json::from_str(&j.to_json()).unwrap();
         assert_eq!(j, back);
         assert_eq!(back.kind(), "call_ended");
+        let cfg = AgentConfig::parse(br#"{"name":"Acme","date_format":"%d/%m","voice_tools":{"post_call_follow_up":{"enabled":true,"actions":[{"type":"webhook","url":"https://x.example","headers":{"x-a":"1"}}]}}}"#).unwrap();
+        let FanOut::Jobs(jobs) = fan_out(&j, &event(), Some(&cfg), Utc::now()) else {
+            panic!()
+        };
+        let action = &jobs[0].0;
+        let json = action.to_json();
+        assert!(json.contains(r#""kind":"action""#), "stored flat: {json}");
+        let back: Job = serde_json::from_str(&json).unwrap();
+        assert_eq!(action, &back);
+        assert_eq!(back.kind(), "webhook");
+        // An action job without its action is an error naming the field, not a default.
+        let broken = json.replace(r#""index":0,"#, "");
+        let err = serde_json::from_str::<Job>(&broken)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("index"), "{err}");
     }
 
     #[test]

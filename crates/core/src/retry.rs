@@ -42,7 +42,9 @@ impl RetryPolicy {
             self.base.as_secs_f64() * self.factor.powi(attempt.saturating_sub(1).min(64) as i32);
         let backoff = exp.min(self.cap.as_secs_f64());
         let jittered = backoff * (1.0 + self.jitter * (2.0 * rand01 - 1.0));
-        let backoff = Duration::from_secs_f64(jittered.clamp(0.0, self.cap.as_secs_f64()));
+        // Clamped again as a Duration: f64 seconds round up past a cap of ~1e16 s.
+        let backoff =
+            Duration::from_secs_f64(jittered.clamp(0.0, self.cap.as_secs_f64())).min(self.cap);
         match retry_after {
             // The server knows best, within reason: wait at least what it asked (clamped),
             // plus a little jitter so a crowd of retries does not land at once.

@@ -471,9 +471,8 @@ proptest! {
         let get = |k: &str| values.get(k).cloned();
         if let Ok(p) = settings::Settings::new(&get).retry_policy() {
             let d = p.delay(attempt, retry_after.map(Duration::from_secs), rand01);
-            // (Within float rounding: the delay is computed in f64 seconds.)
             prop_assert!(
-                retry_after.is_some() || d <= p.cap + Duration::from_micros(1),
+                retry_after.is_some() || d <= p.cap,
                 "{:?} over the cap {:?}", d, p.cap
             );
         }

@@ -382,16 +382,20 @@ impl Queue {
                 ],
             );
             inv.arg(now.timestamp_millis());
+            // The data goes in as a plain HSET in the script's transaction (see
+            // enqueue.lua): cheaper for Redis than passing it through Lua.
+            let mut data = redis::cmd("HSET");
+            data.arg(&k.data);
             let mut call_ids = Vec::with_capacity(CHUNK);
             for event in it.by_ref().take(CHUNK) {
                 let job = Job::call_ended(event, now);
-                inv.arg(&job.call_id)
-                    .arg(&job.id)
-                    .arg(job.to_json())
-                    .arg(max);
+                data.arg(&job.id).arg(job.to_json());
+                inv.arg(&job.call_id).arg(&job.id).arg(max);
                 call_ids.push(job.call_id);
             }
-            Some(async move { Ok::<_, QueueError>((self.enqueue_chunk(inv).await?, call_ids)) })
+            Some(
+                async move { Ok::<_, QueueError>((self.enqueue_chunk(data, inv).await?, call_ids)) },
+            )
         });
         // Two chunks in flight: the next one is encoded while Redis runs the previous.
         // One connection keeps them in order; each chunk is atomic on its own.
@@ -414,15 +418,33 @@ impl Queue {
 
     async fn enqueue_chunk(
         &self,
+        data: redis::Cmd,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<Vec<redis::Value>, QueueError> {
+        let mut tx = redis::pipe();
+        tx.atomic().add_command(data).ignore().invoke_script(&inv);
+        let run = || async {
+            let r: redis::RedisResult<(Vec<redis::Value>,)> =
+                tx.query_async(&mut self.conn()).await;
+            match r {
+                // A Redis that restarted or failed over has no scripts: load it and run
+                // the transaction again (same job ids, so the data HSET is idempotent).
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    inv.load_async(&mut self.conn()).await?;
+                    tx.query_async(&mut self.conn()).await
+                }
+                r => r,
+            }
+        };
         // The shared connection reports a dropped link once before it reconnects;
         // enqueue is idempotent on call_id, so one retry is safe (a write that did
-        // land shows as a duplicate).
-        let res: Vec<redis::Value> = match inv.invoke_async(&mut self.conn()).await {
+        // land shows as a duplicate, with the same job id).
+        let (res,) = match run().await {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                inv.invoke_async(&mut self.conn()).await?
+                run().await?
             }
             r => r?,
         };

@@ -31,7 +31,7 @@ impl WebhookExecutor {
         job: &ActionJob,
         action: &WebhookAction,
     ) -> Outcome {
-        let url = match reqwest::Url::parse(&action.url) {
+        let url = match http::parse_url(&action.url) {
             Ok(u) => u,
             Err(e) => return Outcome::permanent(format!("invalid url: {e}")),
         };
