@@ -43,12 +43,14 @@ impl Ctx {
 
 /// Runs one leased job to a recorded outcome. Never fails: infrastructure errors while
 /// recording leave the lease to expire, which re-runs the job and counts the attempt.
-pub async fn process(ctx: &Ctx, leased: Leased) {
+pub async fn process(ctx: &Ctx, mut leased: Leased) {
     ctx.started
         .lock()
         .expect("started lock")
         .insert(leased.id.clone());
     let decoded: Result<Job, _> = serde_json::from_str(&leased.data);
+    // The stored JSON is not needed past here: not kept for the length of a slow request.
+    leased.data = String::new();
     let (call_id, kind) = match &decoded {
         Ok(j) => (j.call_id.clone(), j.kind()),
         Err(_) => (String::new(), "unknown"),
