@@ -29,6 +29,11 @@ struct Cli {
     /// What this process does: `both` (worker and, with an address, API), `worker`, or `api` (AFTERCALL_ROLE).
     #[arg(long, env = "AFTERCALL_ROLE", default_value = "both")]
     role: String,
+    /// Runtime threads (AFTERCALL_THREADS): 1 runs everything on one thread, the fastest
+    /// per job (scale out with more processes); 0 is one per core. Default: 1, or 0 for
+    /// `--role api`.
+    #[arg(long, env = "AFTERCALL_THREADS")]
+    threads: Option<usize>,
     /// Log format: text or json (AFTERCALL_LOG_FORMAT).
     #[arg(
         long,
@@ -51,9 +56,22 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // One thread by default: jobs, their HTTP connections and Redis then never wake one
+    // another across threads, which cost a third of the worker's CPU per job in the
+    // pipeline benchmark (BENCHMARKS.md). An API-only replica uses every core.
+    let threads = cli.threads.unwrap_or(if cli.role == "api" { 0 } else { 1 });
+    let rt = match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
     rt.block_on(async move {
         match cli.command {
             Some(Command::Demo(args)) => demo::run(args).await,

@@ -1069,7 +1069,7 @@ async fn pipeline_scenario(b: &mut Bench) -> anyhow::Result<Value> {
     b.report
         .row(
             format!(
-                "pipeline: {} events queued → webhook received, 1 worker (64 concurrent)",
+                "pipeline: {} events queued → webhook received, 1 worker (default settings)",
                 int(n as f64)
             ),
             format!("{} events/s", int(r.rate)),

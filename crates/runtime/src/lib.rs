@@ -40,7 +40,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             queue: QueueConfig::default(),
-            concurrency: 64,
+            concurrency: 128,
             lease: Duration::from_secs(30),
             grace: Duration::from_secs(20),
             retention: Duration::from_secs(7 * 86_400),
