@@ -299,6 +299,63 @@ async fn duplicates_leave_no_data_behind_and_a_flushed_script_cache_is_reloaded(
     assert_eq!(audit.count("call_ended:queued"), 4);
 }
 
+/// Single events from concurrent producers (the HTTP ingest's shape) go to Redis
+/// together: each producer gets its own answer, and one call pushed by many producers at
+/// once is enqueued exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_single_enqueues_go_together_and_stay_idempotent() {
+    fn ev(id: &str) -> aftercall_core::CallEvent {
+        aftercall_core::CallEvent::parse(call_event(id, "a1").as_bytes(), 1 << 20).unwrap()
+    }
+    let w = World::new().await;
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let q = w.queue.clone();
+        let id = if i % 4 == 0 {
+            "same".to_string()
+        } else {
+            format!("c{i}")
+        };
+        tasks.push(tokio::spawn(async move {
+            let got = q.enqueue(vec![ev(&id)]).await.unwrap().remove(0);
+            (id, got)
+        }));
+    }
+    let mut same = Vec::new();
+    for t in tasks {
+        let (id, got) = t.await.unwrap();
+        assert_eq!(got.call_id, id, "each producer gets its own answer");
+        if id == "same" {
+            same.push(got);
+        } else {
+            assert!(!got.duplicate, "{id}");
+        }
+    }
+    assert_eq!(same.len(), 100);
+    assert_eq!(same.iter().filter(|e| !e.duplicate).count(), 1);
+    assert!(same.iter().all(|e| e.job_id == same[0].job_id));
+    let audit = w.audit().await;
+    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    assert_eq!(audit.count("call_ended:queued"), 301);
+    // Sent together: far fewer script calls than producers.
+    let mut raw = w.raw().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let calls: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        calls > 0 && calls < 200,
+        "{calls} script calls for 400 events"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_with_the_field_and_nothing_is_written() {
     let w = World::new().await;

@@ -89,7 +89,7 @@ impl QueueConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     #[error("cannot reach Redis at {url}: {source}")]
     Unreachable { url: String, source: RedisError },
@@ -101,14 +101,24 @@ pub enum QueueError {
     Reply(#[from] redis::ParsingError),
     #[error("{0}")]
     Invalid(String),
+    /// Fewer replicas than `wait_replicas` confirmed a write in time: it may not survive
+    /// a failover, so it is not reported as stored.
+    #[error("{0}")]
+    Unreplicated(String),
 }
 
 impl QueueError {
     /// True for errors that a retry after a reconnect may cure.
     pub fn is_transient(&self) -> bool {
-        matches!(self, QueueError::Unreachable { .. } | QueueError::Redis(_))
+        matches!(
+            self,
+            QueueError::Unreachable { .. } | QueueError::Redis(_) | QueueError::Unreplicated(_)
+        )
     }
 }
+
+/// Events per enqueue script call (and per `MULTI`).
+const ENQUEUE_CHUNK: usize = 500;
 
 /// The queue handle: cheap to clone, shared by producers, workers and ops.
 #[derive(Clone)]
@@ -124,6 +134,34 @@ struct Inner {
     keys: Keys,
     scripts: scripts::Scripts,
     cfg: QueueConfig,
+    /// Single-event enqueues from concurrent producers, sent together (`enqueue_one`).
+    singles: std::sync::Mutex<Singles>,
+}
+
+type Waiter = tokio::sync::oneshot::Sender<Result<Enqueued, QueueError>>;
+
+#[derive(Default)]
+struct Singles {
+    pending: Vec<(CallEvent, Waiter)>,
+    /// A task is sending them.
+    draining: bool,
+}
+
+/// Resets the single-event queue if its draining task is dropped mid-way (its runtime
+/// stopped): the next producer starts a new one, and the waiters see an error.
+struct DrainGuard<'a> {
+    inner: &'a Inner,
+    armed: bool,
+}
+
+impl Drop for DrainGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut s = self.inner.singles.lock().unwrap_or_else(|e| e.into_inner());
+            s.draining = false;
+            s.pending.clear();
+        }
+    }
 }
 
 /// A per-destination limit; 0 means no limit of that kind.
@@ -299,6 +337,7 @@ impl Queue {
                 keys,
                 scripts: scripts::Scripts::new(),
                 cfg,
+                singles: Default::default(),
             }),
         })
     }
@@ -357,10 +396,74 @@ impl Queue {
     // ---- producer ----
 
     /// Enqueues call-ended events, idempotently on `call_id`. Events must already be
-    /// validated. Large batches go in chunks, each one atomic.
+    /// validated. Large batches go in chunks, each one atomic. A single event (the HTTP
+    /// ingest's case) is sent together with those of concurrent producers.
     pub async fn enqueue(&self, events: Vec<CallEvent>) -> Result<Vec<Enqueued>, QueueError> {
+        if events.len() == 1 {
+            let event = events.into_iter().next().expect("one event");
+            return Ok(vec![self.enqueue_one(event).await?]);
+        }
+        self.enqueue_many(events).await
+    }
+
+    /// One event, coalesced: whatever single events arrive while a call to Redis is in
+    /// flight go out in the next one (no timer, so a lone event goes at once). Each
+    /// producer still gets its own answer; a call twice in one batch is a duplicate of
+    /// the first, as if sent in turn.
+    async fn enqueue_one(&self, event: CallEvent) -> Result<Enqueued, QueueError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut s = self.inner.singles.lock().unwrap_or_else(|e| e.into_inner());
+            s.pending.push((event, tx));
+            !std::mem::replace(&mut s.draining, true)
+        };
+        if start {
+            let q = self.clone();
+            tokio::spawn(async move { q.drain_singles().await });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(QueueError::Redis(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the enqueue was cut off: its sender stopped",
+            ))))
+        })
+    }
+
+    async fn drain_singles(self) {
+        let mut guard = DrainGuard {
+            inner: &self.inner,
+            armed: true,
+        };
+        loop {
+            let batch: Vec<(CallEvent, Waiter)> = {
+                let mut s = self.inner.singles.lock().unwrap_or_else(|e| e.into_inner());
+                if s.pending.is_empty() {
+                    s.draining = false;
+                    guard.armed = false;
+                    return;
+                }
+                let n = s.pending.len().min(ENQUEUE_CHUNK);
+                s.pending.drain(..n).collect()
+            };
+            let (events, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match self.enqueue_many(events).await {
+                Ok(out) => {
+                    for (w, e) in waiters.into_iter().zip(out) {
+                        let _ = w.send(Ok(e));
+                    }
+                }
+                Err(e) => {
+                    for w in waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn enqueue_many(&self, events: Vec<CallEvent>) -> Result<Vec<Enqueued>, QueueError> {
         use futures::StreamExt;
-        const CHUNK: usize = 500;
+        const CHUNK: usize = ENQUEUE_CHUNK;
         let k = &self.inner.keys;
         let max = self.inner.cfg.retry.max_attempts;
         let now = Utc::now();
@@ -466,7 +569,7 @@ impl Queue {
             conn::on_slot_primary(&mut self.conn(), self.inner.slot, cmd).await?,
         )?;
         if acked < n as i64 {
-            return Err(QueueError::Invalid(format!(
+            return Err(QueueError::Unreplicated(format!(
                 "only {acked} of {n} replicas confirmed the write within {timeout_ms} ms"
             )));
         }
