@@ -886,10 +886,17 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_after_its_budge
         // Healthy work keeps flowing around the crashes.
         w.enqueue_range("ok", "fine", good..good + 2).await;
         good += 2;
-        if deadly.count() > kills {
-            // The poison is in flight: kill whichever worker holds it.
+        let arrived = deadly.count();
+        if arrived > kills {
+            // The poison is in flight: kill whichever worker holds it. The status is read
+            // after the request arrived, and only one that names that attempt counts: an
+            // older one still names the previous (already killed) holder.
+            let s = w.queue.call_status("poison0").await.unwrap();
             let job = s.as_ref().and_then(|s| s.actions.first());
-            let holder = job.and_then(|a| a.state.worker.clone()).unwrap_or_default();
+            let holder = job
+                .filter(|a| a.attempts as usize == arrived && a.state.state == "running")
+                .and_then(|a| a.state.worker.clone())
+                .unwrap_or_default();
             let slot = (0..workers.len()).find(|i| holder.starts_with(&format!("w{i}-")));
             if let Some(i) = slot {
                 workers[i].kill9();
