@@ -4,14 +4,9 @@ KEYS = ['{p}:'+k for k in ['ready','running','scheduled','done','data','state','
 ST = json.dumps({"state":"fanned_out","at":1795640000000,"actions":1})
 AT = json.dumps({"attempt":1,"at":1795640000000,"outcome":"delivered","duration_ms":3,"worker":"bench-worker-123456"})
 def drive(r, sha, size, calls, per):
-    from k_finish import prefill
+    from k_finish import prefill, leased
     prefill(r)
-    n = int(os.environ.get('CALLS_B', 12)) * per
-    ids = [f'job_{j:06d}' for j in range(n)]
-    for i in range(0, n, 500):
-        ch = ids[i:i+500]
-        r.cmd('HSET', '{p}:lease', *[v for x in ch for v in (x, 'w1:1')])
-        r.cmd('ZADD', '{p}:running', *[v for x in ch for v in (9999999999999, x)])
+    ids = leased(r, per)
     child = json.dumps({"id": "x", "body": "y" * size})
     orig = os.environ.get('FANOUT_FORMAT') == 'orig'
     k = 0

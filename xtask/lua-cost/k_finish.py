@@ -10,15 +10,20 @@ def prefill(r):
     for key in ['running','done','scheduled']:
         for i in range(0, 5000, 500):
             r.cmd('ZADD', '{p}:' + key, *[v for j in range(i, i+500) for v in (9999999999999, f'old_{j}')])
-def drive(r, sha, size, calls, per):
-    prefill(r)
+def leased(r, per, attempts=False):
+    """Ids of as many leased jobs as the longer run needs (lease token `w1:1`)."""
     n = int(os.environ.get('CALLS_B', 12)) * per
     ids = [f'job_{j:06d}' for j in range(n)]
     for i in range(0, n, 500):
         ch = ids[i:i+500]
         r.cmd('HSET', '{p}:lease', *[v for x in ch for v in (x, 'w1:1')])
         r.cmd('ZADD', '{p}:running', *[v for x in ch for v in (9999999999999, x)])
-        r.cmd('HSET', '{p}:attempts', *[v for x in ch for v in (x, '1')])
+        if attempts:
+            r.cmd('HSET', '{p}:attempts', *[v for x in ch for v in (x, '1')])
+    return ids
+def drive(r, sha, size, calls, per):
+    prefill(r)
+    ids = leased(r, per, attempts=True)
     k = 0
     for c in range(calls):
         args = [int(time.time()*1000)]
