@@ -234,6 +234,15 @@ impl World {
             .expect("raw redis connection")
     }
 
+    /// One section of Redis's `INFO` (`server`, `commandstats`, ...).
+    pub async fn info(&self, section: &str) -> String {
+        redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut self.raw().await)
+            .await
+            .expect("INFO")
+    }
+
     /// Reads the whole queue straight from Redis and checks its bookkeeping: every job is
     /// in exactly one place (ready, running, scheduled, dead or done) and its state
     /// agrees with that place.

@@ -407,13 +407,9 @@ enum Outage {
 }
 
 async fn redis_pid(w: &World) -> u32 {
-    let mut c = w.raw().await;
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut c)
+    w.info("server")
         .await
-        .unwrap();
-    info.lines()
+        .lines()
         .find_map(|l| l.strip_prefix("process_id:"))
         .and_then(|p| p.trim().parse().ok())
         .expect("process_id in INFO")

@@ -338,13 +338,9 @@ async fn concurrent_single_enqueues_go_together_and_stay_idempotent() {
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);
     assert_eq!(audit.count("call_ended:queued"), 301);
     // Sent together: far fewer script calls than producers.
-    let mut raw = w.raw().await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut raw)
+    let calls: usize = w
+        .info("commandstats")
         .await
-        .unwrap();
-    let calls: usize = info
         .lines()
         .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
         .and_then(|v| v.split(',').next())
