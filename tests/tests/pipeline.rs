@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, call_event, fixture, settled};
+use aftercall_tests::{Receiver, Reply, World, call_event, fixture, poll, settled};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -435,6 +435,60 @@ async fn unconfigured_and_disabled_agents_are_visible_skips() {
             .unwrap()
             .contains("no configuration")
     );
+}
+
+/// Single events sent together share one outcome per call to Redis: with Redis down,
+/// every waiting producer gets a transient error in bounded time, and once Redis is back
+/// the next events go through (nothing is left stuck behind a failed call).
+#[tokio::test(flavor = "multi_thread")]
+async fn single_enqueues_fail_cleanly_while_redis_is_down_and_recover() {
+    fn ev(id: String) -> aftercall_core::CallEvent {
+        aftercall_core::CallEvent::parse(call_event(&id, "a1").as_bytes(), 1 << 20).unwrap()
+    }
+    let mut w = World::new().await;
+    w.queue.enqueue(vec![ev("before".into())]).await.unwrap();
+    w.redis.kill().await;
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let q = w.queue.clone();
+            tokio::spawn(async move { q.enqueue(vec![ev(format!("down{i}"))]).await })
+        })
+        .collect();
+    for t in tasks {
+        let got = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("not stuck");
+        let err = got.unwrap().expect_err("Redis is down");
+        assert!(err.is_transient(), "{err}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "bounded wait");
+    w.redis.restart().await.unwrap();
+    let back = poll(Duration::from_secs(10), || {
+        let q = w.queue.clone();
+        // A stuck batch would hang here: bounded, so it fails instead.
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), q.enqueue(vec![ev("after".into())]))
+                .await
+                .expect("not stuck")
+                .ok()
+        }
+    })
+    .await
+    .expect("enqueues go through again");
+    assert!(!back[0].duplicate);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let q = w.queue.clone();
+            tokio::spawn(async move { q.enqueue(vec![ev(format!("up{i}"))]).await })
+        })
+        .collect();
+    for t in tasks {
+        let got = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("not stuck");
+        assert!(!got.unwrap().unwrap()[0].duplicate);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
