@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
     // One thread by default: jobs, their HTTP connections and Redis then never wake one
-    // another across threads, which cost a third of the worker's CPU per job in the
+    // another across threads, which cost about a quarter of the worker's CPU per job in the
     // pipeline benchmark (BENCHMARKS.md). An API-only replica uses every core.
     let threads = cli.threads.unwrap_or(if cli.role == "api" { 0 } else { 1 });
     let rt = match threads {
