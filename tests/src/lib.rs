@@ -270,30 +270,8 @@ impl World {
             .query_async(&mut c)
             .await
             .expect("fanout");
-        let ready: Vec<String> = redis::cmd("LRANGE")
-            .arg(&k.ready)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut c)
-            .await
-            .expect("ready");
         let mut places: HashMap<String, Vec<&'static str>> = HashMap::new();
-        for id in ready {
-            places.entry(id).or_default().push("ready");
-        }
-        for (place, key) in [
-            ("running", &k.running),
-            ("scheduled", &k.scheduled),
-            ("dead", &k.dead),
-            ("done", &k.done),
-        ] {
-            let ids: Vec<String> = redis::cmd("ZRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut c)
-                .await
-                .expect("zrange");
+        for (place, ids) in job_places(&self.queue, &mut c).await {
             for id in ids {
                 places.entry(id).or_default().push(place);
             }
@@ -376,6 +354,39 @@ impl Audit {
             .map(|(_, v)| v)
             .sum()
     }
+}
+
+/// The ids in each place a job can be: the ready list, then the running, scheduled,
+/// dead and done sets, read straight from Redis.
+pub async fn job_places(
+    queue: &Queue,
+    c: &mut redis::aio::MultiplexedConnection,
+) -> Vec<(&'static str, Vec<String>)> {
+    let k = queue.keys();
+    let ready: Vec<String> = redis::cmd("LRANGE")
+        .arg(&k.ready)
+        .arg(0)
+        .arg(-1)
+        .query_async(c)
+        .await
+        .expect("ready");
+    let mut out = vec![("ready", ready)];
+    for (place, key) in [
+        ("running", &k.running),
+        ("scheduled", &k.scheduled),
+        ("dead", &k.dead),
+        ("done", &k.done),
+    ] {
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query_async(c)
+            .await
+            .expect("zrange");
+        out.push((place, ids));
+    }
+    out
 }
 
 /// Delivery ids seen by a receiver: id -> how many requests carried it.

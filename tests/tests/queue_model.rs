@@ -97,32 +97,11 @@ impl Model {
 async fn snapshot(q: &Queue, redis_url: &str) -> BTreeMap<&'static str, BTreeSet<String>> {
     let client = redis::Client::open(redis_url).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let k = q.keys();
-    let mut out = BTreeMap::new();
-    let ready: Vec<String> = redis::cmd("LRANGE")
-        .arg(&k.ready)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut c)
+    aftercall_tests::job_places(q, &mut c)
         .await
-        .unwrap();
-    out.insert("ready", ready.into_iter().collect());
-    for (name, key) in [
-        ("running", &k.running),
-        ("scheduled", &k.scheduled),
-        ("dead", &k.dead),
-        ("done", &k.done),
-    ] {
-        let v: Vec<String> = redis::cmd("ZRANGE")
-            .arg(key)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        out.insert(name, v.into_iter().collect());
-    }
-    out
+        .into_iter()
+        .map(|(place, ids)| (place, ids.into_iter().collect()))
+        .collect()
 }
 
 fn finish(mode: FinishMode, id: &str, token: &str, run_at_ms: i64) -> Finish {
