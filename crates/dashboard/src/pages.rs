@@ -2,8 +2,9 @@
 //! shows from the API (in-process, as the signed-in caller) and renders a template.
 
 use aftercall_api::{ApiError, Scope};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::Value as Safe;
 use serde::Deserialize;
@@ -14,18 +15,25 @@ use crate::session::{Session, authenticate, login_url};
 use crate::view::{ctx, path_segment};
 use crate::{Dash, editor, proxy};
 
-/// The signed-in caller, or the response to send instead: the login page when there is
-/// no valid token, an error page when it is over its rate limit.
-fn guard(dash: &Dash, headers: &HeaderMap, uri: &Uri) -> Result<Session, Box<Response>> {
-    authenticate(dash, headers, Scope::Read).map_err(|e| {
-        Box::new(match e {
-            ApiError::MissingToken | ApiError::InvalidToken => {
-                let here = uri.path_and_query().map_or("/ui/", |p| p.as_str());
-                Redirect::to(&login_url(here)).into_response()
-            }
-            other => error_page(dash, None, other.status(), &other.to_string()),
-        })
-    })
+/// The signed-in reader of a page. Without a valid token the browser is sent to the login
+/// page (and back here after it); any other refusal (over its rate limit) is shown as an
+/// error page.
+pub(crate) struct Viewer(pub(crate) Session);
+
+impl FromRequestParts<Dash> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, dash: &Dash) -> Result<Viewer, Response> {
+        authenticate(dash, &parts.headers, Scope::Read)
+            .map(Viewer)
+            .map_err(|e| match e {
+                ApiError::MissingToken | ApiError::InvalidToken => {
+                    let here = parts.uri.path_and_query().map_or("/ui/", |p| p.as_str());
+                    Redirect::to(&login_url(here)).into_response()
+                }
+                other => error_page(dash, None, other.status(), &other.to_string()),
+            })
+    }
 }
 
 fn error_page(
@@ -64,11 +72,11 @@ fn flash(done: Option<&str>) -> Option<String> {
     }
 }
 
-pub(crate) async fn not_found(State(dash): State<Dash>, headers: HeaderMap, uri: Uri) -> Response {
-    let session = match guard(&dash, &headers, &uri) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+pub(crate) async fn not_found(
+    State(dash): State<Dash>,
+    Viewer(session): Viewer,
+    uri: Uri,
+) -> Response {
     error_page(
         &dash,
         Some(&session),
@@ -117,11 +125,7 @@ async fn overview_ctx(dash: &Dash, session: &Session) -> Safe {
     )
 }
 
-pub(crate) async fn overview(State(dash): State<Dash>, headers: HeaderMap, uri: Uri) -> Response {
-    let session = match guard(&dash, &headers, &uri) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+pub(crate) async fn overview(State(dash): State<Dash>, Viewer(session): Viewer) -> Response {
     let live_ctx = overview_ctx(&dash, &session).await;
     let body = dash
         .views
@@ -136,15 +140,7 @@ pub(crate) async fn overview(State(dash): State<Dash>, headers: HeaderMap, uri: 
         .page(StatusCode::OK, Some(&session), "Overview", "overview", body)
 }
 
-pub(crate) async fn overview_live(
-    State(dash): State<Dash>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let session = match guard(&dash, &headers, &uri) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+pub(crate) async fn overview_live(State(dash): State<Dash>, Viewer(session): Viewer) -> Response {
     let live_ctx = overview_ctx(&dash, &session).await;
     dash.views.fragment("overview_live.html", &live_ctx)
 }
@@ -158,14 +154,9 @@ pub(crate) struct AgentsQuery {
 
 pub(crate) async fn agents(
     State(dash): State<Dash>,
-    headers: HeaderMap,
-    uri: Uri,
+    Viewer(session): Viewer,
     Query(q): Query<AgentsQuery>,
 ) -> Response {
-    let session = match guard(&dash, &headers, &uri) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
     if let Some(id) = q.open.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         return Redirect::to(&format!("/ui/agents/{}", path_segment(id))).into_response();
     }
@@ -188,15 +179,10 @@ pub(crate) struct AgentQuery {
 
 pub(crate) async fn agent(
     State(dash): State<Dash>,
-    headers: HeaderMap,
-    uri: Uri,
+    Viewer(session): Viewer,
     Path(agent_id): Path<String>,
     Query(q): Query<AgentQuery>,
 ) -> Response {
-    let session = match guard(&dash, &headers, &uri) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
     let path = format!("/agents/{}", path_segment(&agent_id));
     let (status, body) = proxy::call(&dash, &session, Method::GET, &path, None).await;
     let (cfg, exists) = match status {
@@ -311,14 +297,9 @@ async fn call_ctx(dash: &Dash, session: &Session, call_id: &str) -> Result<Value
 
 pub(crate) async fn calls(
     State(dash): State<Dash>,
-    headers: HeaderMap,
-    uri: Uri,
+    Viewer(session): Viewer,
     Query(q): Query<CallQuery>,
 ) -> Response {
-    let session = match guard(&dash, &headers, &uri) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
     let call_id = q
         .call_id
         .as_deref()
@@ -348,14 +329,9 @@ pub(crate) async fn calls(
 
 pub(crate) async fn call_live(
     State(dash): State<Dash>,
-    headers: HeaderMap,
-    uri: Uri,
+    Viewer(session): Viewer,
     Query(q): Query<CallQuery>,
 ) -> Response {
-    let session = match guard(&dash, &headers, &uri) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
     let call_id = q.call_id.unwrap_or_default();
     match call_ctx(&dash, &session, call_id.trim()).await {
         Ok(ctx) => dash.views.fragment("call_live.html", ctx),
@@ -380,14 +356,9 @@ const PAGE_SIZE: usize = 50;
 
 pub(crate) async fn dead_letters(
     State(dash): State<Dash>,
-    headers: HeaderMap,
-    uri: Uri,
+    Viewer(session): Viewer,
     Query(q): Query<DlqQuery>,
 ) -> Response {
-    let session = match guard(&dash, &headers, &uri) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
     // The filter as given, without blanks: it goes to the listing and, as JSON, to a
     // bulk replay or purge of "everything this filter matches".
     let mut filter = Map::new();
@@ -460,14 +431,9 @@ pub(crate) async fn dead_letters(
 
 pub(crate) async fn dead_letter(
     State(dash): State<Dash>,
-    headers: HeaderMap,
-    uri: Uri,
+    Viewer(session): Viewer,
     Path(job_id): Path<String>,
 ) -> Response {
-    let session = match guard(&dash, &headers, &uri) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
     let path = format!("/dead-letters/{}", path_segment(&job_id));
     let (status, body) = proxy::call(&dash, &session, Method::GET, &path, None).await;
     if status == StatusCode::NOT_FOUND {
