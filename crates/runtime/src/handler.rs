@@ -28,6 +28,10 @@ pub struct Ctx {
     /// Jobs whose attempt has started (a subset of `held`): at shutdown these are not
     /// "unstarted", and cutting them off is recorded as an attempt.
     pub started: Mutex<std::collections::HashSet<String>>,
+    /// Jobs whose outcome (or fan-out) is on its way to Redis. Recording it ends the
+    /// lease, so a renewal that races it finds the lease gone: that is not a lost lease,
+    /// and the recording's own reply says whether the lease was still held.
+    pub recording: Mutex<std::collections::HashSet<String>>,
     /// Outcomes, fan-outs and agent reads: many jobs per Redis call.
     pub acker: crate::acker::Acker,
     pub fan_outs: crate::acker::FanOuts,
@@ -38,6 +42,15 @@ impl Ctx {
     pub fn release_hold(&self, id: &str) {
         self.held.lock().expect("held lock").remove(id);
         self.started.lock().expect("started lock").remove(id);
+        self.recording.lock().expect("recording lock").remove(id);
+    }
+
+    /// Marks the job's outcome as on its way to Redis (see `recording`).
+    fn recording(&self, id: &str) {
+        self.recording
+            .lock()
+            .expect("recording lock")
+            .insert(id.to_string());
     }
 }
 
@@ -341,6 +354,7 @@ async fn run_fan_out(
         state,
         attempt,
     };
+    ctx.recording(&leased.id);
     match ctx.fan_outs.call(record).await {
         Ok(true) => None,
         Ok(false) => {
@@ -424,6 +438,7 @@ fn attempt_record(
 /// Records a finish through the acker, which batches it with other jobs' finishes and
 /// retries briefly through Redis blips.
 async fn apply(ctx: &Ctx, f: Finish) {
+    ctx.recording(&f.id);
     match ctx.acker.call(f).await {
         Ok(true) => debug!("outcome recorded"),
         Ok(false) => {

@@ -44,6 +44,7 @@ pub async fn run(
         cfg: cfg.clone(),
         held: held.clone(),
         started: Default::default(),
+        recording: Default::default(),
         acker,
         fan_outs,
         agents,
@@ -336,6 +337,12 @@ async fn renew_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
         match ctx.queue.renew(ctx.cfg.lease, &held).await {
             Ok(lost) => {
                 for id in lost {
+                    // Not lost if this worker recorded its outcome (or is recording it)
+                    // while the renewal was on its way: that ends the lease too.
+                    let ours = ctx.held.lock().expect("held lock").contains_key(&id);
+                    if !ours || ctx.recording.lock().expect("recording lock").contains(&id) {
+                        continue;
+                    }
                     warn!(job_id = %id, "lease lost: the job was reaped and belongs to another worker now");
                     crate::metrics::lease_lost();
                     ctx.release_hold(&id);
