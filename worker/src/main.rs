@@ -2,6 +2,7 @@
 //! product on an embedded default (its own Redis, a local receiver, the seed's call).
 
 mod demo;
+mod log;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -55,24 +56,29 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(&cli.log_format);
+    log::init(&cli.log_format);
+    // Dropped last: what is still waiting is written before main returns (and before
+    // the returned error is printed).
+    let _flush = log::FlushOnDrop;
     // One thread by default: jobs, their HTTP connections and Redis then never wake one
     // another across threads, which cost about a quarter of the worker's CPU per job in the
     // pipeline benchmark (BENCHMARKS.md). An API-only replica uses every core.
     let threads = cli.threads.unwrap_or(if cli.role == "api" { 0 } else { 1 });
     let rt = match threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        0 => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?,
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build()?,
-    };
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    }
+    // Log lines are written out when a thread goes idle (see log.rs).
+    .on_thread_park(log::flush)
+    .enable_all()
+    .build()?;
     rt.block_on(async move {
+        tokio::spawn(log::flush_every_tick());
         match cli.command {
             Some(Command::Demo(args)) => demo::run(args).await,
             None => {
@@ -181,23 +187,6 @@ async fn serve(
                 r.and(Err(anyhow::anyhow!("API server stopped unexpectedly")))
             }
         }
-    }
-}
-
-fn init_tracing(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a terminal: a log file or collector gets plain text (and the
-    // ANSI styling was ~6 % of the worker's instructions per job in the pipeline profile).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        b.json().flatten_event(true).with_current_span(true).init();
-    } else {
-        b.init();
     }
 }
 
