@@ -778,3 +778,121 @@ async fn outcomes_recorded_during_a_renewal_are_not_reported_as_lost_leases() {
     let stats = w.queue.stats().await.unwrap();
     assert_eq!((stats.dead, stats.running, stats.queued), (0, 0, 0));
 }
+
+/// A fan-out leases its call's first action that is due now to the fanning-out worker
+/// (its first attempt), which runs it without a fetch. Delayed and further actions are
+/// queued as before; a stale parent lease claims and writes nothing; batched fan-outs
+/// claim per call.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_claims_its_first_due_action_for_the_fanning_out_worker() {
+    use aftercall_core::job::{FanOut, fan_out};
+    use aftercall_core::{Attempt, AttemptOutcome, Job, JobBody};
+    use aftercall_queue::{FanOutRecord, FannedOut, Finish, FinishMode, Leased, StateInfo};
+
+    let w = World::new().await;
+    let q = &w.queue;
+    let url = "http://127.0.0.1:9/hook";
+    let body = format!(
+        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{url}","delay":"1h"}},{{"type":"webhook","url":"{url}"}},{{"type":"webhook","url":"{url}"}}]}}}}}}"#
+    );
+    q.set_agent(
+        "a1",
+        &aftercall_core::AgentConfig::parse(body.as_bytes()).unwrap(),
+    )
+    .await
+    .unwrap();
+    for c in ["c1", "c2", "c3"] {
+        w.push(c, "a1").await;
+    }
+    let lease = Duration::from_secs(60);
+    let parents = q.fetch("w1", 10, lease).await.unwrap().jobs;
+    assert_eq!(parents.len(), 3);
+    let cfg = q.get_agent("a1").await.unwrap();
+    let record = |p: &Leased, token: &str| {
+        let job: Job = serde_json::from_str(&p.data).unwrap();
+        let JobBody::CallEnded { event } = &job.body else {
+            panic!("not a call-ended job")
+        };
+        let FanOut::Jobs(jobs) = fan_out(&job, event, cfg.as_ref(), chrono::Utc::now()) else {
+            panic!("no actions")
+        };
+        FanOutRecord {
+            parent_id: p.id.clone(),
+            token: token.to_string(),
+            call_id: job.call_id.clone(),
+            jobs,
+            state: StateInfo::new("fanned_out"),
+            attempt: Attempt {
+                attempt: 1,
+                at: chrono::Utc::now(),
+                outcome: AttemptOutcome::Delivered,
+                status: None,
+                error: None,
+                response: None,
+                duration_ms: None,
+                worker: None,
+                next_run_at: None,
+            },
+            claim: Some(("w1".into(), lease)),
+        }
+    };
+    // Batched: a stale lease first (nothing written), then two calls.
+    let recs = [
+        record(&parents[0], "w9:1"),
+        record(&parents[0], &parents[0].token),
+        record(&parents[1], &parents[1].token),
+    ];
+    let got = q.fan_out_many(&recs).await.unwrap();
+    assert_eq!(got[0], FannedOut::Stale);
+    // One record alone takes the script's single-call path.
+    let rec3 = record(&parents[2], &parents[2].token);
+    let got3 = q.fan_out_many(std::slice::from_ref(&rec3)).await.unwrap();
+    let mut claimed = Vec::new();
+    for (r, f) in [(&recs[1], &got[1]), (&recs[2], &got[2]), (&rec3, &got3[0])] {
+        let FannedOut::Claimed(l) = f else {
+            panic!("{}: {f:?}", r.call_id)
+        };
+        // The first action is delayed: the second is the first due now.
+        assert_eq!(l.id, r.jobs[1].0.id, "{}", r.call_id);
+        assert_eq!((l.token.as_str(), l.attempt), ("w1:1", 1));
+        let rec = q.job(&l.id).await.unwrap().unwrap();
+        assert_eq!((rec.state.state.as_str(), rec.attempts), ("running", 1));
+        assert_eq!(
+            q.job(&r.jobs[0].0.id).await.unwrap().unwrap().state.state,
+            "scheduled"
+        );
+        claimed.push(l.clone());
+    }
+    // A fetch sees only the third action of each call: not the claimed, not the delayed.
+    let mut fetched: Vec<String> = q
+        .fetch("w2", 100, lease)
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    fetched.sort();
+    let mut third: Vec<String> = [&recs[1], &recs[2], &rec3]
+        .iter()
+        .map(|r| r.jobs[2].0.id.clone())
+        .collect();
+    third.sort();
+    assert_eq!(fetched, third);
+    // A claimed job finishes under its lease like a fetched one.
+    let finishes: Vec<Finish> = claimed
+        .iter()
+        .map(|l| Finish {
+            mode: FinishMode::Done,
+            id: l.id.clone(),
+            token: l.token.clone(),
+            run_at_ms: 0,
+            state: StateInfo::new("delivered"),
+            attempt: None,
+        })
+        .collect();
+    assert_eq!(q.finish(&finishes).await.unwrap(), vec![true; 3]);
+    let s = q.call_status("c3").await.unwrap().unwrap();
+    let states: Vec<&str> = s.actions.iter().map(|a| a.state.state.as_str()).collect();
+    assert_eq!(states, ["scheduled", "delivered", "running"]);
+}

@@ -1,4 +1,5 @@
-"""Drives fanout.lua: one call-ended job per call (FANOUT_FORMAT=orig, the old script) or `per` per call."""
+"""Drives fanout.lua: one call-ended job per call (FANOUT_FORMAT=orig, the old script) or `per` per call.
+FANOUT_FORMAT=claim: the layout with claim_token and claim_deadline per call (claiming when CLAIM=1)."""
 import time, json, os
 KEYS = ['{p}:'+k for k in ['ready','running','scheduled','done','data','state','attempts','max','log','lease','fanout','notify']]
 ST = json.dumps({"state":"fanned_out","at":1795640000000,"actions":1})
@@ -9,6 +10,8 @@ def drive(r, sha, size, calls, per):
     ids = leased(r, per)
     child = json.dumps({"id": "x", "body": "y" * size})
     orig = os.environ.get('FANOUT_FORMAT') == 'orig'
+    claim_fmt = os.environ.get('FANOUT_FORMAT') == 'claim'
+    claim = ['w1:1' if os.environ.get('CLAIM') == '1' else '', 0] if claim_fmt else []
     k = 0
     for c in range(calls):
         now = int(time.time()*1000)
@@ -19,5 +22,5 @@ def drive(r, sha, size, calls, per):
             args = [now]
             for j in range(per):
                 p = ids[k]; k += 1
-                args += [p, 'w1:1', 'call_' + p, ST, AT, json.dumps([p + '.0']), 1, p + '.0', child, 8, 0]
+                args += [p, 'w1:1', 'call_' + p, ST, AT, json.dumps([p + '.0']), *claim, 1, p + '.0', child, 8, 0]
             r.cmd('EVALSHA', sha, len(KEYS), *KEYS, *args)

@@ -12,7 +12,7 @@ if [ $# -gt 0 ]; then
 fi
 cd "$here"
 # Scripts before the batched rewrite take one fan-out per call and keep the old layout.
-old=$(grep -q "ids_json, n," "$lua/fanout.lua" && echo no || echo yes)
+old=$(grep -qE "(ids_json|claim_deadline_ms), n," "$lua/fanout.lua" && echo no || echo yes)
 run() { python3 cg.py "$@"; }
 enq=$(grep -q "data is written by an HSET" "$lua/enqueue.lua" && echo multi || echo args)
 ENQ_FORMAT=$enq run k_enq "$lua/enqueue.lua" "$lua/lib.lua" 1400 500
@@ -23,6 +23,11 @@ CALLS_A=4 CALLS_B=44 run k_finish "$lua/finish.lua" "$lua/lib.lua" 0 16
 if [ "$old" = yes ]; then
   CALLS_A=50 CALLS_B=650 FANOUT_FORMAT=orig run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 1
 else
-  CALLS_A=50 CALLS_B=650 run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 1
-  CALLS_A=4 CALLS_B=44 run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 16
+  fmt=$(grep -q "claim_token" "$lua/fanout.lua" && echo claim || echo ids)
+  CALLS_A=50 CALLS_B=650 FANOUT_FORMAT=$fmt run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 1
+  CALLS_A=4 CALLS_B=44 FANOUT_FORMAT=$fmt run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 16
+  if [ "$fmt" = claim ]; then
+    CLAIM=1 CALLS_A=50 CALLS_B=650 FANOUT_FORMAT=$fmt run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 1
+    CLAIM=1 CALLS_A=4 CALLS_B=44 FANOUT_FORMAT=$fmt run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 16
+  fi
 fi

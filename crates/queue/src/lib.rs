@@ -181,7 +181,7 @@ pub struct Enqueued {
 }
 
 /// A job this worker holds a lease on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leased {
     pub id: String,
     pub data: String,
@@ -189,6 +189,12 @@ pub struct Leased {
     pub attempt: u32,
     pub max_attempts: u32,
     pub token: String,
+}
+
+/// The lease token of a job's first attempt by `worker` (fetch.lua and fanout.lua
+/// write `worker:attempt`).
+fn claim_token(worker: &str) -> String {
+    format!("{worker}:1")
 }
 
 /// A batch of leased jobs and when the next scheduled job or lease falls due.
@@ -232,6 +238,22 @@ pub struct FanOutRecord {
     pub jobs: Vec<(Job, Option<Duration>)>,
     pub state: StateInfo,
     pub attempt: aftercall_core::Attempt,
+    /// Lease the call's first action job that is due now to this worker, for this long,
+    /// so it runs next without a fetch (see [`FannedOut::Claimed`]).
+    pub claim: Option<(String, Duration)>,
+}
+
+/// What recording a fan-out did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FannedOut {
+    /// The parent's lease was lost: another worker owns it, nothing was written.
+    Stale,
+    /// Recorded (or the call had fanned out before: then nothing new was created).
+    Applied,
+    /// Recorded, and this action job (the first due now) is leased to the fanning-out
+    /// worker for its first attempt: run it, then finish it like any fetched job. Its
+    /// `data` is empty: the worker has the job it just created.
+    Claimed(Leased),
 }
 
 /// A job's current state as stored (the Lua scripts write the same shape).
@@ -722,6 +744,7 @@ impl Queue {
     }
 
     /// Creates a call's action jobs and finishes its call-ended job, atomically.
+    /// Returns whether the parent's lease was still held.
     pub async fn fan_out(
         &self,
         parent: &Leased,
@@ -742,14 +765,17 @@ impl Queue {
             jobs,
             parent_state,
             parent_attempt,
+            None,
         );
-        let applied: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
-        Ok(applied.first() == Some(&1))
+        let applied: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
+        Ok(applied.first().is_some_and(|v| *v != redis::Value::Int(0)))
     }
 
     /// Several fan-outs in one script call, each atomic and applied as if in turn.
-    /// Returns, per record, whether its parent's lease was still held.
-    pub async fn fan_out_many(&self, records: &[FanOutRecord]) -> Result<Vec<bool>, QueueError> {
+    pub async fn fan_out_many(
+        &self,
+        records: &[FanOutRecord],
+    ) -> Result<Vec<FannedOut>, QueueError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -766,10 +792,40 @@ impl Queue {
                 &r.jobs,
                 &r.state,
                 &r.attempt,
+                r.claim
+                    .as_ref()
+                    .map(|(w, lease)| (w.as_str(), now + lease.as_millis() as i64)),
             );
         }
-        let applied: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
-        Ok(applied.into_iter().map(|v| v == 1).collect())
+        let replies: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
+        if replies.len() != records.len() {
+            return Err(QueueError::Corrupt(format!(
+                "fan-out: {} replies for {} records",
+                replies.len(),
+                records.len()
+            )));
+        }
+        replies
+            .into_iter()
+            .zip(records)
+            .map(|(v, r)| match v {
+                redis::Value::Int(0) => Ok(FannedOut::Stale),
+                redis::Value::Int(_) => Ok(FannedOut::Applied),
+                v => {
+                    let id: String = redis::from_redis_value(v)?;
+                    let (worker, _) = r.claim.as_ref().ok_or_else(|| {
+                        QueueError::Corrupt(format!("fan-out claimed {id} unasked"))
+                    })?;
+                    Ok(FannedOut::Claimed(Leased {
+                        id,
+                        data: String::new(),
+                        attempt: 1,
+                        max_attempts: self.inner.cfg.retry.max_attempts,
+                        token: claim_token(worker),
+                    }))
+                }
+            })
+            .collect()
     }
 
     fn fan_out_invocation(&self) -> redis::ScriptInvocation<'_> {
@@ -805,14 +861,21 @@ impl Queue {
         jobs: &[(Job, Option<Duration>)],
         parent_state: &StateInfo,
         parent_attempt: &aftercall_core::Attempt,
+        claim: Option<(&str, i64)>,
     ) {
         let ids: Vec<&str> = jobs.iter().map(|(j, _)| j.id.as_str()).collect();
+        let (claim, deadline) = match claim {
+            Some((worker, deadline)) => (claim_token(worker), deadline),
+            None => (String::new(), 0),
+        };
         inv.arg(parent_id)
             .arg(token)
             .arg(call_id)
             .arg(serde_json::to_string(parent_state).expect("state serializes"))
             .arg(serde_json::to_string(parent_attempt).expect("attempt serializes"))
             .arg(serde_json::to_string(&ids).expect("ids serialize"))
+            .arg(claim)
+            .arg(deadline)
             .arg(jobs.len());
         for (job, delay) in jobs {
             let run_at = delay.map(|d| now + d.as_millis() as i64).unwrap_or(0);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aftercall_core::AgentConfig;
-use aftercall_queue::{FanOutRecord, Finish, Queue, QueueError};
+use aftercall_queue::{FanOutRecord, FannedOut, Finish, Queue, QueueError};
 use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -134,13 +134,29 @@ async fn record(queue: &Queue, items: &[Finish]) -> Result<Vec<bool>, QueueError
         .await
 }
 
-/// Records fan-outs: per call-ended job, whether its lease was still held.
-pub type FanOuts = Batcher<FanOutRecord, bool>;
+/// Records fan-outs: per call-ended job, whether its lease was still held and which
+/// action job it claimed.
+pub type FanOuts = Batcher<FanOutRecord, FannedOut>;
 
-pub fn fan_outs(queue: Queue, stop: CancellationToken) -> (FanOuts, JoinHandle<()>) {
+/// A claimed job is held (renewed, and returned at shutdown) from the moment its lease
+/// exists, before its job hears of it.
+pub fn fan_outs(
+    queue: Queue,
+    held: crate::handler::Held,
+    stop: CancellationToken,
+) -> (FanOuts, JoinHandle<()>) {
     Batcher::spawn(stop, move |records: Vec<FanOutRecord>| {
-        let queue = queue.clone();
-        async move { queue.fan_out_many(&records).await }
+        let (queue, held) = (queue.clone(), held.clone());
+        async move {
+            let out = queue.fan_out_many(&records).await?;
+            let mut held = held.lock().expect("held lock");
+            for f in &out {
+                if let FannedOut::Claimed(l) = f {
+                    held.insert(l.id.clone(), l.token.clone());
+                }
+            }
+            Ok(out)
+        }
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use aftercall_actions::Executors;
 use aftercall_core::job::{FanOut, fan_out};
 use aftercall_core::{Attempt, AttemptOutcome, Job, JobBody, Outcome};
-use aftercall_queue::{Finish, FinishMode, Leased, Queue, StateInfo, now_ms};
+use aftercall_queue::{FannedOut, Finish, FinishMode, Leased, Queue, StateInfo, now_ms};
 use chrono::{TimeZone, Utc};
 use futures::FutureExt;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -54,8 +54,9 @@ impl Ctx {
     }
 }
 
-/// Runs one leased job to a recorded outcome. Never fails: infrastructure errors while
-/// recording leave the lease to expire, which re-runs the job and counts the attempt.
+/// Runs one leased job to a recorded outcome, then the action job its fan-out claimed,
+/// if any. Never fails: infrastructure errors while recording leave the lease to expire,
+/// which re-runs the job and counts the attempt.
 pub async fn process(ctx: &Ctx, mut leased: Leased) {
     ctx.started
         .lock()
@@ -64,6 +65,23 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
     let decoded: Result<Job, _> = serde_json::from_str(&leased.data);
     // The stored JSON is not needed past here: not kept for the length of a slow request.
     leased.data = String::new();
+    let mut next = run(ctx, leased, decoded).await;
+    // A claimed job runs in this job's slot, as if fetched: no fetch, no decode.
+    while let Some((leased, job)) = next {
+        ctx.started
+            .lock()
+            .expect("started lock")
+            .insert(leased.id.clone());
+        next = run(ctx, leased, Ok(job)).await;
+    }
+}
+
+/// One job's attempt, in its span; returns the action job a fan-out claimed.
+async fn run(
+    ctx: &Ctx,
+    leased: Leased,
+    decoded: Result<Job, serde_json::Error>,
+) -> Option<(Leased, Job)> {
     let (call_id, kind) = match &decoded {
         Ok(j) => (j.call_id.clone(), j.kind()),
         Err(_) => (String::new(), "unknown"),
@@ -83,6 +101,7 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
     let span = info_span!("job", job_id = %leased.id, call_id = %call_id, action = kind, attempt = leased.attempt, trace_id = trace_id.as_deref());
     async {
         let started = Instant::now();
+        let mut claimed = None;
         let finish = match decoded {
             Err(e) => {
                 error!(error = %e, "undecodable job: dead-lettering it");
@@ -105,8 +124,9 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
             }
             Ok(job) => match &job.body {
                 JobBody::CallEnded { event } => {
-                    let event = event.clone();
-                    run_fan_out(ctx, &leased, &job, &event, started).await
+                    let (finish, next) = run_fan_out(ctx, &leased, &job, event, started).await;
+                    claimed = next;
+                    finish
                 }
                 JobBody::Action(action_job) => {
                     let dest = aftercall_actions::destination(action_job);
@@ -115,7 +135,7 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
                         && let Some(f) = hold_back(ctx, &leased, kind, &dest, limit).await {
                             apply(ctx, f).await;
                             ctx.release_hold(&leased.id);
-                            return;
+                            return None;
                         }
                     let run = ctx
                         .executors
@@ -145,6 +165,7 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
             apply(ctx, f).await;
         }
         ctx.release_hold(&leased.id);
+        claimed
     }
     .instrument(span)
     .await
@@ -317,17 +338,23 @@ async fn run_fan_out(
     job: &Job,
     event: &aftercall_core::CallEvent,
     started: Instant,
-) -> Option<Finish> {
+) -> (Option<Finish>, Option<(Leased, Job)>) {
     let w = &ctx.cfg.worker_id;
     let config = match ctx.agents.call(job.agent_id.clone()).await {
         Ok(Ok(c)) => c,
         Err(e) => {
             let outcome = Outcome::retry(format!("reading agent config: {e}"));
-            return Some(record_outcome(ctx, leased, "call_ended", outcome, started));
+            return (
+                Some(record_outcome(ctx, leased, "call_ended", outcome, started)),
+                None,
+            );
         }
         Ok(Err(e)) => {
             let outcome = Outcome::retry(format!("reading agent config: {e}"));
-            return Some(record_outcome(ctx, leased, "call_ended", outcome, started));
+            return (
+                Some(record_outcome(ctx, leased, "call_ended", outcome, started)),
+                None,
+            );
         }
     };
     let now = Utc::now();
@@ -346,6 +373,11 @@ async fn run_fan_out(
         }
     };
     let attempt = attempt_record(leased, outcome.0, None, outcome.1, None, started, w);
+    // The first action due now is leased to this worker by the fan-out, and run next.
+    let first_due = jobs
+        .iter()
+        .find(|(_, delay)| delay.is_none())
+        .map(|(j, _)| j.clone());
     let record = aftercall_queue::FanOutRecord {
         parent_id: leased.id.clone(),
         token: leased.token.clone(),
@@ -353,11 +385,21 @@ async fn run_fan_out(
         jobs,
         state,
         attempt,
+        claim: first_due.is_some().then(|| (w.clone(), ctx.cfg.lease)),
     };
     ctx.recording(&leased.id);
-    match ctx.fan_outs.call(record).await {
-        Ok(true) => None,
-        Ok(false) => {
+    let claimed = match ctx.fan_outs.call(record).await {
+        Ok(FannedOut::Applied) => None,
+        Ok(FannedOut::Claimed(l)) => match first_due {
+            Some(job) if job.id == l.id => Some((l, job)),
+            _ => {
+                // Cannot happen (the script claims the first due job); if it did, the
+                // lease expires and the job runs again from the queue.
+                error!(job_id = %l.id, "fan-out claimed a job this worker did not create");
+                None
+            }
+        },
+        Ok(FannedOut::Stale) => {
             warn!("lease lost before fan-out was recorded; another worker owns the job");
             None
         }
@@ -365,7 +407,8 @@ async fn run_fan_out(
             warn!(error = %e, "recording fan-out failed; the lease will expire and the job re-run");
             None
         }
-    }
+    };
+    (None, claimed)
 }
 
 /// Dead-letters the job, recording the failed attempt.

@@ -36,7 +36,8 @@ pub async fn run(
     let grace = cfg.grace;
     let batchers_stop = CancellationToken::new();
     let (acker, acker_task) = acker::acker(queue.clone(), batchers_stop.clone());
-    let (fan_outs, fan_outs_task) = acker::fan_outs(queue.clone(), batchers_stop.clone());
+    let (fan_outs, fan_outs_task) =
+        acker::fan_outs(queue.clone(), held.clone(), batchers_stop.clone());
     let (agents, agents_task) = acker::agents(queue.clone(), batchers_stop.clone());
     let ctx = Arc::new(Ctx {
         queue: queue.clone(),

@@ -3,25 +3,47 @@
 -- whoever holds the lease.
 -- KEYS: ready, running, scheduled, done, data, state, attempts, max, log, lease, fanout, notify
 -- ARGV: now, then per call-ended job: parent_id, token, call_id, parent_state, parent_log,
---       ids_json, n, then n times: id, json, max, run_at_ms (0 = now)
--- Returns per call-ended job: 1 applied, 0 stale lease.
+--       ids_json, claim_token, claim_deadline_ms, n, then n times: id, json, max,
+--       run_at_ms (0 = now)
+-- A claim (claim_token not empty, `worker:1`) leases the call's first action job that
+-- is due now to the fanning-out worker, which runs it next without a fetch: that job
+-- skips the ready list, the rest are queued as usual. Only a call's first fan-out claims.
+-- Returns per call-ended job: 0 stale lease, 1 applied, or the id of the claimed job.
 local now = tonumber(ARGV[1])
 local now_s = ARGV[1]
-if #ARGV == 8 + 4 * tonumber(ARGV[8]) then
+
+-- The state of a job claimed with `token` (fetch.lua writes the same).
+local function running_state(token)
+  return state_json('running', now, { worker = string.match(token, '^(.*):[^:]*$') })
+end
+
+if #ARGV == 10 + 4 * tonumber(ARGV[10]) then
   -- One call (a quiet worker's case): the same writes without the batch's tables.
   local parent, token, call_id = ARGV[2], ARGV[3], ARGV[4]
   if rcall('HGET', KEYS[10], parent) ~= token then return { 0 } end
+  local result = 1
+  local queued = false
   if rcall('HSETNX', KEYS[11], call_id, ARGV[7]) == 1 then
-    for i = 9, #ARGV, 4 do
+    local claim_token = ARGV[8]
+    for i = 11, #ARGV, 4 do
       local id, run_at = ARGV[i], tonumber(ARGV[i + 3])
       rcall('HSET', KEYS[5], id, ARGV[i + 1])
       rcall('HSET', KEYS[8], id, ARGV[i + 2])
       if run_at > now then
         rcall('ZADD', KEYS[3], run_at, id)
         rcall('HSET', KEYS[6], id, state_json('scheduled', now, { run_at = run_at }))
+        queued = true
+      elseif claim_token ~= '' and result == 1 then
+        -- Leased as fetch.lua leases a job for its first attempt.
+        rcall('HSET', KEYS[7], id, 1)
+        rcall('ZADD', KEYS[2], ARGV[9], id)
+        rcall('HSET', KEYS[10], id, claim_token)
+        rcall('HSET', KEYS[6], id, running_state(claim_token))
+        result = id
       else
         rcall('LPUSH', KEYS[1], id)
         rcall('HSET', KEYS[6], id, state_json('queued', now))
+        queued = true
       end
     end
   end
@@ -30,8 +52,8 @@ if #ARGV == 8 + 4 * tonumber(ARGV[8]) then
   rcall('HSET', KEYS[6], parent, ARGV[5])
   append_log(KEYS[9], parent, ARGV[6])
   rcall('ZADD', KEYS[4], now_s, parent)
-  notify(KEYS[12])
-  return { 1 }
+  if queued then notify(KEYS[12]) end
+  return { result }
 end
 local parents, tokens, at = {}, {}, {}
 local i = 2
@@ -39,7 +61,7 @@ while i <= #ARGV do
   parents[#parents + 1] = ARGV[i]
   tokens[#tokens + 1] = ARGV[i + 1]
   at[#at + 1] = i
-  i = i + 7 + 4 * tonumber(ARGV[i + 6])
+  i = i + 9 + 4 * tonumber(ARGV[i + 8])
 end
 local holders = hmget(KEYS[10], parents)
 
@@ -48,6 +70,7 @@ local seen = {}
 -- No attempts entry for new jobs: an absent count reads as 0 everywhere.
 local data, maxes, states, ready, scheduled = {}, {}, {}, {}, {}
 local finished, done, log_ids, log_entries = {}, {}, {}, {}
+local claimed, running, leases, running_states = {}, {}, {}, {}
 local queued
 for k = 1, #parents do
   local p = at[k]
@@ -57,9 +80,10 @@ for k = 1, #parents do
   else
     seen[parent] = true
     out[k] = 1
-    local n = tonumber(ARGV[p + 6])
+    local n = tonumber(ARGV[p + 8])
+    local claim_token = ARGV[p + 6]
     if rcall('HSETNX', KEYS[11], ARGV[p + 2], ARGV[p + 5]) == 1 then
-      for j = p + 7, p + 6 + 4 * n, 4 do
+      for j = p + 9, p + 8 + 4 * n, 4 do
         local id, json, max, run_at = ARGV[j], ARGV[j + 1], ARGV[j + 2], tonumber(ARGV[j + 3])
         data[#data + 1] = id
         data[#data + 1] = json
@@ -70,6 +94,20 @@ for k = 1, #parents do
           scheduled[#scheduled + 1] = ARGV[j + 3]
           scheduled[#scheduled + 1] = id
           states[#states + 1] = state_json('scheduled', now, { run_at = run_at })
+        elseif claim_token ~= '' and out[k] == 1 then
+          out[k] = id
+          claimed[#claimed + 1] = id
+          claimed[#claimed + 1] = 1
+          running[#running + 1] = ARGV[p + 7]
+          running[#running + 1] = id
+          leases[#leases + 1] = id
+          leases[#leases + 1] = claim_token
+          local st = running_states[claim_token]
+          if not st then
+            st = running_state(claim_token)
+            running_states[claim_token] = st
+          end
+          states[#states + 1] = st
         else
           ready[#ready + 1] = id
           queued = queued or state_json('queued', now)
@@ -98,9 +136,14 @@ if #finished > 0 then
   if #ready > 0 then call_sliced('LPUSH', KEYS[1], ready, 1) end
   call_sliced('ZREM', KEYS[2], finished, 1)
   call_sliced('HDEL', KEYS[10], finished, 1)
+  if #claimed > 0 then
+    call_sliced('HSET', KEYS[7], claimed, 2)
+    call_sliced('ZADD', KEYS[2], running, 2)
+    call_sliced('HSET', KEYS[10], leases, 2)
+  end
   call_sliced('HSET', KEYS[6], states, 2)
   append_logs(KEYS[9], log_ids, log_entries)
   call_sliced('ZADD', KEYS[4], done, 2)
-  notify(KEYS[12])
+  if #ready > 0 or #scheduled > 0 then notify(KEYS[12]) end
 end
 return out
