@@ -48,6 +48,8 @@ pub enum ActionsError {
     },
     #[error("building the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("building the webhook client: {0}")]
+    Webhook(String),
 }
 
 /// All executors, built once per worker process and shared by every job.
@@ -62,7 +64,10 @@ impl Executors {
     pub fn new(cfg: &ActionsConfig) -> Result<Executors, ActionsError> {
         let client = http::client(&cfg.http)?;
         Ok(Executors {
-            webhook: webhook::WebhookExecutor::new(client.clone(), cfg.http.clone()),
+            webhook: webhook::WebhookExecutor::new(
+                webhook::client::Client::new(cfg.http.clone()).map_err(ActionsError::Webhook)?,
+                cfg.http.clone(),
+            ),
             email: email::EmailExecutor::new(&cfg.email, &cfg.outbox_dir)?,
             sms: sms::SmsExecutor::new(
                 client.clone(),

@@ -11,8 +11,10 @@ use sha2::Sha256;
 
 use crate::http::{self, HttpConfig};
 
+pub mod client;
+
 pub struct WebhookExecutor {
-    client: reqwest::Client,
+    client: client::Client,
     cfg: HttpConfig,
 }
 
@@ -20,7 +22,7 @@ pub struct WebhookExecutor {
 const BODY_LIMIT: usize = 4096;
 
 impl WebhookExecutor {
-    pub fn new(client: reqwest::Client, cfg: HttpConfig) -> Self {
+    pub fn new(client: client::Client, cfg: HttpConfig) -> Self {
         WebhookExecutor { client, cfg }
     }
 
@@ -40,38 +42,50 @@ impl WebhookExecutor {
         }
         let body = WebhookPayload::new(&job.event, action).to_bytes();
         let timestamp = chrono::Utc::now().timestamp();
-        let mut req = self
-            .client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("webhook-id", job_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("x-aftercall-attempt", attempt.to_string());
-        if let Some(secrets) = &action.secret {
-            match sign(&secrets.all(), job_id, timestamp, &body) {
-                Ok(sig) => req = req.header("webhook-signature", sig),
+        let (ts, try_n) = (timestamp.to_string(), attempt.to_string());
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(6 + action.headers.len());
+        headers.extend([
+            ("content-type", "application/json"),
+            ("webhook-id", job_id),
+            ("webhook-timestamp", ts.as_str()),
+            ("x-aftercall-attempt", try_n.as_str()),
+        ]);
+        let signature = match &action.secret {
+            Some(secrets) => match sign(&secrets.all(), job_id, timestamp, &body) {
+                Ok(sig) => Some(sig),
                 Err(e) => return Outcome::permanent(e),
-            }
+            },
+            None => None,
+        };
+        if let Some(sig) = &signature {
+            headers.push(("webhook-signature", sig));
         }
-        if let Some(tp) = job
+        let traceparent = job
             .event
             .traceparent
             .as_deref()
-            .and_then(continue_trace(job_id, attempt))
-        {
-            req = req.header("traceparent", tp);
+            .and_then(continue_trace(job_id, attempt));
+        if let Some(tp) = &traceparent {
+            headers.push(("traceparent", tp));
         }
         for (k, v) in &action.headers {
-            req = req.header(k, v);
+            headers.push((k, v));
         }
-        match req.body(body).send().await {
+        match self.client.post(&url, &headers, &body, BODY_LIMIT).await {
             Ok(resp) => {
-                let status = resp.status().as_u16();
-                let headers = resp.headers().clone();
-                let text = http::read_body(resp, BODY_LIMIT).await;
-                http::classify(status, &headers, &text)
+                let mut h = reqwest::header::HeaderMap::new();
+                if let Some(v) = resp
+                    .retry_after
+                    .as_deref()
+                    .and_then(|v| reqwest::header::HeaderValue::from_str(v).ok())
+                {
+                    h.insert(reqwest::header::RETRY_AFTER, v);
+                }
+                http::classify(resp.status, &h, &resp.body)
             }
-            Err(e) => http::classify_error(&e),
+            Err(client::Error::Blocked(b)) => Outcome::permanent(b.to_string()),
+            Err(client::Error::Invalid(e)) => Outcome::permanent(e),
+            Err(e) => Outcome::retry(e.to_string()),
         }
     }
 }
