@@ -9,7 +9,7 @@
 //! (`crate::http`): the SSRF guard after DNS resolution, no redirects, no proxy, the
 //! connect and request timeouts. HTTP/1.1 only (over TLS too: ALPN `http/1.1`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -84,7 +84,9 @@ struct Idle {
 pub struct Client {
     cfg: HttpConfig,
     tls: TlsConnector,
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    /// Per host, oldest first: taken from the back (the most recently used, likeliest
+    /// still open), expired from the front.
+    idle: Mutex<HashMap<Key, VecDeque<Idle>>>,
     user_agent: String,
 }
 
@@ -143,7 +145,7 @@ impl Client {
     fn take_idle(&self, key: &Key) -> Option<Stream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(key)?;
-        while let Some(i) = list.pop() {
+        while let Some(i) = list.pop_back() {
             // A connection the server closed while idle shows as readable (EOF or a
             // last word such as a 408): not reused.
             if i.since.elapsed() < IDLE_FOR && !i.stream.readable_while_idle() {
@@ -159,12 +161,15 @@ impl Client {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(key.clone()).or_default();
-        list.retain(|i| i.since.elapsed() < IDLE_FOR);
+        let now = Instant::now();
+        while list
+            .front()
+            .is_some_and(|i| now.duration_since(i.since) >= IDLE_FOR)
+        {
+            list.pop_front();
+        }
         if list.len() < self.cfg.pool_per_host {
-            list.push(Idle {
-                stream,
-                since: Instant::now(),
-            });
+            list.push_back(Idle { stream, since: now });
         }
     }
 
