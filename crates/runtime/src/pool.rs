@@ -188,7 +188,9 @@ impl Fetcher {
     /// The next job, waiting as long as it takes; `None` once shutdown began.
     async fn next_job(&self, blocking: &mut Option<aftercall_queue::Conn>) -> Option<Leased> {
         let cfg = &self.ctx.cfg;
-        let batch = cfg.concurrency.clamp(1, 64);
+        // 64 per fetch; more for a worker with thousands of slots (slow receivers), so
+        // filling them is not one round trip per 64 jobs.
+        let batch = cfg.concurrency.clamp(1, 64).max((cfg.concurrency / 16).min(512));
         let mut failures = 0u32;
         loop {
             if self.shutdown.is_cancelled() {
