@@ -749,8 +749,8 @@ async fn an_attempt_cut_off_by_the_grace_period_is_recorded_and_counted() {
 }
 
 /// A renewal that crosses a job's recorded outcome finds the lease gone. That is the job
-/// finishing, not a lost lease: no warning and no `lease_lost` count under a normal load
-/// (before this was told apart, a 100,000-event run logged about a hundred such warnings).
+/// finishing, not a lost lease: no warning under a normal load (before this was told
+/// apart, a 100,000-event run logged about a hundred such warnings).
 #[tokio::test(flavor = "multi_thread")]
 async fn outcomes_recorded_during_a_renewal_are_not_reported_as_lost_leases() {
     let mut w = World::new().await;
