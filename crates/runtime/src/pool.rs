@@ -190,7 +190,10 @@ impl Fetcher {
         let cfg = &self.ctx.cfg;
         // 64 per fetch; more for a worker with thousands of slots (slow receivers), so
         // filling them is not one round trip per 64 jobs.
-        let batch = cfg.concurrency.clamp(1, 64).max((cfg.concurrency / 16).min(512));
+        let batch = cfg
+            .concurrency
+            .clamp(1, 64)
+            .max((cfg.concurrency / 16).min(512));
         let mut failures = 0u32;
         loop {
             if self.shutdown.is_cancelled() {

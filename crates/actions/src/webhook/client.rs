@@ -294,6 +294,26 @@ fn encode(
     if !has("user-agent") {
         let _ = write!(out, "user-agent: {user_agent}\r\n");
     }
+    // Credentials in the URL (`https://user:pass@host/`) become Basic auth, as reqwest
+    // sends them, unless a configured header says otherwise.
+    if (!url.username().is_empty() || url.password().is_some()) && !has("authorization") {
+        use base64::Engine;
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let pair = format!(
+            "{}:{}",
+            decode(url.username()),
+            decode(url.password().unwrap_or(""))
+        );
+        let _ = write!(
+            out,
+            "authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        );
+    }
     for (k, v) in headers {
         let name = HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| Error::Invalid(format!("request error: invalid header name `{k}`")))?;
