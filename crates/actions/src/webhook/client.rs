@@ -80,13 +80,37 @@ struct Idle {
     since: Instant,
 }
 
+/// Idle connections per host, oldest first: taken from the back (the most recently used,
+/// likeliest still open), expired from the front. Every [`SWEEP_EVERY`] all hosts are
+/// swept too, so a host that is not called again does not keep its sockets.
+struct Pool {
+    hosts: HashMap<Key, VecDeque<Idle>>,
+    swept: Instant,
+}
+
+/// How often the whole pool is swept of expired and closed connections.
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+impl Pool {
+    fn sweep_if_due(&mut self, now: Instant) {
+        if now.duration_since(self.swept) < SWEEP_EVERY {
+            return;
+        }
+        self.swept = now;
+        self.hosts.retain(|_, list| {
+            list.retain(|i| {
+                now.duration_since(i.since) < IDLE_FOR && !i.stream.readable_while_idle()
+            });
+            !list.is_empty()
+        });
+    }
+}
+
 /// Shared by every webhook job of a worker process.
 pub struct Client {
     cfg: HttpConfig,
     tls: TlsConnector,
-    /// Per host, oldest first: taken from the back (the most recently used, likeliest
-    /// still open), expired from the front.
-    idle: Mutex<HashMap<Key, VecDeque<Idle>>>,
+    idle: Mutex<Pool>,
     user_agent: String,
 }
 
@@ -106,7 +130,10 @@ impl Client {
         Client {
             cfg,
             tls: TlsConnector::from(Arc::new(tls)),
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Pool {
+                hosts: HashMap::new(),
+                swept: Instant::now(),
+            }),
             user_agent: concat!("aftercall/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
@@ -143,25 +170,32 @@ impl Client {
     }
 
     fn take_idle(&self, key: &Key) -> Option<Stream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(key)?;
+        let mut pool = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        pool.sweep_if_due(Instant::now());
+        let list = pool.hosts.get_mut(key)?;
+        let mut found = None;
         while let Some(i) = list.pop_back() {
             // A connection the server closed while idle shows as readable (EOF or a
             // last word such as a 408): not reused.
             if i.since.elapsed() < IDLE_FOR && !i.stream.readable_while_idle() {
-                return Some(i.stream);
+                found = Some(i.stream);
+                break;
             }
         }
-        None
+        if list.is_empty() {
+            pool.hosts.remove(key);
+        }
+        found
     }
 
     fn put_idle(&self, key: &Key, stream: Stream, reusable: bool) {
         if !reusable || self.cfg.pool_per_host == 0 {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(key.clone()).or_default();
         let now = Instant::now();
+        let mut pool = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        pool.sweep_if_due(now);
+        let list = pool.hosts.entry(key.clone()).or_default();
         while list
             .front()
             .is_some_and(|i| now.duration_since(i.since) >= IDLE_FOR)
@@ -199,7 +233,8 @@ impl Client {
                 None => Error::Connect(format!("connection failed: {} has no address", key.host)),
             });
         }
-        let mut last = String::new();
+        // Each allowed address in turn; the last failure is the one reported.
+        let mut failed = None;
         let mut tcp = None;
         for a in allowed {
             match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(a)).await {
@@ -207,17 +242,17 @@ impl Client {
                     tcp = Some(s);
                     break;
                 }
-                Ok(Err(e)) => last = format!("connection failed: {e}"),
-                Err(_) => last = "timeout: connecting took longer than the connect timeout".into(),
+                Ok(Err(e)) => failed = Some(Error::Connect(format!("connection failed: {e}"))),
+                Err(_) => {
+                    failed = Some(Error::Timeout(
+                        "timeout: connecting took longer than the connect timeout",
+                    ))
+                }
             }
         }
-        let tcp = tcp.ok_or_else(|| {
-            if last.starts_with("timeout") {
-                Error::Timeout("timeout: connecting took longer than the connect timeout")
-            } else {
-                Error::Connect(last)
-            }
-        })?;
+        let Some(tcp) = tcp else {
+            return Err(failed.expect("at least one address was tried"));
+        };
         let _ = tcp.set_nodelay(true);
         if !key.https {
             return Ok(Stream::Plain(tcp));
@@ -702,6 +737,48 @@ mod tests {
         );
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").is_err());
         assert!(parse_head(b"garbage\r\n\r\n").is_err());
+    }
+
+    /// The periodic sweep drops connections their server closed, then expired ones, and
+    /// forgets hosts left with none.
+    #[tokio::test]
+    async fn the_pool_sweep_drops_closed_and_expired_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = TcpStream::connect(addr).await.unwrap();
+        let (_kept, _) = listener.accept().await.unwrap();
+        let closed = TcpStream::connect(addr).await.unwrap();
+        drop(listener.accept().await.unwrap().0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = Instant::now();
+        let k = Key {
+            https: false,
+            host: "127.0.0.1".into(),
+            port: addr.port(),
+        };
+        let mut pool = Pool {
+            hosts: HashMap::new(),
+            swept: now,
+        };
+        pool.hosts.insert(
+            k.clone(),
+            VecDeque::from([
+                Idle {
+                    stream: Stream::Plain(open),
+                    since: now,
+                },
+                Idle {
+                    stream: Stream::Plain(closed),
+                    since: now,
+                },
+            ]),
+        );
+        pool.sweep_if_due(now + Duration::from_secs(1));
+        assert_eq!(pool.hosts[&k].len(), 2, "not due yet");
+        pool.sweep_if_due(now + SWEEP_EVERY);
+        assert_eq!(pool.hosts[&k].len(), 1, "the closed one is gone");
+        pool.sweep_if_due(now + IDLE_FOR + SWEEP_EVERY);
+        assert!(pool.hosts.is_empty(), "expired, and the host forgotten");
     }
 
     #[test]
