@@ -808,3 +808,84 @@ async fn redis_over_tls_with_rediss_urls() {
     assert_eq!(rx.count(), 1);
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+/// Webhooks to an `https://` receiver go through the webhook client's TLS with the
+/// platform verifier, as in production: refused while the receiver's authority is not
+/// trusted (a certificate error, retried), delivered once `SSL_CERT_FILE` names it.
+/// The receiver sits behind a TLS-terminating proxy that speaks nothing but TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_over_tls_are_verified_against_the_trusted_authorities() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = std::env::temp_dir().join(format!("aftercall-tls-{}", uuid_like()));
+    make_certs(&certs);
+    let c = |f: &str| certs.join(f).display().to_string();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_file(c("server.crt")).unwrap()],
+            PrivateKeyDer::from_pem_file(c("server.key")).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let rx = Receiver::start().await.unwrap();
+    let plain: std::net::SocketAddr = rx
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(plain).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    let mut w = World::new().await;
+    w.webhook_agent("a1", &format!("https://localhost:{port}/hook"))
+        .await;
+
+    // The authority is not trusted: the attempt fails on the certificate, and is retried.
+    let mut untrusting = w.worker();
+    w.push("tls-hook", "a1").await;
+    let s = w
+        .wait_call("tls-hook", T, |s| {
+            s.actions.first().is_some_and(|a| !a.history.is_empty())
+        })
+        .await;
+    let first = &s.actions[0].history[0];
+    let error = first.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("TLS") && error.to_lowercase().contains("certificate"),
+        "{first:?}"
+    );
+    assert_eq!(rx.count(), 0, "nothing reached the receiver");
+    untrusting.terminate(T).expect("worker stops");
+
+    // Trusted through SSL_CERT_FILE, as docs/security.md says: delivered.
+    w.set("SSL_CERT_FILE", &c("ca.crt"));
+    let _trusting = w.worker();
+    let s = w.wait_call("tls-hook", T, settled).await;
+    assert_eq!(
+        s.actions[0].state.state, "delivered",
+        "{:?}",
+        s.actions[0].history
+    );
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].header("webhook-id").is_some());
+    let _ = std::fs::remove_dir_all(&certs);
+}
