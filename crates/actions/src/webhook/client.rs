@@ -458,7 +458,8 @@ struct Head {
 
 /// The answer's head, once all of it is in `buf`.
 fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    // As many as hyper accepts by default.
+    let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut r = httparse::Response::new(&mut headers);
     let len = match r.parse(buf).map_err(|e| e.to_string())? {
         httparse::Status::Complete(n) => n,
@@ -611,7 +612,7 @@ impl Body<'_> {
                     self.fill().await?;
                 }
             }
-            if self.seen + size > MAX_DRAIN {
+            if self.seen.saturating_add(size) > MAX_DRAIN {
                 // Too long to read through: keep the snippet and close.
                 let mut left = size;
                 while self.kept.len() < self.limit && left > 0 {
@@ -737,6 +738,9 @@ mod tests {
         );
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").is_err());
         assert!(parse_head(b"garbage\r\n\r\n").is_err());
+        let many: String = (0..100).map(|i| format!("x-{i}: v\r\n")).collect();
+        let head = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert!(parse_head(head.as_bytes()).unwrap().is_some(), "100 headers");
     }
 
     /// The periodic sweep drops connections their server closed, then expired ones, and

@@ -241,6 +241,8 @@ async fn malformed_or_cut_answers_are_transport_errors() {
         &b"HTTP/1.1 abc\r\n\r\n"[..],
         b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        // A chunk size near usize::MAX (no overflow), then the connection ends.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab",
     ] {
         let s = Scripted::start(vec![answer.to_vec()], 1, None).await;
         let e = post(&client(), &s.url("http", "127.0.0.1"))
