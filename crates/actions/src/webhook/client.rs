@@ -740,7 +740,10 @@ mod tests {
         assert!(parse_head(b"garbage\r\n\r\n").is_err());
         let many: String = (0..100).map(|i| format!("x-{i}: v\r\n")).collect();
         let head = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
-        assert!(parse_head(head.as_bytes()).unwrap().is_some(), "100 headers");
+        assert!(
+            parse_head(head.as_bytes()).unwrap().is_some(),
+            "100 headers"
+        );
     }
 
     /// The periodic sweep drops connections their server closed, then expired ones, and

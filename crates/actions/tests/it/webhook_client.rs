@@ -27,7 +27,16 @@ impl Scripted {
         per_conn: usize,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Scripted {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0", answers, per_conn, tls).await
+    }
+
+    async fn start_on(
+        addr: &str,
+        answers: Vec<Vec<u8>>,
+        per_conn: usize,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Scripted {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let conns = Arc::new(AtomicUsize::new(0));
         let requests: Arc<Mutex<Vec<String>>> = Default::default();
@@ -177,6 +186,25 @@ async fn a_connection_is_kept_and_reused() {
         reqs[0].ends_with("content-length: 16\r\n\r\n{\"call_id\":\"c1\"}"),
         "{}",
         reqs[0]
+    );
+}
+
+#[tokio::test]
+async fn an_ipv6_literal_is_reached_with_a_bracketed_host_header() {
+    let s = Scripted::start_on("[::1]:0", vec![OK.to_vec()], 1, None).await;
+    let c = Client::with_tls(http_cfg_with_v6(), tls_client(false));
+    let r = post(&c, &s.url("http", "[::1]")).await.unwrap();
+    assert_eq!(r.status, 200);
+    let req = s.requests.lock().unwrap()[0].clone();
+    assert!(
+        req.contains(&format!("host: [::1]:{}\r\n", s.port)),
+        "{req}"
+    );
+    // And the guard applies to IPv6 literals too.
+    let e = post(&client(), &s.url("http", "[::1]")).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Blocked(b) if b.reason == "loopback address"),
+        "{e}"
     );
 }
 
