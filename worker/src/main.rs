@@ -57,8 +57,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     log::init(&cli.log_format);
-    // Dropped last: what is still waiting is written before main returns (and before
-    // the returned error is printed).
+    // Dropped after the runtime: what is still waiting is written before main returns
+    // (and before the returned error is printed).
     let _flush = log::FlushOnDrop;
     // One thread by default: jobs, their HTTP connections and Redis then never wake one
     // another across threads, which cost about a quarter of the worker's CPU per job in the
