@@ -329,6 +329,15 @@ impl Bench {
         )
     }
 
+    /// Redis's share (`redis_note`), then each process's (`cpu_note`).
+    fn usage_note(&self, u: &Usage, units: usize, unit: &str) -> String {
+        format!(
+            "{}; {}",
+            self.redis_note(u, units, unit),
+            Self::cpu_note(u, units, unit)
+        )
+    }
+
     /// "worker 80% (70 µs/event), receiver 30% (…)".
     fn cpu_note(u: &Usage, units: usize, unit: &str) -> String {
         u.procs
@@ -1085,11 +1094,7 @@ async fn perf_record(
 async fn pipeline_scenario(b: &mut Bench) -> anyhow::Result<Value> {
     let n = b.n(100_000, 20_000);
     let r = pipeline(b, n, "pipe").await?;
-    let note = format!(
-        "{}; {}",
-        b.redis_note(&r.usage, n, "event"),
-        Bench::cpu_note(&r.usage, n, "event")
-    );
+    let note = b.usage_note(&r.usage, n, "event");
     b.report
         .row(
             format!(
@@ -1153,11 +1158,7 @@ async fn latency(b: &mut Bench) -> anyhow::Result<Value> {
             lat["p99_ms"].as_f64().unwrap_or(0.0),
             lat["p999_ms"].as_f64().unwrap_or(0.0),
         );
-        let note = format!(
-            "{}; {}",
-            b.redis_note(&u, sent, "event"),
-            Bench::cpu_note(&u, sent, "event")
-        );
+        let note = b.usage_note(&u, sent, "event");
         let row = b.report.row(
             format!("latency enqueue → received at {} events/s ({secs} s, first s dropped): p50 / p99 / p99.9", int(rate as f64)),
             format!("{p50:.2} / {p99:.2} / {p999:.2} ms"),
@@ -1243,11 +1244,7 @@ async fn slow(b: &mut Bench) -> anyhow::Result<Value> {
     let rate = n as f64 / wall.as_secs_f64();
     let max_in_flight = stats["max_in_flight"].as_i64().unwrap_or(0);
     let peak = hwm.max(peaks.rss);
-    let note = format!(
-        "{}; {}",
-        b.redis_note(&u, n, "event"),
-        Bench::cpu_note(&u, n, "event")
-    );
+    let note = b.usage_note(&u, n, "event");
     b.report
         .row(
             format!(
@@ -1380,11 +1377,7 @@ async fn aof(b: &mut Bench) -> anyhow::Result<Value> {
     std::mem::swap(&mut b.redis, &mut redis);
     std::mem::swap(&mut b.info, &mut info);
     let r = r?;
-    let note = format!(
-        "{}; {}",
-        b.redis_note(&r.usage, n, "event"),
-        Bench::cpu_note(&r.usage, n, "event")
-    );
+    let note = b.usage_note(&r.usage, n, "event");
     b.report
         .row(
             format!(
