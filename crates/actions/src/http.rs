@@ -274,6 +274,11 @@ pub fn check_url(url: &reqwest::Url, cfg: &HttpConfig) -> Result<(), Outcome> {
 /// Default classification of a response: 2xx delivered; 408, 429 and 5xx retried
 /// (honouring `Retry-After`); redirects and other 4xx permanent.
 pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
+    classify_status(status, retry_after(headers), body)
+}
+
+/// [`classify`] for a caller that has read `Retry-After` itself.
+pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &str) -> Outcome {
     let snip = (!body.is_empty()).then(|| snippet(body));
     match status {
         200..=299 => Outcome::Delivered {
@@ -283,7 +288,7 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
         408 | 429 | 500..=599 => Outcome::Retry {
             error: format!("HTTP {status}"),
             status: Some(status),
-            retry_after: retry_after(headers),
+            retry_after,
             snippet: snip,
         },
         300..=399 => Outcome::Permanent {
@@ -301,11 +306,12 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
 
 /// `Retry-After` as delta-seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// A `Retry-After` value: delta-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }

@@ -72,17 +72,13 @@ impl WebhookExecutor {
             headers.push((k, v));
         }
         match self.client.post(&url, &headers, &body, BODY_LIMIT).await {
-            Ok(resp) => {
-                let mut h = reqwest::header::HeaderMap::new();
-                if let Some(v) = resp
-                    .retry_after
+            Ok(resp) => http::classify_status(
+                resp.status,
+                resp.retry_after
                     .as_deref()
-                    .and_then(|v| reqwest::header::HeaderValue::from_str(v).ok())
-                {
-                    h.insert(reqwest::header::RETRY_AFTER, v);
-                }
-                http::classify(resp.status, &h, &resp.body)
-            }
+                    .and_then(http::parse_retry_after),
+                &resp.body,
+            ),
             Err(client::Error::Blocked(b)) => Outcome::permanent(b.to_string()),
             Err(client::Error::Invalid(e)) => Outcome::permanent(e),
             Err(e) => Outcome::retry(e.to_string()),
