@@ -191,10 +191,10 @@ pub struct Leased {
     pub token: String,
 }
 
-/// The lease token of a job's first attempt by `worker` (fetch.lua and fanout.lua
-/// write `worker:attempt`).
-fn claim_token(worker: &str) -> String {
-    format!("{worker}:1")
+/// The lease token of `worker`'s hold on a job's `attempt` (fetch.lua and fanout.lua
+/// write the same `worker:attempt`).
+fn lease_token(worker: &str, attempt: u32) -> String {
+    format!("{worker}:{attempt}")
 }
 
 /// A batch of leased jobs and when the next scheduled job or lease falls due.
@@ -680,7 +680,7 @@ impl Queue {
             // (undecodable, dead-lettered), not fail the fetch of its whole batch.
             let data = String::from_utf8(data.unwrap_or_default())
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            let token = format!("{worker}:{attempt}");
+            let token = lease_token(worker, attempt);
             jobs.push(Leased {
                 id,
                 data,
@@ -821,7 +821,7 @@ impl Queue {
                         data: String::new(),
                         attempt: 1,
                         max_attempts: self.inner.cfg.retry.max_attempts,
-                        token: claim_token(worker),
+                        token: lease_token(worker, 1),
                     }))
                 }
             })
@@ -865,7 +865,7 @@ impl Queue {
     ) {
         let ids: Vec<&str> = jobs.iter().map(|(j, _)| j.id.as_str()).collect();
         let (claim, deadline) = match claim {
-            Some((worker, deadline)) => (claim_token(worker), deadline),
+            Some((worker, deadline)) => (lease_token(worker, 1), deadline),
             None => (String::new(), 0),
         };
         inv.arg(parent_id)
