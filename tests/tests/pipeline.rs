@@ -445,17 +445,27 @@ async fn single_enqueues_fail_cleanly_while_redis_is_down_and_recover() {
     fn ev(id: String) -> aftercall_core::CallEvent {
         aftercall_core::CallEvent::parse(call_event(&id, "a1").as_bytes(), 1 << 20).unwrap()
     }
+    /// 20 producers at once, one event each.
+    fn producers(
+        q: &aftercall_queue::Queue,
+        prefix: &'static str,
+    ) -> Vec<
+        tokio::task::JoinHandle<
+            Result<Vec<aftercall_queue::Enqueued>, aftercall_queue::QueueError>,
+        >,
+    > {
+        (0..20)
+            .map(|i| {
+                let q = q.clone();
+                tokio::spawn(async move { q.enqueue(vec![ev(format!("{prefix}{i}"))]).await })
+            })
+            .collect()
+    }
     let mut w = World::new().await;
     w.queue.enqueue(vec![ev("before".into())]).await.unwrap();
     w.redis.kill().await;
     let started = std::time::Instant::now();
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let q = w.queue.clone();
-            tokio::spawn(async move { q.enqueue(vec![ev(format!("down{i}"))]).await })
-        })
-        .collect();
-    for t in tasks {
+    for t in producers(&w.queue, "down") {
         let got = tokio::time::timeout(Duration::from_secs(30), t)
             .await
             .expect("not stuck");
@@ -477,13 +487,7 @@ async fn single_enqueues_fail_cleanly_while_redis_is_down_and_recover() {
     .await
     .expect("enqueues go through again");
     assert!(!back[0].duplicate);
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let q = w.queue.clone();
-            tokio::spawn(async move { q.enqueue(vec![ev(format!("up{i}"))]).await })
-        })
-        .collect();
-    for t in tasks {
+    for t in producers(&w.queue, "up") {
         let got = tokio::time::timeout(Duration::from_secs(10), t)
             .await
             .expect("not stuck");
