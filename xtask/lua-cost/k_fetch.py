@@ -10,7 +10,7 @@ def drive(r, sha, size, calls, per):
     for key in ['running','done','scheduled']:
         for i in range(0, 5000, 500):
             r.cmd('ZADD', '{p}:' + key, *[v for j in range(i, i+500) for v in (9999999999999, f'old_{j}')])
-    n = 12 * per
+    n = int(os.environ.get("FILL_CALLS", 12)) * per
     for i in range(0, n, 500):
         ids = [f"job_{j:06d}" for j in range(i, min(n, i+500))]
         kv = []

@@ -62,7 +62,13 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
         .lock()
         .expect("started lock")
         .insert(leased.id.clone());
-    let decoded: Result<Job, _> = serde_json::from_str(&leased.data);
+    let decoded = if leased.data.is_empty() {
+        // Leased from the ready list without data (a corrupt queue): dead-lettered here,
+        // in view, rather than dropped by the fetch.
+        Err("no data is stored under its id".to_string())
+    } else {
+        serde_json::from_str::<Job>(&leased.data).map_err(|e| e.to_string())
+    };
     // The stored JSON is not needed past here: not kept for the length of a slow request.
     leased.data = String::new();
     let mut next = run(ctx, leased, decoded).await;
@@ -77,11 +83,7 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
 }
 
 /// One job's attempt, in its span; returns the action job a fan-out claimed.
-async fn run(
-    ctx: &Ctx,
-    leased: Leased,
-    decoded: Result<Job, serde_json::Error>,
-) -> Option<(Leased, Job)> {
+async fn run(ctx: &Ctx, leased: Leased, decoded: Result<Job, String>) -> Option<(Leased, Job)> {
     let (call_id, kind) = match &decoded {
         Ok(j) => (j.call_id.clone(), j.kind()),
         Err(_) => (String::new(), "unknown"),
