@@ -299,6 +299,48 @@ async fn duplicates_leave_no_data_behind_and_a_flushed_script_cache_is_reloaded(
     assert_eq!(audit.count("call_ended:queued"), 4);
 }
 
+/// A batch larger than one script call: the script answers for duplicates only, by
+/// their place in the chunk, and each must land on its own event in the producer's reply.
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_across_chunks_are_answered_in_place() {
+    let w = World::new().await;
+    let ev = |id: String| {
+        aftercall_core::CallEvent::parse(call_event(&id, "a1").as_bytes(), 1 << 20).unwrap()
+    };
+    w.queue
+        .enqueue(vec![ev("c7".into()), ev("c9".into())])
+        .await
+        .unwrap();
+    // 1,200 events in three chunks; every 100th repeats an event 450 places earlier
+    // (so in the chunk before), and c7 and c9 were enqueued above.
+    let ids: Vec<String> = (0..1200)
+        .map(|i| match i {
+            i if i % 100 == 99 && i >= 450 => format!("c{}", i - 450),
+            i => format!("c{i}"),
+        })
+        .collect();
+    let out = w
+        .queue
+        .enqueue(ids.iter().cloned().map(ev).collect())
+        .await
+        .unwrap();
+    assert_eq!(out.len(), ids.len());
+    let mut first_job = std::collections::HashMap::new();
+    for (i, (e, id)) in out.iter().zip(&ids).enumerate() {
+        assert_eq!(&e.call_id, id, "event {i} answered in its place");
+        let expect_dup = (i % 100 == 99 && i >= 450) || id == "c7" || id == "c9";
+        assert_eq!(e.duplicate, expect_dup, "event {i} ({id})");
+        if let Some(prev) = first_job.get(id) {
+            assert_eq!(&e.job_id, prev, "event {i} names the first job of {id}");
+        } else {
+            first_job.insert(id.clone(), e.job_id.clone());
+        }
+    }
+    let audit = w.audit().await;
+    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    assert_eq!(audit.count("call_ended:queued"), first_job.len());
+}
+
 /// Single events from concurrent producers (the HTTP ingest's shape) go to Redis
 /// together: each producer gets its own answer, and one call pushed by many producers at
 /// once is enqueued exactly once.
@@ -790,17 +832,18 @@ async fn outcomes_recorded_during_a_renewal_are_not_reported_as_lost_leases() {
 /// (its first attempt), which runs it without a fetch. Delayed and further actions are
 /// queued as before; a stale parent lease claims and writes nothing; batched fan-outs
 /// claim per call.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_fan_out_claims_its_first_due_action_for_the_fanning_out_worker() {
-    use aftercall_core::job::{FanOut, fan_out};
-    use aftercall_core::{Attempt, AttemptOutcome, Job, JobBody};
-    use aftercall_queue::{FanOutRecord, FannedOut, Finish, FinishMode, Leased, StateInfo};
-
-    let w = World::new().await;
-    let q = &w.queue;
-    let url = "http://127.0.0.1:9/hook";
+/// Agent `a1` with one webhook action per entry of `delays` ("" = at once, or "1h").
+async fn webhook_actions(q: &aftercall_queue::Queue, delays: &[&str]) {
+    let actions: Vec<String> = delays
+        .iter()
+        .map(|d| match d {
+            &"" => r#"{"type":"webhook","url":"http://127.0.0.1:9/hook"}"#.to_string(),
+            d => format!(r#"{{"type":"webhook","url":"http://127.0.0.1:9/hook","delay":"{d}"}}"#),
+        })
+        .collect();
     let body = format!(
-        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{url}","delay":"1h"}},{{"type":"webhook","url":"{url}"}},{{"type":"webhook","url":"{url}"}}]}}}}}}"#
+        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{}]}}}}}}"#,
+        actions.join(",")
     );
     q.set_agent(
         "a1",
@@ -808,6 +851,138 @@ async fn a_fan_out_claims_its_first_due_action_for_the_fanning_out_worker() {
     )
     .await
     .unwrap();
+}
+
+/// The fan-out a worker holding `p` under `token` would record, as the runtime builds it.
+fn fan_out_record(
+    p: &aftercall_queue::Leased,
+    token: &str,
+    cfg: Option<&aftercall_core::AgentConfig>,
+    claim: Option<(String, Duration)>,
+) -> aftercall_queue::FanOutRecord {
+    use aftercall_core::job::{FanOut, fan_out};
+    use aftercall_core::{Attempt, AttemptOutcome, Job, JobBody};
+    let job: Job = serde_json::from_str(&p.data).unwrap();
+    let JobBody::CallEnded { event } = &job.body else {
+        panic!("not a call-ended job")
+    };
+    let FanOut::Jobs(jobs) = fan_out(&job, event, cfg, chrono::Utc::now()) else {
+        panic!("no actions")
+    };
+    aftercall_queue::FanOutRecord {
+        parent_id: p.id.clone(),
+        token: token.to_string(),
+        call_id: job.call_id.clone(),
+        jobs,
+        state: aftercall_queue::StateInfo::new("fanned_out"),
+        attempt: Attempt {
+            attempt: 1,
+            at: chrono::Utc::now(),
+            outcome: AttemptOutcome::Delivered,
+            status: None,
+            error: None,
+            response: None,
+            duration_ms: None,
+            worker: None,
+            next_run_at: None,
+        },
+        claim,
+    }
+}
+
+/// The action jobs' data goes in by HSETNX beside the fan-out script: a fan-out that does
+/// not apply (stale lease, the same call twice in a batch, a call that fanned out before)
+/// leaves no data behind, and never rewrites the data of a job that exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_that_does_not_apply_leaves_no_data_behind() {
+    use aftercall_queue::FannedOut;
+    let w = World::new().await;
+    let q = &w.queue;
+    webhook_actions(q, &["", ""]).await;
+    for c in ["c1", "c2", "c3"] {
+        w.push(c, "a1").await;
+    }
+    let parents = q
+        .fetch("w1", 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .jobs;
+    let cfg = q.get_agent("a1").await.unwrap();
+    let record = |i: usize, token: &str| fan_out_record(&parents[i], token, cfg.as_ref(), None);
+    let mut raw = w.raw().await;
+    let data_key = q.keys().data.clone();
+    let data_of = |ids: Vec<String>| {
+        let (w, key) = (&w, data_key.clone());
+        async move {
+            let got: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(&ids)
+                .query_async(&mut w.raw().await)
+                .await
+                .unwrap();
+            got
+        }
+    };
+    let ids = |r: &aftercall_queue::FanOutRecord| -> Vec<String> {
+        r.jobs.iter().map(|(j, _)| j.id.clone()).collect()
+    };
+    // Batched: a stale lease, a fan-out, the same fan-out again.
+    let recs = [
+        record(0, "w9:1"),
+        record(1, &parents[1].token),
+        record(1, &parents[1].token),
+    ];
+    let got = q.fan_out_many(&recs).await.unwrap();
+    assert_eq!(
+        got,
+        [FannedOut::Stale, FannedOut::Applied, FannedOut::Stale]
+    );
+    assert_eq!(data_of(ids(&recs[0])).await, [None, None], "stale: no data");
+    let kept = data_of(ids(&recs[1])).await;
+    assert!(
+        kept.iter().all(Option::is_some),
+        "the applied one keeps its data"
+    );
+    // A stale lease alone (the script's single-call path).
+    let got = q.fan_out_many(&[record(2, "w9:1")]).await.unwrap();
+    assert_eq!(got, [FannedOut::Stale]);
+    assert_eq!(data_of(ids(&record(2, "w9:1"))).await, [None, None]);
+    // c2 fanned out before: a parent that holds a lease again (as after a replay) and
+    // now sees three actions creates nothing, rewrites nothing, and leaves no third.
+    webhook_actions(q, &["", "", ""]).await;
+    let cfg3 = q.get_agent("a1").await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&q.keys().lease)
+        .arg(&parents[1].id)
+        .arg("w2:2")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let again = fan_out_record(&parents[1], "w2:2", cfg3.as_ref(), None);
+    assert_eq!(again.jobs.len(), 3);
+    assert_eq!(
+        q.fan_out_many(&[again.clone()]).await.unwrap(),
+        [FannedOut::Applied]
+    );
+    let after = data_of(ids(&again)).await;
+    assert_eq!(after[..2], kept[..], "the existing jobs' data is untouched");
+    assert_eq!(after[2], None, "no data for a job that was not created");
+    // The stale ones still fan out under their own leases.
+    let recs = [record(0, &parents[0].token), record(2, &parents[2].token)];
+    let got = q.fan_out_many(&recs).await.unwrap();
+    assert_eq!(got, [FannedOut::Applied, FannedOut::Applied]);
+    let audit = w.audit().await;
+    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    assert_eq!(audit.count("action:queued"), 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_claims_its_first_due_action_for_the_fanning_out_worker() {
+    use aftercall_queue::{FannedOut, Finish, FinishMode, Leased, StateInfo};
+
+    let w = World::new().await;
+    let q = &w.queue;
+    webhook_actions(q, &["1h", "", ""]).await;
     for c in ["c1", "c2", "c3"] {
         w.push(c, "a1").await;
     }
@@ -816,32 +991,7 @@ async fn a_fan_out_claims_its_first_due_action_for_the_fanning_out_worker() {
     assert_eq!(parents.len(), 3);
     let cfg = q.get_agent("a1").await.unwrap();
     let record = |p: &Leased, token: &str| {
-        let job: Job = serde_json::from_str(&p.data).unwrap();
-        let JobBody::CallEnded { event } = &job.body else {
-            panic!("not a call-ended job")
-        };
-        let FanOut::Jobs(jobs) = fan_out(&job, event, cfg.as_ref(), chrono::Utc::now()) else {
-            panic!("no actions")
-        };
-        FanOutRecord {
-            parent_id: p.id.clone(),
-            token: token.to_string(),
-            call_id: job.call_id.clone(),
-            jobs,
-            state: StateInfo::new("fanned_out"),
-            attempt: Attempt {
-                attempt: 1,
-                at: chrono::Utc::now(),
-                outcome: AttemptOutcome::Delivered,
-                status: None,
-                error: None,
-                response: None,
-                duration_ms: None,
-                worker: None,
-                next_run_at: None,
-            },
-            claim: Some(("w1".into(), lease)),
-        }
+        fan_out_record(p, token, cfg.as_ref(), Some(("w1".into(), lease)))
     };
     // Batched: a stale lease first (nothing written), then two calls.
     let recs = [

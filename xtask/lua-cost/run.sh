@@ -15,6 +15,7 @@ cd "$here"
 old=$(grep -qE "(ids_json|claim_deadline_ms), n," "$lua/fanout.lua" && echo no || echo yes)
 run() { python3 cg.py "$@"; }
 enq=$(grep -q "data is written by an HSET" "$lua/enqueue.lua" && echo multi || echo args)
+grep -q "then the n call ids" "$lua/enqueue.lua" && enq=split
 ENQ_FORMAT=$enq run k_enq "$lua/enqueue.lua" "$lua/lib.lua" 1400 500
 ENQ_FORMAT=$enq CALLS_A=50 CALLS_B=650 run k_enq1 "$lua/enqueue.lua" "$lua/lib.lua" 1400 1
 CLIENT_HMGET=$([ "$old" = yes ] || echo 1) run k_fetch "$lua/fetch.lua" "$lua/lib.lua" 1400 64
@@ -24,9 +25,10 @@ if [ "$old" = yes ]; then
   CALLS_A=50 CALLS_B=650 FANOUT_FORMAT=orig run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 1
 else
   fmt=$(grep -q "claim_token" "$lua/fanout.lua" && echo claim || echo ids)
+  grep -q "written by HSETNXs" "$lua/fanout.lua" && fmt=multi
   CALLS_A=50 CALLS_B=650 FANOUT_FORMAT=$fmt run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 1
   CALLS_A=4 CALLS_B=44 FANOUT_FORMAT=$fmt run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 16
-  if [ "$fmt" = claim ]; then
+  if [ "$fmt" != ids ]; then
     CLAIM=1 CALLS_A=50 CALLS_B=650 FANOUT_FORMAT=$fmt run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 1
     CLAIM=1 CALLS_A=4 CALLS_B=44 FANOUT_FORMAT=$fmt run k_fanout "$lua/fanout.lua" "$lua/lib.lua" 1600 16
   fi

@@ -506,36 +506,50 @@ impl Queue {
                     &k.notify,
                 ],
             );
-            inv.arg(now.timestamp_millis());
+            inv.arg(now.timestamp_millis()).arg(max);
             // The data goes in as a plain HSET in the script's transaction (see
             // enqueue.lua): cheaper for Redis than passing it through Lua.
             let mut data = redis::cmd("HSET");
             data.arg(&k.data);
-            let mut call_ids = Vec::with_capacity(CHUNK);
+            let mut jobs = Vec::with_capacity(CHUNK);
             for event in it.by_ref().take(CHUNK) {
                 let job = Job::call_ended(event, now);
                 data.arg(&job.id).arg(job.to_json());
-                inv.arg(&job.call_id).arg(&job.id).arg(max);
-                call_ids.push(job.call_id);
+                inv.arg(&job.call_id);
+                jobs.push((job.call_id, job.id));
             }
-            Some(
-                async move { Ok::<_, QueueError>((self.enqueue_chunk(data, inv).await?, call_ids)) },
-            )
+            for (_, id) in &jobs {
+                inv.arg(id);
+            }
+            Some(async move { Ok::<_, QueueError>((self.enqueue_chunk(data, inv).await?, jobs)) })
         });
         // Two chunks in flight: the next one is encoded while Redis runs the previous.
         // One connection keeps them in order; each chunk is atomic on its own.
         let mut results = futures::stream::iter(chunks).buffered(2);
         let mut out = Vec::with_capacity(total);
         while let Some(r) = results.next().await {
-            let (res, call_ids) = r?;
-            for (pair, call_id) in res.chunks(2).zip(call_ids) {
-                let added: i64 = redis::from_redis_value(pair[0].clone())?;
-                let job_id: String = redis::from_redis_value(pair[1].clone())?;
-                out.push(Enqueued {
-                    call_id,
-                    job_id,
-                    duplicate: added == 0,
-                });
+            let (dups, jobs) = r?;
+            let first = out.len();
+            out.extend(jobs.into_iter().map(|(call_id, job_id)| Enqueued {
+                call_id,
+                job_id,
+                duplicate: false,
+            }));
+            // The script answers for duplicates only: (place in the chunk from 1, the
+            // id of the job the call already has).
+            for pair in dups.chunks(2) {
+                let at: usize = redis::from_redis_value(pair[0].clone())?;
+                let e = at
+                    .checked_sub(1)
+                    .and_then(|i| out.get_mut(first + i))
+                    .ok_or_else(|| {
+                        QueueError::Redis(RedisError::from((
+                            redis::ErrorKind::Client,
+                            "enqueue answered for a job it was not sent",
+                        )))
+                    })?;
+                e.job_id = redis::from_redis_value(pair[1].clone())?;
+                e.duplicate = true;
             }
         }
         Ok(out)
@@ -546,34 +560,49 @@ impl Queue {
         data: redis::Cmd,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<Vec<redis::Value>, QueueError> {
-        let mut tx = redis::pipe();
-        tx.atomic().add_command(data).ignore().invoke_script(&inv);
-        let run = || async {
-            let r: redis::RedisResult<(Vec<redis::Value>,)> =
-                tx.query_async(&mut self.conn()).await;
-            match r {
-                // A Redis that restarted or failed over has no scripts: load it and run
-                // the transaction again (same job ids, so the data HSET is idempotent).
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    inv.load_async(&mut self.conn()).await?;
-                    tx.query_async(&mut self.conn()).await
-                }
-                r => r,
-            }
-        };
+        let tx = Self::transaction(vec![data], &inv);
         // The shared connection reports a dropped link once before it reconnects;
         // enqueue is idempotent on call_id, so one retry is safe (a write that did
         // land shows as a duplicate, with the same job id).
-        let (res,) = match run().await {
+        let res = match self.transact(&tx, &inv).await {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                run().await?
+                self.transact(&tx, &inv).await?
             }
             r => r?,
         };
         self.wait_for_replicas().await?;
+        Ok(res)
+    }
+
+    /// `writes` (their replies ignored), then the script, as one MULTI, for
+    /// [`Queue::transact`].
+    fn transaction(writes: Vec<redis::Cmd>, inv: &redis::ScriptInvocation<'_>) -> redis::Pipeline {
+        let mut tx = redis::pipe();
+        tx.atomic();
+        for w in writes {
+            tx.add_command(w).ignore();
+        }
+        tx.invoke_script(inv);
+        tx
+    }
+
+    /// Runs a [`Queue::transaction`] and returns the script's reply. A Redis that
+    /// restarted or failed over has no scripts: the script is loaded and the whole
+    /// transaction sent again, so its writes must be safe to repeat.
+    async fn transact<T: redis::FromRedisValue>(
+        &self,
+        tx: &redis::Pipeline,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<T> {
+        let r: redis::RedisResult<(T,)> = tx.query_async(&mut self.conn()).await;
+        let (res,) = match r {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                inv.load_async(&mut self.conn()).await?;
+                tx.query_async(&mut self.conn()).await?
+            }
+            r => r?,
+        };
         Ok(res)
     }
 
@@ -754,10 +783,12 @@ impl Queue {
         parent_attempt: &aftercall_core::Attempt,
     ) -> Result<bool, QueueError> {
         let mut inv = self.fan_out_invocation();
+        let mut writes = Vec::with_capacity(jobs.len());
         let now = now_ms();
         inv.arg(now);
         self.fan_out_args(
             &mut inv,
+            &mut writes,
             now,
             &parent.id,
             &parent.token,
@@ -767,7 +798,8 @@ impl Queue {
             parent_attempt,
             None,
         );
-        let applied: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
+        let tx = Self::transaction(writes, &inv);
+        let applied: Vec<redis::Value> = self.transact(&tx, &inv).await?;
         Ok(applied.first().is_some_and(|v| *v != redis::Value::Int(0)))
     }
 
@@ -780,11 +812,13 @@ impl Queue {
             return Ok(Vec::new());
         }
         let mut inv = self.fan_out_invocation();
+        let mut writes = Vec::with_capacity(records.iter().map(|r| r.jobs.len()).sum());
         let now = now_ms();
         inv.arg(now);
         for r in records {
             self.fan_out_args(
                 &mut inv,
+                &mut writes,
                 now,
                 &r.parent_id,
                 &r.token,
@@ -797,7 +831,8 @@ impl Queue {
                     .map(|(w, lease)| (w.as_str(), now + lease.as_millis() as i64)),
             );
         }
-        let replies: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
+        let tx = Self::transaction(writes, &inv);
+        let replies: Vec<redis::Value> = self.transact(&tx, &inv).await?;
         if replies.len() != records.len() {
             return Err(QueueError::Corrupt(format!(
                 "fan-out: {} replies for {} records",
@@ -849,11 +884,13 @@ impl Queue {
         )
     }
 
-    /// One parent's arguments, after `now`: see the header of `fanout.lua`.
+    /// One parent's arguments, after `now`: see the header of `fanout.lua`. Its action
+    /// jobs' data goes to `writes`, an HSETNX each, to run before the script.
     #[allow(clippy::too_many_arguments)]
     fn fan_out_args(
         &self,
         inv: &mut redis::ScriptInvocation<'_>,
+        writes: &mut Vec<redis::Cmd>,
         now: i64,
         parent_id: &str,
         token: &str,
@@ -879,8 +916,12 @@ impl Queue {
             .arg(jobs.len());
         for (job, delay) in jobs {
             let run_at = delay.map(|d| now + d.as_millis() as i64).unwrap_or(0);
+            let mut data = redis::cmd("HSETNX");
+            data.arg(&self.inner.keys.data)
+                .arg(&job.id)
+                .arg(job.to_json());
+            writes.push(data);
             inv.arg(&job.id)
-                .arg(job.to_json())
                 .arg(self.inner.cfg.retry.max_attempts)
                 .arg(run_at);
         }

@@ -1,63 +1,71 @@
 -- Idempotent enqueue of call-ended jobs, one or many per call.
 -- KEYS: calls, calls_at, ready, data, state, attempts, max, notify
--- ARGV: now, then per job: call_id, job_id, max_attempts
+-- ARGV: now, max_attempts, then the n call ids, then the n job ids (same order).
 -- The jobs' data is written by an HSET in the same MULTI, before this script: a job's
 -- JSON never becomes a Lua string (Redis hashes every byte of those), and a duplicate's
 -- data is removed here, so the transaction leaves nothing behind for it.
--- Returns per job: 1 and the new id, or 0 and the id of the job the call already has.
+-- Returns the duplicates only, as pairs: the job's place in the batch (from 1) and the
+-- id of the job its call already has. Every other job was enqueued under its own id.
 -- Batched: one HMGET finds known calls, then each kind of write is one command per call.
-local now = ARGV[1]
-if #ARGV == 4 then
+local now, max = ARGV[1], ARGV[2]
+local n = (#ARGV - 2) / 2
+if n == 1 then
   -- One event (the HTTP ingest's case): the same writes without the batch's tables.
-  local call_id, id = ARGV[2], ARGV[3]
+  local call_id, id = ARGV[3], ARGV[4]
   if rcall('HSETNX', KEYS[1], call_id, id) == 0 then
     local prev = rcall('HGET', KEYS[1], call_id)
     -- A retried transaction names the same job again: its data is the job's own.
     if prev ~= id then rcall('HDEL', KEYS[4], id) end
-    return { 0, prev }
+    return { 1, prev }
   end
   rcall('ZADD', KEYS[2], now, call_id)
-  rcall('HSET', KEYS[7], id, ARGV[4])
+  rcall('HSET', KEYS[7], id, max)
   rcall('HSET', KEYS[5], id, state_json('queued', now))
   rcall('LPUSH', KEYS[3], id)
   notify(KEYS[8])
-  return { 1, id }
+  return {}
 end
-local call_ids = {}
-for i = 2, #ARGV, 3 do call_ids[#call_ids + 1] = ARGV[i] end
-local known = hmget(KEYS[1], call_ids)
+local known
+if n <= SLICE then
+  known = rcall('HMGET', KEYS[1], unpack(ARGV, 3, 2 + n))
+else
+  local call_ids = {}
+  for k = 1, n do call_ids[k] = ARGV[2 + k] end
+  known = hmget(KEYS[1], call_ids)
+end
 
-local out = {}
+local dups = {}
 local fresh = {}
 -- No attempts entry: an absent count reads as 0 everywhere (fetch, status, replay).
+-- Explicit counters, not `#t + 1`: Lua finds a table's length by a binary search.
 local calls, calls_at, unused, maxes, states, ready = {}, {}, {}, {}, {}, {}
-local queued
-for k = 1, #call_ids do
-  local i = 2 + (k - 1) * 3
-  local call_id, id, max = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+local nc, nr, nu, nd = 0, 0, 0, 0
+local queued = state_json('queued', now)
+for k = 1, n do
+  local call_id, id = ARGV[2 + k], ARGV[2 + n + k]
   -- A call twice in one batch: the second is a duplicate of the first, as HSETNX in turn.
   local prev = known[k] or fresh[call_id]
   if prev then
-    out[#out + 1] = 0
-    out[#out + 1] = prev
-    if prev ~= id then unused[#unused + 1] = id end
+    dups[nd + 1] = k
+    dups[nd + 2] = prev
+    nd = nd + 2
+    if prev ~= id then nu = nu + 1; unused[nu] = id end
   else
     fresh[call_id] = id
-    queued = queued or state_json('queued', now)
-    calls[#calls + 1] = call_id
-    calls[#calls + 1] = id
-    calls_at[#calls_at + 1] = now
-    calls_at[#calls_at + 1] = call_id
-    maxes[#maxes + 1] = id
-    maxes[#maxes + 1] = max
-    states[#states + 1] = id
-    states[#states + 1] = queued
-    ready[#ready + 1] = id
-    out[#out + 1] = 1
-    out[#out + 1] = id
+    calls[nc + 1] = call_id
+    calls[nc + 2] = id
+    calls_at[nc + 1] = now
+    calls_at[nc + 2] = call_id
+    maxes[nc + 1] = id
+    maxes[nc + 2] = max
+    states[nc + 1] = id
+    states[nc + 2] = queued
+    nc = nc + 2
+    nr = nr + 1
+    ready[nr] = id
   end
 end
-if #ready > 0 then
+if nr > 0 then
   call_sliced('HSET', KEYS[1], calls, 2)
   call_sliced('ZADD', KEYS[2], calls_at, 2)
   call_sliced('HSET', KEYS[7], maxes, 2)
@@ -65,5 +73,5 @@ if #ready > 0 then
   call_sliced('LPUSH', KEYS[3], ready, 1)
   notify(KEYS[8])
 end
-if #unused > 0 then call_sliced('HDEL', KEYS[4], unused, 1) end
-return out
+if nu > 0 then call_sliced('HDEL', KEYS[4], unused, 1) end
+return dups
