@@ -961,7 +961,7 @@ async fn a_fan_out_that_does_not_apply_leaves_no_data_behind() {
     let again = fan_out_record(&parents[1], "w2:2", cfg3.as_ref(), None);
     assert_eq!(again.jobs.len(), 3);
     assert_eq!(
-        q.fan_out_many(&[again.clone()]).await.unwrap(),
+        q.fan_out_many(std::slice::from_ref(&again)).await.unwrap(),
         [FannedOut::Applied]
     );
     let after = data_of(ids(&again)).await;

@@ -18,7 +18,7 @@ enq=$(grep -q "data is written by an HSET" "$lua/enqueue.lua" && echo multi || e
 grep -q "then the n call ids" "$lua/enqueue.lua" && enq=split
 ENQ_FORMAT=$enq run k_enq "$lua/enqueue.lua" "$lua/lib.lua" 1400 500
 ENQ_FORMAT=$enq CALLS_A=50 CALLS_B=650 run k_enq1 "$lua/enqueue.lua" "$lua/lib.lua" 1400 1
-CLIENT_HMGET=$([ "$old" = yes ] || echo 1) run k_fetch "$lua/fetch.lua" "$lua/lib.lua" 1400 64
+FILL_CALLS=100 CALLS_A=10 CALLS_B=100 CLIENT_HMGET=$([ "$old" = yes ] || echo 1) run k_fetch "$lua/fetch.lua" "$lua/lib.lua" 1400 64
 CALLS_A=50 CALLS_B=650 run k_finish "$lua/finish.lua" "$lua/lib.lua" 0 1
 CALLS_A=4 CALLS_B=44 run k_finish "$lua/finish.lua" "$lua/lib.lua" 0 16
 if [ "$old" = yes ]; then

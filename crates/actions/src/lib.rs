@@ -82,11 +82,13 @@ impl Executors {
     /// Runs one attempt of an action job. `job_id` is stable across retries and is what
     /// receivers de-duplicate on.
     pub async fn execute(&self, job_id: &str, attempt: u32, job: &ActionJob) -> Outcome {
+        // Each kind's future boxed on its own: unboxed, every job's future would be as
+        // large as the largest kind's (an SMTP exchange's), and moved whole.
         match &job.action {
-            Action::Webhook(a) => self.webhook.execute(job_id, attempt, job, a).await,
-            Action::Email(a) => self.email.execute(job_id, job, a).await,
-            Action::Sms(a) => self.sms.execute(job_id, job, a).await,
-            Action::Task(a) => self.task.execute(job_id, job, a).await,
+            Action::Webhook(a) => Box::pin(self.webhook.execute(job_id, attempt, job, a)).await,
+            Action::Email(a) => Box::pin(self.email.execute(job_id, job, a)).await,
+            Action::Sms(a) => Box::pin(self.sms.execute(job_id, job, a)).await,
+            Action::Task(a) => Box::pin(self.task.execute(job_id, job, a)).await,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aftercall_core::AgentConfig;
+use aftercall_core::{AgentConfig, Job};
 use aftercall_queue::{FanOutRecord, FannedOut, Finish, Queue, QueueError};
 use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::{mpsc, oneshot};
@@ -135,8 +135,9 @@ async fn record(queue: &Queue, items: &[Finish]) -> Result<Vec<bool>, QueueError
 }
 
 /// Records fan-outs: per call-ended job, whether its lease was still held and which
-/// action job it claimed.
-pub type FanOuts = Batcher<FanOutRecord, FannedOut>;
+/// action job it claimed, with that job handed back (moved out of its record, not
+/// copied).
+pub type FanOuts = Batcher<FanOutRecord, (FannedOut, Option<Box<Job>>)>;
 
 /// A claimed job is held (renewed, and returned at shutdown) from the moment its lease
 /// exists, before its job hears of it.
@@ -150,12 +151,21 @@ pub fn fan_outs(
         async move {
             let out = queue.fan_out_many(&records).await?;
             let mut held = held.lock().expect("held lock");
-            for f in &out {
-                if let FannedOut::Claimed(l) = f {
-                    held.insert(l.id.clone(), l.token.clone());
-                }
-            }
-            Ok(out)
+            Ok(out
+                .into_iter()
+                .zip(records)
+                .map(|(f, mut r)| {
+                    let job = match &f {
+                        FannedOut::Claimed(l) => {
+                            held.insert(l.id.clone(), l.token.clone());
+                            let i = r.jobs.iter().position(|(j, _)| j.id == l.id);
+                            i.map(|i| Box::new(r.jobs.swap_remove(i).0))
+                        }
+                        _ => None,
+                    };
+                    (f, job)
+                })
+                .collect())
         }
     })
 }

@@ -67,7 +67,7 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
         // in view, rather than dropped by the fetch.
         Err("no data is stored under its id".to_string())
     } else {
-        serde_json::from_str::<Job>(&leased.data).map_err(|e| e.to_string())
+        serde_json::from_str::<Box<Job>>(&leased.data).map_err(|e| e.to_string())
     };
     // The stored JSON is not needed past here: not kept for the length of a slow request.
     leased.data = String::new();
@@ -83,7 +83,11 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
 }
 
 /// One job's attempt, in its span; returns the action job a fan-out claimed.
-async fn run(ctx: &Ctx, leased: Leased, decoded: Result<Job, String>) -> Option<(Leased, Job)> {
+async fn run(
+    ctx: &Ctx,
+    leased: Leased,
+    decoded: Result<Box<Job>, String>,
+) -> Option<(Leased, Box<Job>)> {
     let (call_id, kind) = match &decoded {
         Ok(j) => (j.call_id.clone(), j.kind()),
         Err(_) => (String::new(), "unknown"),
@@ -133,8 +137,10 @@ async fn run(ctx: &Ctx, leased: Leased, decoded: Result<Job, String>) -> Option<
                 JobBody::Action(action_job) => {
                     let dest = aftercall_actions::destination(action_job);
                     let limit = ctx.cfg.limits.for_destination(&dest);
+                    // The limit's round trips boxed: only limited destinations pay for
+                    // their futures, not every job's (see `process`).
                     if let Some(limit) = limit
-                        && let Some(f) = hold_back(ctx, &leased, kind, &dest, limit).await {
+                        && let Some(f) = Box::pin(hold_back(ctx, &leased, kind, &dest, limit)).await {
                             apply(ctx, f).await;
                             ctx.release_hold(&leased.id);
                             return None;
@@ -155,7 +161,7 @@ async fn run(ctx: &Ctx, leased: Leased, decoded: Result<Job, String>) -> Option<
                         }
                     };
                     if limit.is_some()
-                        && let Err(e) = ctx.queue.release_slot(&dest, &slot_token(&leased)).await {
+                        && let Err(e) = Box::pin(ctx.queue.release_slot(&dest, &slot_token(&leased))).await {
                             warn!(error = %e, "giving back a destination slot failed; it expires on its own");
                         }
                     observe(kind, &leased, &outcome, &dest, job.created_at, started);
@@ -340,7 +346,7 @@ async fn run_fan_out(
     job: &Job,
     event: &aftercall_core::CallEvent,
     started: Instant,
-) -> (Option<Finish>, Option<(Leased, Job)>) {
+) -> (Option<Finish>, Option<(Leased, Box<Job>)>) {
     let w = &ctx.cfg.worker_id;
     let config = match ctx.agents.call(job.agent_id.clone()).await {
         Ok(Ok(c)) => c,
@@ -376,10 +382,7 @@ async fn run_fan_out(
     };
     let attempt = attempt_record(leased, outcome.0, None, outcome.1, None, started, w);
     // The first action due now is leased to this worker by the fan-out, and run next.
-    let first_due = jobs
-        .iter()
-        .find(|(_, delay)| delay.is_none())
-        .map(|(j, _)| j.clone());
+    let claim = jobs.iter().any(|(_, delay)| delay.is_none());
     let record = aftercall_queue::FanOutRecord {
         parent_id: leased.id.clone(),
         token: leased.token.clone(),
@@ -387,21 +390,19 @@ async fn run_fan_out(
         jobs,
         state,
         attempt,
-        claim: first_due.is_some().then(|| (w.clone(), ctx.cfg.lease)),
+        claim: claim.then(|| (w.clone(), ctx.cfg.lease)),
     };
     ctx.recording(&leased.id);
     let claimed = match ctx.fan_outs.call(record).await {
-        Ok(FannedOut::Applied) => None,
-        Ok(FannedOut::Claimed(l)) => match first_due {
-            Some(job) if job.id == l.id => Some((l, job)),
-            _ => {
-                // Cannot happen (the script claims the first due job); if it did, the
-                // lease expires and the job runs again from the queue.
-                error!(job_id = %l.id, "fan-out claimed a job this worker did not create");
-                None
-            }
-        },
-        Ok(FannedOut::Stale) => {
+        Ok((FannedOut::Applied, _)) => None,
+        Ok((FannedOut::Claimed(l), Some(job))) => Some((l, job)),
+        Ok((FannedOut::Claimed(l), None)) => {
+            // Cannot happen (the script claims one of the record's jobs); if it did,
+            // the lease expires and the job runs again from the queue.
+            error!(job_id = %l.id, "fan-out claimed a job this worker did not create");
+            None
+        }
+        Ok((FannedOut::Stale, _)) => {
             warn!("lease lost before fan-out was recorded; another worker owns the job");
             None
         }
