@@ -1,6 +1,12 @@
 //! `aftercall-worker`: runs the worker pool; `aftercall-worker demo` runs the whole
 //! product on an embedded default (its own Redis, a local receiver, the seed's call).
 
+/// mimalloc rather than glibc's malloc: with thousands of jobs in flight, glibc spent a
+/// quarter of the worker's CPU in its bins (`_int_malloc`, `unlink_chunk`,
+/// `malloc_consolidate`). See BENCHMARKS.md, item 24.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod demo;
 mod log;
 

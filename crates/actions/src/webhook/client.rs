@@ -140,16 +140,19 @@ impl Client {
 
     /// POSTs `body` with `headers` (validated here) to `url` within the request timeout,
     /// and reads at most `limit` bytes of the answer's body.
+    /// Takes the body by value: it is dropped once copied into the request, and the
+    /// request once written, so a slow answer is not awaited holding either.
     pub async fn post(
         &self,
         url: &reqwest::Url,
         headers: &[(&str, &str)],
-        body: &[u8],
+        body: Vec<u8>,
         limit: usize,
     ) -> Result<Response, Error> {
         let key = key(url)?;
-        let request = encode(url, &key, headers, body, &self.user_agent)?;
-        match tokio::time::timeout(self.cfg.timeout, self.send(&key, &request, limit)).await {
+        let request = encode(url, &key, headers, &body, &self.user_agent)?;
+        drop(body);
+        match tokio::time::timeout(self.cfg.timeout, self.send(&key, request, limit)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout(
                 "timeout: no answer within the request timeout",
@@ -157,7 +160,7 @@ impl Client {
         }
     }
 
-    async fn send(&self, key: &Key, request: &[u8], limit: usize) -> Result<Response, Error> {
+    async fn send(&self, key: &Key, request: Vec<u8>, limit: usize) -> Result<Response, Error> {
         let mut stream = match self.take_idle(key) {
             Some(s) => s,
             None => self.connect(key).await?,
@@ -378,12 +381,15 @@ fn transport(e: io::Error) -> Error {
 /// another request.
 async fn exchange(
     stream: &mut Stream,
-    request: &[u8],
+    request: Vec<u8>,
     limit: usize,
 ) -> Result<(Response, bool), Error> {
-    stream.write_all(request).await.map_err(transport)?;
+    stream.write_all(&request).await.map_err(transport)?;
     stream.flush().await.map_err(transport)?;
-    let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ);
+    drop(request);
+    // The read buffer is taken when the answer starts to arrive, not while waiting.
+    stream.ready_to_read().await.map_err(transport)?;
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         let parsed = parse_head(&buf)
             .map_err(|e| Error::Transport(format!("transport error: invalid answer: {e}")))?;
@@ -657,6 +663,15 @@ impl Stream {
         let mut byte = [0u8; 1];
         let mut buf = ReadBuf::new(&mut byte);
         tcp.poll_peek(&mut cx, &mut buf).is_ready()
+    }
+
+    /// Waits until a plain connection has something to read (answer, EOF or error). A TLS
+    /// one returns at once: its session may hold decrypted bytes already.
+    async fn ready_to_read(&self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.readable().await,
+            Stream::Tls(_) => Ok(()),
+        }
     }
 }
 

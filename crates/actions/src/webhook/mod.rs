@@ -71,7 +71,7 @@ impl WebhookExecutor {
         for (k, v) in &action.headers {
             headers.push((k, v));
         }
-        match self.client.post(&url, &headers, &body, BODY_LIMIT).await {
+        match self.client.post(&url, &headers, body, BODY_LIMIT).await {
             Ok(resp) => http::classify_status(
                 resp.status,
                 resp.retry_after

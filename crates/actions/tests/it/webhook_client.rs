@@ -153,7 +153,7 @@ async fn post(
             ("content-type", "application/json"),
             ("webhook-id", "job_1.0"),
         ],
-        br#"{"call_id":"c1"}"#,
+        br#"{"call_id":"c1"}"#.to_vec(),
         4096,
     )
     .await
@@ -249,7 +249,7 @@ async fn a_long_body_keeps_its_start_and_the_connection_is_not_reused() {
     let s = Scripted::start(vec![long, OK.to_vec()], 10, None).await;
     let c = client();
     let url = s.url("http", "127.0.0.1");
-    let r = c.post(&url, &[], b"", 10).await.unwrap();
+    let r = c.post(&url, &[], Vec::new(), 10).await.unwrap();
     assert_eq!((r.status, r.body.as_str()), (400, "xxxxxxxxxx"));
     assert_eq!(post(&c, &url).await.unwrap().status, 200);
     assert_eq!(s.conns(), 2, "not reused with most of a body unread");
