@@ -7,10 +7,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-
 use crate::probe::now_us;
 
 struct State {
@@ -34,7 +30,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             other => anyhow::bail!("receiver: unknown argument {other}"),
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(serve(Duration::from_millis(delay_ms)))
@@ -56,16 +52,87 @@ async fn serve(delay: Duration) -> anyhow::Result<()> {
         max_in_flight: AtomicI64::new(0),
         latencies: Mutex::new(Vec::with_capacity(1 << 20)),
     }));
-    let app =
-        axum::Router::new().fallback(move |method: Method, uri: Uri, body: Bytes| async move {
-            handle(st, method, uri, body).await
-        });
-    axum::serve(listener, app).await?;
-    Ok(())
+    loop {
+        let (sock, _) = listener.accept().await?;
+        let _ = sock.set_nodelay(true);
+        tokio::spawn(connection(st, sock));
+    }
 }
 
-async fn handle(st: &'static State, method: Method, uri: Uri, body: Bytes) -> Response {
-    match (method.as_str(), uri.path()) {
+/// One connection: HTTP/1.1 requests with a `content-length` body (what the worker
+/// sends), answered in turn, kept alive unless the client is HTTP/1.0 or says `close`.
+/// A plain loop over `httparse` rather than a framework: this process shares the
+/// benchmark's two cores with the worker and Redis, so its cost per request is kept low.
+async fn connection(st: &'static State, mut sock: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let (method, target, head_len, body_len, close) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let mut len = 0usize;
+                    let mut close = req.version == Some(0);
+                    for h in req.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            len = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                        } else if h.name.eq_ignore_ascii_case("connection") {
+                            close = h.value.eq_ignore_ascii_case(b"close");
+                        }
+                    }
+                    let method = req.method.unwrap_or("").to_string();
+                    let target = req.path.unwrap_or("/").to_string();
+                    break (method, target, n, len, close);
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => {
+                    let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                    return;
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
+            }
+            match sock.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        while buf.len() < head_len + body_len {
+            buf.reserve(head_len + body_len - buf.len());
+            match sock.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let body = &buf[head_len..head_len + body_len];
+        let (status, answer) = handle(st, &method, &target, body).await;
+        buf.drain(..head_len + body_len);
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\n{}\r\n",
+            answer.len(),
+            if close { "connection: close\r\n" } else { "" }
+        );
+        let mut out = head.into_bytes();
+        out.extend_from_slice(answer.as_bytes());
+        if sock.write_all(&out).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+async fn handle(
+    st: &'static State,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> (&'static str, String) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    match (method, path) {
         ("GET", "/_stats") => {
             let v = serde_json::json!({
                 "count": st.count.load(Ordering::SeqCst),
@@ -74,7 +141,7 @@ async fn handle(st: &'static State, method: Method, uri: Uri, body: Bytes) -> Re
                 "in_flight": st.in_flight.load(Ordering::SeqCst),
                 "max_in_flight": st.max_in_flight.load(Ordering::SeqCst),
             });
-            v.to_string().into_response()
+            ("200 OK", v.to_string())
         }
         ("POST", "/_reset") => {
             st.count.store(0, Ordering::SeqCst);
@@ -82,12 +149,11 @@ async fn handle(st: &'static State, method: Method, uri: Uri, body: Bytes) -> Re
             st.last_us.store(0, Ordering::SeqCst);
             st.max_in_flight.store(0, Ordering::SeqCst);
             st.latencies.lock().expect("lock").clear();
-            StatusCode::OK.into_response()
+            ("200 OK", String::new())
         }
         ("GET", "/_latency") => {
-            let since: u64 = uri
-                .query()
-                .and_then(|q| q.strip_prefix("since_us="))
+            let since: u64 = query
+                .strip_prefix("since_us=")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let mut lat: Vec<u64> = st
@@ -113,19 +179,22 @@ async fn handle(st: &'static State, method: Method, uri: Uri, body: Bytes) -> Re
                 "p999_ms": pct(0.999),
                 "max_ms": pct(1.0),
             });
-            v.to_string().into_response()
+            ("200 OK", v.to_string())
         }
-        _ => hook(st, body).await,
+        _ => {
+            hook(st, body).await;
+            ("200 OK", String::new())
+        }
     }
 }
 
-async fn hook(st: &'static State, body: Bytes) -> Response {
+async fn hook(st: &'static State, body: &[u8]) {
     let now = now_us();
     let _ = st
         .first_us
         .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
     st.last_us.fetch_max(now, Ordering::SeqCst);
-    if let Some(sent) = sent_us(&body) {
+    if let Some(sent) = sent_us(body) {
         st.latencies
             .lock()
             .expect("lock")
@@ -139,7 +208,6 @@ async fn hook(st: &'static State, body: Bytes) -> Response {
         let _guard = InFlight(st);
         tokio::time::sleep(st.delay).await;
     }
-    StatusCode::OK.into_response()
 }
 
 struct InFlight(&'static State);
