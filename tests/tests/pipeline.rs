@@ -890,6 +890,95 @@ fn fan_out_record(
     }
 }
 
+/// A job's attempt budget is stored only when it is not the default (8): an absent one
+/// reads as 8 in a fetch and in a job's record, and any other budget is kept as set.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_is_stored_only_when_it_is_not_the_default() {
+    use aftercall_queue::{FannedOut, Queue, QueueConfig};
+    let w = World::new().await;
+    let three = Queue::connect(QueueConfig {
+        retry: aftercall_core::RetryPolicy {
+            max_attempts: 3,
+            ..Default::default()
+        },
+        ..w.queue.config().clone()
+    })
+    .await
+    .unwrap();
+    webhook_actions(&w.queue, &["", ""]).await;
+    let ev = |id: &str| {
+        aftercall_core::CallEvent::parse(call_event(id, "a1").as_bytes(), 1 << 20).unwrap()
+    };
+    let default = w.queue.enqueue(vec![ev("b1"), ev("b2")]).await.unwrap();
+    let custom = three.enqueue(vec![ev("b3")]).await.unwrap();
+    let stored = |id: String| {
+        let w = &w;
+        async move {
+            let v: Option<String> = redis::cmd("HGET")
+                .arg(&w.queue.keys().max)
+                .arg(&id)
+                .query_async(&mut w.raw().await)
+                .await
+                .unwrap();
+            v
+        }
+    };
+    assert_eq!(stored(default[0].job_id.clone()).await, None);
+    assert_eq!(stored(custom[0].job_id.clone()).await, Some("3".into()));
+    let rec = w.queue.job(&default[0].job_id).await.unwrap().unwrap();
+    assert_eq!(rec.max_attempts, 8, "an absent budget reads as the default");
+    let leased = w
+        .queue
+        .fetch("w1", 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .jobs;
+    let budget = |call: &str| {
+        let id = [&default[..], &custom[..]]
+            .concat()
+            .into_iter()
+            .find(|e| e.call_id == call)
+            .unwrap()
+            .job_id;
+        leased.iter().find(|l| l.id == id).unwrap().max_attempts
+    };
+    assert_eq!((budget("b1"), budget("b3")), (8, 3));
+    // The fan-out stores its action jobs' budgets by the same rule.
+    let cfg = w.queue.get_agent("a1").await.unwrap();
+    let by = |call: &str| {
+        leased
+            .iter()
+            .find(|l| l.data.contains(&format!(r#""call_id":"{call}""#)))
+            .unwrap()
+    };
+    let r1 = fan_out_record(by("b1"), &by("b1").token, cfg.as_ref(), None);
+    let r3 = fan_out_record(by("b3"), &by("b3").token, cfg.as_ref(), None);
+    assert_eq!(
+        w.queue
+            .fan_out_many(std::slice::from_ref(&r1))
+            .await
+            .unwrap(),
+        [FannedOut::Applied]
+    );
+    assert_eq!(
+        three.fan_out_many(std::slice::from_ref(&r3)).await.unwrap(),
+        [FannedOut::Applied]
+    );
+    assert_eq!(stored(r1.jobs[0].0.id.clone()).await, None);
+    assert_eq!(stored(r3.jobs[1].0.id.clone()).await, Some("3".into()));
+    let actions = w
+        .queue
+        .fetch("w1", 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .jobs;
+    let mut budgets: Vec<u32> = actions.iter().map(|l| l.max_attempts).collect();
+    budgets.sort();
+    assert_eq!(budgets, [3, 3, 8, 8]);
+    let audit = w.audit().await;
+    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+}
+
 /// The action jobs' data goes in by HSETNX beside the fan-out script: a fan-out that does
 /// not apply (stale lease, the same call twice in a batch, a call that fanned out before)
 /// leaves no data behind, and never rewrites the data of a job that exists.

@@ -5,6 +5,8 @@ KEYS = ['{p}:'+k for k in K]
 # Scripts before the data moved out of Lua take it as an argument.
 OLD = os.environ.get('ENQ_FORMAT') == 'args'
 SPLIT = os.environ.get('ENQ_FORMAT') == 'split'
+# The budget as sent: '' is the default, not stored (scripts that say so).
+BUDGET = os.environ.get('BUDGET', '8')
 def drive(r, sha, size, calls, per):
     body = 'x'*size; n = 0
     for c in range(calls):
@@ -18,7 +20,7 @@ def drive(r, sha, size, calls, per):
         if SPLIT:
             # The budget once, then the call ids, then the job ids.
             ids = list(range(n, n + per)); n += per
-            args += [8] + [f'call_{j}' for j in ids] + [f'job_{j}' for j in ids]
+            args += [BUDGET] + [f'call_{j}' for j in ids] + [f'job_{j}' for j in ids]
             for j in ids: data += [f'job_{j}', body]
             r.cmd('MULTI'); r.cmd('HSET', KEYS[3], *data); r.cmd('EVALSHA', sha, len(KEYS), *KEYS, *args); r.cmd('EXEC')
             continue

@@ -26,7 +26,7 @@ def drive(r, sha, size, calls, per):
             for j in range(per):
                 p = ids[k]; k += 1
                 r.cmd('HSETNX', KEYS[4], p + '.0', child)
-                args += [p, 'w1:1', 'call_' + p, ST, AT, json.dumps([p + '.0']), *claim, 1, p + '.0', 8, 0]
+                args += [p, 'w1:1', 'call_' + p, ST, AT, json.dumps([p + '.0']), *claim, 1, p + '.0', os.environ.get('BUDGET', '8'), 0]
             r.cmd('EVALSHA', sha, len(KEYS), *KEYS, *args)
             r.cmd('EXEC')
         else:

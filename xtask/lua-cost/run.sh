@@ -15,7 +15,10 @@ cd "$here"
 old=$(grep -qE "(ids_json|claim_deadline_ms), n," "$lua/fanout.lua" && echo no || echo yes)
 run() { python3 cg.py "$@"; }
 enq=$(grep -q "data is written by an HSET" "$lua/enqueue.lua" && echo multi || echo args)
-grep -q "then the n call ids" "$lua/enqueue.lua" && enq=split
+grep -q "then the n call" "$lua/enqueue.lua" && enq=split
+budget=8
+grep -q "for the default, which is not stored" "$lua/enqueue.lua" && budget=''
+export BUDGET=$budget
 ENQ_FORMAT=$enq run k_enq "$lua/enqueue.lua" "$lua/lib.lua" 1400 500
 ENQ_FORMAT=$enq CALLS_A=50 CALLS_B=650 run k_enq1 "$lua/enqueue.lua" "$lua/lib.lua" 1400 1
 FILL_CALLS=100 CALLS_A=10 CALLS_B=100 CLIENT_HMGET=$([ "$old" = yes ] || echo 1) run k_fetch "$lua/fetch.lua" "$lua/lib.lua" 1400 64

@@ -13,7 +13,7 @@ pub mod template;
 pub use config::{Action, AgentConfig, ConfigError};
 pub use event::{CallEvent, EventError};
 pub use job::{ActionJob, Attempt, AttemptOutcome, Job, JobBody, Outcome};
-pub use retry::RetryPolicy;
+pub use retry::{DEFAULT_MAX_ATTEMPTS, RetryPolicy};
 
 /// Default upper bound on the size of one serialized call-ended event.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;

@@ -21,10 +21,14 @@ pub struct RetryPolicy {
     pub jitter: f64,
 }
 
+/// The attempt budget a job has unless configured otherwise. The queue stores a job's
+/// budget only when it differs from this, and reads an absent one as this.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 8,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
             base: Duration::from_secs(60),
             factor: 4.0,
             cap: Duration::from_secs(8 * 3600),

@@ -253,7 +253,10 @@ impl Queue {
                     .as_deref()
                     .and_then(|a| a.parse().ok())
                     .unwrap_or(0),
-                max_attempts: max[i].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0),
+                max_attempts: max[i]
+                    .as_deref()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(aftercall_core::DEFAULT_MAX_ATTEMPTS),
                 history,
                 job,
             });

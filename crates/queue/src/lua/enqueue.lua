@@ -1,6 +1,7 @@
 -- Idempotent enqueue of call-ended jobs, one or many per call.
 -- KEYS: calls, calls_at, ready, data, state, attempts, max, notify
--- ARGV: now, max_attempts, then the n call ids, then the n job ids (same order).
+-- ARGV: now, max_attempts ('' for the default, which is not stored), then the n call
+--       ids, then the n job ids (same order).
 -- The jobs' data is written by an HSET in the same MULTI, before this script: a job's
 -- JSON never becomes a Lua string (Redis hashes every byte of those), and a duplicate's
 -- data is removed here, so the transaction leaves nothing behind for it.
@@ -19,7 +20,7 @@ if n == 1 then
     return { 1, prev }
   end
   rcall('ZADD', KEYS[2], now, call_id)
-  rcall('HSET', KEYS[7], id, max)
+  if max ~= '' then rcall('HSET', KEYS[7], id, max) end
   rcall('HSET', KEYS[5], id, state_json('queued', now))
   rcall('LPUSH', KEYS[3], id)
   notify(KEYS[8])
@@ -38,7 +39,7 @@ local dups = {}
 local fresh = {}
 -- No attempts entry: an absent count reads as 0 everywhere (fetch, status, replay).
 -- Explicit counters, not `#t + 1`: Lua finds a table's length by a binary search.
-local calls, calls_at, unused, maxes, states, ready = {}, {}, {}, {}, {}, {}
+local calls, calls_at, unused, states, ready = {}, {}, {}, {}, {}
 local nc, nr, nu, nd = 0, 0, 0, 0
 local queued = state_json('queued', now)
 for k = 1, n do
@@ -56,8 +57,6 @@ for k = 1, n do
     calls[nc + 2] = id
     calls_at[nc + 1] = now
     calls_at[nc + 2] = call_id
-    maxes[nc + 1] = id
-    maxes[nc + 2] = max
     states[nc + 1] = id
     states[nc + 2] = queued
     nc = nc + 2
@@ -68,7 +67,14 @@ end
 if nr > 0 then
   call_sliced('HSET', KEYS[1], calls, 2)
   call_sliced('ZADD', KEYS[2], calls_at, 2)
-  call_sliced('HSET', KEYS[7], maxes, 2)
+  if max ~= '' then
+    local maxes = {}
+    for r = 1, nr do
+      maxes[2 * r - 1] = ready[r]
+      maxes[2 * r] = max
+    end
+    call_sliced('HSET', KEYS[7], maxes, 2)
+  end
   call_sliced('HSET', KEYS[5], states, 2)
   call_sliced('LPUSH', KEYS[3], ready, 1)
   notify(KEYS[8])

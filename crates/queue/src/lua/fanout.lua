@@ -3,8 +3,8 @@
 -- whoever holds the lease.
 -- KEYS: ready, running, scheduled, done, data, state, attempts, max, log, lease, fanout, notify
 -- ARGV: now, then per call-ended job: parent_id, token, call_id, parent_state, parent_log,
---       ids_json, claim_token, claim_deadline_ms, n, then n times: id, max,
---       run_at_ms (0 = now)
+--       ids_json, claim_token, claim_deadline_ms, n, then n times: id, max ('' for the
+--       default, which is not stored), run_at_ms (0 = now)
 -- The action jobs' data is written by HSETNXs in the same MULTI, before this script: a
 -- job's JSON never becomes a Lua string (Redis hashes every byte of those: 28 % of this
 -- script's cost when it passed through here), and HSETNX never rewrites a job that
@@ -46,7 +46,7 @@ if #ARGV == 10 + 3 * tonumber(ARGV[10]) then
     local claim_token = ARGV[8]
     for i = 11, #ARGV, 3 do
       local id, run_at = ARGV[i], tonumber(ARGV[i + 2])
-      rcall('HSET', KEYS[8], id, ARGV[i + 1])
+      if ARGV[i + 1] ~= '' then rcall('HSET', KEYS[8], id, ARGV[i + 1]) end
       if run_at > now then
         rcall('ZADD', KEYS[3], run_at, id)
         rcall('HSET', KEYS[6], id, state_json('scheduled', now, { run_at = run_at }))
@@ -111,9 +111,11 @@ for k = 1, np do
     if rcall('HSETNX', KEYS[11], ARGV[p + 2], ARGV[p + 5]) == 1 then
       for j = p + 9, p + 6 + 3 * n, 3 do
         local id, run_at = ARGV[j], tonumber(ARGV[j + 2])
-        maxes[nm + 1] = id
-        maxes[nm + 2] = ARGV[j + 1]
-        nm = nm + 2
+        if ARGV[j + 1] ~= '' then
+          maxes[nm + 1] = id
+          maxes[nm + 2] = ARGV[j + 1]
+          nm = nm + 2
+        end
         local st
         if run_at > now then
           scheduled[nsc + 1] = ARGV[j + 2]

@@ -1,6 +1,6 @@
 -- Promote due scheduled jobs, reap expired leases, then lease up to `batch` ready jobs.
 -- KEYS: ready, running, scheduled, dead, data, state, attempts, max, log, lease, notify
--- ARGV: now, batch, lease_ms, worker
+-- ARGV: now, batch, lease_ms, worker, default_max (a job's budget when none is stored)
 -- Returns: { next_due_ms or -1, id, attempts, max, id, attempts, max, ... }; the caller
 -- reads the jobs' data itself (HMGET), since a string crossing into Lua costs Redis a
 -- hash of each of its bytes: for a job of a few KB, more than the rest of the lease.
@@ -10,6 +10,7 @@ local now = tonumber(ARGV[1])
 local batch = tonumber(ARGV[2])
 local lease_ms = tonumber(ARGV[3])
 local worker = ARGV[4]
+local default_max = ARGV[5]
 
 local due = rcall('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
 if #due > 0 then
@@ -30,7 +31,7 @@ for _, id in ipairs(expired) do
   local holder = rcall('HGET', KEYS[10], id)
   rcall('HDEL', KEYS[10], id)
   local n = tonumber(rcall('HGET', KEYS[7], id) or '0')
-  local max = tonumber(rcall('HGET', KEYS[8], id) or '1')
+  local max = tonumber(rcall('HGET', KEYS[8], id) or default_max)
   local err = 'lease expired: the worker holding the job stopped renewing it (crash, kill or stall)'
   local entry = { attempt = n, at = now, outcome = 'lease_expired', error = err }
   if holder then entry['worker'] = string.match(holder, '^(.*):[^:]*$') end
@@ -72,7 +73,7 @@ if ids then
     c = c + 2
     out[o + 1] = id
     out[o + 2] = n
-    out[o + 3] = tonumber(maxes[k] or '1')
+    out[o + 3] = tonumber(maxes[k] or default_max)
     o = o + 3
   end
   if c > 0 then
