@@ -1,6 +1,7 @@
 //! The job model: what the queue carries, how an attempt ends, and the fan-out rule
 //! that turns one call-ended job into one job per configured action.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -33,7 +34,7 @@ pub struct Job {
 #[allow(clippy::large_enum_variant)]
 pub enum JobBody {
     /// A call ended; fan it out into action jobs.
-    CallEnded { event: CallEvent },
+    CallEnded { event: Arc<CallEvent> },
     /// One action of one call, carrying everything it needs.
     Action(ActionJob),
 }
@@ -43,7 +44,9 @@ pub struct ActionJob {
     /// Position of the action in the agent's config at fan-out time.
     pub index: usize,
     pub action: Action,
-    pub event: CallEvent,
+    /// Shared with the call-ended job it came from and the call's other actions: a
+    /// fan-out does not copy the event per action.
+    pub event: Arc<CallEvent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,7 +65,7 @@ struct JobWire {
     agent_id: String,
     created_at: DateTime<Utc>,
     kind: WireKind,
-    event: CallEvent,
+    event: Arc<CallEvent>,
     index: Option<usize>,
     action: Option<Action>,
     agent_name: Option<String>,
@@ -121,7 +124,9 @@ impl Job {
             call_id: event.call_id.clone(),
             agent_id: event.agent_id.clone(),
             created_at: now,
-            body: JobBody::CallEnded { event },
+            body: JobBody::CallEnded {
+                event: Arc::new(event),
+            },
         }
     }
 
@@ -151,7 +156,7 @@ pub enum FanOut {
 /// derive from the call-ended job's id, so running fan-out twice yields the same jobs.
 pub fn fan_out(
     parent: &Job,
-    event: &CallEvent,
+    event: &Arc<CallEvent>,
     config: Option<&AgentConfig>,
     now: DateTime<Utc>,
 ) -> FanOut {
@@ -180,7 +185,7 @@ pub fn fan_out(
                 body: JobBody::Action(ActionJob {
                     index,
                     action: action.clone(),
-                    event: event.clone(),
+                    event: Arc::clone(event),
                     agent_name: config.name.clone(),
                     date_format: config.date_format.clone(),
                     utc_offset: config.utc_offset.clone(),
@@ -312,21 +317,21 @@ mod tests {
         let now = Utc::now();
         let parent = Job::call_ended(event(), now);
         assert!(
-            matches!(fan_out(&parent, &event(), None, now), FanOut::Skip(r) if r.contains("no configuration"))
+            matches!(fan_out(&parent, &Arc::new(event()), None, now), FanOut::Skip(r) if r.contains("no configuration"))
         );
         let disabled = AgentConfig::parse(br#"{"voice_tools":{"post_call_follow_up":{"enabled":false,"actions":[{"type":"sms","template":"x"}]}}}"#).unwrap();
         assert!(
-            matches!(fan_out(&parent, &event(), Some(&disabled), now), FanOut::Skip(r) if r.contains("disabled"))
+            matches!(fan_out(&parent, &Arc::new(event()), Some(&disabled), now), FanOut::Skip(r) if r.contains("disabled"))
         );
         let cfg = AgentConfig::parse(br#"{"name":"Acme","voice_tools":{"post_call_follow_up":{"enabled":true,"actions":[{"type":"sms","template":"x"},{"type":"webhook","url":"https://x.example","delay":"15m"}]}}}"#).unwrap();
-        let FanOut::Jobs(jobs) = fan_out(&parent, &event(), Some(&cfg), now) else {
+        let FanOut::Jobs(jobs) = fan_out(&parent, &Arc::new(event()), Some(&cfg), now) else {
             panic!()
         };
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[0].0.id, format!("{}.0", parent.id));
         assert_eq!(jobs[1].1, Some(Duration::from_secs(900)));
         // Deterministic: a second fan-out names the same jobs.
-        let FanOut::Jobs(again) = fan_out(&parent, &event(), Some(&cfg), now) else {
+        let FanOut::Jobs(again) = fan_out(&parent, &Arc::new(event()), Some(&cfg), now) else {
             panic!()
         };
         assert_eq!(
@@ -342,7 +347,7 @@ mod tests {
         assert_eq!(j, back);
         assert_eq!(back.kind(), "call_ended");
         let cfg = AgentConfig::parse(br#"{"name":"Acme","date_format":"%d/%m","voice_tools":{"post_call_follow_up":{"enabled":true,"actions":[{"type":"webhook","url":"https://x.example","headers":{"x-a":"1"}}]}}}"#).unwrap();
-        let FanOut::Jobs(jobs) = fan_out(&j, &event(), Some(&cfg), Utc::now()) else {
+        let FanOut::Jobs(jobs) = fan_out(&j, &Arc::new(event()), Some(&cfg), Utc::now()) else {
             panic!()
         };
         let action = &jobs[0].0;

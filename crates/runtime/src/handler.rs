@@ -344,7 +344,7 @@ async fn run_fan_out(
     ctx: &Ctx,
     leased: &Leased,
     job: &Job,
-    event: &aftercall_core::CallEvent,
+    event: &std::sync::Arc<aftercall_core::CallEvent>,
     started: Instant,
 ) -> (Option<Finish>, Option<(Leased, Box<Job>)>) {
     let w = &ctx.cfg.worker_id;

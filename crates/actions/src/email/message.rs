@@ -264,7 +264,7 @@ mod tests {
         ActionJob {
             index: 0,
             action: Action::Email(action.clone()),
-            event: CallEvent::parse(event.as_bytes(), 1 << 20).unwrap(),
+            event: CallEvent::parse(event.as_bytes(), 1 << 20).unwrap().into(),
             agent_name: Some("Acme Support".into()),
             date_format: None,
             utc_offset: None,

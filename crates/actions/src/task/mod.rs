@@ -380,7 +380,7 @@ mod tests {
         ActionJob {
             index: 0,
             action: Action::Task(action),
-            event: CallEvent::parse(event.as_bytes(), 1 << 20).unwrap(),
+            event: CallEvent::parse(event.as_bytes(), 1 << 20).unwrap().into(),
             agent_name: Some("Acme".into()),
             date_format: None,
             utc_offset: offset.map(str::to_string),

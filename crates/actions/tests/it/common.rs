@@ -34,7 +34,9 @@ pub fn job(event: Value, action: Action) -> ActionJob {
     ActionJob {
         index: 0,
         action,
-        event: CallEvent::from_value(event, 1 << 20).expect("test event is valid"),
+        event: CallEvent::from_value(event, 1 << 20)
+            .expect("test event is valid")
+            .into(),
         agent_name: Some("Acme Support".into()),
         date_format: None,
         utc_offset: None,

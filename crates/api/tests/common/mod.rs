@@ -211,7 +211,12 @@ impl Harness {
             .expect("the call-ended job is leased");
         let job: Job = serde_json::from_str(&parent.data).unwrap();
         let cfg = q.get_agent(&job.agent_id).await.unwrap();
-        let FanOut::Jobs(jobs) = fan_out(&job, &event, cfg.as_ref(), chrono::Utc::now()) else {
+        let FanOut::Jobs(jobs) = fan_out(
+            &job,
+            &std::sync::Arc::new(event),
+            cfg.as_ref(),
+            chrono::Utc::now(),
+        ) else {
             panic!("agent {} has no enabled actions", job.agent_id)
         };
         let mut st = StateInfo::new("fanned_out");
