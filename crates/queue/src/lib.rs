@@ -193,7 +193,7 @@ pub struct Leased {
 
 /// A job's attempt budget as the scripts store it: empty for the default, which is not
 /// stored (an absent budget reads as [`aftercall_core::DEFAULT_MAX_ATTEMPTS`]). One
-/// hash field fewer per job: 8 % of an enqueue's Redis instructions.
+/// hash field fewer per job: 11 % of an enqueue's Redis instructions.
 fn stored_budget(max: u32) -> String {
     if max == aftercall_core::DEFAULT_MAX_ATTEMPTS {
         String::new()
