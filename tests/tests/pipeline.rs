@@ -979,6 +979,84 @@ async fn a_budget_is_stored_only_when_it_is_not_the_default() {
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);
 }
 
+/// Retention: a sweep forgets finished jobs and call ids older than the cutoff, in
+/// bounded steps, and leaves dead letters, running jobs and anything newer alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_forgets_old_finished_jobs_and_call_ids_only() {
+    use aftercall_queue::{Finish, FinishMode, StateInfo};
+    let w = World::new().await;
+    let q = &w.queue;
+    let ev = |id: &str| {
+        aftercall_core::CallEvent::parse(call_event(id, "a1").as_bytes(), 1 << 20).unwrap()
+    };
+    let enq = q
+        .enqueue(vec![ev("r1"), ev("r2"), ev("r3"), ev("r4")])
+        .await
+        .unwrap();
+    let leased = q
+        .fetch("w1", 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .jobs;
+    let by = |call: &str| {
+        let id = &enq.iter().find(|e| e.call_id == call).unwrap().job_id;
+        leased.iter().find(|l| &l.id == id).unwrap()
+    };
+    let finish = |call: &str, mode, state: &str| Finish {
+        mode,
+        id: by(call).id.clone(),
+        token: by(call).token.clone(),
+        run_at_ms: 0,
+        state: StateInfo::new(state),
+        attempt: None,
+    };
+    let done = [
+        finish("r1", FinishMode::Done, "delivered"),
+        finish("r2", FinishMode::Done, "skipped"),
+        finish("r3", FinishMode::Dead, "dead"),
+    ];
+    assert_eq!(q.finish(&done).await.unwrap(), [true; 3]);
+    // r4 stays running. Nothing is a minute old: a sweep with a minute's retention
+    // forgets nothing.
+    assert_eq!(q.sweep(Duration::from_secs(60), 1000).await.unwrap(), 0);
+    // Everything so far becomes older than the cutoff; r5 stays well inside it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let fresh = q.enqueue(vec![ev("r5")]).await.unwrap();
+    let retention = Duration::from_millis(400);
+    // Bounded: one finished job and one call id per step at most.
+    assert_eq!(q.sweep(retention, 1).await.unwrap(), 2);
+    let rest = q.sweep(retention, 1000).await.unwrap();
+    assert_eq!(
+        rest,
+        1 + 3,
+        "the other finished job, and the other three old call ids"
+    );
+    let job = |call: &str| q.job(&by(call).id);
+    assert!(
+        job("r1").await.unwrap().is_none(),
+        "a delivered job is forgotten"
+    );
+    assert!(
+        job("r2").await.unwrap().is_none(),
+        "a skipped job is forgotten"
+    );
+    assert_eq!(
+        job("r3").await.unwrap().unwrap().state.state,
+        "dead",
+        "dead letters stay"
+    );
+    assert_eq!(job("r4").await.unwrap().unwrap().state.state, "running");
+    assert_eq!(
+        q.stats().await.unwrap().calls,
+        1,
+        "only r5's call id is left"
+    );
+    // r5 (newer than the cutoff) is still known; r1 is not, so it is enqueued anew.
+    let again = q.enqueue(vec![ev("r5"), ev("r1")]).await.unwrap();
+    assert!(again[0].duplicate && again[0].job_id == fresh[0].job_id);
+    assert!(!again[1].duplicate && again[1].job_id != by("r1").id);
+}
+
 /// The action jobs' data goes in by HSETNX beside the fan-out script: a fan-out that does
 /// not apply (stale lease, the same call twice in a batch, a call that fanned out before)
 /// leaves no data behind, and never rewrites the data of a job that exists.
