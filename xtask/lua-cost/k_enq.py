@@ -1,6 +1,6 @@
 """Drives enqueue.lua with many events per call (bulk enqueue)."""
 import os, time
-K = ['calls','calls_at','ready','data','state','attempts','max','notify']
+K = ['calls','calls_at','ready','data','state','attempts','max','notify','calls_marks','calls_meta']
 KEYS = ['{p}:'+k for k in K]
 # Scripts before the data moved out of Lua take it as an argument.
 OLD = os.environ.get('ENQ_FORMAT') == 'args'

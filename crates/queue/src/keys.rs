@@ -16,7 +16,9 @@ pub struct Keys {
     pub log: String,
     pub lease: String,
     pub calls: String,
-    pub calls_at: String,
+    /// When call ids were first enqueued, for retention: a stream, one entry per enqueue
+    /// (its id the time, its fields the call ids).
+    pub calls_log: String,
     pub fanout: String,
     pub notify: String,
     pub agents: String,
@@ -55,7 +57,7 @@ impl Keys {
             log: k("log"),
             lease: k("lease"),
             calls: k("calls"),
-            calls_at: k("calls_at"),
+            calls_log: k("calls_log"),
             fanout: k("fanout"),
             notify: k("notify"),
             agents: k("agents"),

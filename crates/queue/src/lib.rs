@@ -508,7 +508,7 @@ impl Queue {
                 &self.inner.scripts.enqueue,
                 &[
                     &k.calls,
-                    &k.calls_at,
+                    &k.calls_log,
                     &k.ready,
                     &k.data,
                     &k.state,
@@ -973,11 +973,11 @@ impl Queue {
                 &k.max,
                 &k.log,
                 &k.calls,
-                &k.calls_at,
+                &k.calls_log,
                 &k.fanout,
             ],
         );
-        inv.arg(cutoff).arg(limit);
+        inv.arg(cutoff).arg(limit).arg(retention.as_millis() as u64);
         Ok(inv.invoke_async(&mut self.conn()).await?)
     }
 

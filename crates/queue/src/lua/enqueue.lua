@@ -1,5 +1,5 @@
 -- Idempotent enqueue of call-ended jobs, one or many per call.
--- KEYS: calls, calls_at, ready, data, state, attempts, max, notify
+-- KEYS: calls, calls_log, ready, data, state, attempts, max, notify
 -- ARGV: now, max_attempts ('' for the default, which is not stored), then the n call
 --       ids, then the n job ids (same order).
 -- The jobs' data is written by an HSET in the same MULTI, before this script: a job's
@@ -8,7 +8,10 @@
 -- Returns the duplicates only, as pairs: the job's place in the batch (from 1) and the
 -- id of the job its call already has. Every other job was enqueued under its own id.
 -- Batched: one HMGET finds known calls, then each kind of write is one command per call.
+-- Retention's index is a stream: one entry per script call (its id Redis's time, its
+-- fields the new call ids), where a sorted set entry per call cost 16 % of an enqueue.
 local now, max = ARGV[1], ARGV[2]
+
 local n = (#ARGV - 2) / 2
 if n == 1 then
   -- One event (the HTTP ingest's case): the same writes without the batch's tables.
@@ -19,7 +22,7 @@ if n == 1 then
     if prev ~= id then rcall('HDEL', KEYS[4], id) end
     return { 1, prev }
   end
-  rcall('ZADD', KEYS[2], now, call_id)
+  rcall('XADD', KEYS[2], '*', call_id, '')
   if max ~= '' then rcall('HSET', KEYS[7], id, max) end
   rcall('HSET', KEYS[5], id, state_json('queued', now))
   rcall('LPUSH', KEYS[3], id)
@@ -39,7 +42,7 @@ local dups = {}
 local fresh = {}
 -- No attempts entry: an absent count reads as 0 everywhere (fetch, status, replay).
 -- Explicit counters, not `#t + 1`: Lua finds a table's length by a binary search.
-local calls, calls_at, unused, states, ready = {}, {}, {}, {}, {}
+local calls, logged, unused, states, ready = {}, {}, {}, {}, {}
 local nc, nr, nu, nd = 0, 0, 0, 0
 local queued = state_json('queued', now)
 for k = 1, n do
@@ -55,18 +58,22 @@ for k = 1, n do
     fresh[call_id] = id
     calls[nc + 1] = call_id
     calls[nc + 2] = id
-    calls_at[nc + 1] = now
-    calls_at[nc + 2] = call_id
     states[nc + 1] = id
     states[nc + 2] = queued
     nc = nc + 2
     nr = nr + 1
     ready[nr] = id
+    logged[2 * nr - 1] = call_id
+    logged[2 * nr] = ''
+
   end
 end
 if nr > 0 then
   call_sliced('HSET', KEYS[1], calls, 2)
-  call_sliced('ZADD', KEYS[2], calls_at, 2)
+  -- One entry per slice of call ids (each an id and an empty value).
+  for i = 1, 2 * nr, SLICE do
+    rcall('XADD', KEYS[2], '*', unpack(logged, i, math.min(i + SLICE - 1, 2 * nr)))
+  end
   if max ~= '' then
     local maxes = {}
     for r = 1, nr do

@@ -1,16 +1,32 @@
 -- Retention: forgets finished jobs and call ids older than the cutoff, in bounded steps.
--- KEYS: done, data, state, attempts, max, log, calls, calls_at, fanout
--- ARGV: cutoff_ms, limit
+-- KEYS: done, data, state, attempts, max, log, calls, calls_log, fanout
+-- ARGV: cutoff_ms, limit, retention_ms
+-- Call ids are forgotten by whole entries of the log (one per enqueue: up to 500 ids),
+-- until `limit` ids are gone.
 local cutoff, limit = ARGV[1], tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   for k = 2, 6 do redis.call('HDEL', KEYS[k], id) end
 end
-local calls = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', cutoff, 'LIMIT', 0, limit)
-for _, c in ipairs(calls) do
-  redis.call('ZREM', KEYS[8], c)
-  redis.call('HDEL', KEYS[7], c)
-  redis.call('HDEL', KEYS[9], c)
+local forgotten = 0
+-- The log's entry ids are Redis's time (`ms-seq`), so its cutoff is taken by Redis's
+-- clock too: up to it means every entry of that millisecond or before.
+local t = redis.call('TIME')
+local log_cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+-- A few entries at a time (one can hold 500 ids); each is deleted once its ids are.
+while forgotten < limit do
+  local entries = redis.call('XRANGE', KEYS[8], '-', log_cutoff, 'COUNT', 16)
+  if #entries == 0 then break end
+  for _, e in ipairs(entries) do
+    local fields = e[2]
+    for f = 1, #fields, 2 do
+      redis.call('HDEL', KEYS[7], fields[f])
+      redis.call('HDEL', KEYS[9], fields[f])
+    end
+    forgotten = forgotten + #fields / 2
+    redis.call('XDEL', KEYS[8], e[1])
+    if forgotten >= limit then break end
+  end
 end
-return #ids + #calls
+return #ids + forgotten
