@@ -1020,6 +1020,9 @@ async fn retention_forgets_old_finished_jobs_and_call_ids_only() {
     // r4 stays running. Nothing is a minute old: a sweep with a minute's retention
     // forgets nothing.
     assert_eq!(q.sweep(Duration::from_secs(60), 1000).await.unwrap(), 0);
+    // A retention longer than the clock's age (before 1970) is no error either.
+    let ages = Duration::from_secs(80 * 365 * 86_400);
+    assert_eq!(q.sweep(ages, 1000).await.unwrap(), 0);
     // Everything so far becomes older than the cutoff; r5 stays well inside it.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let fresh = q.enqueue(vec![ev("r5")]).await.unwrap();

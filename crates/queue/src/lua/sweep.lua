@@ -15,7 +15,8 @@ local forgotten = 0
 local t = redis.call('TIME')
 local log_cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
 -- A few entries at a time (one can hold 500 ids); each is deleted once its ids are.
-while forgotten < limit do
+-- (A retention longer than the clock's age leaves nothing to forget.)
+while forgotten < limit and log_cutoff > 0 do
   local entries = redis.call('XRANGE', KEYS[8], '-', log_cutoff, 'COUNT', 16)
   if #entries == 0 then break end
   for _, e in ipairs(entries) do
