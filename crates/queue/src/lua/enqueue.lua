@@ -65,7 +65,6 @@ for k = 1, n do
     ready[nr] = id
     logged[2 * nr - 1] = call_id
     logged[2 * nr] = ''
-
   end
 end
 if nr > 0 then
