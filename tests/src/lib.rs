@@ -246,6 +246,13 @@ impl World {
     /// Reads the whole queue straight from Redis and checks its bookkeeping: every job is
     /// in exactly one place (ready, running, scheduled, dead or done) and its state
     /// agrees with that place.
+    /// [`World::audit`], failing the test on any inconsistency it finds.
+    pub async fn audit_clean(&self) -> Audit {
+        let audit = self.audit().await;
+        assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+        audit
+    }
+
     pub async fn audit(&self) -> Audit {
         let k = self.queue.keys().clone();
         let mut c = self.raw().await;

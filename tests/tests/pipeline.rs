@@ -294,8 +294,7 @@ async fn duplicates_leave_no_data_behind_and_a_flushed_script_cache_is_reloaded(
         .await
         .unwrap();
     assert_eq!(data, 4, "one job's data per distinct call");
-    let audit = w.audit().await;
-    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    let audit = w.audit_clean().await;
     assert_eq!(audit.count("call_ended:queued"), 4);
 }
 
@@ -336,8 +335,7 @@ async fn duplicates_across_chunks_are_answered_in_place() {
             first_job.insert(id.clone(), e.job_id.clone());
         }
     }
-    let audit = w.audit().await;
-    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    let audit = w.audit_clean().await;
     assert_eq!(audit.count("call_ended:queued"), first_job.len());
 }
 
@@ -376,8 +374,7 @@ async fn concurrent_single_enqueues_go_together_and_stay_idempotent() {
     assert_eq!(same.len(), 100);
     assert_eq!(same.iter().filter(|e| !e.duplicate).count(), 1);
     assert!(same.iter().all(|e| e.job_id == same[0].job_id));
-    let audit = w.audit().await;
-    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    let audit = w.audit_clean().await;
     assert_eq!(audit.count("call_ended:queued"), 301);
     // Sent together: far fewer script calls than producers.
     let calls: usize = w
@@ -975,8 +972,7 @@ async fn a_budget_is_stored_only_when_it_is_not_the_default() {
     let mut budgets: Vec<u32> = actions.iter().map(|l| l.max_attempts).collect();
     budgets.sort();
     assert_eq!(budgets, [3, 3, 8, 8]);
-    let audit = w.audit().await;
-    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    w.audit_clean().await;
 }
 
 /// Retention: a sweep forgets finished jobs and call ids older than the cutoff, in
@@ -1147,8 +1143,7 @@ async fn a_fan_out_that_does_not_apply_leaves_no_data_behind() {
     let recs = [record(0, &parents[0].token), record(2, &parents[2].token)];
     let got = q.fan_out_many(&recs).await.unwrap();
     assert_eq!(got, [FannedOut::Applied, FannedOut::Applied]);
-    let audit = w.audit().await;
-    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    let audit = w.audit_clean().await;
     assert_eq!(audit.count("action:queued"), 6);
 }
 
