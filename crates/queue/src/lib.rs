@@ -784,37 +784,6 @@ impl Queue {
         Ok(res.into_iter().map(|v| v == 1).collect())
     }
 
-    /// Creates a call's action jobs and finishes its call-ended job, atomically.
-    /// Returns whether the parent's lease was still held.
-    pub async fn fan_out(
-        &self,
-        parent: &Leased,
-        call_id: &str,
-        jobs: &[(Job, Option<Duration>)],
-        parent_state: &StateInfo,
-        parent_attempt: &aftercall_core::Attempt,
-    ) -> Result<bool, QueueError> {
-        let mut inv = self.fan_out_invocation();
-        let mut writes = Vec::with_capacity(jobs.len());
-        let now = now_ms();
-        inv.arg(now);
-        self.fan_out_args(
-            &mut inv,
-            &mut writes,
-            now,
-            &parent.id,
-            &parent.token,
-            call_id,
-            jobs,
-            parent_state,
-            parent_attempt,
-            None,
-        );
-        let tx = Self::transaction(writes, &inv);
-        let applied: Vec<redis::Value> = self.transact(&tx, &inv).await?;
-        Ok(applied.first().is_some_and(|v| *v != redis::Value::Int(0)))
-    }
-
     /// Several fan-outs in one script call, each atomic and applied as if in turn.
     pub async fn fan_out_many(
         &self,
@@ -828,20 +797,7 @@ impl Queue {
         let now = now_ms();
         inv.arg(now);
         for r in records {
-            self.fan_out_args(
-                &mut inv,
-                &mut writes,
-                now,
-                &r.parent_id,
-                &r.token,
-                &r.call_id,
-                &r.jobs,
-                &r.state,
-                &r.attempt,
-                r.claim
-                    .as_ref()
-                    .map(|(w, lease)| (w.as_str(), now + lease.as_millis() as i64)),
-            );
+            self.fan_out_args(&mut inv, &mut writes, now, r);
         }
         let tx = Self::transaction(writes, &inv);
         let replies: Vec<redis::Value> = self.transact(&tx, &inv).await?;
@@ -898,35 +854,28 @@ impl Queue {
 
     /// One parent's arguments, after `now`: see the header of `fanout.lua`. Its action
     /// jobs' data goes to `writes`, an HSETNX each, to run before the script.
-    #[allow(clippy::too_many_arguments)]
     fn fan_out_args(
         &self,
         inv: &mut redis::ScriptInvocation<'_>,
         writes: &mut Vec<redis::Cmd>,
         now: i64,
-        parent_id: &str,
-        token: &str,
-        call_id: &str,
-        jobs: &[(Job, Option<Duration>)],
-        parent_state: &StateInfo,
-        parent_attempt: &aftercall_core::Attempt,
-        claim: Option<(&str, i64)>,
+        r: &FanOutRecord,
     ) {
-        let ids: Vec<&str> = jobs.iter().map(|(j, _)| j.id.as_str()).collect();
-        let (claim, deadline) = match claim {
-            Some((worker, deadline)) => (lease_token(worker, 1), deadline),
+        let ids: Vec<&str> = r.jobs.iter().map(|(j, _)| j.id.as_str()).collect();
+        let (claim, deadline) = match &r.claim {
+            Some((worker, lease)) => (lease_token(worker, 1), now + lease.as_millis() as i64),
             None => (String::new(), 0),
         };
-        inv.arg(parent_id)
-            .arg(token)
-            .arg(call_id)
-            .arg(serde_json::to_string(parent_state).expect("state serializes"))
-            .arg(serde_json::to_string(parent_attempt).expect("attempt serializes"))
+        inv.arg(&r.parent_id)
+            .arg(&r.token)
+            .arg(&r.call_id)
+            .arg(serde_json::to_string(&r.state).expect("state serializes"))
+            .arg(serde_json::to_string(&r.attempt).expect("attempt serializes"))
             .arg(serde_json::to_string(&ids).expect("ids serialize"))
             .arg(claim)
             .arg(deadline)
-            .arg(jobs.len());
-        for (job, delay) in jobs {
+            .arg(r.jobs.len());
+        for (job, delay) in &r.jobs {
             let run_at = delay.map(|d| now + d.as_millis() as i64).unwrap_or(0);
             let mut data = redis::cmd("HSETNX");
             data.arg(&self.inner.keys.data)

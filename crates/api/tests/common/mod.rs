@@ -12,7 +12,7 @@ use aftercall_api::{ApiConfig, ApiState, Scope, Token};
 use aftercall_core::job::{FanOut, fan_out};
 use aftercall_core::{Attempt, AttemptOutcome, CallEvent, Job};
 use aftercall_embedded::{RedisOptions, RedisServer};
-use aftercall_queue::{Finish, FinishMode, Queue, QueueConfig, StateInfo};
+use aftercall_queue::{FanOutRecord, FannedOut, Finish, FinishMode, Queue, QueueConfig, StateInfo};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -221,18 +221,20 @@ impl Harness {
         };
         let mut st = StateInfo::new("fanned_out");
         st.actions = Some(jobs.len());
-        assert!(
-            q.fan_out(
-                &parent,
-                &job.call_id,
-                &jobs,
-                &st,
-                &attempt(parent.attempt, AttemptOutcome::Delivered, None)
-            )
-            .await
-            .unwrap()
-        );
         let ids: Vec<String> = jobs.iter().map(|(j, _)| j.id.clone()).collect();
+        let record = FanOutRecord {
+            parent_id: parent.id.clone(),
+            token: parent.token.clone(),
+            call_id: job.call_id.clone(),
+            jobs,
+            state: st,
+            attempt: attempt(parent.attempt, AttemptOutcome::Delivered, None),
+            claim: None,
+        };
+        assert_eq!(
+            q.fan_out_many(&[record]).await.unwrap(),
+            [FannedOut::Applied]
+        );
         let fetched = q.fetch("test-worker", 100, lease).await.unwrap();
         let finishes: Vec<Finish> = fetched
             .jobs
