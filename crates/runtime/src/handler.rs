@@ -58,10 +58,6 @@ impl Ctx {
 /// if any. Never fails: infrastructure errors while recording leave the lease to expire,
 /// which re-runs the job and counts the attempt.
 pub async fn process(ctx: &Ctx, mut leased: Leased) {
-    ctx.started
-        .lock()
-        .expect("started lock")
-        .insert(leased.id.clone());
     let decoded = if leased.data.is_empty() {
         // Leased from the ready list without data (a corrupt queue): dead-lettered here,
         // in view, rather than dropped by the fetch.
@@ -71,14 +67,17 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
     };
     // The stored JSON is not needed past here: not kept for the length of a slow request.
     leased.data = String::new();
-    let mut next = run(ctx, leased, decoded).await;
-    // A claimed job runs in this job's slot, as if fetched: no fetch, no decode.
-    while let Some((leased, job)) = next {
+    let mut next = Some((leased, decoded));
+    // Then the job a fan-out claimed, in this job's slot, as if fetched: no fetch, no
+    // decode.
+    while let Some((leased, decoded)) = next {
         ctx.started
             .lock()
             .expect("started lock")
             .insert(leased.id.clone());
-        next = run(ctx, leased, Ok(job)).await;
+        next = run(ctx, leased, decoded)
+            .await
+            .map(|(leased, job)| (leased, Ok(job)));
     }
 }
 
