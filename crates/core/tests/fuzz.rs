@@ -12,6 +12,7 @@ use std::time::Duration;
 use aftercall_core::template::{self, DateStyle, Vars};
 use aftercall_core::{AgentConfig, CallEvent, batch, config, settings};
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use serde_json::Value;
 
 fn cases() -> u32 {
@@ -22,11 +23,25 @@ fn cases() -> u32 {
 }
 
 fn cfg() -> ProptestConfig {
+    let default = ProptestConfig::default();
     ProptestConfig {
         cases: cases(),
         // A panic is the finding; shrinking it to a small input is worth the time.
         max_shrink_iters: 4096,
-        ..ProptestConfig::default()
+        rng_seed: seed(default.rng_seed),
+        ..default
+    }
+}
+
+/// CI runs the same inputs every time: a gate that fails on one run in a hundred
+/// blocks a change for a finding that was in the code before it. Everywhere else the
+/// seed is random, so every local run looks somewhere new; `PROPTEST_RNG_SEED` picks
+/// one by hand in either place.
+fn seed(from_env: RngSeed) -> RngSeed {
+    let in_ci = std::env::var_os("CI").is_some();
+    match from_env {
+        RngSeed::Random if in_ci => RngSeed::Fixed(0xAF7E_CA11),
+        other => other,
     }
 }
 
@@ -488,9 +503,14 @@ proptest! {
         if s.chars().filter(char::is_ascii_digit).count() > 2 {
             prop_assert_ne!(&n, &s);
         }
-        // An e-mail's local part shows its first character only.
-        if let Some((local, _)) = s.split_once('@') && local.chars().count() >= 2 {
-            prop_assert!(!e.contains(local), "{} shows {}", e, local);
+        // An e-mail's local part shows its first character only, and not its length:
+        // whatever stands before the domain is that character and three stars. (Looking
+        // for the local part in the output is no test: a local part of "a*" is in
+        // "a***@x" although nothing of it but the "a" is shown.)
+        if let Some((local, domain)) = s.split_once('@') {
+            let shown = e.strip_suffix(domain).and_then(|m| m.strip_suffix('@'));
+            let want = format!("{}***", local.chars().take(1).collect::<String>());
+            prop_assert_eq!(shown, Some(want.as_str()), "{} from {}", e, s);
         }
     }
 }
