@@ -3,38 +3,38 @@
 
 use std::io::Read;
 
-use aftercall_core::CallEvent;
+use aftercall_core::ValidEvent;
 use aftercall_queue::{Enqueued, Queue};
 use anyhow::Context;
 
-pub struct Parsed {
-    pub events: Vec<CallEvent>,
+pub struct Parsed<'a> {
+    /// The valid events, kept as their bytes in the input: they are stored as they are.
+    pub events: Vec<ValidEvent<'a>>,
     /// `line N: field: problem`, one per bad event.
     pub invalid: Vec<String>,
 }
 
-pub fn read_events(file: &str, max_bytes: usize) -> anyhow::Result<Parsed> {
-    let mut raw = Vec::new();
+/// The whole input: a file, or standard input for `-`.
+pub fn read_input(file: &str) -> anyhow::Result<Vec<u8>> {
     if file == "-" {
+        let mut raw = Vec::new();
         std::io::stdin()
             .read_to_end(&mut raw)
             .context("reading standard input")?;
+        Ok(raw)
     } else {
-        std::fs::File::open(file)
-            .and_then(|mut f| f.read_to_end(&mut raw))
-            .with_context(|| format!("reading {file}"))?;
+        std::fs::read(file).with_context(|| format!("reading {file}"))
     }
-    Ok(parse_events(&raw, max_bytes))
 }
 
 /// One object, an array, or JSON Lines, through the batch reader the HTTP API uses.
-pub fn parse_events(raw: &[u8], max_bytes: usize) -> Parsed {
+pub fn parse_events(raw: &[u8], max_bytes: usize) -> Parsed<'_> {
     use aftercall_core::batch::{self, BatchError, Format};
     let one = |msg: String| Parsed {
         events: Vec::new(),
         invalid: vec![msg],
     };
-    match batch::parse(raw, Format::detect(raw), max_bytes) {
+    match batch::parse_valid(raw, Format::detect(raw), max_bytes) {
         Ok(batch::Parsed::One(e)) => Parsed {
             events: vec![*e],
             invalid: Vec::new(),
@@ -66,7 +66,7 @@ pub fn parse_events(raw: &[u8], max_bytes: usize) -> Parsed {
 /// Enqueues in pipelined chunks, with a progress bar on a terminal for big inputs.
 pub async fn enqueue_all(
     queue: &Queue,
-    events: Vec<CallEvent>,
+    events: &[ValidEvent<'_>],
     tty: bool,
 ) -> anyhow::Result<Vec<Enqueued>> {
     const CHUNK: usize = 5_000;
@@ -82,13 +82,10 @@ pub async fn enqueue_all(
         b
     });
     let mut out = Vec::with_capacity(total);
-    let mut it = events.into_iter().peekable();
-    while it.peek().is_some() {
-        let chunk: Vec<CallEvent> = it.by_ref().take(CHUNK).collect();
-        let n = chunk.len() as u64;
-        out.extend(queue.enqueue(chunk).await?);
+    for chunk in events.chunks(CHUNK) {
+        out.extend(queue.enqueue_valid(chunk).await?);
         if let Some(b) = &bar {
-            b.inc(n);
+            b.inc(chunk.len() as u64);
         }
     }
     if let Some(b) = bar {

@@ -235,7 +235,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         json,
     } = &cli.command
     {
-        let parsed = input::read_events(file, cfg.max_event_bytes)?;
+        let raw = input::read_input(file)?;
+        let parsed = input::parse_events(&raw, cfg.max_event_bytes);
         for bad in &parsed.invalid {
             eprintln!("{bad}");
         }
@@ -247,7 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         let queue = Queue::connect(cfg).await?;
         let results =
-            input::enqueue_all(&queue, parsed.events, std::io::stderr().is_terminal()).await?;
+            input::enqueue_all(&queue, &parsed.events, std::io::stderr().is_terminal()).await?;
         let (mut new, mut dup) = (0, 0);
         for r in &results {
             if *json {

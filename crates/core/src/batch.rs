@@ -4,8 +4,9 @@
 //! and the HTTP API share this one implementation.
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
-use crate::event::{CallEvent, EventError};
+use crate::event::{CallEvent, EventError, ValidEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -29,11 +30,29 @@ impl Format {
     }
 }
 
-/// What a body held.
+/// What a body held: decoded events, or (from [`parse_valid`]) validated events kept
+/// as their bytes.
 #[derive(Debug)]
-pub enum Parsed {
-    One(Box<CallEvent>),
-    Many(Vec<CallEvent>),
+pub enum Parsed<E = CallEvent> {
+    One(Box<E>),
+    Many(Vec<E>),
+}
+
+/// What each item of a body is read into.
+pub trait Item<'a>: Sized + Send {
+    fn read(bytes: &'a [u8], max_bytes: usize) -> Result<Self, EventError>;
+}
+
+impl Item<'_> for CallEvent {
+    fn read(bytes: &[u8], max_bytes: usize) -> Result<Self, EventError> {
+        CallEvent::parse(bytes, max_bytes)
+    }
+}
+
+impl<'a> Item<'a> for ValidEvent<'a> {
+    fn read(bytes: &'a [u8], max_bytes: usize) -> Result<Self, EventError> {
+        ValidEvent::parse(bytes, max_bytes)
+    }
 }
 
 /// One bad item of a batch.
@@ -68,7 +87,7 @@ impl std::fmt::Display for ItemError {
 
 /// Why a body was refused as a whole.
 #[derive(Debug)]
-pub enum BatchError {
+pub enum BatchError<E = CallEvent> {
     /// The body is not JSON (for a single document).
     Malformed {
         message: String,
@@ -85,72 +104,107 @@ pub enum BatchError {
     /// choose to enqueue those anyway, such as `aftercall enqueue --skip-invalid`).
     Items {
         errors: Vec<ItemError>,
-        valid: Vec<CallEvent>,
+        valid: Vec<E>,
         total: usize,
     },
 }
 
+/// Reads and validates every event of `body`.
 pub fn parse(body: &[u8], format: Format, max_event_bytes: usize) -> Result<Parsed, BatchError> {
+    parse_items(body, format, max_event_bytes)
+}
+
+/// [`parse`], keeping each event as its bytes in `body` rather than decoded: for a bulk
+/// enqueue, which stores those bytes ([`crate::Job::call_ended_json`]).
+pub fn parse_valid(
+    body: &[u8],
+    format: Format,
+    max_event_bytes: usize,
+) -> Result<Parsed<ValidEvent<'_>>, BatchError<ValidEvent<'_>>> {
+    parse_items(body, format, max_event_bytes)
+}
+
+fn parse_items<'a, E: Item<'a>>(
+    body: &'a [u8],
+    format: Format,
+    max: usize,
+) -> Result<Parsed<E>, BatchError<E>> {
     match format {
-        Format::Json => parse_json(body, max_event_bytes),
-        Format::JsonLines => parse_lines(body, max_event_bytes),
+        Format::Json => parse_json(body, max),
+        Format::JsonLines => parse_lines(body, max),
     }
 }
 
-fn json_value(body: &[u8]) -> Result<serde_json::Value, BatchError> {
-    serde_json::from_slice(body).map_err(|e| BatchError::Malformed {
+fn json_value<E>(body: &[u8]) -> Result<serde_json::Value, BatchError<E>> {
+    serde_json::from_slice(body).map_err(malformed)
+}
+
+fn malformed<E>(e: serde_json::Error) -> BatchError<E> {
+    BatchError::Malformed {
         message: strip_position(&e.to_string()),
         line: e.line(),
         column: e.column(),
-    })
+    }
 }
 
-fn parse_json(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
-    if let Some(b'{') = body.trim_ascii_start().first() {
-        if body.len() > max {
-            return Err(BatchError::TooLarge {
-                message: too_large(body.len(), max),
-            });
+fn parse_json<'a, E: Item<'a>>(body: &'a [u8], max: usize) -> Result<Parsed<E>, BatchError<E>> {
+    match body.trim_ascii_start().first() {
+        Some(b'{') => {
+            if body.len() > max {
+                return Err(BatchError::TooLarge {
+                    message: too_large(body.len(), max),
+                });
+            }
+            E::read(body, max)
+                .map(|e| Parsed::One(Box::new(e)))
+                .map_err(|e| {
+                    // Not JSON at all is a malformed body, not an invalid event.
+                    if let Err(m) = json_value::<E>(body) {
+                        return m;
+                    }
+                    match e {
+                        EventError::TooLarge { size, limit } => BatchError::TooLarge {
+                            message: too_large(size, limit),
+                        },
+                        EventError::Invalid { field, message } => {
+                            BatchError::Invalid { field, message }
+                        }
+                    }
+                })
         }
-        json_value(body)?;
-        return CallEvent::parse(body, max)
-            .map(|e| Parsed::One(Box::new(e)))
-            .map_err(|e| match e {
-                EventError::TooLarge { size, limit } => BatchError::TooLarge {
-                    message: too_large(size, limit),
-                },
-                EventError::Invalid { field, message } => BatchError::Invalid { field, message },
-            });
-    }
-    let items = match json_value(body)? {
-        serde_json::Value::Array(items) => items,
+        // Each item is read from its own bytes in the body, as a line is.
+        Some(b'[') => {
+            let items: Vec<&'a RawValue> = serde_json::from_slice(body).map_err(malformed)?;
+            let total = items.len();
+            let mut events = Vec::with_capacity(total);
+            let mut errors = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                let bytes = item.get().as_bytes();
+                if bytes.first() != Some(&b'{') {
+                    errors.push(not_an_object(Some(i), None));
+                    continue;
+                }
+                match E::read(bytes, max) {
+                    Ok(e) => events.push(e),
+                    Err(e) => errors.push(item_error(Some(i), None, e)),
+                }
+            }
+            finish(events, errors, total)
+        }
         _ => {
-            return Err(BatchError::Invalid {
+            json_value::<E>(body)?;
+            Err(BatchError::Invalid {
                 field: String::new(),
                 message: "the body must be a JSON object or an array of objects".into(),
-            });
-        }
-    };
-    let total = items.len();
-    let mut events = Vec::with_capacity(total);
-    let mut errors = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        if !item.is_object() {
-            errors.push(not_an_object(Some(i), None));
-            continue;
-        }
-        match CallEvent::from_value(item, max) {
-            Ok(e) => events.push(e),
-            Err(e) => errors.push(item_error(Some(i), None, e)),
+            })
         }
     }
-    finish(events, errors, total)
 }
 
 /// Bodies from this size on are parsed on several threads (a bulk file from the CLI).
 const PARALLEL_FROM: usize = 256 * 1024;
 
-fn parse_lines(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
+fn parse_lines<'a, E: Item<'a>>(body: &'a [u8], max: usize) -> Result<Parsed<E>, BatchError<E>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if body.len() < PARALLEL_FROM || threads < 2 {
         let (events, errors, total) = parse_line_range(body, 0, max);
@@ -167,7 +221,7 @@ fn parse_lines(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
         }
         let piece = &body[start..end];
         pieces.push((piece, first_line));
-        first_line += piece.iter().filter(|b| **b == b'\n').count();
+        first_line += newlines(piece);
         start = end;
     }
     let parts: Vec<_> = std::thread::scope(|s| {
@@ -180,7 +234,8 @@ fn parse_lines(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
             .map(|h| h.join().expect("a parser thread panicked"))
             .collect()
     });
-    let (mut events, mut errors, mut total) = (Vec::new(), Vec::new(), 0);
+    let total = parts.iter().map(|(e, _, _)| e.len()).sum();
+    let (mut events, mut errors, mut total) = (Vec::with_capacity(total), Vec::new(), 0);
     for (e, err, n) in parts {
         events.extend(e);
         errors.extend(err);
@@ -190,12 +245,12 @@ fn parse_lines(body: &[u8], max: usize) -> Result<Parsed, BatchError> {
 }
 
 /// Parses the lines of `body`, numbering them from `first_line + 1`.
-fn parse_line_range(
-    body: &[u8],
+fn parse_line_range<'a, E: Item<'a>>(
+    body: &'a [u8],
     first_line: usize,
     max: usize,
-) -> (Vec<CallEvent>, Vec<ItemError>, usize) {
-    let mut events = Vec::new();
+) -> (Vec<E>, Vec<ItemError>, usize) {
+    let mut events = Vec::with_capacity(newlines(body) + 1);
     let mut errors = Vec::new();
     let mut total = 0;
     for (i, line) in body.split(|b| *b == b'\n').enumerate() {
@@ -219,14 +274,14 @@ fn parse_line_range(
         }
         // One pass for a good line; a bad one is parsed again as plain JSON to tell
         // malformed JSON and non-objects from an event's field errors.
-        let err = match CallEvent::parse(line, max) {
+        let err = match E::read(line, max) {
             Ok(e) => {
                 events.push(e);
                 continue;
             }
             Err(e) => e,
         };
-        match (json_value(line), err) {
+        match (json_value::<E>(line), err) {
             (Err(BatchError::Malformed { message, .. }), _) => errors.push(ItemError {
                 index: None,
                 line: n,
@@ -241,11 +296,15 @@ fn parse_line_range(
     (events, errors, total)
 }
 
-fn finish(
-    events: Vec<CallEvent>,
+fn newlines(body: &[u8]) -> usize {
+    body.iter().filter(|b| **b == b'\n').count()
+}
+
+fn finish<E>(
+    events: Vec<E>,
     errors: Vec<ItemError>,
     total: usize,
-) -> Result<Parsed, BatchError> {
+) -> Result<Parsed<E>, BatchError<E>> {
     if total == 0 {
         return Err(BatchError::Empty);
     }

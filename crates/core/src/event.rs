@@ -86,16 +86,27 @@ impl CallEvent {
         if bytes.trim_ascii_start().first() != Some(&b'{') {
             return Err(EventError::invalid("", "an event must be a JSON object"));
         }
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let event: CallEvent = serde_path_to_error::deserialize(de).map_err(|e| {
-            let (path, msg) = crate::describe_json_error(e);
-            EventError::Invalid {
-                field: path,
-                message: msg,
-            }
-        })?;
+        // Read without tracking the path first: tracking costs about as much as the
+        // read itself, and only an error needs it.
+        let event: CallEvent =
+            serde_json::from_slice(bytes).map_err(|e| Self::read_error(bytes, e))?;
         event.validate()?;
         Ok(event)
+    }
+
+    /// The error for bytes that do not read as an event, naming the field: the same bytes
+    /// read again, now tracking the path (they fail the same way).
+    #[cold]
+    fn read_error(bytes: &[u8], plain: serde_json::Error) -> EventError {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        match serde_path_to_error::deserialize::<_, CallEvent>(de) {
+            Err(e) => {
+                let (field, message) = crate::describe_json_error(e);
+                EventError::Invalid { field, message }
+            }
+            // Only what follows the object fails the plain read alone.
+            Ok(_) => EventError::invalid("", plain.to_string()),
+        }
     }
 
     /// Parses an event already decoded as a JSON value (bulk API bodies).
@@ -187,6 +198,35 @@ impl CallEvent {
 
     pub fn caller_email(&self) -> Option<&str> {
         self.meta_str("caller_email")
+    }
+}
+
+/// An event read and validated, kept as the bytes its producer sent (and the two ids a
+/// job needs beside them). A bulk enqueue stores these bytes as they are
+/// ([`crate::Job::call_ended_json`]): the event is not kept decoded, nor encoded again.
+/// The bytes are the same event: the worker reads them with the same reader, and the
+/// reader and validation have accepted them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidEvent<'a> {
+    pub call_id: String,
+    pub agent_id: String,
+    json: &'a [u8],
+}
+
+impl<'a> ValidEvent<'a> {
+    /// Reads and validates like [`CallEvent::parse`]; the decoded event is dropped.
+    pub fn parse(bytes: &'a [u8], max_bytes: usize) -> Result<ValidEvent<'a>, EventError> {
+        let event = CallEvent::parse(bytes, max_bytes)?;
+        Ok(ValidEvent {
+            call_id: event.call_id,
+            agent_id: event.agent_id,
+            json: bytes.trim_ascii(),
+        })
+    }
+
+    /// The event's JSON as sent, without surrounding whitespace.
+    pub fn json(&self) -> &'a [u8] {
+        self.json
     }
 }
 
@@ -283,6 +323,13 @@ mod tests {
         let e = CallEvent::parse(SEED.as_bytes(), 1 << 20).unwrap();
         assert_eq!(e.caller_email(), Some("john@example.com"));
         assert_eq!(e.duration(), Some(230));
+    }
+
+    #[test]
+    fn nothing_may_follow_the_event() {
+        let err = CallEvent::parse(br#"{"call_id":"c","agent_id":"a"} xx"#, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("trailing characters"), "{err}");
+        assert!(CallEvent::parse(b"{\"call_id\":\"c\",\"agent_id\":\"a\"} \r\n", 1 << 20).is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Action, AgentConfig};
-use crate::event::CallEvent;
+use crate::event::{CallEvent, ValidEvent};
 use crate::template::DateStyle;
 
 /// One durable unit of work. Immutable once enqueued: retries re-run the same job.
@@ -120,7 +120,7 @@ impl Job {
     /// A new call-ended job for `event`, with a time-ordered id.
     pub fn call_ended(event: CallEvent, now: DateTime<Utc>) -> Job {
         Job {
-            id: format!("job_{}", uuid::Uuid::now_v7().simple()),
+            id: new_id(),
             call_id: event.call_id.clone(),
             agent_id: event.agent_id.clone(),
             created_at: now,
@@ -141,6 +141,33 @@ impl Job {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a job always serializes")
     }
+
+    /// A new call-ended job for an event kept as its producer's bytes: the job's id and
+    /// its stored JSON. The JSON reads as the job [`Job::call_ended`] makes of the same
+    /// event (tested), with the event's bytes copied in rather than encoded again.
+    pub fn call_ended_json(event: &ValidEvent<'_>, now: DateTime<Utc>) -> (String, Vec<u8>) {
+        let id = new_id();
+        let mut out = Vec::with_capacity(event.json().len() + 192);
+        put(&mut out, "{\"id\":", &id);
+        put(&mut out, ",\"call_id\":", &event.call_id);
+        put(&mut out, ",\"agent_id\":", &event.agent_id);
+        put(&mut out, ",\"created_at\":", &now);
+        out.extend_from_slice(b",\"kind\":\"call_ended\",\"event\":");
+        out.extend_from_slice(event.json());
+        out.push(b'}');
+        (id, out)
+    }
+}
+
+/// Appends `key` (JSON up to a value) and `value` as JSON.
+fn put(out: &mut Vec<u8>, key: &str, value: &impl Serialize) {
+    out.extend_from_slice(key.as_bytes());
+    serde_json::to_writer(&mut *out, value).expect("a string or a time always serializes");
+}
+
+/// A job id: `job_` and a UUIDv7, so ids sort by creation time.
+fn new_id() -> String {
+    format!("job_{}", uuid::Uuid::now_v7().simple())
 }
 
 /// What fan-out decided for one call-ended job.
@@ -310,6 +337,26 @@ mod tests {
 
     fn event() -> CallEvent {
         CallEvent::parse(br#"{"call_id":"c1","agent_id":"a1"}"#, 1 << 20).unwrap()
+    }
+
+    /// The bytes go in as sent (whitespace, escapes and all) and read back as the job
+    /// `call_ended` makes; ids that need escaping are escaped.
+    #[test]
+    fn a_job_from_an_event_s_bytes_reads_as_the_decoded_one() {
+        let bytes = b" {\"agent_id\":\"a\\\"1\",\n \"call_id\":\"c\\u00e9/1\",\"metadata\":{\"k\":[1.5e3]}}\n";
+        let valid = ValidEvent::parse(bytes, 1 << 20).unwrap();
+        assert_eq!(
+            (valid.call_id.as_str(), valid.agent_id.as_str()),
+            ("c\u{e9}/1", "a\"1")
+        );
+        assert_eq!(valid.json(), &bytes[1..bytes.len() - 1]);
+        let now = Utc::now();
+        let (id, json) = Job::call_ended_json(&valid, now);
+        let stored: Job = serde_json::from_slice(&json).unwrap();
+        let mut want = Job::call_ended(CallEvent::parse(bytes, 1 << 20).unwrap(), now);
+        want.id = id;
+        assert_eq!(stored, want);
+        assert_eq!(stored.kind(), "call_ended");
     }
 
     #[test]

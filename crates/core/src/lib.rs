@@ -11,7 +11,7 @@ pub mod settings;
 pub mod template;
 
 pub use config::{Action, AgentConfig, ConfigError};
-pub use event::{CallEvent, EventError};
+pub use event::{CallEvent, EventError, ValidEvent};
 pub use job::{ActionJob, Attempt, AttemptOutcome, Job, JobBody, Outcome};
 pub use retry::{DEFAULT_MAX_ATTEMPTS, RetryPolicy};
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aftercall_core::template::{self, DateStyle, Vars};
-use aftercall_core::{AgentConfig, CallEvent, batch, config, settings};
+use aftercall_core::{AgentConfig, CallEvent, Job, ValidEvent, batch, config, settings};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use serde_json::Value;
@@ -314,6 +314,26 @@ proptest! {
             }
             let _ = e.duration();
             let _ = aftercall_core::event::mask_email(e.caller_email().unwrap_or(""));
+        }
+    }
+
+    #[test]
+    fn an_event_kept_as_its_bytes_makes_the_same_job(
+        v in prop_oneof![json_value(), event_like()],
+        pretty in any::<bool>(),
+    ) {
+        let bytes = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap();
+        match (CallEvent::parse(&bytes, 1 << 20), ValidEvent::parse(&bytes, 1 << 20)) {
+            (Ok(e), Ok(valid)) => {
+                let now = chrono::Utc::now();
+                let (id, json) = Job::call_ended_json(&valid, now);
+                let stored: Job = serde_json::from_slice(&json).expect("the stored job reads");
+                let mut want = Job::call_ended(e, now);
+                want.id = id;
+                prop_assert_eq!(stored, want);
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "{:?} against {:?}", a, b),
         }
     }
 

@@ -10,7 +10,7 @@ mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aftercall_core::{AgentConfig, CallEvent, Job, RetryPolicy};
+use aftercall_core::{AgentConfig, CallEvent, Job, RetryPolicy, ValidEvent};
 use chrono::Utc;
 use redis::RedisError;
 
@@ -495,13 +495,42 @@ impl Queue {
     }
 
     async fn enqueue_many(&self, events: Vec<CallEvent>) -> Result<Vec<Enqueued>, QueueError> {
+        let now = Utc::now();
+        let jobs = events.into_iter().map(|event| {
+            let job = Job::call_ended(event, now);
+            let json = job.to_json().into_bytes();
+            (job.call_id, job.id, json)
+        });
+        self.enqueue_jobs(jobs, now).await
+    }
+
+    /// Enqueues events kept as their producer's bytes (read by
+    /// [`aftercall_core::batch::parse_valid`]): a bulk enqueue stores them as they are
+    /// instead of encoding each event again. Otherwise as [`Queue::enqueue`].
+    pub async fn enqueue_valid(
+        &self,
+        events: &[ValidEvent<'_>],
+    ) -> Result<Vec<Enqueued>, QueueError> {
+        let now = Utc::now();
+        let jobs = events.iter().map(|event| {
+            let (id, json) = Job::call_ended_json(event, now);
+            (event.call_id.clone(), id, json)
+        });
+        self.enqueue_jobs(jobs, now).await
+    }
+
+    /// Enqueues new call-ended jobs, each as (call id, job id, stored JSON).
+    async fn enqueue_jobs(
+        &self,
+        jobs: impl ExactSizeIterator<Item = (String, String, Vec<u8>)>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<Enqueued>, QueueError> {
         use futures::StreamExt;
         const CHUNK: usize = ENQUEUE_CHUNK;
         let k = &self.inner.keys;
         let max = stored_budget(self.inner.cfg.retry.max_attempts);
-        let now = Utc::now();
-        let total = events.len();
-        let mut it = events.into_iter().peekable();
+        let total = jobs.len();
+        let mut it = jobs.peekable();
         let chunks = std::iter::from_fn(|| {
             it.peek()?;
             let mut inv = Self::invocation(
@@ -523,11 +552,10 @@ impl Queue {
             let mut data = redis::cmd("HSET");
             data.arg(&k.data);
             let mut jobs = Vec::with_capacity(CHUNK);
-            for event in it.by_ref().take(CHUNK) {
-                let job = Job::call_ended(event, now);
-                data.arg(&job.id).arg(job.to_json());
-                inv.arg(&job.call_id);
-                jobs.push((job.call_id, job.id));
+            for (call_id, id, json) in it.by_ref().take(CHUNK) {
+                data.arg(&id).arg(json);
+                inv.arg(&call_id);
+                jobs.push((call_id, id));
             }
             for (_, id) in &jobs {
                 inv.arg(id);
