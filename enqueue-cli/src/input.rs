@@ -23,8 +23,41 @@ pub fn read_input(file: &str) -> anyhow::Result<Vec<u8>> {
             .context("reading standard input")?;
         Ok(raw)
     } else {
-        std::fs::read(file).with_context(|| format!("reading {file}"))
+        read_file(file).with_context(|| format!("reading {file}"))
     }
+}
+
+/// A big file is read by two threads, each into its half of one buffer: copying it out
+/// of the page cache into fresh pages was a tenth of a bulk enqueue's time, all of it
+/// before the first event could be read.
+#[cfg(unix)]
+fn read_file(path: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    let mut file = std::fs::File::open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(0);
+    if len < 8 << 20 {
+        let mut raw = Vec::with_capacity(len);
+        file.read_to_end(&mut raw)?;
+        return Ok(raw);
+    }
+    let mut raw = vec![0; len];
+    let (head, tail) = raw.split_at_mut(len / 2);
+    let at = head.len() as u64;
+    std::thread::scope(|s| {
+        let tail = s.spawn(|| file.read_exact_at(tail, at));
+        file.read_exact_at(head, 0)?;
+        tail.join().expect("a reading thread panicked")
+    })?;
+    // Whatever was appended meanwhile, as a plain read would have it.
+    file.seek(SeekFrom::Start(len as u64))?;
+    file.read_to_end(&mut raw)?;
+    Ok(raw)
+}
+
+#[cfg(not(unix))]
+fn read_file(path: &str) -> std::io::Result<Vec<u8>> {
+    std::fs::read(path)
 }
 
 /// One object, an array, or JSON Lines, through the batch reader the HTTP API uses.

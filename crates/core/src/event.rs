@@ -4,6 +4,8 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod view;
+
 /// A call-ended event as producers push it. Unknown top-level fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,16 +78,7 @@ const MAX_ID_LEN: usize = 256;
 impl CallEvent {
     /// Parses and validates one event from JSON bytes, enforcing `max_bytes`.
     pub fn parse(bytes: &[u8], max_bytes: usize) -> Result<CallEvent, EventError> {
-        if bytes.len() > max_bytes {
-            return Err(EventError::TooLarge {
-                size: bytes.len(),
-                limit: max_bytes,
-            });
-        }
-        // serde reads a struct from an array too (positionally): only an object is an event.
-        if bytes.trim_ascii_start().first() != Some(&b'{') {
-            return Err(EventError::invalid("", "an event must be a JSON object"));
-        }
+        precheck(bytes, max_bytes)?;
         // Read without tracking the path first: tracking costs about as much as the
         // read itself, and only an error needs it.
         let event: CallEvent =
@@ -117,62 +110,19 @@ impl CallEvent {
 
     /// Checks what serde cannot: identifiers, E.164, times, URLs, metadata types.
     pub fn validate(&self) -> Result<(), EventError> {
-        check_id("call_id", &self.call_id)?;
-        check_id("agent_id", &self.agent_id)?;
-        if let Some(n) = &self.caller_number
-            && !is_e164(n)
-        {
-            return Err(EventError::invalid(
-                "caller_number",
-                format!(
-                    "`{}` is not an E.164 number (+ and 2 to 15 digits)",
-                    mask_number(n)
-                ),
-            ));
+        Checked {
+            call_id: &self.call_id,
+            agent_id: &self.agent_id,
+            caller_number: self.caller_number.as_deref(),
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            recording_url: self.recording_url.as_deref(),
+            traceparent: self.traceparent.as_deref(),
+            details: self.details.as_ref().map(Shape::of),
+            caller_name: self.metadata.get("caller_name").map(Shape::of),
+            caller_email: self.metadata.get("caller_email").map(Shape::of),
         }
-        if let (Some(s), Some(e)) = (self.started_at, self.ended_at)
-            && e < s
-        {
-            return Err(EventError::invalid("ended_at", "is before started_at"));
-        }
-        if let Some(u) = &self.recording_url {
-            match url::Url::parse(u) {
-                Ok(p) if matches!(p.scheme(), "http" | "https") => {}
-                _ => {
-                    return Err(EventError::invalid(
-                        "recording_url",
-                        "is not an http(s) URL",
-                    ));
-                }
-            }
-        }
-        if let Some(tp) = &self.traceparent
-            && parse_traceparent(tp).is_none()
-        {
-            return Err(EventError::invalid(
-                "traceparent",
-                "is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
-            ));
-        }
-        if let Some(d) = &self.details
-            && !(d.is_string() || d.is_object())
-        {
-            return Err(EventError::invalid(
-                "details",
-                "must be a string or an object",
-            ));
-        }
-        for key in ["caller_name", "caller_email"] {
-            if let Some(v) = self.metadata.get(key)
-                && !(v.is_string() || v.is_null())
-            {
-                return Err(EventError::invalid(
-                    &format!("metadata.{key}"),
-                    "must be a string",
-                ));
-            }
-        }
-        Ok(())
+        .check()
     }
 
     /// Duration in whole seconds: `duration_seconds`, else `ended_at - started_at`.
@@ -201,6 +151,105 @@ impl CallEvent {
     }
 }
 
+/// The kind of a JSON value, as far as the rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Null,
+    String,
+    Object,
+    Other,
+}
+
+impl Shape {
+    fn of(v: &Value) -> Shape {
+        match v {
+            Value::Null => Shape::Null,
+            Value::String(_) => Shape::String,
+            Value::Object(_) => Shape::Object,
+            _ => Shape::Other,
+        }
+    }
+}
+
+/// What validation looks at, from a decoded [`CallEvent`] or from the quick reader
+/// (`view.rs`): one set of rules for both.
+struct Checked<'a> {
+    call_id: &'a str,
+    agent_id: &'a str,
+    caller_number: Option<&'a str>,
+    started_at: Option<DateTime<FixedOffset>>,
+    ended_at: Option<DateTime<FixedOffset>>,
+    recording_url: Option<&'a str>,
+    traceparent: Option<&'a str>,
+    details: Option<Shape>,
+    caller_name: Option<Shape>,
+    caller_email: Option<Shape>,
+}
+
+impl Checked<'_> {
+    fn check(&self) -> Result<(), EventError> {
+        check_id("call_id", self.call_id)?;
+        check_id("agent_id", self.agent_id)?;
+        if let Some(n) = self.caller_number
+            && !is_e164(n)
+        {
+            return Err(EventError::invalid(
+                "caller_number",
+                format!(
+                    "`{}` is not an E.164 number (+ and 2 to 15 digits)",
+                    mask_number(n)
+                ),
+            ));
+        }
+        if let (Some(s), Some(e)) = (self.started_at, self.ended_at)
+            && e < s
+        {
+            return Err(EventError::invalid("ended_at", "is before started_at"));
+        }
+        if let Some(u) = self.recording_url {
+            match url::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(EventError::invalid(
+                        "recording_url",
+                        "is not an http(s) URL",
+                    ));
+                }
+            }
+        }
+        if let Some(tp) = self.traceparent
+            && parse_traceparent(tp).is_none()
+        {
+            return Err(EventError::invalid(
+                "traceparent",
+                "is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
+            ));
+        }
+        if let Some(d) = self.details
+            && !matches!(d, Shape::String | Shape::Object)
+        {
+            return Err(EventError::invalid(
+                "details",
+                "must be a string or an object",
+            ));
+        }
+        for (key, shape) in [
+            ("caller_name", self.caller_name),
+            ("caller_email", self.caller_email),
+        ] {
+            if let Some(v) = shape
+                && !matches!(v, Shape::String | Shape::Null)
+            {
+                return Err(EventError::invalid(
+                    &format!("metadata.{key}"),
+                    "must be a string",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// An event read and validated, kept as the bytes its producer sent (and the two ids a
 /// job needs beside them). A bulk enqueue stores these bytes as they are
 /// ([`crate::Job::call_ended_json`]): the event is not kept decoded, nor encoded again.
@@ -214,13 +263,26 @@ pub struct ValidEvent<'a> {
 }
 
 impl<'a> ValidEvent<'a> {
-    /// Reads and validates like [`CallEvent::parse`]; the decoded event is dropped.
+    /// Accepts what [`CallEvent::parse`] accepts, with the same errors.
     pub fn parse(bytes: &'a [u8], max_bytes: usize) -> Result<ValidEvent<'a>, EventError> {
+        precheck(bytes, max_bytes)?;
+        let json = bytes.trim_ascii();
+        // The quick reader copies nothing; what it refuses is read again in full, which
+        // names the field (and decides, should the two readers ever disagree).
+        if let Ok(view) = serde_json::from_slice::<view::EventView>(bytes)
+            && view.checked().check().is_ok()
+        {
+            return Ok(ValidEvent {
+                call_id: view.call_id.to_owned(),
+                agent_id: view.agent_id.to_owned(),
+                json,
+            });
+        }
         let event = CallEvent::parse(bytes, max_bytes)?;
         Ok(ValidEvent {
             call_id: event.call_id,
             agent_id: event.agent_id,
-            json: bytes.trim_ascii(),
+            json,
         })
     }
 
@@ -228,6 +290,21 @@ impl<'a> ValidEvent<'a> {
     pub fn json(&self) -> &'a [u8] {
         self.json
     }
+}
+
+/// What is refused before reading: too many bytes, or not an object.
+fn precheck(bytes: &[u8], max_bytes: usize) -> Result<(), EventError> {
+    if bytes.len() > max_bytes {
+        return Err(EventError::TooLarge {
+            size: bytes.len(),
+            limit: max_bytes,
+        });
+    }
+    // serde reads a struct from an array too (positionally): only an object is an event.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(EventError::invalid("", "an event must be a JSON object"));
+    }
+    Ok(())
 }
 
 fn check_id(field: &str, v: &str) -> Result<(), EventError> {
@@ -323,6 +400,62 @@ mod tests {
         let e = CallEvent::parse(SEED.as_bytes(), 1 << 20).unwrap();
         assert_eq!(e.caller_email(), Some("john@example.com"));
         assert_eq!(e.duration(), Some(230));
+    }
+
+    /// The quick reader behind `ValidEvent` agrees with `CallEvent` where they could
+    /// drift apart: numbers out of range, `null`s, repeated keys, escapes, serde_json's
+    /// raw-value key, wrong types of fields that are only type-checked.
+    #[test]
+    fn the_quick_reader_accepts_and_refuses_what_call_event_does() {
+        let base = r#""call_id":"c","agent_id":"a""#;
+        let cases = [
+            (r#""metadata":{"caller_name":1e400}"#, false),
+            (r#""metadata":{"n":[1,{"x":-1e999}]}"#, false),
+            (r#""details":[1e400]"#, false),
+            (r#""details":5"#, false),
+            (r#""details":null"#, true),
+            (r#""details":{"a":[1,2.5,"x",null,true]}"#, true),
+            (r#""metadata":null"#, false),
+            (r#""metadata":{"caller_name":1,"caller_name":"x"}"#, true),
+            (r#""metadata":{"caller_name":"x","caller_name":1}"#, false),
+            (r#""metadata":{"caller_email":null}"#, true),
+            (
+                r#""metadata":{"x":{"$serde_json::private::RawValue":"[1]"}}"#,
+                true,
+            ),
+            (
+                r#""metadata":{"x":{"$serde_json::private::RawValue":5}}"#,
+                false,
+            ),
+            (r#""call_id":"d""#, false),
+            (r#""summary":5"#, false),
+            (r#""transcript":"a\"b\\c\n\u00e9\ud83d\ude00""#, true),
+            (r#""transcript":"\ud800""#, false),
+            (r#""agent_name":null,"caller_number":null"#, true),
+            (
+                r#""started_at":"2026-03-14T16:16:10Z","ended_at":"2026-03-14T16:16:09Z""#,
+                false,
+            ),
+            (r#""started_at":"yesterday""#, false),
+            (r#""duration_seconds":-1"#, false),
+            (r#""duration_seconds":1.0"#, false),
+            (r#""colour":1"#, false),
+            (r#""recording_url":"ftp://x/y""#, false),
+        ];
+        for (extra, ok) in cases {
+            let body = format!("{{{base},{extra}}}");
+            let full = CallEvent::parse(body.as_bytes(), 1 << 20).map(|e| (e.call_id, e.agent_id));
+            let quick =
+                ValidEvent::parse(body.as_bytes(), 1 << 20).map(|v| (v.call_id, v.agent_id));
+            assert_eq!(quick, full, "{body}");
+            assert_eq!(full.is_ok(), ok, "{body}: {full:?}");
+        }
+        let escaped = br#"{"call_id":"c\u00e9","agent_id":"a\/b"}"#;
+        let v = ValidEvent::parse(escaped, 1 << 20).unwrap();
+        assert_eq!(
+            (v.call_id.as_str(), v.agent_id.as_str()),
+            ("c\u{e9}", "a/b")
+        );
     }
 
     #[test]
