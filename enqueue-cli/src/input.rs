@@ -131,6 +131,18 @@ pub async fn enqueue_all(
 mod tests {
     use super::*;
 
+    /// A file big enough to be read in two halves comes back whole and in order (an odd
+    /// length, so the halves differ).
+    #[test]
+    fn a_big_file_is_read_whole_and_in_order() {
+        let path = std::env::temp_dir().join(format!("aftercall-read-{}", std::process::id()));
+        let content: Vec<u8> = (0..9_000_001u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        let got = read_file(path.to_str().unwrap());
+        std::fs::remove_file(&path).unwrap();
+        assert!(got.unwrap() == content);
+    }
+
     #[test]
     fn jsonl_reports_each_bad_line() {
         let raw = b"{\"call_id\":\"a\",\"agent_id\":\"x\"}\n\n{\"call_id\":\"b\"}\n{\"call_id\":\"c\",\"agent_id\":\"x\",\"zip\":1}\n";
