@@ -17,6 +17,10 @@ const USAGE: &str = "usage: cargo xtask bench [--quick] [--full] [--only a,b,..]
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     match args.first().map(String::as_str) {
         Some("bench") => bench::main(&args[1..]),
         Some("receiver") => receiver::main(&args[1..]),
