@@ -181,7 +181,7 @@ pub(crate) async fn post_calls(
         })?;
     match parse_calls(&body.bytes, format, s.queue.config().max_event_bytes)? {
         Calls::One(event) => {
-            let r = s.queue.enqueue(vec![*event]).await?.remove(0);
+            let r = s.queue.enqueue_valid(&[*event]).await?.remove(0);
             tracing::info!(call_id = %r.call_id, job_id = %r.job_id, duplicate = r.duplicate, by = %caller.name, "call ingested");
             let status = if r.duplicate {
                 StatusCode::OK
@@ -191,7 +191,7 @@ pub(crate) async fn post_calls(
             Ok((status, Json(r)).into_response())
         }
         Calls::Many(events) => {
-            let results = s.queue.enqueue(events).await?;
+            let results = s.queue.enqueue_valid(&events).await?;
             let duplicates = results.iter().filter(|r| r.duplicate).count();
             let accepted = results.len() - duplicates;
             tracing::info!(accepted, duplicates, by = %caller.name, "calls ingested");

@@ -5,7 +5,10 @@
 use aftercall_core::batch::{self, BatchError, Format};
 use axum::http::StatusCode;
 
-pub use aftercall_core::batch::{ItemError, Parsed as Calls};
+pub use aftercall_core::batch::ItemError;
+
+/// The events of a body, each kept as its bytes in the body (stored as they are).
+pub type Calls<'a> = batch::Parsed<aftercall_core::ValidEvent<'a>>;
 
 use crate::error::ApiError;
 
@@ -40,12 +43,12 @@ pub fn parse_calls(
     body: &[u8],
     format: BodyFormat,
     max_event_bytes: usize,
-) -> Result<Calls, ApiError> {
+) -> Result<Calls<'_>, ApiError> {
     let format = match format {
         BodyFormat::Json => Format::Json,
         BodyFormat::JsonLines => Format::JsonLines,
     };
-    batch::parse(body, format, max_event_bytes).map_err(|e| match e {
+    batch::parse_valid(body, format, max_event_bytes).map_err(|e| match e {
         BatchError::Malformed {
             message,
             line,

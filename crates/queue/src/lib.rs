@@ -142,10 +142,60 @@ type Waiter = tokio::sync::oneshot::Sender<Result<Enqueued, QueueError>>;
 
 #[derive(Default)]
 struct Singles {
-    pending: Vec<(CallEvent, Waiter)>,
+    pending: Vec<(NewJob, Waiter)>,
     /// A task is sending them.
     draining: bool,
 }
+
+/// A call-ended job ready for `enqueue.lua`: its call, its id and its stored JSON.
+struct NewJob {
+    call_id: String,
+    id: String,
+    json: Vec<u8>,
+}
+
+impl NewJob {
+    fn decoded(event: CallEvent, now: chrono::DateTime<Utc>) -> NewJob {
+        let job = Job::call_ended(event, now);
+        let json = job.to_json().into_bytes();
+        NewJob {
+            call_id: job.call_id,
+            id: job.id,
+            json,
+        }
+    }
+
+    fn valid(event: &ValidEvent<'_>, now: chrono::DateTime<Utc>) -> NewJob {
+        let (id, json) = Job::call_ended_json(event, now);
+        NewJob {
+            call_id: event.call_id.clone(),
+            id,
+            json,
+        }
+    }
+}
+
+/// Encodes events kept as bytes one at a time, as `enqueue_jobs` takes them. (A named
+/// type, not a closure: a closure over borrowed events made the futures of the API's
+/// handlers unprovably `Send`.)
+struct ValidJobs<'a, 'b> {
+    events: std::slice::Iter<'a, ValidEvent<'b>>,
+    now: chrono::DateTime<Utc>,
+}
+
+impl Iterator for ValidJobs<'_, '_> {
+    type Item = NewJob;
+
+    fn next(&mut self) -> Option<NewJob> {
+        Some(NewJob::valid(self.events.next()?, self.now))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.events.size_hint()
+    }
+}
+
+impl ExactSizeIterator for ValidJobs<'_, '_> {}
 
 /// Resets the single-event queue if its draining task is dropped mid-way (its runtime
 /// stopped): the next producer starts a new one, and the waiters see an error.
@@ -432,22 +482,42 @@ impl Queue {
     /// validated. Large batches go in chunks, each one atomic. A single event (the HTTP
     /// ingest's case) is sent together with those of concurrent producers.
     pub async fn enqueue(&self, events: Vec<CallEvent>) -> Result<Vec<Enqueued>, QueueError> {
+        let now = Utc::now();
         if events.len() == 1 {
             let event = events.into_iter().next().expect("one event");
-            return Ok(vec![self.enqueue_one(event).await?]);
+            return Ok(vec![self.enqueue_one(NewJob::decoded(event, now)).await?]);
         }
-        self.enqueue_many(events).await
+        let jobs = events.into_iter().map(|e| NewJob::decoded(e, now));
+        self.enqueue_jobs(jobs, now).await
+    }
+
+    /// Enqueues events kept as their producer's bytes (read by
+    /// [`aftercall_core::batch::parse_valid`]): they are stored as they are instead of
+    /// being decoded and encoded again. Otherwise as [`Queue::enqueue`].
+    pub async fn enqueue_valid(
+        &self,
+        events: &[ValidEvent<'_>],
+    ) -> Result<Vec<Enqueued>, QueueError> {
+        let now = Utc::now();
+        if let [event] = events {
+            return Ok(vec![self.enqueue_one(NewJob::valid(event, now)).await?]);
+        }
+        let jobs = ValidJobs {
+            events: events.iter(),
+            now,
+        };
+        self.enqueue_jobs(jobs, now).await
     }
 
     /// One event, coalesced: whatever single events arrive while a call to Redis is in
     /// flight go out in the next one (no timer, so a lone event goes at once). Each
     /// producer still gets its own answer; a call twice in one batch is a duplicate of
     /// the first, as if sent in turn.
-    async fn enqueue_one(&self, event: CallEvent) -> Result<Enqueued, QueueError> {
+    async fn enqueue_one(&self, job: NewJob) -> Result<Enqueued, QueueError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let start = {
             let mut s = self.inner.singles.lock().unwrap_or_else(|e| e.into_inner());
-            s.pending.push((event, tx));
+            s.pending.push((job, tx));
             !std::mem::replace(&mut s.draining, true)
         };
         if start {
@@ -468,7 +538,7 @@ impl Queue {
             armed: true,
         };
         loop {
-            let batch: Vec<(CallEvent, Waiter)> = {
+            let batch: Vec<(NewJob, Waiter)> = {
                 let mut s = self.inner.singles.lock().unwrap_or_else(|e| e.into_inner());
                 if s.pending.is_empty() {
                     s.draining = false;
@@ -478,8 +548,8 @@ impl Queue {
                 let n = s.pending.len().min(ENQUEUE_CHUNK);
                 s.pending.drain(..n).collect()
             };
-            let (events, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            match self.enqueue_many(events).await {
+            let (jobs, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match self.enqueue_jobs(jobs.into_iter(), Utc::now()).await {
                 Ok(out) => {
                     for (w, e) in waiters.into_iter().zip(out) {
                         let _ = w.send(Ok(e));
@@ -494,35 +564,10 @@ impl Queue {
         }
     }
 
-    async fn enqueue_many(&self, events: Vec<CallEvent>) -> Result<Vec<Enqueued>, QueueError> {
-        let now = Utc::now();
-        let jobs = events.into_iter().map(|event| {
-            let job = Job::call_ended(event, now);
-            let json = job.to_json().into_bytes();
-            (job.call_id, job.id, json)
-        });
-        self.enqueue_jobs(jobs, now).await
-    }
-
-    /// Enqueues events kept as their producer's bytes (read by
-    /// [`aftercall_core::batch::parse_valid`]): a bulk enqueue stores them as they are
-    /// instead of encoding each event again. Otherwise as [`Queue::enqueue`].
-    pub async fn enqueue_valid(
-        &self,
-        events: &[ValidEvent<'_>],
-    ) -> Result<Vec<Enqueued>, QueueError> {
-        let now = Utc::now();
-        let jobs = events.iter().map(|event| {
-            let (id, json) = Job::call_ended_json(event, now);
-            (event.call_id.clone(), id, json)
-        });
-        self.enqueue_jobs(jobs, now).await
-    }
-
-    /// Enqueues new call-ended jobs, each as (call id, job id, stored JSON).
+    /// Enqueues new call-ended jobs in chunks, each chunk atomic.
     async fn enqueue_jobs(
         &self,
-        jobs: impl ExactSizeIterator<Item = (String, String, Vec<u8>)>,
+        jobs: impl ExactSizeIterator<Item = NewJob>,
         now: chrono::DateTime<Utc>,
     ) -> Result<Vec<Enqueued>, QueueError> {
         use futures::StreamExt;
@@ -552,10 +597,10 @@ impl Queue {
             let mut data = redis::cmd("HSET");
             data.arg(&k.data);
             let mut jobs = Vec::with_capacity(CHUNK);
-            for (call_id, id, json) in it.by_ref().take(CHUNK) {
-                data.arg(&id).arg(json);
-                inv.arg(&call_id);
-                jobs.push((call_id, id));
+            for job in it.by_ref().take(CHUNK) {
+                data.arg(&job.id).arg(job.json);
+                inv.arg(&job.call_id);
+                jobs.push((job.call_id, job.id));
             }
             for (_, id) in &jobs {
                 inv.arg(id);
@@ -666,12 +711,11 @@ impl Queue {
         Ok(())
     }
 
-    /// Parses, validates and enqueues one event from JSON bytes.
+    /// Parses, validates and enqueues one event from JSON bytes (stored as they are).
     pub async fn enqueue_json(&self, bytes: &[u8]) -> Result<Enqueued, QueueError> {
-        let event = CallEvent::parse(bytes, self.inner.cfg.max_event_bytes)
+        let event = ValidEvent::parse(bytes, self.inner.cfg.max_event_bytes)
             .map_err(|e| QueueError::Invalid(e.to_string()))?;
-        let mut v = self.enqueue(vec![event]).await?;
-        Ok(v.remove(0))
+        self.enqueue_one(NewJob::valid(&event, Utc::now())).await
     }
 
     // ---- worker side ----
