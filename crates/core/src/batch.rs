@@ -39,7 +39,7 @@ pub enum Parsed<E = CallEvent> {
 }
 
 /// What each item of a body is read into.
-pub trait Item<'a>: Sized + Send {
+trait Item<'a>: Sized + Send {
     fn read(bytes: &'a [u8], max_bytes: usize) -> Result<Self, EventError>;
 }
 
