@@ -102,7 +102,7 @@ impl CallEvent {
         }
     }
 
-    /// Parses an event already decoded as a JSON value (bulk API bodies).
+    /// Parses an event already decoded as a JSON value.
     pub fn from_value(value: Value, max_bytes: usize) -> Result<CallEvent, EventError> {
         let bytes = serde_json::to_vec(&value).expect("a JSON value always serializes");
         Self::parse(&bytes, max_bytes)

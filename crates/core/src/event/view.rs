@@ -1,4 +1,4 @@
-//! Reading an event without copying it: what a bulk enqueue checks before it stores the
+//! Reading an event without copying it: what an enqueue from bytes checks before it stores the
 //! event's bytes as they are ([`super::ValidEvent`]). The strings the rules look at are
 //! borrowed from the bytes, so one with an escape in it cannot be read here: such an
 //! event goes to the full reader.
