@@ -1,7 +1,7 @@
-//! Reading an event without copying it: what an enqueue from bytes checks before it stores the
-//! event's bytes as they are ([`super::ValidEvent`]). The strings the rules look at are
-//! borrowed from the bytes, so one with an escape in it cannot be read here: such an
-//! event goes to the full reader.
+//! Reading an event without copying it: what an enqueue from bytes checks before it
+//! stores the event's bytes as they are ([`super::ValidEvent`]). The strings the rules
+//! look at are borrowed from the bytes, so one with an escape in it cannot be read
+//! here: such an event goes to the full reader.
 //!
 //! It accepts what [`CallEvent`](super::CallEvent) accepts and no more. Every field goes
 //! through the same deserializer call as there: strings as strings, times and numbers
