@@ -284,6 +284,15 @@ fn rich_event() -> CallEvent {
     .expect("the sample event is valid")
 }
 
+/// A valid event's text with every kind of field, for `edited_event_text_…`.
+const EDITED: &str = r#"{"call_id":"c1","agent_id":"a1","caller_number":"+14155551234","agent_name":"Acme","started_at":"2026-03-15T23:26:10Z","ended_at":"2026-03-15T23:30:00+00:00","duration_seconds":230,"summary":"s","transcript":"A: hi\nB: \"yo\"","recording_url":"https://x.example/r/1","details":{"n":[1,2.5e3]},"metadata":{"caller_name":"J\u00f6rg","caller_email":null,"k":{"a":[true]}},"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}"#;
+
+/// Characters an edit puts in.
+const EDIT_CHARS: &[char] = &[
+    '"', '\\', '{', '}', '[', ']', ',', ':', ' ', '\n', '0', '9', '-', '+', '.', 'e', 'E', 'n',
+    'u', 'l', 't', 'x', '/', 'Z', '\u{e9}', '\u{0}',
+];
+
 proptest! {
     #![proptest_config(cfg())]
 
@@ -335,6 +344,37 @@ proptest! {
             (Err(a), Err(b)) => prop_assert_eq!(a, b),
             (a, b) => prop_assert!(false, "{:?} against {:?}", a, b),
         }
+    }
+
+    /// Edits to an event's text (a character inserted, replaced or deleted, from those
+    /// JSON and our rules turn on) reach what generated values cannot: escapes, number
+    /// spellings, whitespace, broken syntax. The quick reader behind `ValidEvent` must
+    /// accept and refuse exactly as `CallEvent` does.
+    #[test]
+    fn edited_event_text_is_read_alike_by_both_readers(
+        edits in prop::collection::vec(
+            (any::<bool>(), any::<prop::sample::Index>(), 0..3u8, prop::sample::select(EDIT_CHARS.to_vec())),
+            1..4,
+        ),
+    ) {
+        let mut text: Vec<char> = EDITED.chars().collect();
+        // Half the edits land where a value starts (after `:`, `[` or `,`), where a
+        // sign, a quote or a letter changes its type.
+        let starts: Vec<usize> = (1..text.len()).filter(|&i| matches!(text[i - 1], ':' | '[' | ',')).collect();
+        for (at_start, at, kind, c) in edits {
+            let i = if at_start { starts[at.index(starts.len())] } else { at.index(text.len() + 1) };
+            let i = i.min(text.len());
+            match kind {
+                0 => text.insert(i, c),
+                1 if i < text.len() => text[i] = c,
+                _ if i < text.len() => { text.remove(i); }
+                _ => {}
+            }
+        }
+        let bytes = text.into_iter().collect::<String>().into_bytes();
+        let full = CallEvent::parse(&bytes, 1 << 20).map(|e| (e.call_id, e.agent_id));
+        let quick = ValidEvent::parse(&bytes, 1 << 20).map(|v| (v.call_id, v.agent_id));
+        prop_assert_eq!(quick, full, "{}", String::from_utf8_lossy(&bytes));
     }
 
     #[test]
@@ -533,6 +573,15 @@ proptest! {
             prop_assert_eq!(shown, Some(want.as_str()), "{} from {}", e, s);
         }
     }
+}
+
+/// The text `edited_event_text_…` edits is a valid event to begin with, read alike.
+#[test]
+fn the_text_to_edit_is_a_valid_event() {
+    let e = CallEvent::parse(EDITED.as_bytes(), 1 << 20).unwrap();
+    let v = ValidEvent::parse(EDITED.as_bytes(), 1 << 20).unwrap();
+    assert!(e.traceparent.is_some() && e.caller_email().is_none());
+    assert_eq!((e.call_id, e.agent_id), (v.call_id, v.agent_id));
 }
 
 /// Inputs the fuzzer found, kept as plain regression tests.
