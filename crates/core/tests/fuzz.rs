@@ -353,16 +353,27 @@ proptest! {
     #[test]
     fn edited_event_text_is_read_alike_by_both_readers(
         edits in prop::collection::vec(
-            (any::<bool>(), any::<prop::sample::Index>(), 0..3u8, prop::sample::select(EDIT_CHARS.to_vec())),
+            (
+                any::<bool>(),
+                any::<prop::sample::Index>(),
+                0..3u8,
+                prop::sample::select(EDIT_CHARS.to_vec()),
+            ),
             1..4,
         ),
     ) {
         let mut text: Vec<char> = EDITED.chars().collect();
         // Half the edits land where a value starts (after `:`, `[` or `,`), where a
         // sign, a quote or a letter changes its type.
-        let starts: Vec<usize> = (1..text.len()).filter(|&i| matches!(text[i - 1], ':' | '[' | ',')).collect();
+        let starts: Vec<usize> = (1..text.len())
+            .filter(|&i| matches!(text[i - 1], ':' | '[' | ','))
+            .collect();
         for (at_start, at, kind, c) in edits {
-            let i = if at_start { starts[at.index(starts.len())] } else { at.index(text.len() + 1) };
+            let i = if at_start {
+                starts[at.index(starts.len())]
+            } else {
+                at.index(text.len() + 1)
+            };
             let i = i.min(text.len());
             match kind {
                 0 => text.insert(i, c),
