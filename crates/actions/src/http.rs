@@ -198,6 +198,29 @@ pub fn check_ip(host: &str, ip: IpAddr, allow: &[Cidr]) -> Result<(), Blocked> {
     }
 }
 
+/// The addresses a host resolved to that the guard lets through. An error only when
+/// there were addresses and every one was refused: the first refusal.
+pub fn allowed_addrs(
+    host: &str,
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    allow: &[Cidr],
+) -> Result<Vec<SocketAddr>, Blocked> {
+    let mut ok = Vec::new();
+    let mut first_block = None;
+    for a in addrs {
+        match check_ip(host, a.ip(), allow) {
+            Ok(()) => ok.push(a),
+            Err(b) => {
+                first_block.get_or_insert(b);
+            }
+        }
+    }
+    match first_block {
+        Some(b) if ok.is_empty() => Err(b),
+        _ => Ok(ok),
+    }
+}
+
 /// DNS resolution that refuses forbidden addresses after resolving, so DNS rebinding to
 /// an internal address cannot get through.
 struct GuardedResolver {
@@ -209,23 +232,9 @@ impl Resolve for GuardedResolver {
         let allow = self.allow.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut ok = Vec::with_capacity(addrs.len());
-            let mut first_block = None;
-            for a in addrs {
-                match check_ip(&host, a.ip(), &allow) {
-                    Ok(()) => ok.push(a),
-                    Err(b) => {
-                        first_block.get_or_insert(b);
-                    }
-                }
-            }
-            if ok.is_empty()
-                && let Some(b) = first_block
-            {
-                return Err(Box::new(b) as Box<dyn std::error::Error + Send + Sync>);
-            }
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let ok = allowed_addrs(&host, addrs, &allow)
+                .map_err(|b| Box::new(b) as Box<dyn std::error::Error + Send + Sync>)?;
             Ok(Box::new(ok.into_iter()) as Addrs)
         })
     }

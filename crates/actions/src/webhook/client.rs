@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::http::{Blocked, HttpConfig, check_ip};
+use crate::http::{Blocked, HttpConfig, allowed_addrs};
 
 /// The largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -220,21 +220,12 @@ impl Client {
                 .map_err(|e| Error::Connect(format!("connection failed: dns error: {e}")))?
                 .collect(),
         };
-        let mut allowed = Vec::with_capacity(addrs.len());
-        let mut blocked = None;
-        for a in addrs {
-            match check_ip(&key.host, a.ip(), &self.cfg.allow) {
-                Ok(()) => allowed.push(a),
-                Err(b) => {
-                    blocked.get_or_insert(b);
-                }
-            }
-        }
+        let allowed = allowed_addrs(&key.host, addrs, &self.cfg.allow).map_err(Error::Blocked)?;
         if allowed.is_empty() {
-            return Err(match blocked {
-                Some(b) => Error::Blocked(b),
-                None => Error::Connect(format!("connection failed: {} has no address", key.host)),
-            });
+            return Err(Error::Connect(format!(
+                "connection failed: {} has no address",
+                key.host
+            )));
         }
         // Each allowed address in turn; the last failure is the one reported.
         let mut failed = None;
