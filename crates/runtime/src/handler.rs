@@ -347,16 +347,11 @@ async fn run_fan_out(
     started: Instant,
 ) -> (Option<Finish>, Option<(Leased, Box<Job>)>) {
     let w = &ctx.cfg.worker_id;
-    let config = match ctx.agents.call(job.agent_id.clone()).await {
-        Ok(Ok(c)) => c,
+    // The batcher's own failure or the read's, reported alike.
+    let read = ctx.agents.call(job.agent_id.clone()).await;
+    let config = match read.map_err(|e| e.to_string()).and_then(|r| r) {
+        Ok(c) => c,
         Err(e) => {
-            let outcome = Outcome::retry(format!("reading agent config: {e}"));
-            return (
-                Some(record_outcome(ctx, leased, "call_ended", outcome, started)),
-                None,
-            );
-        }
-        Ok(Err(e)) => {
             let outcome = Outcome::retry(format!("reading agent config: {e}"));
             return (
                 Some(record_outcome(ctx, leased, "call_ended", outcome, started)),
