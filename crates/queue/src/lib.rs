@@ -867,9 +867,10 @@ impl Queue {
         let mut inv = self.fan_out_invocation();
         let mut writes = Vec::with_capacity(records.iter().map(|r| r.jobs.len()).sum());
         let now = now_ms();
+        let max = stored_budget(self.inner.cfg.retry.max_attempts);
         inv.arg(now);
         for r in records {
-            self.fan_out_args(&mut inv, &mut writes, now, r);
+            self.fan_out_args(&mut inv, &mut writes, now, &max, r);
         }
         let tx = Self::transaction(writes, &inv);
         let replies: Vec<redis::Value> = self.transact(&tx, &inv).await?;
@@ -925,12 +926,14 @@ impl Queue {
     }
 
     /// One parent's arguments, after `now`: see the header of `fanout.lua`. Its action
-    /// jobs' data goes to `writes`, an HSETNX each, to run before the script.
+    /// jobs' data goes to `writes`, an HSETNX each, to run before the script; `max` is
+    /// their budget as stored ([`stored_budget`]).
     fn fan_out_args(
         &self,
         inv: &mut redis::ScriptInvocation<'_>,
         writes: &mut Vec<redis::Cmd>,
         now: i64,
+        max: &str,
         r: &FanOutRecord,
     ) {
         let ids: Vec<&str> = r.jobs.iter().map(|(j, _)| j.id.as_str()).collect();
@@ -954,9 +957,7 @@ impl Queue {
                 .arg(&job.id)
                 .arg(job.to_json());
             writes.push(data);
-            inv.arg(&job.id)
-                .arg(stored_budget(self.inner.cfg.retry.max_attempts))
-                .arg(run_at);
+            inv.arg(&job.id).arg(max).arg(run_at);
         }
     }
 
