@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use aftercall_core::ValidEvent;
-use aftercall_queue::{Enqueued, Queue};
+use aftercall_queue::{Enqueued, Queue, QueueError};
 use anyhow::Context;
 
 pub struct Parsed<'a> {
@@ -116,7 +116,15 @@ pub async fn enqueue_all(
     });
     let mut out = Vec::with_capacity(total);
     for chunk in events.chunks(CHUNK) {
-        out.extend(queue.enqueue_valid(chunk).await?);
+        match queue.enqueue_valid(chunk).await {
+            Ok(done) => out.extend(done),
+            Err(e) => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                return Err(stopped_part_way(events, out.len(), e));
+            }
+        }
         if let Some(b) = &bar {
             b.inc(chunk.len() as u64);
         }
@@ -125,6 +133,39 @@ pub async fn enqueue_all(
         b.finish_and_clear();
     }
     Ok(out)
+}
+
+/// The error of an enqueue that stopped after `before` events of earlier chunks: how
+/// many were enqueued, which one was the first that was not, and that running the same
+/// input again finishes the job (enqueue is idempotent on `call_id`).
+fn stopped_part_way(events: &[ValidEvent<'_>], before: usize, e: QueueError) -> anyhow::Error {
+    let (in_chunk, cause) = match e {
+        QueueError::Incomplete {
+            enqueued, source, ..
+        } => (enqueued, *source),
+        e => (0, e),
+    };
+    let done = before + in_chunk;
+    let why = if cause.is_out_of_memory() {
+        format!("Redis is out of memory (maxmemory reached): {cause}")
+    } else {
+        cause.to_string()
+    };
+    let first = events
+        .get(done)
+        .map(|ev| {
+            format!(
+                "; the first not enqueued is event {} (call_id {})",
+                done + 1,
+                ev.call_id
+            )
+        })
+        .unwrap_or_default();
+    anyhow::anyhow!(
+        "{why}. {done} of {} events were enqueued{first}. Run the same input again to \
+         finish: the events already enqueued come back as duplicates",
+        events.len()
+    )
 }
 
 #[cfg(test)]

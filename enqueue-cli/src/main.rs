@@ -246,7 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 parsed.invalid.len()
             );
         }
-        let queue = Queue::connect(cfg).await?;
+        let queue = connect(cfg, true).await?;
         let results =
             input::enqueue_all(&queue, &parsed.events, std::io::stderr().is_terminal()).await?;
         let (mut new, mut dup) = (0, 0);
@@ -284,7 +284,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
         AgentConfig::parse(&bytes).map_err(|e| anyhow::anyhow!("invalid agent config: {e}"))?;
     }
-    let queue = Queue::connect(cfg).await?;
+    // Commands that write refuse an evicting Redis; those that only read still show
+    // what is there.
+    let writes = matches!(
+        cli.command,
+        Command::Agents(AgentsCmd::Set { .. } | AgentsCmd::Delete { .. })
+            | Command::Dlq(DlqCmd::Replay(_) | DlqCmd::Purge(_))
+    );
+    let queue = connect(cfg, writes).await?;
     match cli.command {
         Command::Enqueue { .. } => unreachable!("handled above"),
         Command::Agents(cmd) => match cmd {
@@ -324,6 +331,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats { json, watch } => stats(&queue, json, watch).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Connects; what is wrong with the Redis (no persistence, eviction allowed) goes to
+/// stderr, since the CLI logs nothing else.
+async fn connect(cfg: QueueConfig, writes: bool) -> anyhow::Result<Queue> {
+    let queue = if writes {
+        Queue::connect(cfg).await?
+    } else {
+        Queue::connect_to_read(cfg).await?
+    };
+    for w in queue.warnings() {
+        eprintln!("aftercall: warning: {w}");
+    }
+    Ok(queue)
 }
 
 async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
@@ -392,7 +413,7 @@ async fn stats(queue: &Queue, json: bool, watch: bool) -> anyhow::Result<()> {
                 s.finished_last_hour.saturating_sub(n) as f64 / t.elapsed().as_secs_f64()
             });
             println!(
-                "queue {}: queued {}  running {}  scheduled {}  dead {}  finished {}/min {}/h  workers {}{}",
+                "queue {}: queued {}  running {}  scheduled {}  dead {}  finished {}/min {}/h  workers {}{}  redis: maxmemory-policy {} evicted_keys {}",
                 s.queue,
                 s.queued,
                 s.running,
@@ -401,8 +422,15 @@ async fn stats(queue: &Queue, json: bool, watch: bool) -> anyhow::Result<()> {
                 s.finished_last_minute,
                 s.finished_last_hour,
                 s.workers_alive,
-                rate.map(|r| format!("  now {r:.0}/s")).unwrap_or_default()
+                rate.map(|r| format!("  now {r:.0}/s")).unwrap_or_default(),
+                s.redis.maxmemory_policy.as_deref().unwrap_or("unknown"),
+                s.redis
+                    .evicted_keys
+                    .map_or_else(|| "unknown".to_string(), |n| n.to_string()),
             );
+            if s.redis.evicts() {
+                eprintln!("aftercall: warning: {}", s.redis.eviction_problem());
+            }
         }
         if !watch {
             return Ok(());

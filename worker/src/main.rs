@@ -108,7 +108,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Flags are applied to the parsed config directly; nothing to set in the environment.
-/// Runs the worker pool, the HTTP API, or both, on one Redis connection.
+/// Runs the worker pool, the HTTP API, or both, on one Redis connection. The API (with
+/// `/healthz`) is served from the start; the rest of it, and the worker, once Redis
+/// answers.
 async fn serve(
     cfg: aftercall_runtime::WorkerConfig,
     api_addr: Option<String>,
@@ -123,38 +125,50 @@ async fn serve(
         role != "api" || api_addr.is_some(),
         "AFTERCALL_ROLE=api needs AFTERCALL_API_ADDR"
     );
-    let queue = aftercall_queue::Queue::connect(cfg.queue.clone()).await?;
     let metrics = aftercall_runtime::metrics::install();
     let api = match api_addr.filter(|_| role != "worker") {
         Some(addr) => {
             let get = |k: &str| std::env::var(k).ok();
-            let api_cfg = aftercall_api::ApiConfig::from_settings(
+            let mut api_cfg = aftercall_api::ApiConfig::from_settings(
                 &aftercall_core::settings::Settings::new(&get),
             )
             .context("invalid API configuration")?;
+            fit_connections(&mut api_cfg.server);
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("AFTERCALL_API_ADDR: cannot listen on {addr}"))?;
+            let (routes, rx) =
+                tokio::sync::watch::channel(aftercall_api::starting_router("waiting for Redis"));
             let stop = shutdown.clone();
-            let state = aftercall_api::ApiState::new(queue.clone(), api_cfg);
-            // The ops dashboard under /ui/ (docs/dashboard.md), and Prometheus metrics,
-            // beside the API.
-            let extra = aftercall_dashboard::router(state.clone()).route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let m = metrics.clone();
-                    async move { m.render() }
-                }),
-            );
-            Some(tokio::spawn(aftercall_api::serve_with(
+            let server = tokio::spawn(aftercall_api::serve_listening(
                 listener,
-                state,
-                extra,
+                api_cfg.server.clone(),
+                rx,
                 async move { stop.cancelled().await },
-            )))
+            ));
+            Some((server, routes, api_cfg))
         }
         None => None,
     };
+    let queue = match wait_for_redis(cfg.queue.clone(), &shutdown).await? {
+        Some(q) => q,
+        None => return Ok(()),
+    };
+    let api = api.map(|(server, routes, api_cfg)| {
+        let state = aftercall_api::ApiState::new(queue.clone(), api_cfg);
+        // The ops dashboard under /ui/ (docs/dashboard.md), and Prometheus metrics,
+        // beside the API.
+        let sampled = queue.clone();
+        let extra = aftercall_dashboard::router(state.clone()).route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (m, q) = (metrics.clone(), sampled.clone());
+                async move { aftercall_runtime::metrics::render(&m, &q).await }
+            }),
+        );
+        drop(routes.send_replace(aftercall_api::full_router(state, extra)));
+        server
+    });
     let work = async {
         if role == "api" {
             shutdown.cancelled().await;
@@ -193,6 +207,67 @@ async fn serve(
                 r.and(Err(anyhow::anyhow!("API server stopped unexpectedly")))
             }
         }
+    }
+}
+
+/// Connects to Redis, retrying with backoff while it cannot be reached (in a rollout
+/// Redis often comes up after the workers): the first attempts are logged each, then
+/// one line a minute. Anything but an unreachable Redis (an evicting one, a bad URL)
+/// ends the wait at once. `None` when shut down while waiting.
+async fn wait_for_redis(
+    cfg: aftercall_queue::QueueConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<aftercall_queue::Queue>> {
+    use backon::BackoffBuilder;
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(250))
+        .with_max_delay(std::time::Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut last_log: Option<std::time::Instant> = None;
+    for attempt in 1u32.. {
+        match aftercall_queue::Queue::connect(cfg.clone()).await {
+            Ok(q) => {
+                if attempt > 1 {
+                    tracing::info!(attempt, "Redis answers; starting");
+                }
+                return Ok(Some(q));
+            }
+            Err(e @ aftercall_queue::QueueError::Unreachable { .. }) => {
+                let quiet =
+                    last_log.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60));
+                if attempt <= 3 || !quiet {
+                    tracing::warn!(attempt, error = %e, "waiting for Redis");
+                    last_log = Some(std::time::Instant::now());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let delay = delays.next().unwrap_or(std::time::Duration::from_secs(10));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return Ok(None),
+        }
+    }
+    unreachable!("the attempts never run out")
+}
+
+/// Raises the open-file limit to its hard limit (as Go's runtime does), then keeps the
+/// API's connection cap to half of it, so that clients can never take the descriptors
+/// Redis and outbound deliveries need.
+fn fit_connections(limits: &mut aftercall_api::ServerLimits) {
+    let Ok(fds) = rlimit::increase_nofile_limit(u64::MAX) else {
+        return;
+    };
+    let most = usize::try_from(fds / 2).unwrap_or(usize::MAX).max(1);
+    if limits.max_connections > most {
+        tracing::warn!(
+            configured = limits.max_connections,
+            open_file_limit = fds,
+            "AFTERCALL_API_MAX_CONNECTIONS lowered to {most}, half the open-file limit"
+        );
+        limits.max_connections = most;
     }
 }
 

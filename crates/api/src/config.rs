@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 use aftercall_core::settings::{SettingError, Settings};
 
+use crate::server::ServerLimits;
+
 /// What a token may do. Each scope includes the ones before it: `read` < `ingest` < `admin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
@@ -74,6 +76,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Requests per minute per token (burst of the same size); 0 turns the limit off.
     pub rate_limit_per_minute: u32,
+    /// What one connection may hold, and how many there may be.
+    pub server: ServerLimits,
 }
 
 impl Default for ApiConfig {
@@ -83,6 +87,7 @@ impl Default for ApiConfig {
             insecure_no_auth: false,
             max_body_bytes: 10 * 1024 * 1024,
             rate_limit_per_minute: 600,
+            server: ServerLimits::default(),
         }
     }
 }
@@ -108,7 +113,52 @@ impl ApiConfig {
                 message: "must be at least 1 byte".into(),
             });
         }
+        let ds = ServerLimits::default();
+        let server = ServerLimits {
+            header_timeout: s
+                .duration("AFTERCALL_API_HEADER_TIMEOUT")?
+                .unwrap_or(ds.header_timeout),
+            body_timeout: s
+                .duration("AFTERCALL_API_BODY_TIMEOUT")?
+                .unwrap_or(ds.body_timeout),
+            max_header_bytes: s
+                .parse("AFTERCALL_API_MAX_HEADER_BYTES")?
+                .unwrap_or(ds.max_header_bytes),
+            max_connections: s
+                .parse("AFTERCALL_API_MAX_CONNECTIONS")?
+                .unwrap_or(ds.max_connections),
+        };
+        for (name, bad, message) in [
+            (
+                "AFTERCALL_API_HEADER_TIMEOUT",
+                server.header_timeout.is_zero(),
+                "must be more than 0",
+            ),
+            (
+                "AFTERCALL_API_BODY_TIMEOUT",
+                server.body_timeout.is_zero(),
+                "must be more than 0",
+            ),
+            (
+                "AFTERCALL_API_MAX_HEADER_BYTES",
+                server.max_header_bytes < 1024,
+                "must be at least 1024",
+            ),
+            (
+                "AFTERCALL_API_MAX_CONNECTIONS",
+                server.max_connections == 0,
+                "must be at least 1",
+            ),
+        ] {
+            if bad {
+                return Err(SettingError {
+                    name: name.into(),
+                    message: message.into(),
+                });
+            }
+        }
         let cfg = ApiConfig {
+            server,
             tokens,
             insecure_no_auth: s.bool("AFTERCALL_API_INSECURE_NO_AUTH")?.unwrap_or(false),
             max_body_bytes,

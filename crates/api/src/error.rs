@@ -66,6 +66,63 @@ pub enum ApiError {
     Unavailable(#[source] QueueError),
     #[error("internal error: {0}")]
     Internal(#[source] QueueError),
+    /// An enqueue that stopped part-way (or did not start): the first `enqueued` events
+    /// of the body are stored, the next one is not. 507 when Redis is out of memory, else
+    /// 503. Sending the same body again finishes it (the stored ones are duplicates).
+    #[error("{} of {} events were enqueued", .progress.enqueued, .progress.total)]
+    Incomplete {
+        progress: Progress,
+        #[source]
+        source: QueueError,
+    },
+}
+
+/// How far an enqueue got, as the 507/503 body says it.
+#[derive(Debug, Serialize)]
+pub struct Progress {
+    pub enqueued: usize,
+    pub total: usize,
+    /// The first event not enqueued: its place in the body (from 0) and its call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_not_enqueued: Option<NotEnqueued>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NotEnqueued {
+    pub index: usize,
+    pub call_id: String,
+}
+
+impl ApiError {
+    /// The error of an enqueue of `total` events, whose `i`-th has the call
+    /// `call_id(i)`: how far it got when Redis refused, or the error as it is.
+    pub(crate) fn enqueue_failed(
+        e: QueueError,
+        total: usize,
+        call_id: impl Fn(usize) -> String,
+    ) -> ApiError {
+        let (enqueued, cause) = match e {
+            QueueError::Incomplete {
+                enqueued, source, ..
+            } => (enqueued, *source),
+            e => (0, e),
+        };
+        if !cause.is_transient() && !cause.is_out_of_memory() {
+            return cause.into();
+        }
+        let first_not_enqueued = (enqueued < total).then(|| NotEnqueued {
+            index: enqueued,
+            call_id: call_id(enqueued),
+        });
+        ApiError::Incomplete {
+            progress: Progress {
+                enqueued,
+                total,
+                first_not_enqueued,
+            },
+            source: cause,
+        }
+    }
 }
 
 impl From<QueueError> for ApiError {
@@ -102,6 +159,10 @@ impl ApiError {
             ApiError::InvalidBatch { status, .. } => *status,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Incomplete { source, .. } if source.is_out_of_memory() => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
+            ApiError::Incomplete { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -125,6 +186,10 @@ impl ApiError {
             ApiError::InvalidBatch { .. } => "invalid_events",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::Incomplete { source, .. } if source.is_out_of_memory() => {
+                "insufficient_storage"
+            }
+            ApiError::Incomplete { .. } => "unavailable",
         }
     }
 }
@@ -141,6 +206,8 @@ struct Body<'a> {
     column: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [ItemError]>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    progress: Option<&'a Progress>,
 }
 
 impl IntoResponse for ApiError {
@@ -155,6 +222,18 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %e, "request failed");
                 "internal error".to_string()
             }
+            ApiError::Incomplete { progress, source } => {
+                tracing::error!(error = %source, enqueued = progress.enqueued, total = progress.total, "enqueue stopped part-way");
+                let why = if source.is_out_of_memory() {
+                    "Redis is out of memory"
+                } else {
+                    "the queue is unavailable"
+                };
+                format!(
+                    "{why}: {} of {} events were enqueued; send the same body again to finish (the enqueued ones come back as duplicates)",
+                    progress.enqueued, progress.total
+                )
+            }
             other => other.to_string(),
         };
         let mut body = Body {
@@ -164,6 +243,7 @@ impl IntoResponse for ApiError {
             line: None,
             column: None,
             errors: None,
+            progress: None,
         };
         match &self {
             ApiError::InvalidConfig(e) => {
@@ -179,6 +259,7 @@ impl IntoResponse for ApiError {
                 body.column = Some(*column);
             }
             ApiError::InvalidBatch { errors, .. } => body.errors = Some(errors),
+            ApiError::Incomplete { progress, .. } => body.progress = Some(progress),
             _ => {}
         }
         let mut resp = (status, axum::Json(&body)).into_response();
@@ -199,7 +280,7 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::Incomplete { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}

@@ -29,6 +29,10 @@ pub(crate) async fn healthz() -> Json<Value> {
 
 pub(crate) async fn readyz(State(s): State<ApiState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), s.queue.ping()).await {
+        // Ready, but say what is risky about this Redis (eviction allowed, no persistence).
+        Ok(Ok(())) if !s.queue.warnings().is_empty() => {
+            Json(json!({"status": "ready", "warnings": s.queue.warnings()})).into_response()
+        }
         Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
         failed => {
             let error = match failed {
@@ -181,7 +185,13 @@ pub(crate) async fn post_calls(
         })?;
     match parse_calls(&body.bytes, format, s.queue.config().max_event_bytes)? {
         Calls::One(event) => {
-            let r = s.queue.enqueue_valid(&[*event]).await?.remove(0);
+            let call_id = event.call_id.clone();
+            let r = s
+                .queue
+                .enqueue_valid(&[*event])
+                .await
+                .map_err(|e| ApiError::enqueue_failed(e, 1, |_| call_id.clone()))?
+                .remove(0);
             tracing::info!(call_id = %r.call_id, job_id = %r.job_id, duplicate = r.duplicate, by = %caller.name, "call ingested");
             let status = if r.duplicate {
                 StatusCode::OK
@@ -191,7 +201,9 @@ pub(crate) async fn post_calls(
             Ok((status, Json(r)).into_response())
         }
         Calls::Many(events) => {
-            let results = s.queue.enqueue_valid(&events).await?;
+            let results = s.queue.enqueue_valid(&events).await.map_err(|e| {
+                ApiError::enqueue_failed(e, events.len(), |i| events[i].call_id.clone())
+            })?;
             let duplicates = results.iter().filter(|r| r.duplicate).count();
             let accepted = results.len() - duplicates;
             tracing::info!(accepted, duplicates, by = %caller.name, "calls ingested");

@@ -11,6 +11,7 @@ mod handlers;
 mod ingest;
 mod patch;
 mod routes;
+mod server;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use handlers::parse_time;
 pub use ingest::{BodyFormat, Calls, ItemError, parse_calls};
 pub use patch::{REDACTED_HEADER, apply_agent_patch, merge_patch, redact_job, redact_record};
 pub use routes::{openapi, router};
+pub use server::{BodyTimedOut, ServerLimits, serve_routes};
 
 /// What every handler shares: the queue and the API's settings.
 #[derive(Clone)]
@@ -70,20 +72,55 @@ pub async fn serve_with(
     extra: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    state
-        .cfg
-        .validate()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    state.cfg.validate().map_err(invalid)?;
+    let limits = state.cfg.server.clone();
+    let (_routes, rx) = tokio::sync::watch::channel(full_router(state, extra));
+    serve_listening(listener, limits, rx, shutdown).await
+}
+
+/// The API's routes, `extra` ones beside them, as [`serve_with`] serves them.
+pub fn full_router(state: ApiState, extra: axum::Router) -> axum::Router {
     if state.cfg.auth_disabled() {
         tracing::warn!(
             "the API serves without authentication (AFTERCALL_API_INSECURE_NO_AUTH); never do this outside local development"
         );
     }
+    router(state).merge(extra)
+}
+
+/// What a process serves while it waits for Redis: `/healthz` answers (the process is
+/// alive), `/readyz` says why it is not ready, everything else is 503.
+pub fn starting_router(reason: &'static str) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let not_ready = move || async move {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            axum::Json(serde_json::json!({"status": "starting", "reason": reason})),
+        )
+            .into_response()
+    };
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(handlers::healthz))
+        .route("/readyz", axum::routing::get(not_ready))
+        .fallback(not_ready)
+}
+
+/// Serves whatever router `routes` holds (see [`serve_routes`]), logging start and stop.
+pub async fn serve_listening(
+    listener: tokio::net::TcpListener,
+    limits: ServerLimits,
+    routes: tokio::sync::watch::Receiver<axum::Router>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, tokens = state.cfg.tokens.len(), "API listening");
-    axum::serve(listener, router(state).merge(extra))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    tracing::info!(%addr, "API listening");
+    serve_routes(listener, limits, routes, shutdown).await?;
     tracing::info!("API stopped");
     Ok(())
+}
+
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
 }

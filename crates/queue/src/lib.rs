@@ -6,6 +6,7 @@ mod conn;
 mod keys;
 mod ops;
 mod scripts;
+mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub use keys::Keys;
 pub use ops::{
     CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats, WORKER_ALIVE_MS, redact_job,
 };
+pub use server::{ALLOW_EVICTION, NO_EVICTION, RedisFacts};
 
 /// How to reach Redis and name the queue.
 #[derive(Debug, Clone)]
@@ -39,6 +41,9 @@ pub struct QueueConfig {
     /// After an enqueue, wait until this many replicas have the write (`WAIT`), so an
     /// acknowledged event survives the loss of its primary. 0 = don't wait.
     pub wait_replicas: u32,
+    /// Run on a Redis whose `maxmemory-policy` is not `noeviction` (with a warning)
+    /// instead of refusing to ([`server`]'s reasons).
+    pub allow_eviction: bool,
 }
 
 impl Default for QueueConfig {
@@ -52,6 +57,7 @@ impl Default for QueueConfig {
             max_event_bytes: aftercall_core::DEFAULT_MAX_EVENT_BYTES,
             cluster: false,
             wait_replicas: 0,
+            allow_eviction: false,
         }
     }
 }
@@ -85,6 +91,7 @@ impl QueueConfig {
             wait_replicas: s
                 .parse("AFTERCALL_REDIS_WAIT_REPLICAS")?
                 .unwrap_or(d.wait_replicas),
+            allow_eviction: s.bool(ALLOW_EVICTION)?.unwrap_or(d.allow_eviction),
         })
     }
 }
@@ -105,16 +112,50 @@ pub enum QueueError {
     /// a failover, so it is not reported as stored.
     #[error("{0}")]
     Unreplicated(String),
+    /// Redis may evict keys: refused at connect ([`RedisFacts::eviction_problem`]).
+    #[error("{0}")]
+    Evicting(String),
+    /// A bulk enqueue stopped part-way: the first `enqueued` events of the batch were
+    /// stored (new or duplicate); the one after them was not, and those after it are
+    /// not known to be. Enqueue is idempotent, so sending the same batch again finishes
+    /// it.
+    #[error("{source}; {enqueued} of {total} events were enqueued")]
+    Incomplete {
+        enqueued: usize,
+        total: usize,
+        source: Box<QueueError>,
+    },
 }
 
 impl QueueError {
     /// True for errors that a retry after a reconnect may cure.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            QueueError::Unreachable { .. } | QueueError::Redis(_) | QueueError::Unreplicated(_)
-        )
+        match self {
+            QueueError::Incomplete { source, .. } => source.is_transient(),
+            e => matches!(
+                e,
+                QueueError::Unreachable { .. } | QueueError::Redis(_) | QueueError::Unreplicated(_)
+            ),
+        }
     }
+
+    /// True when Redis refused a write because it is out of memory (`maxmemory` reached
+    /// under `noeviction`): a retry helps only once memory is freed.
+    pub fn is_out_of_memory(&self) -> bool {
+        match self {
+            QueueError::Incomplete { source, .. } => source.is_out_of_memory(),
+            QueueError::Redis(e) => is_oom(e),
+            _ => false,
+        }
+    }
+}
+
+/// Redis's `OOM` error, on its own or as the reason a `MULTI` was discarded
+/// (`EXECABORT ... OOM command not allowed ...`).
+fn is_oom(e: &RedisError) -> bool {
+    e.clone()
+        .into_server_errors()
+        .is_some_and(|errs| errs.iter().any(|(_, e)| e.code() == "OOM"))
 }
 
 /// Events per enqueue script call (and per `MULTI`).
@@ -136,6 +177,8 @@ struct Inner {
     cfg: QueueConfig,
     /// Single-event enqueues from concurrent producers, sent together (`enqueue_one`).
     singles: std::sync::Mutex<Singles>,
+    /// What is wrong with the Redis, as found at connect (`/readyz` repeats it).
+    warnings: Vec<String>,
 }
 
 type Waiter = tokio::sync::oneshot::Sender<Result<Enqueued, QueueError>>;
@@ -364,8 +407,21 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl Queue {
-    /// Connects and checks that Redis answers, failing fast with a clear message.
+    /// Connects and checks that Redis answers, failing fast with a clear message, and
+    /// that it does not evict keys (unless `allow_eviction`). What else is wrong with it
+    /// (no persistence, eviction allowed) is logged once and kept in
+    /// [`Queue::warnings`].
     pub async fn connect(cfg: QueueConfig) -> Result<Queue, QueueError> {
+        Self::open(cfg, true).await
+    }
+
+    /// [`Queue::connect`] for reading only (the CLI's `calls show`, `dlq list`, `stats`):
+    /// an evicting Redis is not refused, so ops can still see what is there.
+    pub async fn connect_to_read(cfg: QueueConfig) -> Result<Queue, QueueError> {
+        Self::open(cfg, false).await
+    }
+
+    async fn open(cfg: QueueConfig, writes: bool) -> Result<Queue, QueueError> {
         let url = redact_url(&cfg.url);
         let unreachable = |source| QueueError::Unreachable {
             url: url.clone(),
@@ -412,6 +468,20 @@ impl Queue {
         } else {
             None
         };
+        let facts = RedisFacts::read(&mut conn, slot)
+            .await
+            .map_err(unreachable)?;
+        if writes && facts.evicts() && !cfg.allow_eviction {
+            return Err(QueueError::Evicting(facts.eviction_problem()));
+        }
+        let warnings = if writes {
+            facts.warnings(cfg.allow_eviction)
+        } else {
+            Vec::new()
+        };
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
         Ok(Queue {
             inner: Arc::new(Inner {
                 client,
@@ -421,8 +491,20 @@ impl Queue {
                 scripts: scripts::Scripts::new(),
                 cfg,
                 singles: Default::default(),
+                warnings,
             }),
         })
+    }
+
+    /// What is wrong with the Redis, found at connect: eviction allowed on an evicting
+    /// Redis, no persistence.
+    pub fn warnings(&self) -> &[String] {
+        &self.inner.warnings
+    }
+
+    /// Reads the Redis's policy and eviction count now (stats, metrics).
+    pub async fn redis_facts(&self) -> Result<RedisFacts, QueueError> {
+        Ok(RedisFacts::read(&mut self.conn(), self.inner.slot).await?)
     }
 
     pub fn keys(&self) -> &Keys {
@@ -488,7 +570,22 @@ impl Queue {
             return Ok(vec![self.enqueue_one(NewJob::decoded(event, now)).await?]);
         }
         let jobs = events.into_iter().map(|e| NewJob::decoded(e, now));
-        self.enqueue_jobs(jobs, now).await
+        Self::whole(self.enqueue_jobs(jobs, now).await)
+    }
+
+    /// A bulk enqueue's answer: all of it, or [`QueueError::Incomplete`] saying how far
+    /// it got.
+    fn whole(
+        (out, failed, total): (Vec<Enqueued>, Option<QueueError>, usize),
+    ) -> Result<Vec<Enqueued>, QueueError> {
+        match failed {
+            None => Ok(out),
+            Some(source) => Err(QueueError::Incomplete {
+                enqueued: out.len(),
+                total,
+                source: Box::new(source),
+            }),
+        }
     }
 
     /// Enqueues events kept as their producer's bytes (read by
@@ -506,7 +603,7 @@ impl Queue {
             events: events.iter(),
             now,
         };
-        self.enqueue_jobs(jobs, now).await
+        Self::whole(self.enqueue_jobs(jobs, now).await)
     }
 
     /// One event, coalesced: whatever single events arrive while a call to Redis is in
@@ -549,32 +646,44 @@ impl Queue {
                 s.pending.drain(..n).collect()
             };
             let (jobs, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            match self.enqueue_jobs(jobs.into_iter(), Utc::now()).await {
-                Ok(out) => {
-                    for (w, e) in waiters.into_iter().zip(out) {
-                        let _ = w.send(Ok(e));
-                    }
-                }
-                Err(e) => {
-                    for w in waiters {
-                        let _ = w.send(Err(e.clone()));
-                    }
+            // Each producer gets its own event's answer: stored, or the error.
+            let (out, failed, _) = self.enqueue_jobs(jobs.into_iter(), Utc::now()).await;
+            let mut waiters = waiters.into_iter();
+            for (w, e) in waiters.by_ref().zip(out) {
+                let _ = w.send(Ok(e));
+            }
+            if let Some(e) = failed {
+                for w in waiters {
+                    let _ = w.send(Err(e.clone()));
                 }
             }
         }
     }
 
-    /// Enqueues new call-ended jobs in chunks, each chunk atomic.
+    /// Enqueues new call-ended jobs in chunks, each chunk atomic, in order. Answers
+    /// what was stored, the error that stopped it (if one did: the events after the
+    /// stored ones are not known to be stored), and how many there were.
     async fn enqueue_jobs(
         &self,
         jobs: impl ExactSizeIterator<Item = NewJob>,
         now: chrono::DateTime<Utc>,
-    ) -> Result<Vec<Enqueued>, QueueError> {
+    ) -> (Vec<Enqueued>, Option<QueueError>, usize) {
+        let total = jobs.len();
+        let mut out = Vec::with_capacity(total);
+        let failed = self.enqueue_chunks(jobs, now, &mut out).await.err();
+        (out, failed, total)
+    }
+
+    async fn enqueue_chunks(
+        &self,
+        jobs: impl ExactSizeIterator<Item = NewJob>,
+        now: chrono::DateTime<Utc>,
+        out: &mut Vec<Enqueued>,
+    ) -> Result<(), QueueError> {
         use futures::StreamExt;
         const CHUNK: usize = ENQUEUE_CHUNK;
         let k = &self.inner.keys;
         let max = stored_budget(self.inner.cfg.retry.max_attempts);
-        let total = jobs.len();
         let mut it = jobs.peekable();
         let chunks = std::iter::from_fn(|| {
             it.peek()?;
@@ -610,7 +719,6 @@ impl Queue {
         // Two chunks in flight: the next one is encoded while Redis runs the previous.
         // One connection keeps them in order; each chunk is atomic on its own.
         let mut results = futures::stream::iter(chunks).buffered(2);
-        let mut out = Vec::with_capacity(total);
         while let Some(r) = results.next().await {
             let (dups, jobs) = r?;
             let first = out.len();
@@ -636,7 +744,7 @@ impl Queue {
                 e.duplicate = true;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     async fn enqueue_chunk(

@@ -181,6 +181,10 @@ pub struct Stats {
     /// Worker processes that sent a heartbeat within [`WORKER_ALIVE_MS`].
     #[serde(default)]
     pub workers_alive: u64,
+    /// The Redis's eviction policy and the keys it has evicted since it started: any
+    /// eviction may have been a job (see `AFTERCALL_ALLOW_EVICTION`).
+    #[serde(default)]
+    pub redis: crate::RedisFacts,
 }
 
 /// A worker counts as alive this long after its last heartbeat.
@@ -449,6 +453,7 @@ impl Queue {
                 .zcount(&k.workers, now - WORKER_ALIVE_MS, "+inf")
                 .query_async(&mut self.conn())
                 .await?;
+        let redis = self.redis_facts().await?;
         Ok(Stats {
             queue: self.inner.cfg.prefix.clone(),
             queued,
@@ -460,6 +465,7 @@ impl Queue {
             calls,
             agents,
             workers_alive,
+            redis,
         })
     }
 

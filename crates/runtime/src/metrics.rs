@@ -18,14 +18,79 @@ pub fn install() -> PrometheusHandle {
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                 300.0, 3600.0, 86_400.0,
             ];
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &secs)
                 .expect("bucket list is not empty")
                 .install_recorder()
-                .expect("the metrics recorder is installed once")
+                .expect("the metrics recorder is installed once");
+            register_all();
+            handle
         })
         .clone()
 }
+
+/// Job kinds, as the `action` label says them.
+const KINDS: [&str; 5] = ["call_ended", "email", "sms", "webhook", "task"];
+/// Redis calls timed by `aftercall_redis_round_trip_seconds`.
+const OPS: [&str; 1] = ["fetch"];
+
+/// Every series whose labels are known in advance exists from the first scrape, at
+/// zero, so that `rate()` and alert rules see a start rather than an absent series.
+/// `aftercall_destination_errors_total` is labelled by destinations not known yet: it
+/// has HELP and TYPE lines ([`render`]) but no series until a destination fails.
+fn register_all() {
+    for action in KINDS {
+        for outcome in ["delivered", "skipped", "retry", "dead"] {
+            counter!("aftercall_attempts_total", "action" => action, "outcome" => outcome)
+                .increment(0);
+            if outcome != "retry" {
+                counter!("aftercall_jobs_total", "action" => action, "outcome" => outcome)
+                    .increment(0);
+            }
+        }
+        counter!("aftercall_held_back_total", "action" => action).increment(0);
+        let _ = histogram!("aftercall_attempt_duration_seconds", "action" => action);
+        let _ = histogram!("aftercall_delivery_latency_seconds", "action" => action);
+        let _ = histogram!("aftercall_retry_delay_seconds", "action" => action);
+    }
+    for op in OPS {
+        let _ = histogram!("aftercall_redis_round_trip_seconds", "op" => op);
+    }
+    counter!("aftercall_leases_lost_total").increment(0);
+    metrics::describe_counter!(
+        "aftercall_destination_errors_total",
+        DESTINATION_ERRORS_HELP
+    );
+}
+
+/// Renders the metrics for a scrape, after sampling the queue's depths and Redis's
+/// eviction figures (bounded by 2 s: a slow Redis leaves the previous sample).
+pub async fn render(handle: &PrometheusHandle, queue: &aftercall_queue::Queue) -> String {
+    match tokio::time::timeout(Duration::from_secs(2), queue.stats()).await {
+        Ok(Ok(stats)) => queue_depths(&stats),
+        Ok(Err(e)) => tracing::debug!(error = %e, "sampling queue depths for /metrics failed"),
+        Err(_) => tracing::debug!("sampling queue depths for /metrics took over 2 s"),
+    }
+    let mut text = handle.render();
+    // The exporter leaves out a family without series; say it exists all the same (a
+    // family with no samples is valid exposition text).
+    for (name, kind, help) in LABELLED_LATER {
+        if !text.contains(&format!("# TYPE {name} ")) {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        }
+    }
+    text
+}
+
+/// Families whose series appear only with their first label values (a destination).
+const LABELLED_LATER: [(&str, &str, &str); 1] = [(
+    "aftercall_destination_errors_total",
+    "counter",
+    DESTINATION_ERRORS_HELP,
+)];
+
+const DESTINATION_ERRORS_HELP: &str =
+    "Failed attempts per destination (a host, an SMS sender, a task provider)";
 
 /// An attempt ended. `outcome`: delivered, skipped, retry, dead.
 pub fn attempt(action: &'static str, outcome: &'static str, took: Duration) {
@@ -74,4 +139,14 @@ pub fn queue_depths(s: &Stats) {
     ] {
         gauge!("aftercall_queue_depth", "queue" => q.clone(), "state" => state).set(v as f64);
     }
+    // Any eviction may have been a job: alert on it (docs/production.md).
+    if let Some(n) = s.redis.evicted_keys {
+        gauge!("aftercall_redis_evicted_keys").set(n as f64);
+    }
+    let policy = s
+        .redis
+        .maxmemory_policy
+        .clone()
+        .unwrap_or_else(|| "unknown".into());
+    gauge!("aftercall_redis_maxmemory_policy", "policy" => policy).set(1.0);
 }

@@ -359,8 +359,8 @@ async fn renew_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
     }
 }
 
-/// Samples queue depths for the metrics every few seconds, and applies the retention
-/// period every minute.
+/// Writes the worker's heartbeat every few seconds, and applies the retention period
+/// every minute. (Queue depths are sampled when `/metrics` is scraped.)
 async fn sweep_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut ticks = 0u32;
     loop {
@@ -370,9 +370,6 @@ async fn sweep_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
         }
         if let Err(e) = ctx.queue.heartbeat(&ctx.cfg.worker_id).await {
             debug!(error = %e, "heartbeat failed");
-        }
-        if let Ok(stats) = ctx.queue.stats().await {
-            crate::metrics::queue_depths(&stats);
         }
         ticks += 1;
         if !ticks.is_multiple_of(12) {
