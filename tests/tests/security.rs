@@ -657,7 +657,7 @@ async fn works_as_a_least_privilege_acl_user_and_never_shows_its_password() {
     let opts = RedisOptions {
         args: format!(
             "--user default on nopass -@all +ping \
-             --user aftercall on >{REDIS_PASS} {prefix_pattern} resetchannels +@all -@dangerous"
+             --user aftercall on >{REDIS_PASS} {prefix_pattern} resetchannels +@all -@dangerous +info"
         )
         .split_whitespace()
         .map(String::from)

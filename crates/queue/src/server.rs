@@ -28,6 +28,9 @@ pub struct RedisFacts {
     /// RDB snapshots are configured (`CONFIG GET save` is not empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rdb_saves: Option<bool>,
+    /// Why nothing could be read: Redis refused `INFO` to this user (ACL).
+    #[serde(skip)]
+    pub refused: Option<String>,
 }
 
 impl RedisFacts {
@@ -36,7 +39,15 @@ impl RedisFacts {
     /// it (Redis before 6) and for RDB saves. On a cluster, the queue's primary is asked:
     /// every key of the queue lives there.
     pub async fn read(conn: &mut Conn, slot: Option<u16>) -> redis::RedisResult<RedisFacts> {
-        let info = conn::on_slot_primary(conn, slot, redis::cmd("INFO")).await?;
+        let info = match conn::on_slot_primary(conn, slot, redis::cmd("INFO")).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
+                return Ok(RedisFacts {
+                    refused: Some(e.to_string()),
+                    ..RedisFacts::default()
+                });
+            }
+            r => r?,
+        };
         let info: String = redis::from_redis_value(info)?;
         let mut facts = RedisFacts::from_info(&info);
         let config = |name: &str| {
@@ -90,6 +101,12 @@ impl RedisFacts {
 
     /// The one line that says what is wrong with an evicting Redis and how to fix it.
     pub fn eviction_problem(&self) -> String {
+        if let Some(why) = &self.refused {
+            return format!(
+                "cannot read Redis's maxmemory-policy ({why}): give aftercall's Redis user `+info` \
+                 (docs/security.md), or set {ALLOW_EVICTION}=true to run without knowing"
+            );
+        }
         let policy = self.maxmemory_policy.as_deref().unwrap_or("unknown");
         format!(
             "Redis's maxmemory-policy is `{policy}`: under memory pressure Redis would delete queued jobs and agent configs. \
@@ -196,6 +213,20 @@ mod tests {
             assert!(line.contains(needle), "{line}");
         }
         assert_eq!(f.warnings(true).len(), 1);
+    }
+
+    #[test]
+    fn a_refused_info_says_which_permission_is_missing() {
+        let f = RedisFacts {
+            refused: Some("NoPerm: this user has no permissions to run the 'info' command".into()),
+            ..RedisFacts::default()
+        };
+        assert!(f.evicts());
+        let line = f.eviction_problem();
+        assert!(
+            line.contains("`+info`") && line.contains(ALLOW_EVICTION),
+            "{line}"
+        );
     }
 
     #[test]
