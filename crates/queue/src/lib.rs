@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 pub use keys::Keys;
 pub use ops::{
-    CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats, WORKER_ALIVE_MS, redact_job,
+    BulkFilter, CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats, WORKER_ALIVE_MS,
+    present, redact_job,
 };
 
 /// How to reach Redis and name the queue.
@@ -101,6 +102,12 @@ pub enum QueueError {
     Reply(#[from] redis::ParsingError),
     #[error("{0}")]
     Invalid(String),
+    /// A bulk replay or purge with no filter and without `all`: it would touch every
+    /// dead letter.
+    #[error(
+        "an empty filter would match every dead letter; give a filter, or `all` to mean every one"
+    )]
+    EmptyFilter,
     /// Fewer replicas than `wait_replicas` confirmed a write in time: it may not survive
     /// a failover, so it is not reported as stored.
     #[error("{0}")]

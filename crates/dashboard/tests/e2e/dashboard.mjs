@@ -354,7 +354,11 @@ try {
     assert.equal(await page.locator('table.dlq tbody tr').count(), 2);
     await page.click('button[data-bulk="replay-filter"]');
     const dialog = page.locator('dialog#confirm');
-    assert.match(await dialog.textContent(), /Replay every dead letter matching agent = agent_abc123/);
+    // The confirmation carries the dry run's count.
+    await dialog.waitFor({ state: 'visible' });
+    assert.match(await dialog.textContent(), /Replay the 2 dead letters matching agent = agent_abc123\?/);
+    assert.equal(await dialog.locator('button[value="ok"]').textContent(), 'Replay 2');
+    assert.equal((await api('GET', '/stats', READ)).json.dead, 2, 'the dry run touched nothing');
     await dialog.locator('button[value="ok"]').click();
     await page.waitForURL(/done=replayed-2/);
     assert.equal(await page.textContent('#flash'), 'Replayed 2 dead letters; they are queued again.');
