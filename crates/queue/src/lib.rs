@@ -6,6 +6,7 @@ mod conn;
 mod keys;
 mod ops;
 mod scripts;
+mod session;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use ops::{
     BulkFilter, CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats, WORKER_ALIVE_MS,
     present, redact_job,
 };
+pub use session::SessionRecord;
 
 /// How to reach Redis and name the queue.
 #[derive(Debug, Clone)]

@@ -148,7 +148,7 @@ try {
     assert.match(await page.textContent('.error-box'), /not valid/);
   });
 
-  await step('an admin token logs in, kept in an HttpOnly SameSite=Strict cookie', async () => {
+  await step('an admin token logs in: a session id in an HttpOnly SameSite=Strict cookie', async () => {
     await page.fill('#token', ADMIN);
     await page.press('#token', 'Enter');
     await page.waitForURL(`${BASE}/ui/dead-letters`);
@@ -157,7 +157,9 @@ try {
     assert.equal(cookie.httpOnly, true);
     assert.equal(cookie.sameSite, 'Strict');
     assert.equal(cookie.path, '/ui');
-    assert.equal(await page.evaluate(() => document.cookie), '', 'scripts cannot read the token');
+    assert.match(cookie.value, /^[0-9a-f]{64}$/, 'a session id');
+    assert.ok(!cookie.value.includes(ADMIN) && cookie.value !== Buffer.from(ADMIN).toString('hex'), 'not the token');
+    assert.equal(await page.evaluate(() => document.cookie), '', 'scripts cannot read the session id');
   });
 
   await step('mutations without the CSRF token are refused; the API ignores the cookie', async () => {
