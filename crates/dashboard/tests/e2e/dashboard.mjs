@@ -395,9 +395,19 @@ try {
     await dark.close();
   });
 
-  await step('a read token can look but not change', async () => {
+  await step('logging out ends the session on the server', async () => {
+    const [before] = (await context.cookies()).filter((c) => c.name === 'aftercall_session');
     await page.click('.who button[type=submit]');
     await page.waitForURL(`${BASE}/ui/login`);
+    // The same cookie, put back (as a copy someone kept would be), opens nothing.
+    await context.addCookies([before]);
+    await page.goto(`${BASE}/ui/`);
+    await page.waitForURL(/\/ui\/login/);
+    await context.clearCookies();
+  });
+
+  await step('a read token can look but not change', async () => {
+    await page.goto(`${BASE}/ui/login`);
     await page.fill('#token', READ);
     await page.press('#token', 'Enter');
     await page.waitForURL(`${BASE}/ui/`);
