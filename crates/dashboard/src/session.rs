@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use crate::Dash;
 
 pub(crate) const COOKIE: &str = "aftercall_session";
-/// A session lasts a working day at most; the browser drops it earlier when it closes.
+/// A session lasts a working day at most: Redis expires it then, and the cookie's
+/// `Max-Age` is the same.
 const MAX_AGE_SECS: u64 = 8 * 3600;
 /// The header the page's script sends with every state-changing request.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
