@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aftercall_core::AgentConfig;
 use aftercall_core::settings::Settings;
-use aftercall_queue::{DlqFilter, Queue, QueueConfig};
+use aftercall_queue::{BulkFilter, DlqFilter, Queue, QueueConfig, QueueError, present};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
@@ -111,41 +111,31 @@ struct FilterArgs {
 }
 
 impl Selection {
-    /// The filter to apply when no ids were named; refuses an empty one without `--all`.
-    fn filter(&self) -> anyhow::Result<DlqFilter> {
-        if !self.all && self.filter.is_empty() {
-            bail!("name job ids, a filter, or --all");
-        }
-        self.filter.to_filter()
+    /// The filter to apply when no ids were named; refuses an empty one (blank flags
+    /// count as absent) without `--all`: the queue's rule.
+    fn filter(&self) -> anyhow::Result<BulkFilter> {
+        self.filter
+            .to_filter()?
+            .bulk(self.all)
+            .map_err(|e| match e {
+                QueueError::EmptyFilter => anyhow::anyhow!("name job ids, a filter, or --all"),
+                e => e.into(),
+            })
     }
 }
 
 impl FilterArgs {
+    /// The filter; a blank flag (`--error ""`) is absent, as everywhere.
     fn to_filter(&self) -> anyhow::Result<DlqFilter> {
+        let time = |v: &Option<String>| present(v.clone()).as_deref().map(parse_time).transpose();
         Ok(DlqFilter {
             agent: self.agent.clone(),
             action: self.action.clone(),
-            since_ms: self
-                .since
-                .as_deref()
-                .map(parse_time)
-                .transpose()
-                .context("--since")?,
-            until_ms: self
-                .until
-                .as_deref()
-                .map(parse_time)
-                .transpose()
-                .context("--until")?,
+            since_ms: time(&self.since).context("--since")?,
+            until_ms: time(&self.until).context("--until")?,
             error: self.error.clone(),
-        })
-    }
-    fn is_empty(&self) -> bool {
-        self.agent.is_none()
-            && self.action.is_none()
-            && self.since.is_none()
-            && self.until.is_none()
-            && self.error.is_none()
+        }
+        .normalized())
     }
 }
 
@@ -157,6 +147,9 @@ struct Selection {
     /// Every dead letter.
     #[arg(long)]
     all: bool,
+    /// Say how many dead letters would be touched, and touch none.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -382,6 +375,14 @@ async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
             Some(r) => show::print_job(&r),
             None => bail!("no job {job_id}"),
         },
+        DlqCmd::Replay(sel) if sel.dry_run => {
+            let n = would_touch(queue, &sel).await?;
+            println!("would replay {n} dead letter(s)");
+        }
+        DlqCmd::Purge(sel) if sel.dry_run => {
+            let n = would_touch(queue, &sel).await?;
+            println!("would purge {n} dead letter(s)");
+        }
         DlqCmd::Replay(sel) => {
             let n = if !sel.job_ids.is_empty() {
                 queue.replay(&sel.job_ids).await?
@@ -400,6 +401,15 @@ async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A dry run: how many dead letters a replay or purge of `sel` would touch now.
+async fn would_touch(queue: &Queue, sel: &Selection) -> anyhow::Result<u64> {
+    Ok(if !sel.job_ids.is_empty() {
+        queue.count_dead(&sel.job_ids).await?
+    } else {
+        queue.count_matching(&sel.filter()?).await?
+    })
 }
 
 async fn stats(queue: &Queue, json: bool, watch: bool) -> anyhow::Result<()> {

@@ -188,6 +188,92 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
     assert_eq!(w.queue.stats().await.unwrap().dead, 0);
 }
 
+/// Hardening item 1: `--error ""` (or any blank filter flag) is no filter, so it needs
+/// `--all` like no filter at all; `--dry-run` says how many would be touched and touches
+/// none.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blank_filter_needs_all_and_a_dry_run_touches_nothing() {
+    let w = World::new().await;
+    let rx = Receiver::start().await.unwrap();
+    rx.set_default(Reply::status(400));
+    w.webhook_agent("a1", &rx.url).await;
+    let _worker = w.worker();
+    for c in ["c1", "c2"] {
+        w.push(c, "a1").await;
+        w.wait_call(c, T, settled).await;
+    }
+    assert_eq!(w.queue.stats().await.unwrap().dead, 2);
+    for verb in ["purge", "replay"] {
+        for args in [
+            vec!["--error", ""],
+            vec!["--error", "  "],
+            vec!["--agent", "", "--action", " ", "--since", "", "--until", ""],
+            vec!["--error", "", "--dry-run"],
+        ] {
+            let mut argv = vec!["dlq", verb];
+            argv.extend(args.iter().copied());
+            let out = w.cli(&argv, "");
+            assert!(
+                !out.status.success() && stderr(&out).contains("name job ids, a filter, or --all"),
+                "{argv:?}: {}",
+                stderr(&out)
+            );
+            assert_eq!(w.queue.stats().await.unwrap().dead, 2, "{argv:?}");
+        }
+    }
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["dlq", "purge", "--all", "--dry-run"],
+            "would purge 2 dead letter(s)",
+        ),
+        (
+            &["dlq", "replay", "--all", "--dry-run"],
+            "would replay 2 dead letter(s)",
+        ),
+        (
+            &[
+                "dlq",
+                "purge",
+                "--error",
+                "http_4xx",
+                "--agent",
+                "",
+                "--dry-run",
+            ],
+            "would purge 2 dead letter(s)",
+        ),
+        (
+            &["dlq", "purge", "--error", "timeout", "--dry-run"],
+            "would purge 0 dead letter(s)",
+        ),
+    ];
+    for (argv, want) in cases {
+        let out = w.cli(argv, "");
+        assert!(out.status.success(), "{argv:?}: {}", stderr(&out));
+        assert!(stdout(&out).contains(want), "{argv:?}: {}", stdout(&out));
+    }
+    let one = w.queue.call_status("c1").await.unwrap().unwrap().actions[0]
+        .id
+        .clone();
+    let out = w.cli(&["dlq", "replay", &one, "job_nope", "--dry-run"], "");
+    assert!(
+        stdout(&out).contains("would replay 1 dead letter(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        w.queue.stats().await.unwrap().dead,
+        2,
+        "dry runs touch nothing"
+    );
+    let out = w.cli(&["dlq", "purge", "--all", "--error", ""], "");
+    assert!(
+        stdout(&out).contains("2 dead letter(s) purged"),
+        "{}",
+        stdout(&out)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn exhausted_retries_dead_letter_then_replay_delivers() {
     let mut w = World::new().await;

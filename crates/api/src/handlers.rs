@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aftercall_queue::{DlqFilter, Enqueued, JobRecord, Page};
+use aftercall_queue::{BulkFilter, DlqFilter, Enqueued, JobRecord, Page, QueueError, present};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -270,6 +270,9 @@ pub(crate) struct BulkBody {
     since: Option<TimeArg>,
     until: Option<TimeArg>,
     error: Option<String>,
+    /// Count what would be touched, touch nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 /// RFC 3339, Unix milliseconds, or an age such as `2h` (that long ago), as Unix ms.
@@ -288,6 +291,8 @@ fn filter(
         code: "invalid_query",
         message,
     };
+    // Blank fields are absent (the queue's rule), before anything validates them.
+    let (agent, action, error) = (present(agent), present(action), present(error));
     if let Some(a) = &action
         && !KINDS.contains(&a.as_str())
     {
@@ -300,9 +305,9 @@ fn filter(
         match t {
             None => Ok(None),
             Some(TimeArg::Ms(ms)) => Ok(Some(ms)),
-            Some(TimeArg::Text(s)) => parse_time(&s)
-                .map(Some)
-                .map_err(|m| bad(format!("{name}: {m}"))),
+            Some(TimeArg::Text(s)) => present(Some(s))
+                .map(|s| parse_time(&s).map_err(|m| bad(format!("{name}: {m}"))))
+                .transpose(),
         }
     };
     Ok(DlqFilter {
@@ -403,45 +408,52 @@ pub(crate) async fn delete_dead_letter(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The filter of a bulk replay or purge; an empty one needs `"all": true`.
-fn bulk_filter(body: &RawBody) -> Result<DlqFilter> {
+/// The filter of a bulk replay or purge, and whether it is a dry run. An empty filter
+/// (blank fields count as absent) needs `"all": true`: the queue's rule.
+fn bulk_filter(body: &RawBody) -> Result<(BulkFilter, bool)> {
     let value = body.json()?;
     let b: BulkBody = serde_json::from_value(value).map_err(|e| ApiError::BadRequest {
         code: "invalid_filter",
         message: e.to_string(),
     })?;
     let f = filter(b.agent, b.action, b.since, b.until, b.error)?;
-    let empty = f.agent.is_none()
-        && f.action.is_none()
-        && f.since_ms.is_none()
-        && f.until_ms.is_none()
-        && f.error.is_none();
-    if empty && !b.all {
-        return Err(ApiError::BadRequest {
+    let f = f.bulk(b.all).map_err(|e| match e {
+        QueueError::EmptyFilter => ApiError::BadRequest {
             code: "empty_filter",
             message: "an empty filter would match every dead letter; give a filter, or {\"all\": true} to mean every one".into(),
-        });
-    }
-    Ok(f)
+        },
+        e => e.into(),
+    })?;
+    Ok((f, b.dry_run))
 }
 
+/// `{"replayed": n}`, or with `"dry_run": true`, `{"would_replay": n}` and nothing moved.
 pub(crate) async fn replay_matching(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     body: RawBody,
 ) -> Result<Json<Value>> {
-    let f = bulk_filter(&body)?;
+    let (f, dry_run) = bulk_filter(&body)?;
+    if dry_run {
+        let n = s.queue.count_matching(&f).await?;
+        return Ok(Json(json!({ "would_replay": n })));
+    }
     let n = s.queue.replay_matching(&f).await?;
     tracing::info!(replayed = n, by = %caller.name, "dead letters replayed");
     Ok(Json(json!({ "replayed": n })))
 }
 
+/// `{"purged": n}`, or with `"dry_run": true`, `{"would_purge": n}` and nothing deleted.
 pub(crate) async fn purge_matching(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     body: RawBody,
 ) -> Result<Json<Value>> {
-    let f = bulk_filter(&body)?;
+    let (f, dry_run) = bulk_filter(&body)?;
+    if dry_run {
+        let n = s.queue.count_matching(&f).await?;
+        return Ok(Json(json!({ "would_purge": n })));
+    }
     let n = s.queue.purge_matching(&f).await?;
     tracing::info!(purged = n, by = %caller.name, "dead letters purged");
     Ok(Json(json!({ "purged": n })))

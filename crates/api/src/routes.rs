@@ -317,7 +317,7 @@ pub(crate) fn routes() -> Vec<Route> {
             Doc {
                 id: "replayDeadLetters",
                 tag: "dead-letters",
-                summary: "Re-queues every dead letter matching a filter (an empty filter needs `\"all\": true`).",
+                summary: "Re-queues every dead letter matching a filter (an empty filter needs `\"all\": true`; blank fields are absent).",
                 body: Some((JSON, "BulkFilter")),
                 ok: &[(200, "How many were replayed.", Some("Replayed"))],
                 errors: &[400, 413, 415],
@@ -332,7 +332,7 @@ pub(crate) fn routes() -> Vec<Route> {
             Doc {
                 id: "purgeDeadLetters",
                 tag: "dead-letters",
-                summary: "Purges every dead letter matching a filter (an empty filter needs `\"all\": true`).",
+                summary: "Purges every dead letter matching a filter (an empty filter needs `\"all\": true`; blank fields are absent).",
                 body: Some((JSON, "BulkFilter")),
                 ok: &[(200, "How many were purged.", Some("Purged"))],
                 errors: &[400, 413, 415],
@@ -611,10 +611,11 @@ fn schemas() -> Value {
                 "since": {"description": "RFC 3339, an age such as 2h, or Unix milliseconds.", "type": ["string", "integer"]},
                 "until": {"description": "RFC 3339, an age such as 2h, or Unix milliseconds.", "type": ["string", "integer"]},
                 "error": str_,
+                "dry_run": {"type": "boolean", "description": "Only count: answers `would_replay` or `would_purge` and changes nothing."},
             },
         },
-        "Replayed": {"type": "object", "properties": {"replayed": int}},
-        "Purged": {"type": "object", "properties": {"purged": int}},
+        "Replayed": {"type": "object", "properties": {"replayed": int, "would_replay": int}},
+        "Purged": {"type": "object", "properties": {"purged": int, "would_purge": int}},
         "Stats": {"type": "object", "properties": {
             "queue": str_, "queued": int, "running": int, "scheduled": int, "dead": int,
             "finished_last_minute": int, "finished_last_hour": int, "calls": int, "agents": int,

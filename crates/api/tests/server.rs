@@ -117,3 +117,111 @@ async fn insecure_flag_serves_without_a_token() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// Hardening item 1: a blank filter field (`""`, `"  "`, `null`) is absent, so a bulk
+/// purge or replay with only blank fields is refused without `"all": true`, as an empty
+/// filter is; and `"dry_run": true` answers how many would be touched and touches none.
+#[tokio::test]
+async fn blank_filters_are_absent_and_dry_runs_touch_nothing() {
+    let h = start_with(Options::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(aftercall_api::serve(listener, h.state.clone(), async {
+        let _ = stopped.await;
+    }));
+    let client = client();
+    let post = |path: &str, body: &str| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let r = client
+        .patch(format!("{base}/agents/agent_abc123"))
+        .bearer_auth(ADMIN)
+        .header("Content-Type", "application/json")
+        .body(SEED_AGENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let ids = h
+        .dead_letters_for(&common::call("c1", "agent_abc123"))
+        .await;
+    let dead = ids.len() as u64;
+    assert!(dead >= 2, "the seed agent has several actions");
+
+    for path in ["/dead-letters/purge", "/dead-letters/replay"] {
+        for body in [
+            r#"{"error": ""}"#,
+            r#"{"error": "  "}"#,
+            r#"{"error": null}"#,
+            r#"{"agent": "", "action": " ", "since": "", "until": "\t", "error": ""}"#,
+            r#"{"error": "", "all": false}"#,
+            r#"{"error": "", "dry_run": true}"#,
+        ] {
+            let r = post(path, body).await.unwrap();
+            assert_eq!(r.status(), 400, "{path} {body}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error"], "empty_filter", "{path} {body}: {v}");
+            assert_eq!(h.queue.stats().await.unwrap().dead, dead, "{path} {body}");
+        }
+    }
+
+    // Dry runs count with the same filter semantics and change nothing.
+    let cases = [
+        (
+            "/dead-letters/purge",
+            r#"{"all": true, "dry_run": true}"#,
+            json!({"would_purge": dead}),
+        ),
+        (
+            "/dead-letters/replay",
+            r#"{"all": true, "dry_run": true}"#,
+            json!({"would_replay": dead}),
+        ),
+        (
+            "/dead-letters/purge",
+            r#"{"all": true, "error": " ", "dry_run": true}"#,
+            json!({"would_purge": dead}),
+        ),
+        (
+            "/dead-letters/purge",
+            r#"{"error": "http_5xx", "dry_run": true}"#,
+            json!({"would_purge": dead}),
+        ),
+        (
+            "/dead-letters/replay",
+            r#"{"error": "timeout", "dry_run": true}"#,
+            json!({"would_replay": 0}),
+        ),
+        (
+            "/dead-letters/purge",
+            r#"{"action": "sms", "error": "", "dry_run": true}"#,
+            json!({"would_purge": 1}),
+        ),
+    ];
+    for (path, body, want) in cases {
+        let r = post(path, body).await.unwrap();
+        assert_eq!(r.status(), 200, "{path} {body}");
+        assert_eq!(r.json::<Value>().await.unwrap(), want, "{path} {body}");
+    }
+    assert_eq!(h.queue.stats().await.unwrap().dead, dead);
+    for id in &ids {
+        let job = h.queue.job(id).await.unwrap().unwrap();
+        assert_eq!(job.state.state, "dead", "{id}");
+    }
+
+    // A blank field beside a real one is ignored; the real one still filters.
+    let r = post("/dead-letters/purge", r#"{"action": "sms", "error": ""}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"purged": 1}));
+    assert_eq!(h.queue.stats().await.unwrap().dead, dead - 1);
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

@@ -368,6 +368,8 @@
       for (const c of boxes()) c.checked = e.target.checked;
     });
 
+    const plural = (n) => `${n} dead letter${n === 1 ? '' : 's'}`;
+
     const done = (verb, n) => {
       const u = new URL(location.href);
       u.searchParams.delete('cursor');
@@ -395,7 +397,8 @@
       const b = e.target.closest('button[data-bulk]');
       if (!b) return;
       const ids = boxes().filter((c) => c.checked).map((c) => c.value);
-      const what = filtered ? `every dead letter matching ${describeFilter(filter)}` : 'every dead letter';
+      // What the dry run counted, in words.
+      const what = (n) => (filtered ? `the ${plural(n)} matching ${describeFilter(filter)}` : `all ${plural(n)}`);
       const body = filtered ? filter : { all: true };
       try {
         switch (b.dataset.bulk) {
@@ -407,12 +410,21 @@
             if (!await confirmDialog(`Purge ${ids.length} selected dead letter${ids.length === 1 ? '' : 's'} for good? Their payloads and attempts are deleted; this cannot be undone.`, `Purge ${ids.length}`)) return;
             return await each(ids, 'purge');
           case 'replay-filter': {
-            if (!await confirmDialog(`Replay ${what}? Each is queued again with a fresh attempt budget.`, 'Replay')) return;
+            // A dry run first, so the confirmation says how many.
+            const dry = await api('POST', '/ui/api/dead-letters/replay', { ...body, dry_run: true });
+            if (!dry.ok) return say(why(dry));
+            const n = dry.json.would_replay;
+            if (n === 0) return say('No dead letter matches; nothing to replay.');
+            if (!await confirmDialog(`Replay ${what(n)}? Each is queued again with a fresh attempt budget.`, `Replay ${n}`)) return;
             const r = await api('POST', '/ui/api/dead-letters/replay', body);
             return r.ok ? done('replayed', r.json.replayed) : say(why(r));
           }
           case 'purge-filter': {
-            if (!await confirmDialog(`Purge ${what} for good? Their payloads and attempts are deleted; this cannot be undone.`, 'Purge')) return;
+            const dry = await api('POST', '/ui/api/dead-letters/purge', { ...body, dry_run: true });
+            if (!dry.ok) return say(why(dry));
+            const n = dry.json.would_purge;
+            if (n === 0) return say('No dead letter matches; nothing to purge.');
+            if (!await confirmDialog(`Purge ${what(n)} for good? Their payloads and attempts are deleted; this cannot be undone.`, `Purge ${n}`)) return;
             const r = await api('POST', '/ui/api/dead-letters/purge', body);
             return r.ok ? done('purged', r.json.purged) : say(why(r));
           }

@@ -391,7 +391,7 @@ pub(crate) async fn preview(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let session = match authenticate(&dash, &headers, Scope::Admin) {
+    let session = match authenticate(&dash, &headers, Scope::Admin).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };

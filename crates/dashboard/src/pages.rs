@@ -25,6 +25,7 @@ impl FromRequestParts<Dash> for Viewer {
 
     async fn from_request_parts(parts: &mut Parts, dash: &Dash) -> Result<Viewer, Response> {
         authenticate(dash, &parts.headers, Scope::Read)
+            .await
             .map(Viewer)
             .map_err(|e| match e {
                 ApiError::MissingToken | ApiError::InvalidToken => {

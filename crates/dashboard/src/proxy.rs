@@ -1,7 +1,7 @@
 //! The dashboard talks to the API through the API's own router, in-process, with the
-//! session's token as the bearer: pages read through [`call`], and the page's script
-//! sends its few mutations (save an agent, replay, purge) to `/ui/api/…`, forwarded by
-//! [`forward`] once the CSRF checks pass. Scopes, validation, redaction, rate limits and
+//! session's token (found in the current config by the session) as the bearer: pages
+//! read through [`call`], and the page's script sends its few mutations (save an agent,
+//! replay, purge) to `/ui/api/…`, forwarded by [`forward`] once the CSRF checks pass. Scopes, validation, redaction, rate limits and
 //! request logs are therefore exactly the API's.
 
 use axum::body::Body;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::Dash;
-use crate::session::{Session, check_csrf, cookie_token, csrf_for};
+use crate::session::{Session, check_csrf, csrf_for, live_session};
 
 /// The prefix under which the API is reachable with the session cookie.
 const PREFIX: &str = "/ui/api";
@@ -73,17 +73,25 @@ fn bearer(token: Option<&str>) -> Option<HeaderValue> {
     token.and_then(|t| HeaderValue::from_bytes(format!("Bearer {t}").as_bytes()).ok())
 }
 
-/// `/ui/api/<path>` → the API's `/<path>`, with the cookie's token as the bearer.
+/// `/ui/api/<path>` → the API's `/<path>`, with the session's token as the bearer.
 /// Anything but GET and HEAD must pass the CSRF checks first.
 pub(crate) async fn forward(State(dash): State<Dash>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let token = if dash.api.cfg.auth_disabled() {
+    // Without a live session the request goes without a bearer: the API answers 401.
+    let live = if dash.api.cfg.auth_disabled() {
         None
     } else {
-        cookie_token(&parts.headers)
+        match live_session(&dash, &parts.headers).await {
+            Ok(live) => live,
+            Err(e) => return e.into_response(),
+        }
+    };
+    let (id, token) = match live {
+        Some(l) => (l.id, Some(l.token)),
+        None => (String::new(), None),
     };
     if !matches!(parts.method, Method::GET | Method::HEAD) {
-        let expected = csrf_for(token.as_deref().unwrap_or(""));
+        let expected = csrf_for(&id);
         if let Err(refused) = check_csrf(&parts.headers, &expected, None) {
             return refused.into_response();
         }

@@ -1,8 +1,12 @@
-//! The browser's session: the API token the user pasted, kept in an HttpOnly,
-//! SameSite=Strict cookie scoped to `/ui`, checked by the API's own constant-time gate;
-//! and the CSRF defences every state-changing request must pass.
+//! The browser's session: a random 256-bit id in an HttpOnly, SameSite=Strict cookie
+//! scoped to `/ui`, naming a session stored in Redis (the queue's `SessionRecord`: the
+//! token's digest, never the token, and an expiry Redis enforces and every read checks).
+//! Each request finds the session's token in the current `AFTERCALL_API_TOKENS` and has
+//! the API's own gate check it, so removing a token ends its sessions and logging out
+//! deletes the session. And the CSRF defences every state-changing request must pass.
 
 use aftercall_api::{ApiError, Caller, Scope};
+use aftercall_queue::SessionRecord;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -12,14 +16,16 @@ use sha2::{Digest, Sha256};
 use crate::Dash;
 
 pub(crate) const COOKIE: &str = "aftercall_session";
-/// A session lasts a working day at most; the browser drops it earlier when it closes.
+/// A session lasts a working day at most: Redis expires it then, and the cookie's
+/// `Max-Age` is the same.
 const MAX_AGE_SECS: u64 = 8 * 3600;
 /// The header the page's script sends with every state-changing request.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
 /// Who is using the page, checked for this request.
 pub(crate) struct Session {
-    /// The API token (absent when the API runs without authentication).
+    /// The API token the session stands for, as configured now (absent when the API runs
+    /// without authentication). Only ever sent to the API's router, in-process.
     pub token: Option<String>,
     pub caller: Caller,
     pub csrf: String,
@@ -31,8 +37,14 @@ impl Session {
     }
 }
 
-/// The token in the session cookie, if any.
-pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<String> {
+/// A live session: its id (from the cookie) and the configured token it stands for.
+pub(crate) struct Live {
+    pub id: String,
+    pub token: String,
+}
+
+/// The session id in the cookie, if it has the shape of one (64 hex digits).
+pub(crate) fn cookie_session(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -40,12 +52,53 @@ pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE)
-        .and_then(|(_, v)| hex_decode(v))
-        .filter(|t| !t.is_empty())
+        .map(|(_, v)| v)
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
 }
 
-/// Checks the session's token with the API's gate (401, 429 or 403, like the API).
-pub(crate) fn authenticate(
+/// The cookie's session, if it exists, has not expired, and its token is still
+/// configured. `Err` only when Redis cannot say.
+pub(crate) async fn live_session(
+    dash: &Dash,
+    headers: &HeaderMap,
+) -> Result<Option<Live>, ApiError> {
+    let Some(id) = cookie_session(headers) else {
+        return Ok(None);
+    };
+    let Some(record) = dash.api.queue.session(&id).await? else {
+        return Ok(None);
+    };
+    // The token was removed from the configuration: its sessions end for good (deleted,
+    // so putting the same token back does not revive a cookie someone may have kept).
+    let Some(token) = configured_token(dash, &record.token_sha256) else {
+        tracing::info!(by = %record.token_name, "dashboard session of a token no longer configured ended");
+        dash.api.queue.delete_session(&id).await?;
+        return Ok(None);
+    };
+    Ok(Some(Live { id, token }))
+}
+
+/// The configured token whose digest is `sha256_hex`, compared in constant time over
+/// every token.
+fn configured_token(dash: &Dash, sha256_hex: &str) -> Option<String> {
+    let mut found = None;
+    for t in &dash.api.cfg.tokens {
+        if constant_time_eq(token_digest(&t.secret).as_bytes(), sha256_hex.as_bytes()) {
+            found = Some(t.secret.clone());
+        }
+    }
+    found
+}
+
+/// What a session stores to name its token: its SHA-256, as the API's gate keeps it.
+fn token_digest(token: &str) -> String {
+    hex_encode(&Sha256::digest(token.trim().as_bytes()))
+}
+
+/// Checks the session, then its token with the API's gate (401, 429 or 403, like the
+/// API).
+pub(crate) async fn authenticate(
     dash: &Dash,
     headers: &HeaderMap,
     needed: Scope,
@@ -58,21 +111,25 @@ pub(crate) fn authenticate(
             csrf: csrf_for(""),
         });
     }
-    let token = cookie_token(headers).ok_or(ApiError::MissingToken)?;
-    let caller = dash.api.authorize(&token, needed)?;
+    let live = match live_session(dash, headers).await? {
+        Some(live) => live,
+        None if cookie_session(headers).is_some() => return Err(ApiError::InvalidToken),
+        None => return Err(ApiError::MissingToken),
+    };
+    let caller = dash.api.authorize(&live.token, needed)?;
     Ok(Session {
-        csrf: csrf_for(&token),
-        token: Some(token),
+        csrf: csrf_for(&live.id),
+        token: Some(live.token),
         caller,
     })
 }
 
-/// The CSRF token of a session: a digest of its API token, so an attacker who cannot
+/// The CSRF token of a session: a digest of its session id, so an attacker who cannot
 /// read the cookie cannot make it, and every replica of the API computes the same one.
-pub(crate) fn csrf_for(token: &str) -> String {
+pub(crate) fn csrf_for(session_id: &str) -> String {
     let d = Sha256::new()
         .chain_update(b"aftercall-dashboard-csrf\0")
-        .chain_update(token.as_bytes())
+        .chain_update(session_id.as_bytes())
         .finalize();
     hex_encode(&d[..16])
 }
@@ -145,20 +202,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Tokens may hold any character but spaces; hex keeps the cookie value plain.
 fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn hex_decode(s: &str) -> Option<String> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
+/// A new session id: 256 random bits, as hex.
+fn new_session_id() -> String {
+    hex_encode(&rand::random::<[u8; 32]>())
 }
 
 /// `Secure` when the page was reached over HTTPS (directly or through a proxy that
@@ -248,12 +298,40 @@ pub(crate) async fn login(
     }
     match dash.api.authorize(token, Scope::Read) {
         Ok(caller) => {
+            let id = new_session_id();
+            let now = aftercall_queue::now_ms();
+            let record = SessionRecord {
+                token_sha256: token_digest(token),
+                token_name: caller.name.clone(),
+                scope: caller.scope.as_str().to_string(),
+                created_ms: now,
+                expires_ms: now + MAX_AGE_SECS as i64 * 1000,
+            };
+            match dash.api.queue.create_session(&id, &record).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!("dashboard login: a fresh session id was already taken");
+                    return login_page(
+                        &dash,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &next,
+                        Some("The session could not be opened; try again."),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dashboard login: the session could not be stored");
+                    return login_page(
+                        &dash,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &next,
+                        Some("The session could not be stored (Redis is unavailable); try again."),
+                    );
+                }
+            }
             tracing::info!(by = %caller.name, "dashboard login");
             let mut resp = Redirect::to(&next).into_response();
-            resp.headers_mut().insert(
-                header::SET_COOKIE,
-                cookie(&hex_encode(token.as_bytes()), MAX_AGE_SECS, &headers),
-            );
+            resp.headers_mut()
+                .insert(header::SET_COOKIE, cookie(&id, MAX_AGE_SECS, &headers));
             resp
         }
         Err(ApiError::RateLimited { retry_after_secs }) => login_page(
@@ -273,11 +351,24 @@ pub(crate) async fn login(
     }
 }
 
-pub(crate) async fn logout(headers: HeaderMap, body: axum::body::Bytes) -> Response {
+/// Deletes the session in Redis (so the cookie is worthless from now on, wherever it
+/// was copied) and clears the cookie.
+pub(crate) async fn logout(
+    State(dash): State<Dash>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let fields = form_fields(&body);
-    let token = cookie_token(&headers).unwrap_or_default();
-    if let Err(refused) = check_csrf(&headers, &csrf_for(&token), field(&fields, "csrf")) {
+    let id = cookie_session(&headers).unwrap_or_default();
+    if let Err(refused) = check_csrf(&headers, &csrf_for(&id), field(&fields, "csrf")) {
         return refused.into_response();
+    }
+    if !id.is_empty()
+        && let Err(e) = dash.api.queue.delete_session(&id).await
+    {
+        // The session still works: say so rather than pretend it ended.
+        tracing::warn!(error = %e, "dashboard logout: the session could not be deleted");
+        return ApiError::from(e).into_response();
     }
     let mut resp = Redirect::to("/ui/login").into_response();
     resp.headers_mut()
@@ -299,19 +390,17 @@ mod tests {
 
     #[test]
     fn cookie_round_trip() {
-        let token = "tok;en=with,odd\"chars";
-        let v = cookie(&hex_encode(token.as_bytes()), 10, &HeaderMap::new());
+        let id = new_session_id();
+        assert_eq!(id.len(), 64);
+        assert_ne!(id, new_session_id());
+        let v = cookie(&id, 10, &HeaderMap::new());
         let pair = v.to_str().unwrap().split(';').next().unwrap().to_string();
         let h = headers(&[("cookie", &format!("other=1; {pair}; x=y"))]);
-        assert_eq!(cookie_token(&h).as_deref(), Some(token));
-        assert_eq!(
-            cookie_token(&headers(&[("cookie", "aftercall_session=zz")])),
-            None
-        );
-        assert_eq!(
-            cookie_token(&headers(&[("cookie", "aftercall_session=")])),
-            None
-        );
+        assert_eq!(cookie_session(&h).as_deref(), Some(id.as_str()));
+        for bad in ["zz", "", &"g".repeat(64), &id[..63], &format!("{id}0")] {
+            let h = headers(&[("cookie", &format!("aftercall_session={bad}"))]);
+            assert_eq!(cookie_session(&h), None, "{bad}");
+        }
         let attrs = v.to_str().unwrap();
         for a in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=10"] {
             assert!(attrs.contains(a), "{attrs}");
@@ -363,9 +452,9 @@ mod tests {
     }
 
     #[test]
-    fn csrf_needs_the_session_token() {
-        let expected = csrf_for("admin-token-0123456789");
-        assert_ne!(expected, csrf_for("other-token-0123456789"));
+    fn csrf_needs_the_sessions_token() {
+        let expected = csrf_for(&new_session_id());
+        assert_ne!(expected, csrf_for(&new_session_id()));
         assert_eq!(expected.len(), 32);
         let ok = headers(&[(CSRF_HEADER, &expected)]);
         assert!(check_csrf(&ok, &expected, None).is_ok());

@@ -309,8 +309,6 @@ impl Queue {
         Ok(res)
     }
 
-
-
     /// With `wait_replicas` set, waits until that many replicas acknowledged the writes
     /// so far; too few in time is an error, so the producer does not take it as stored.
     async fn wait_for_replicas(&self) -> Result<(), QueueError> {

@@ -14,6 +14,12 @@ pub enum QueueError {
     Reply(#[from] redis::ParsingError),
     #[error("{0}")]
     Invalid(String),
+    /// A bulk replay or purge with no filter and without `all`: it would touch every
+    /// dead letter.
+    #[error(
+        "an empty filter would match every dead letter; give a filter, or `all` to mean every one"
+    )]
+    EmptyFilter,
     /// Fewer replicas than `wait_replicas` confirmed a write in time: it may not survive
     /// a failover, so it is not reported as stored.
     #[error("{0}")]

@@ -145,7 +145,10 @@ impl Queue {
     }
 
     /// A call of `script` with `keys`, in the order the script's header lists them.
-    pub(crate) fn invocation<'a>(script: &'a redis::Script, keys: &[&String]) -> redis::ScriptInvocation<'a> {
+    pub(crate) fn invocation<'a>(
+        script: &'a redis::Script,
+        keys: &[&String],
+    ) -> redis::ScriptInvocation<'a> {
         let mut inv = script.prepare_invoke();
         for k in keys {
             inv.key(*k);
@@ -185,7 +188,10 @@ impl Queue {
 
     /// `writes` (their replies ignored), then the script, as one MULTI, for
     /// [`Queue::transact`].
-    pub(crate) fn transaction(writes: Vec<redis::Cmd>, inv: &redis::ScriptInvocation<'_>) -> redis::Pipeline {
+    pub(crate) fn transaction(
+        writes: Vec<redis::Cmd>,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> redis::Pipeline {
         let mut tx = redis::pipe();
         tx.atomic();
         for w in writes {

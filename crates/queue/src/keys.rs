@@ -36,6 +36,18 @@ impl Keys {
         format!("{}:rate:{destination}:{second}", self.tag())
     }
 
+    /// One dashboard session, named by a digest of its id: whoever can list the keys
+    /// learns no usable session id.
+    pub fn session(&self, session_id: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::new()
+            .chain_update(b"aftercall-session\0")
+            .chain_update(session_id.as_bytes())
+            .finalize();
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:session:{hex}", self.tag())
+    }
+
     fn tag(&self) -> &str {
         self.ready
             .strip_suffix(":ready")

@@ -23,6 +23,7 @@ mod limits;
 mod ops;
 mod scripts;
 mod server;
+mod session;
 mod worker;
 
 use chrono::Utc;
@@ -35,9 +36,11 @@ pub use handle::Queue;
 pub use keys::Keys;
 pub use limits::Limit;
 pub use ops::{
-    CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats, WORKER_ALIVE_MS, redact_job,
+    BulkFilter, CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats, WORKER_ALIVE_MS,
+    present, redact_job,
 };
 pub use server::{ALLOW_EVICTION, NO_EVICTION, RedisFacts};
+pub use session::SessionRecord;
 pub use worker::{FanOutRecord, FannedOut, Fetched, Finish, FinishMode, Leased, StateInfo};
 
 pub fn now_ms() -> i64 {

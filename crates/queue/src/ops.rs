@@ -94,7 +94,9 @@ impl CallStatus {
 /// A dead letter as listed.
 pub type DeadLetter = JobRecord;
 
-/// Filters for dead-letter listing, replay and purge. All set fields must match.
+/// Filters for dead-letter listing, replay and purge. All set fields must match; a text
+/// field that is empty or only whitespace counts as absent (see [`DlqFilter::normalized`]),
+/// wherever the filter came from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DlqFilter {
     pub agent: Option<String>,
@@ -109,7 +111,46 @@ pub struct DlqFilter {
     pub error: Option<String>,
 }
 
+/// `None` for a value that is absent, empty or only whitespace: an operator who leaves a
+/// filter field blank means "any", never "match the empty string" (which every error
+/// contains, so `--error ""` would select every dead letter).
+pub fn present(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
 impl DlqFilter {
+    /// The filter with blank text fields made absent. Every operation normalises its
+    /// filter, so a caller that forgets still gets these semantics.
+    pub fn normalized(self) -> DlqFilter {
+        DlqFilter {
+            agent: present(self.agent),
+            action: present(self.action),
+            error: present(self.error),
+            ..self
+        }
+    }
+
+    /// True when the filter would match every dead letter (blank fields are absent).
+    pub fn is_empty(&self) -> bool {
+        let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+        blank(&self.agent)
+            && blank(&self.action)
+            && blank(&self.error)
+            && self.since_ms.is_none()
+            && self.until_ms.is_none()
+    }
+
+    /// The filter of a bulk replay or purge. An empty filter matches every dead letter,
+    /// so it is refused unless `all` says that is meant; [`BulkFilter`] can only be made
+    /// here, so no bulk operation runs without this check.
+    pub fn bulk(self, all: bool) -> Result<BulkFilter, QueueError> {
+        let f = self.normalized();
+        if f.is_empty() && !all {
+            return Err(QueueError::EmptyFilter);
+        }
+        Ok(BulkFilter(f))
+    }
+
     fn matches(&self, r: &JobRecord) -> bool {
         if self
             .agent
@@ -126,6 +167,17 @@ impl DlqFilter {
                 || r.last_error().is_some_and(|le| le.contains(e.as_str()));
         }
         true
+    }
+}
+
+/// A [`DlqFilter`] that passed the "an empty filter needs `all`" check
+/// ([`DlqFilter::bulk`]); what bulk replay, purge and their dry runs take.
+#[derive(Debug, Clone)]
+pub struct BulkFilter(DlqFilter);
+
+impl BulkFilter {
+    pub fn filter(&self) -> &DlqFilter {
+        &self.0
     }
 }
 
@@ -319,6 +371,7 @@ impl Queue {
         limit: usize,
     ) -> Result<Page<DeadLetter>, QueueError> {
         const SCAN: isize = 200;
+        let filter = &filter.clone().normalized();
         let limit = limit.clamp(1, 1000);
         let mut pos: isize = match cursor {
             Some(c) => c
@@ -410,9 +463,28 @@ impl Queue {
         Ok(total)
     }
 
-    pub async fn replay_matching(&self, filter: &DlqFilter) -> Result<u64, QueueError> {
-        let ids = self.dlq_ids(filter).await?;
+    pub async fn replay_matching(&self, filter: &BulkFilter) -> Result<u64, QueueError> {
+        let ids = self.dlq_ids(filter.filter()).await?;
         self.replay(&ids).await
+    }
+
+    /// How many dead letters a bulk replay or purge with `filter` would touch now; a dry
+    /// run, which changes nothing.
+    pub async fn count_matching(&self, filter: &BulkFilter) -> Result<u64, QueueError> {
+        Ok(self.dlq_ids(filter.filter()).await?.len() as u64)
+    }
+
+    /// How many of `ids` are dead letters now: what a replay or purge of them would touch.
+    pub async fn count_dead(&self, ids: &[String]) -> Result<u64, QueueError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut p = redis::pipe();
+        for id in ids {
+            p.zscore(&self.inner.keys.dead, id);
+        }
+        let scores: Vec<Option<f64>> = p.query_async(&mut self.conn()).await?;
+        Ok(scores.iter().filter(|s| s.is_some()).count() as u64)
     }
 
     /// Deletes dead letters for good. Returns how many were purged.
@@ -431,8 +503,8 @@ impl Queue {
             .await
     }
 
-    pub async fn purge_matching(&self, filter: &DlqFilter) -> Result<u64, QueueError> {
-        let ids = self.dlq_ids(filter).await?;
+    pub async fn purge_matching(&self, filter: &BulkFilter) -> Result<u64, QueueError> {
+        let ids = self.dlq_ids(filter.filter()).await?;
         self.purge(&ids).await
     }
 
@@ -504,5 +576,43 @@ impl Queue {
             .query_async(&mut self.conn())
             .await?;
         Ok(v.into_iter().map(|(w, t)| (w, t as i64)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_fields_are_absent_and_an_empty_filter_needs_all() {
+        let text = |v: Option<&str>| DlqFilter {
+            agent: v.map(Into::into),
+            ..DlqFilter::default()
+        };
+        let error = |v: Option<&str>| DlqFilter {
+            error: v.map(Into::into),
+            ..DlqFilter::default()
+        };
+        for blank in [None, Some(""), Some("  "), Some("\t\n")] {
+            for f in [text(blank), error(blank)] {
+                assert!(f.is_empty(), "{f:?}");
+                assert!(matches!(
+                    f.clone().bulk(false),
+                    Err(QueueError::EmptyFilter)
+                ));
+                let all = f.bulk(true).unwrap();
+                assert_eq!(all.filter().agent, None);
+                assert_eq!(all.filter().error, None);
+            }
+        }
+        let f = error(Some("timeout")).bulk(false).unwrap();
+        assert_eq!(f.filter().error.as_deref(), Some("timeout"));
+        let since = DlqFilter {
+            since_ms: Some(0),
+            error: Some(String::new()),
+            ..DlqFilter::default()
+        };
+        assert!(!since.is_empty());
+        assert_eq!(since.bulk(false).unwrap().filter().error, None);
     }
 }

@@ -148,7 +148,7 @@ try {
     assert.match(await page.textContent('.error-box'), /not valid/);
   });
 
-  await step('an admin token logs in, kept in an HttpOnly SameSite=Strict cookie', async () => {
+  await step('an admin token logs in: a session id in an HttpOnly SameSite=Strict cookie', async () => {
     await page.fill('#token', ADMIN);
     await page.press('#token', 'Enter');
     await page.waitForURL(`${BASE}/ui/dead-letters`);
@@ -157,7 +157,9 @@ try {
     assert.equal(cookie.httpOnly, true);
     assert.equal(cookie.sameSite, 'Strict');
     assert.equal(cookie.path, '/ui');
-    assert.equal(await page.evaluate(() => document.cookie), '', 'scripts cannot read the token');
+    assert.match(cookie.value, /^[0-9a-f]{64}$/, 'a session id');
+    assert.ok(!cookie.value.includes(ADMIN) && cookie.value !== Buffer.from(ADMIN).toString('hex'), 'not the token');
+    assert.equal(await page.evaluate(() => document.cookie), '', 'scripts cannot read the session id');
   });
 
   await step('mutations without the CSRF token are refused; the API ignores the cookie', async () => {
@@ -354,7 +356,11 @@ try {
     assert.equal(await page.locator('table.dlq tbody tr').count(), 2);
     await page.click('button[data-bulk="replay-filter"]');
     const dialog = page.locator('dialog#confirm');
-    assert.match(await dialog.textContent(), /Replay every dead letter matching agent = agent_abc123/);
+    // The confirmation carries the dry run's count.
+    await dialog.waitFor({ state: 'visible' });
+    assert.match(await dialog.textContent(), /Replay the 2 dead letters matching agent = agent_abc123\?/);
+    assert.equal(await dialog.locator('button[value="ok"]').textContent(), 'Replay 2');
+    assert.equal((await api('GET', '/stats', READ)).json.dead, 2, 'the dry run touched nothing');
     await dialog.locator('button[value="ok"]').click();
     await page.waitForURL(/done=replayed-2/);
     assert.equal(await page.textContent('#flash'), 'Replayed 2 dead letters; they are queued again.');
@@ -389,9 +395,19 @@ try {
     await dark.close();
   });
 
-  await step('a read token can look but not change', async () => {
+  await step('logging out ends the session on the server', async () => {
+    const [before] = (await context.cookies()).filter((c) => c.name === 'aftercall_session');
     await page.click('.who button[type=submit]');
     await page.waitForURL(`${BASE}/ui/login`);
+    // The same cookie, put back (as a copy someone kept would be), opens nothing.
+    await context.addCookies([before]);
+    await page.goto(`${BASE}/ui/`);
+    await page.waitForURL(/\/ui\/login/);
+    await context.clearCookies();
+  });
+
+  await step('a read token can look but not change', async () => {
+    await page.goto(`${BASE}/ui/login`);
     await page.fill('#token', READ);
     await page.press('#token', 'Enter');
     await page.waitForURL(`${BASE}/ui/`);
