@@ -72,7 +72,7 @@ impl Queue {
         cfg: &AgentConfig,
     ) -> Result<bool, QueueError> {
         let json = serde_json::to_string(cfg).expect("config serializes");
-        let mut inv = self.inner.scripts.agent_cas.key(&self.inner.keys.agents);
+        let mut inv = self.inner.scripts.agent_cas.invocation(&self.inner.keys);
         inv.arg(agent_id)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or(""))

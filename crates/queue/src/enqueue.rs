@@ -229,19 +229,7 @@ impl Queue {
         let mut it = jobs.peekable();
         let chunks = std::iter::from_fn(|| {
             it.peek()?;
-            let mut inv = Self::invocation(
-                &self.inner.scripts.enqueue,
-                &[
-                    &k.calls,
-                    &k.calls_log,
-                    &k.ready,
-                    &k.data,
-                    &k.state,
-                    &k.attempts,
-                    &k.max,
-                    &k.notify,
-                ],
-            );
+            let mut inv = self.inner.scripts.enqueue.invocation(k);
             inv.arg(now.timestamp_millis()).arg(&max);
             // The data goes in as a plain HSET in the script's transaction (see
             // enqueue.lua): cheaper for Redis than passing it through Lua.

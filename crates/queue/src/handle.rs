@@ -144,18 +144,6 @@ impl Queue {
         self.inner.conn.clone()
     }
 
-    /// A call of `script` with `keys`, in the order the script's header lists them.
-    pub(crate) fn invocation<'a>(
-        script: &'a redis::Script,
-        keys: &[&String],
-    ) -> redis::ScriptInvocation<'a> {
-        let mut inv = script.prepare_invoke();
-        for k in keys {
-            inv.key(*k);
-        }
-        inv
-    }
-
     /// A connection of its own for blocking waits (they would stall a shared one).
     pub async fn blocking_connection(&self) -> Result<Conn, QueueError> {
         Ok(self

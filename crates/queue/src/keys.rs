@@ -48,6 +48,30 @@ impl Keys {
         format!("{}:session:{hex}", self.tag())
     }
 
+    /// The key a script's key list calls `name` (scripts.rs).
+    pub fn named(&self, name: &str) -> Option<&str> {
+        Some(match name {
+            "ready" => &self.ready,
+            "running" => &self.running,
+            "scheduled" => &self.scheduled,
+            "dead" => &self.dead,
+            "done" => &self.done,
+            "data" => &self.data,
+            "state" => &self.state,
+            "attempts" => &self.attempts,
+            "max" => &self.max,
+            "log" => &self.log,
+            "lease" => &self.lease,
+            "calls" => &self.calls,
+            "calls_log" => &self.calls_log,
+            "fanout" => &self.fanout,
+            "notify" => &self.notify,
+            "agents" => &self.agents,
+            "workers" => &self.workers,
+            _ => return None,
+        })
+    }
+
     fn tag(&self) -> &str {
         self.ready
             .strip_suffix(":ready")

@@ -27,9 +27,8 @@ impl Queue {
     ) -> Result<bool, QueueError> {
         let now = now_ms();
         let k = &self.inner.keys;
-        let mut inv = self.inner.scripts.limit.prepare_invoke();
-        inv.key(k.limit(destination))
-            .key(k.rate(destination, now / 1000));
+        let (sem, rate) = (k.limit(destination), k.rate(destination, now / 1000));
+        let mut inv = self.inner.scripts.limit.invocation_with(&[&sem, &rate]);
         inv.arg(now)
             .arg(token)
             .arg(hold.as_millis() as u64)

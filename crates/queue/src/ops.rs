@@ -437,22 +437,18 @@ impl Queue {
 
     /// Re-queues dead letters with a fresh attempt budget. Returns how many moved.
     pub async fn replay(&self, ids: &[String]) -> Result<u64, QueueError> {
-        let k = &self.inner.keys;
-        let keys = [&k.dead, &k.ready, &k.state, &k.attempts, &k.log, &k.notify];
-        self.per_dead_letter(&self.inner.scripts.replay, &keys, ids)
-            .await
+        self.per_dead_letter(&self.inner.scripts.replay, ids).await
     }
 
     /// Runs `script` over dead letters `ids`, 500 per call; sums what it reports.
     async fn per_dead_letter(
         &self,
-        script: &redis::Script,
-        keys: &[&String],
+        script: &crate::scripts::QueueScript,
         ids: &[String],
     ) -> Result<u64, QueueError> {
         let mut total = 0;
         for chunk in ids.chunks(500) {
-            let mut inv = Self::invocation(script, keys);
+            let mut inv = script.invocation(&self.inner.keys);
             inv.arg(now_ms());
             for id in chunk {
                 inv.arg(id);
@@ -489,18 +485,7 @@ impl Queue {
 
     /// Deletes dead letters for good. Returns how many were purged.
     pub async fn purge(&self, ids: &[String]) -> Result<u64, QueueError> {
-        let k = &self.inner.keys;
-        let keys = [
-            &k.dead,
-            &k.data,
-            &k.state,
-            &k.attempts,
-            &k.max,
-            &k.log,
-            &k.lease,
-        ];
-        self.per_dead_letter(&self.inner.scripts.purge, &keys, ids)
-            .await
+        self.per_dead_letter(&self.inner.scripts.purge, ids).await
     }
 
     pub async fn purge_matching(&self, filter: &BulkFilter) -> Result<u64, QueueError> {

@@ -1,39 +1,254 @@
 //! The Lua scripts, each prefixed with the shared helpers and loaded once per process.
+//!
+//! Each script's keys are named once, here, beside the file they belong to: the list
+//! becomes the `local <name>_key = KEYS[i]` lines that open the script, and the same list
+//! fills the invocation from [`Keys`]. The two sides cannot disagree on a position, and
+//! a script that uses a name its list lacks fails at its first call (Redis refuses
+//! undeclared globals).
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
+
+use crate::keys::Keys;
 
 const LIB: &str = include_str!("lua/lib.lua");
 
-fn script(body: &str) -> Script {
-    Script::new(&format!("{LIB}\n{body}"))
+/// A script and the names of its keys, in `KEYS` order.
+pub struct QueueScript {
+    script: Script,
+    keys: &'static [&'static str],
+}
+
+impl QueueScript {
+    fn new(body: &str, keys: &'static [&'static str]) -> QueueScript {
+        let mut src = String::with_capacity(LIB.len() + body.len() + 40 * keys.len());
+        src.push_str(LIB);
+        src.push('\n');
+        for (i, name) in keys.iter().enumerate() {
+            src.push_str(&format!("local {name}_key = KEYS[{}]\n", i + 1));
+        }
+        src.push_str(body);
+        QueueScript {
+            script: Script::new(&src),
+            keys,
+        }
+    }
+
+    /// A call with the queue's keys of this script's list.
+    pub fn invocation<'a>(&'a self, keys: &Keys) -> ScriptInvocation<'a> {
+        let mut inv = self.script.prepare_invoke();
+        for name in self.keys {
+            inv.key(
+                keys.named(name)
+                    .expect("every fixed key name is one of Keys (tested)"),
+            );
+        }
+        inv
+    }
+
+    /// A call with keys made for it (a destination's limit keys), in the list's order.
+    pub fn invocation_with<'a>(&'a self, values: &[&str]) -> ScriptInvocation<'a> {
+        assert_eq!(values.len(), self.keys.len(), "one value per key name");
+        let mut inv = self.script.prepare_invoke();
+        for v in values {
+            inv.key(*v);
+        }
+        inv
+    }
 }
 
 pub struct Scripts {
-    pub enqueue: Script,
-    pub fetch: Script,
-    pub finish: Script,
-    pub fanout: Script,
-    pub renew: Script,
-    pub replay: Script,
-    pub purge: Script,
-    pub sweep: Script,
-    pub limit: Script,
-    pub agent_cas: Script,
+    pub enqueue: QueueScript,
+    pub fetch: QueueScript,
+    pub finish: QueueScript,
+    pub fanout: QueueScript,
+    pub renew: QueueScript,
+    pub replay: QueueScript,
+    pub purge: QueueScript,
+    pub sweep: QueueScript,
+    pub limit: QueueScript,
+    pub agent_cas: QueueScript,
 }
+
+/// Each script's source and key list.
+const SOURCES: [(&str, &str, &[&str]); 10] = [
+    (
+        "enqueue",
+        include_str!("lua/enqueue.lua"),
+        &[
+            "calls",
+            "calls_log",
+            "ready",
+            "data",
+            "state",
+            "attempts",
+            "max",
+            "notify",
+        ],
+    ),
+    (
+        "fetch",
+        include_str!("lua/fetch.lua"),
+        &[
+            "ready",
+            "running",
+            "scheduled",
+            "dead",
+            "data",
+            "state",
+            "attempts",
+            "max",
+            "log",
+            "lease",
+            "notify",
+        ],
+    ),
+    (
+        "finish",
+        include_str!("lua/finish.lua"),
+        &[
+            "ready",
+            "running",
+            "scheduled",
+            "dead",
+            "done",
+            "state",
+            "attempts",
+            "log",
+            "lease",
+            "notify",
+        ],
+    ),
+    (
+        "fanout",
+        include_str!("lua/fanout.lua"),
+        &[
+            "ready",
+            "running",
+            "scheduled",
+            "done",
+            "data",
+            "state",
+            "attempts",
+            "max",
+            "log",
+            "lease",
+            "fanout",
+            "notify",
+        ],
+    ),
+    (
+        "renew",
+        include_str!("lua/renew.lua"),
+        &["running", "lease"],
+    ),
+    (
+        "replay",
+        include_str!("lua/replay.lua"),
+        &["dead", "ready", "state", "attempts", "log", "notify"],
+    ),
+    (
+        "purge",
+        include_str!("lua/purge.lua"),
+        &["dead", "data", "state", "attempts", "max", "log", "lease"],
+    ),
+    (
+        "sweep",
+        include_str!("lua/sweep.lua"),
+        &[
+            "done",
+            "data",
+            "state",
+            "attempts",
+            "max",
+            "log",
+            "calls",
+            "calls_log",
+            "fanout",
+        ],
+    ),
+    // A destination's semaphore (token -> expiry ms) and this second's start counter:
+    // made per call by `Keys::limit` and `Keys::rate`.
+    ("limit", include_str!("lua/limit.lua"), &["sem", "rate"]),
+    ("agent_cas", include_str!("lua/agent_cas.lua"), &["agents"]),
+];
 
 impl Scripts {
     pub fn new() -> Scripts {
+        let [
+            enqueue,
+            fetch,
+            finish,
+            fanout,
+            renew,
+            replay,
+            purge,
+            sweep,
+            limit,
+            agent_cas,
+        ] = SOURCES.map(|(_, body, keys)| QueueScript::new(body, keys));
         Scripts {
-            enqueue: script(include_str!("lua/enqueue.lua")),
-            fetch: script(include_str!("lua/fetch.lua")),
-            finish: script(include_str!("lua/finish.lua")),
-            fanout: script(include_str!("lua/fanout.lua")),
-            renew: script(include_str!("lua/renew.lua")),
-            replay: script(include_str!("lua/replay.lua")),
-            purge: script(include_str!("lua/purge.lua")),
-            sweep: script(include_str!("lua/sweep.lua")),
-            limit: script(include_str!("lua/limit.lua")),
-            agent_cas: script(include_str!("lua/agent_cas.lua")),
+            enqueue,
+            fetch,
+            finish,
+            fanout,
+            renew,
+            replay,
+            purge,
+            sweep,
+            limit,
+            agent_cas,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name resolves to a key of the queue (but the limit's, made per call), and
+    /// each script's header comment lists the same names in the same order.
+    #[test]
+    fn key_lists_resolve_and_match_the_headers() {
+        let keys = Keys::new("p");
+        for (name, body, list) in SOURCES {
+            if name != "limit" {
+                for k in list {
+                    assert!(keys.named(k).is_some(), "{name}: {k} is not a key");
+                }
+            }
+            let header = body
+                .lines()
+                .find_map(|l| l.strip_prefix("-- KEYS (scripts.rs binds them as locals): "))
+                .unwrap_or_else(|| panic!("{name}.lua has no KEYS header"));
+            let named: Vec<String> = list.iter().map(|k| format!("{k}_key")).collect();
+            assert!(
+                header.starts_with(&named.join(", ")),
+                "{name}.lua's header says {header}, scripts.rs {named:?}"
+            );
+            assert!(!body.contains("KEYS["), "{name}.lua indexes KEYS itself");
+        }
+    }
+
+    /// A key a script uses is on its list: every `<name>_key` it mentions is bound.
+    #[test]
+    fn scripts_use_only_their_own_keys() {
+        for (name, body, list) in SOURCES {
+            let mut rest = body;
+            while let Some(at) = rest.find("_key") {
+                let start = rest[..at]
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map_or(0, |i| i + 1);
+                let word = &rest[start..at];
+                let after = rest[at + 4..].chars().next();
+                let whole = !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                if whole && !word.is_empty() {
+                    assert!(
+                        list.contains(&word),
+                        "{name}.lua uses {word}_key, not on its list"
+                    );
+                }
+                rest = &rest[at + 4..];
+            }
         }
     }
 }

@@ -147,22 +147,7 @@ impl Queue {
         now_ms: i64,
     ) -> Result<Fetched, QueueError> {
         let k = &self.inner.keys;
-        let mut inv = Self::invocation(
-            &self.inner.scripts.fetch,
-            &[
-                &k.ready,
-                &k.running,
-                &k.scheduled,
-                &k.dead,
-                &k.data,
-                &k.state,
-                &k.attempts,
-                &k.max,
-                &k.log,
-                &k.lease,
-                &k.notify,
-            ],
-        );
+        let mut inv = self.inner.scripts.fetch.invocation(k);
         inv.arg(now_ms)
             .arg(batch)
             .arg(lease.as_millis() as u64)
@@ -222,21 +207,7 @@ impl Queue {
             return Ok(Vec::new());
         }
         let k = &self.inner.keys;
-        let mut inv = Self::invocation(
-            &self.inner.scripts.finish,
-            &[
-                &k.ready,
-                &k.running,
-                &k.scheduled,
-                &k.dead,
-                &k.done,
-                &k.state,
-                &k.attempts,
-                &k.log,
-                &k.lease,
-                &k.notify,
-            ],
-        );
+        let mut inv = self.inner.scripts.finish.invocation(k);
         inv.arg(now_ms());
         for f in items {
             let mode = match f.mode {
@@ -312,24 +283,7 @@ impl Queue {
     }
 
     fn fan_out_invocation(&self) -> redis::ScriptInvocation<'_> {
-        let k = &self.inner.keys;
-        Self::invocation(
-            &self.inner.scripts.fanout,
-            &[
-                &k.ready,
-                &k.running,
-                &k.scheduled,
-                &k.done,
-                &k.data,
-                &k.state,
-                &k.attempts,
-                &k.max,
-                &k.log,
-                &k.lease,
-                &k.fanout,
-                &k.notify,
-            ],
-        )
+        self.inner.scripts.fanout.invocation(&self.inner.keys)
     }
 
     /// One parent's arguments, after `now`: see the header of `fanout.lua`. Its action
@@ -378,10 +332,8 @@ impl Queue {
             return Ok(Vec::new());
         }
         let k = &self.inner.keys;
-        let mut inv = self.inner.scripts.renew.prepare_invoke();
-        inv.key(&k.running)
-            .key(&k.lease)
-            .arg(now_ms() + lease.as_millis() as i64);
+        let mut inv = self.inner.scripts.renew.invocation(k);
+        inv.arg(now_ms() + lease.as_millis() as i64);
         for (id, token) in held {
             inv.arg(id).arg(token);
         }
@@ -392,20 +344,7 @@ impl Queue {
     pub async fn sweep(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
         let k = &self.inner.keys;
         let cutoff = now_ms() - retention.as_millis() as i64;
-        let mut inv = Self::invocation(
-            &self.inner.scripts.sweep,
-            &[
-                &k.done,
-                &k.data,
-                &k.state,
-                &k.attempts,
-                &k.max,
-                &k.log,
-                &k.calls,
-                &k.calls_log,
-                &k.fanout,
-            ],
-        );
+        let mut inv = self.inner.scripts.sweep.invocation(k);
         inv.arg(cutoff).arg(limit).arg(retention.as_millis() as u64);
         Ok(inv.invoke_async(&mut self.conn()).await?)
     }

@@ -1,5 +1,5 @@
 -- Idempotent enqueue of call-ended jobs, one or many per call.
--- KEYS: calls, calls_log, ready, data, state, attempts, max, notify
+-- KEYS (scripts.rs binds them as locals): calls_key, calls_log_key, ready_key, data_key, state_key, attempts_key, max_key, notify_key
 -- ARGV: now, max_attempts ('' for the default, which is not stored), then the n call
 --       ids, then the n job ids (same order).
 -- The jobs' data is written by an HSET in the same MULTI, before this script: a job's
@@ -16,26 +16,26 @@ local n = (#ARGV - 2) / 2
 if n == 1 then
   -- One event (the HTTP ingest's case): the same writes without the batch's tables.
   local call_id, id = ARGV[3], ARGV[4]
-  if rcall('HSETNX', KEYS[1], call_id, id) == 0 then
-    local prev = rcall('HGET', KEYS[1], call_id)
+  if rcall('HSETNX', calls_key, call_id, id) == 0 then
+    local prev = rcall('HGET', calls_key, call_id)
     -- A retried transaction names the same job again: its data is the job's own.
-    if prev ~= id then rcall('HDEL', KEYS[4], id) end
+    if prev ~= id then rcall('HDEL', data_key, id) end
     return { 1, prev }
   end
-  rcall('XADD', KEYS[2], '*', call_id, '')
-  if max ~= '' then rcall('HSET', KEYS[7], id, max) end
-  rcall('HSET', KEYS[5], id, state_json('queued', now))
-  rcall('LPUSH', KEYS[3], id)
-  notify(KEYS[8])
+  rcall('XADD', calls_log_key, '*', call_id, '')
+  if max ~= '' then rcall('HSET', max_key, id, max) end
+  rcall('HSET', state_key, id, state_json('queued', now))
+  rcall('LPUSH', ready_key, id)
+  notify(notify_key)
   return {}
 end
 local known
 if n <= SLICE then
-  known = rcall('HMGET', KEYS[1], unpack(ARGV, 3, 2 + n))
+  known = rcall('HMGET', calls_key, unpack(ARGV, 3, 2 + n))
 else
   local call_ids = {}
   for k = 1, n do call_ids[k] = ARGV[2 + k] end
-  known = hmget(KEYS[1], call_ids)
+  known = hmget(calls_key, call_ids)
 end
 
 local dups = {}
@@ -68,10 +68,10 @@ for k = 1, n do
   end
 end
 if nr > 0 then
-  call_sliced('HSET', KEYS[1], calls, 2)
+  call_sliced('HSET', calls_key, calls, 2)
   -- One entry per slice of call ids (each an id and an empty value).
   for i = 1, 2 * nr, SLICE do
-    rcall('XADD', KEYS[2], '*', unpack(logged, i, math.min(i + SLICE - 1, 2 * nr)))
+    rcall('XADD', calls_log_key, '*', unpack(logged, i, math.min(i + SLICE - 1, 2 * nr)))
   end
   if max ~= '' then
     local maxes = {}
@@ -79,11 +79,11 @@ if nr > 0 then
       maxes[2 * r - 1] = ready[r]
       maxes[2 * r] = max
     end
-    call_sliced('HSET', KEYS[7], maxes, 2)
+    call_sliced('HSET', max_key, maxes, 2)
   end
-  call_sliced('HSET', KEYS[5], states, 2)
-  call_sliced('LPUSH', KEYS[3], ready, 1)
-  notify(KEYS[8])
+  call_sliced('HSET', state_key, states, 2)
+  call_sliced('LPUSH', ready_key, ready, 1)
+  notify(notify_key)
 end
-if nu > 0 then call_sliced('HDEL', KEYS[4], unused, 1) end
+if nu > 0 then call_sliced('HDEL', data_key, unused, 1) end
 return dups

@@ -1,7 +1,7 @@
 -- Atomically creates calls' action jobs and finishes their call-ended jobs, one or many
 -- calls per script call, each as if run in turn. Idempotent: a call fans out once,
 -- whoever holds the lease.
--- KEYS: ready, running, scheduled, done, data, state, attempts, max, log, lease, fanout, notify
+-- KEYS (scripts.rs binds them as locals): ready_key, running_key, scheduled_key, done_key, data_key, state_key, attempts_key, max_key, log_key, lease_key, fanout_key, notify_key
 -- ARGV: now, then per call-ended job: parent_id, token, call_id, parent_state, parent_log,
 --       ids_json, claim_token, claim_deadline_ms, n, then n times: id, max ('' for the
 --       default, which is not stored), run_at_ms (0 = now)
@@ -28,7 +28,7 @@ end
 local function drop_unused(p, n)
   for j = p + 9, p + 6 + 3 * n, 3 do
     local id = ARGV[j]
-    if rcall('HEXISTS', KEYS[6], id) == 0 then rcall('HDEL', KEYS[5], id) end
+    if rcall('HEXISTS', state_key, id) == 0 then rcall('HDEL', data_key, id) end
   end
 end
 
@@ -36,43 +36,43 @@ if #ARGV == 10 + 3 * tonumber(ARGV[10]) then
   -- One call (a quiet worker's case): the same writes without the batch's tables.
   local parent, token, call_id = ARGV[2], ARGV[3], ARGV[4]
   local n = tonumber(ARGV[10])
-  if rcall('HGET', KEYS[10], parent) ~= token then
+  if rcall('HGET', lease_key, parent) ~= token then
     drop_unused(2, n)
     return { 0 }
   end
   local result = 1
   local queued = false
-  if rcall('HSETNX', KEYS[11], call_id, ARGV[7]) == 1 then
+  if rcall('HSETNX', fanout_key, call_id, ARGV[7]) == 1 then
     local claim_token = ARGV[8]
     for i = 11, #ARGV, 3 do
       local id, run_at = ARGV[i], tonumber(ARGV[i + 2])
-      if ARGV[i + 1] ~= '' then rcall('HSET', KEYS[8], id, ARGV[i + 1]) end
+      if ARGV[i + 1] ~= '' then rcall('HSET', max_key, id, ARGV[i + 1]) end
       if run_at > now then
-        rcall('ZADD', KEYS[3], run_at, id)
-        rcall('HSET', KEYS[6], id, state_json('scheduled', now, { run_at = run_at }))
+        rcall('ZADD', scheduled_key, run_at, id)
+        rcall('HSET', state_key, id, state_json('scheduled', now, { run_at = run_at }))
         queued = true
       elseif claim_token ~= '' and result == 1 then
         -- Leased as fetch.lua leases a job for its first attempt.
-        rcall('HSET', KEYS[7], id, 1)
-        rcall('ZADD', KEYS[2], ARGV[9], id)
-        rcall('HSET', KEYS[10], id, claim_token)
-        rcall('HSET', KEYS[6], id, running_state(claim_token))
+        rcall('HSET', attempts_key, id, 1)
+        rcall('ZADD', running_key, ARGV[9], id)
+        rcall('HSET', lease_key, id, claim_token)
+        rcall('HSET', state_key, id, running_state(claim_token))
         result = id
       else
-        rcall('LPUSH', KEYS[1], id)
-        rcall('HSET', KEYS[6], id, state_json('queued', now))
+        rcall('LPUSH', ready_key, id)
+        rcall('HSET', state_key, id, state_json('queued', now))
         queued = true
       end
     end
   else
     drop_unused(2, n)
   end
-  rcall('ZREM', KEYS[2], parent)
-  rcall('HDEL', KEYS[10], parent)
-  rcall('HSET', KEYS[6], parent, ARGV[5])
-  append_log(KEYS[9], parent, ARGV[6])
-  rcall('ZADD', KEYS[4], now_s, parent)
-  if queued then notify(KEYS[12]) end
+  rcall('ZREM', running_key, parent)
+  rcall('HDEL', lease_key, parent)
+  rcall('HSET', state_key, parent, ARGV[5])
+  append_log(log_key, parent, ARGV[6])
+  rcall('ZADD', done_key, now_s, parent)
+  if queued then notify(notify_key) end
   return { result }
 end
 local parents, tokens, at = {}, {}, {}
@@ -85,7 +85,7 @@ while i <= #ARGV do
   at[np] = i
   i = i + 9 + 3 * tonumber(ARGV[i + 8])
 end
-local holders = hmget(KEYS[10], parents)
+local holders = hmget(lease_key, parents)
 
 local out = {}
 local seen = {}
@@ -108,7 +108,7 @@ for k = 1, np do
     out[k] = 1
     local n = tonumber(ARGV[p + 8])
     local claim_token = ARGV[p + 6]
-    if rcall('HSETNX', KEYS[11], ARGV[p + 2], ARGV[p + 5]) == 1 then
+    if rcall('HSETNX', fanout_key, ARGV[p + 2], ARGV[p + 5]) == 1 then
       for j = p + 9, p + 6 + 3 * n, 3 do
         local id, run_at = ARGV[j], tonumber(ARGV[j + 2])
         if ARGV[j + 1] ~= '' then
@@ -166,20 +166,20 @@ for k = 1, np do
 end
 
 if nf > 0 then
-  if nm > 0 then call_sliced('HSET', KEYS[8], maxes, 2) end
-  if nsc > 0 then call_sliced('ZADD', KEYS[3], scheduled, 2) end
-  if nr > 0 then call_sliced('LPUSH', KEYS[1], ready, 1) end
-  call_sliced('ZREM', KEYS[2], finished, 1)
-  call_sliced('HDEL', KEYS[10], finished, 1)
+  if nm > 0 then call_sliced('HSET', max_key, maxes, 2) end
+  if nsc > 0 then call_sliced('ZADD', scheduled_key, scheduled, 2) end
+  if nr > 0 then call_sliced('LPUSH', ready_key, ready, 1) end
+  call_sliced('ZREM', running_key, finished, 1)
+  call_sliced('HDEL', lease_key, finished, 1)
   if nc > 0 then
-    call_sliced('HSET', KEYS[7], claimed, 2)
-    call_sliced('ZADD', KEYS[2], running, 2)
-    call_sliced('HSET', KEYS[10], leases, 2)
+    call_sliced('HSET', attempts_key, claimed, 2)
+    call_sliced('ZADD', running_key, running, 2)
+    call_sliced('HSET', lease_key, leases, 2)
   end
-  call_sliced('HSET', KEYS[6], states, 2)
-  append_logs(KEYS[9], log_ids, log_entries)
-  call_sliced('ZADD', KEYS[4], done, 2)
-  if nr > 0 or nsc > 0 then notify(KEYS[12]) end
+  call_sliced('HSET', state_key, states, 2)
+  append_logs(log_key, log_ids, log_entries)
+  call_sliced('ZADD', done_key, done, 2)
+  if nr > 0 or nsc > 0 then notify(notify_key) end
 end
 -- After the writes above, so a call twice in one batch keeps its first fan-out's data.
 for u = 1, nu do

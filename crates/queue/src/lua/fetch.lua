@@ -1,5 +1,5 @@
 -- Promote due scheduled jobs, reap expired leases, then lease up to `batch` ready jobs.
--- KEYS: ready, running, scheduled, dead, data, state, attempts, max, log, lease, notify
+-- KEYS (scripts.rs binds them as locals): ready_key, running_key, scheduled_key, dead_key, data_key, state_key, attempts_key, max_key, log_key, lease_key, notify_key
 -- ARGV: now, batch, lease_ms, worker, default_max (a job's budget when none is stored)
 -- Returns: { next_due_ms or -1, id, attempts, max, id, attempts, max, ... }; the caller
 -- reads the jobs' data itself (HMGET), since a string crossing into Lua costs Redis a
@@ -12,7 +12,7 @@ local lease_ms = tonumber(ARGV[3])
 local worker = ARGV[4]
 local default_max = ARGV[5]
 
-local due = rcall('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
+local due = rcall('ZRANGEBYSCORE', scheduled_key, '-inf', now, 'LIMIT', 0, 1000)
 if #due > 0 then
   local queued = state_json('queued', now)
   local states = {}
@@ -20,36 +20,36 @@ if #due > 0 then
     states[#states + 1] = id
     states[#states + 1] = queued
   end
-  call_sliced('ZREM', KEYS[3], due, 1)
-  call_sliced('LPUSH', KEYS[1], due, 1)
-  call_sliced('HSET', KEYS[6], states, 2)
+  call_sliced('ZREM', scheduled_key, due, 1)
+  call_sliced('LPUSH', ready_key, due, 1)
+  call_sliced('HSET', state_key, states, 2)
 end
 
-local expired = rcall('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)
+local expired = rcall('ZRANGEBYSCORE', running_key, '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(expired) do
-  rcall('ZREM', KEYS[2], id)
-  local holder = rcall('HGET', KEYS[10], id)
-  rcall('HDEL', KEYS[10], id)
-  local n = tonumber(rcall('HGET', KEYS[7], id) or '0')
-  local max = tonumber(rcall('HGET', KEYS[8], id) or default_max)
+  rcall('ZREM', running_key, id)
+  local holder = rcall('HGET', lease_key, id)
+  rcall('HDEL', lease_key, id)
+  local n = tonumber(rcall('HGET', attempts_key, id) or '0')
+  local max = tonumber(rcall('HGET', max_key, id) or default_max)
   local err = 'lease expired: the worker holding the job stopped renewing it (crash, kill or stall)'
   local entry = { attempt = n, at = now, outcome = 'lease_expired', error = err }
   if holder then entry['worker'] = string.match(holder, '^(.*):[^:]*$') end
-  append_log(KEYS[9], id, cjson.encode(entry))
+  append_log(log_key, id, cjson.encode(entry))
   if n >= max then
-    rcall('ZADD', KEYS[4], now, id)
-    rcall('HSET', KEYS[6], id, state_json('dead', now, { error = err }))
+    rcall('ZADD', dead_key, now, id)
+    rcall('HSET', state_key, id, state_json('dead', now, { error = err }))
   else
-    rcall('RPUSH', KEYS[1], id)
-    rcall('HSET', KEYS[6], id, state_json('queued', now))
+    rcall('RPUSH', ready_key, id)
+    rcall('HSET', state_key, id, state_json('queued', now))
   end
 end
 
 local out = { -1 }
-local ids = rcall('RPOP', KEYS[1], batch)
+local ids = rcall('RPOP', ready_key, batch)
 if ids then
-  local attempts = hmget(KEYS[7], ids)
-  local maxes = hmget(KEYS[8], ids)
+  local attempts = hmget(attempts_key, ids)
+  local maxes = hmget(max_key, ids)
   local deadline = now + lease_ms
   local running = state_json('running', now, { worker = worker })
   local counted, zadd, leases, states = {}, {}, {}, {}
@@ -77,21 +77,21 @@ if ids then
     o = o + 3
   end
   if c > 0 then
-    call_sliced('HSET', KEYS[7], counted, 2)
-    call_sliced('ZADD', KEYS[2], zadd, 2)
-    call_sliced('HSET', KEYS[10], leases, 2)
-    call_sliced('HSET', KEYS[6], states, 2)
+    call_sliced('HSET', attempts_key, counted, 2)
+    call_sliced('ZADD', running_key, zadd, 2)
+    call_sliced('HSET', lease_key, leases, 2)
+    call_sliced('HSET', state_key, states, 2)
   end
-  if rcall('LLEN', KEYS[1]) > 0 then
+  if rcall('LLEN', ready_key) > 0 then
     -- Chain the wake-up so other idle workers join in on a burst.
-    notify(KEYS[11])
+    notify(notify_key)
   end
 end
 
 local next_due = -1
-local s = rcall('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local s = rcall('ZRANGE', scheduled_key, 0, 0, 'WITHSCORES')
 if s[2] then next_due = tonumber(s[2]) end
-local r = rcall('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local r = rcall('ZRANGE', running_key, 0, 0, 'WITHSCORES')
 if r[2] and (next_due < 0 or tonumber(r[2]) < next_due) then next_due = tonumber(r[2]) end
 out[1] = next_due
 return out

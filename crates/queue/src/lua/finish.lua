@@ -1,6 +1,6 @@
 -- Ends attempts of leased jobs. A finish only applies while the caller still holds the
 -- job's lease token, so a worker whose lease expired cannot overwrite a newer attempt.
--- KEYS: ready, running, scheduled, dead, done, state, attempts, log, lease, notify
+-- KEYS (scripts.rs binds them as locals): ready_key, running_key, scheduled_key, dead_key, done_key, state_key, attempts_key, log_key, lease_key, notify_key
 -- ARGV: now, then per job: mode (done|retry|dead|release|defer), id, token, score, state_json, log_entry
 -- Returns per job: 1 applied, 0 stale lease.
 -- Batched: the lease check is one HMGET, and each kind of write one command per call.
@@ -9,37 +9,37 @@ local n = (#ARGV - 1) / 6
 if n == 1 then
   -- One job (a quiet worker's case): the same writes without the batch's tables.
   local mode, id, token = ARGV[2], ARGV[3], ARGV[4]
-  if rcall('HGET', KEYS[9], id) ~= token then return { 0 } end
-  rcall('ZREM', KEYS[2], id)
-  rcall('HDEL', KEYS[9], id)
+  if rcall('HGET', lease_key, id) ~= token then return { 0 } end
+  rcall('ZREM', running_key, id)
+  rcall('HDEL', lease_key, id)
   if mode == 'release' then
-    rcall('HINCRBY', KEYS[7], id, -1)
-    rcall('RPUSH', KEYS[1], id)
-    rcall('HSET', KEYS[6], id, state_json('queued', now))
-    notify(KEYS[10])
+    rcall('HINCRBY', attempts_key, id, -1)
+    rcall('RPUSH', ready_key, id)
+    rcall('HSET', state_key, id, state_json('queued', now))
+    notify(notify_key)
     return { 1 }
   end
-  rcall('HSET', KEYS[6], id, ARGV[6])
+  rcall('HSET', state_key, id, ARGV[6])
   if mode == 'defer' then
-    rcall('HINCRBY', KEYS[7], id, -1)
-    rcall('ZADD', KEYS[3], ARGV[5], id)
-    notify(KEYS[10])
+    rcall('HINCRBY', attempts_key, id, -1)
+    rcall('ZADD', scheduled_key, ARGV[5], id)
+    notify(notify_key)
     return { 1 }
   end
-  append_log(KEYS[8], id, ARGV[7])
+  append_log(log_key, id, ARGV[7])
   if mode == 'done' then
-    rcall('ZADD', KEYS[5], now, id)
+    rcall('ZADD', done_key, now, id)
   elseif mode == 'retry' then
-    rcall('ZADD', KEYS[3], ARGV[5], id)
-    notify(KEYS[10])
+    rcall('ZADD', scheduled_key, ARGV[5], id)
+    notify(notify_key)
   else
-    rcall('ZADD', KEYS[4], now, id)
+    rcall('ZADD', dead_key, now, id)
   end
   return { 1 }
 end
 local ids = {}
 for k = 1, n do ids[k] = ARGV[6 * k - 3] end
-local holders = hmget(KEYS[9], ids)
+local holders = hmget(lease_key, ids)
 
 local out, seen = {}, {}
 local applied, states, log_ids, log_entries, done = {}, {}, {}, {}, {}
@@ -62,7 +62,7 @@ for k = 1, n do
       done[nd - 1] = now
       done[nd] = id
     elseif mode == 'release' then
-      rcall('HINCRBY', KEYS[7], id, -1)
+      rcall('HINCRBY', attempts_key, id, -1)
       released = released or {}
       released[#released + 1] = id
       ns = ns + 2
@@ -71,7 +71,7 @@ for k = 1, n do
       wake = true
     elseif mode == 'defer' then
       -- Held back by a per-destination limit: not an attempt, try again shortly.
-      rcall('HINCRBY', KEYS[7], id, -1)
+      rcall('HINCRBY', attempts_key, id, -1)
       scheduled = scheduled or {}
       scheduled[#scheduled + 1] = ARGV[i + 3]
       scheduled[#scheduled + 1] = id
@@ -102,14 +102,14 @@ for k = 1, n do
 end
 
 if na > 0 then
-  call_sliced('ZREM', KEYS[2], applied, 1)
-  call_sliced('HDEL', KEYS[9], applied, 1)
-  call_sliced('HSET', KEYS[6], states, 2)
-  append_logs(KEYS[8], log_ids, log_entries)
-  call_sliced('ZADD', KEYS[5], done, 2)
-  if scheduled then call_sliced('ZADD', KEYS[3], scheduled, 2) end
-  if dead then call_sliced('ZADD', KEYS[4], dead, 2) end
-  if released then call_sliced('RPUSH', KEYS[1], released, 1) end
+  call_sliced('ZREM', running_key, applied, 1)
+  call_sliced('HDEL', lease_key, applied, 1)
+  call_sliced('HSET', state_key, states, 2)
+  append_logs(log_key, log_ids, log_entries)
+  call_sliced('ZADD', done_key, done, 2)
+  if scheduled then call_sliced('ZADD', scheduled_key, scheduled, 2) end
+  if dead then call_sliced('ZADD', dead_key, dead, 2) end
+  if released then call_sliced('RPUSH', ready_key, released, 1) end
 end
-if wake then notify(KEYS[10]) end
+if wake then notify(notify_key) end
 return out

@@ -1,13 +1,15 @@
 -- Retention: forgets finished jobs and call ids older than the cutoff, in bounded steps.
--- KEYS: done, data, state, attempts, max, log, calls, calls_log, fanout
+-- KEYS (scripts.rs binds them as locals): done_key, data_key, state_key, attempts_key, max_key, log_key, calls_key, calls_log_key, fanout_key
 -- ARGV: cutoff_ms, limit, retention_ms
 -- Call ids are forgotten by whole entries of the log (one per enqueue: up to 500 ids),
 -- until `limit` ids are gone.
 local cutoff, limit = ARGV[1], tonumber(ARGV[2])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, limit)
+local ids = redis.call('ZRANGEBYSCORE', done_key, '-inf', cutoff, 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  for k = 2, 6 do redis.call('HDEL', KEYS[k], id) end
+  redis.call('ZREM', done_key, id)
+  for _, key in ipairs({ data_key, state_key, attempts_key, max_key, log_key }) do
+    redis.call('HDEL', key, id)
+  end
 end
 local forgotten = 0
 -- The log's entry ids are Redis's time (`ms-seq`), so its cutoff is taken by Redis's
@@ -17,16 +19,16 @@ local log_cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - t
 -- A few entries at a time (one can hold 500 ids); each is deleted once its ids are.
 -- (A retention longer than the clock's age leaves nothing to forget.)
 while forgotten < limit and log_cutoff > 0 do
-  local entries = redis.call('XRANGE', KEYS[8], '-', log_cutoff, 'COUNT', 16)
+  local entries = redis.call('XRANGE', calls_log_key, '-', log_cutoff, 'COUNT', 16)
   if #entries == 0 then break end
   for _, e in ipairs(entries) do
     local fields = e[2]
     for f = 1, #fields, 2 do
-      redis.call('HDEL', KEYS[7], fields[f])
-      redis.call('HDEL', KEYS[9], fields[f])
+      redis.call('HDEL', calls_key, fields[f])
+      redis.call('HDEL', fanout_key, fields[f])
     end
     forgotten = forgotten + #fields / 2
-    redis.call('XDEL', KEYS[8], e[1])
+    redis.call('XDEL', calls_log_key, e[1])
     if forgotten >= limit then break end
   end
 end
