@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler;
-use axum::http::{Method, Uri};
+use axum::http::{HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -380,6 +380,13 @@ async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response
             Err(e) => e.into_response(),
         },
     };
+    let mut resp = resp;
+    if g.scope.is_some() {
+        // Whatever needs a token (configs, events, dead letters) is not for caches,
+        // errors included: a 404 names the id that was asked for.
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     let (status, elapsed_ms) = (resp.status().as_u16(), started.elapsed().as_millis() as u64);
     let by = by.as_deref().unwrap_or("-");
     if g.scope.is_none() {
@@ -396,6 +403,16 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Every answer of the API, fallbacks and errors included: JSON is never sniffed into
+/// something a browser would render.
+async fn nosniff(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
 }
 
 /// The API's router. Every route comes from [`routes`].
@@ -418,6 +435,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(middleware::map_response(nosniff))
         .with_state(state)
 }
 
