@@ -43,6 +43,10 @@ pub enum ApiError {
         line: usize,
         column: usize,
     },
+    /// A key repeated within one object of a JSON body, by its path: refused, since
+    /// readers disagree on which of the two counts.
+    #[error("duplicate key `{field}`: a key may appear once per object")]
+    DuplicateKey { field: String, line: Option<usize> },
     #[error("unsupported content type: {0}")]
     UnsupportedMediaType(String),
     #[error("request body is over the limit of {limit} bytes")]
@@ -91,7 +95,9 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::BadRequest { .. } | ApiError::MalformedJson { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. }
+            | ApiError::MalformedJson { .. }
+            | ApiError::DuplicateKey { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge { .. } | ApiError::EventTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -117,6 +123,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::BadRequest { code, .. } => code,
             ApiError::MalformedJson { .. } => "malformed_json",
+            ApiError::DuplicateKey { .. } => "duplicate_key",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::EventTooLarge { .. } => "event_too_large",
@@ -169,6 +176,10 @@ impl IntoResponse for ApiError {
             ApiError::InvalidConfig(e) => {
                 body.field = Some(&e.path);
                 body.message = e.message.clone();
+            }
+            ApiError::DuplicateKey { field, line } => {
+                body.field = Some(field);
+                body.line = *line;
             }
             ApiError::InvalidEvent { field, message } => {
                 body.field = Some(field);

@@ -9,6 +9,7 @@ mod error;
 mod extract;
 mod handlers;
 mod ingest;
+mod json;
 mod patch;
 mod routes;
 
