@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -47,7 +48,7 @@ pub(crate) async fn readyz(State(s): State<ApiState>) -> Response {
 }
 
 pub(crate) async fn openapi_json() -> Json<Value> {
-    Json(crate::routes::openapi())
+    Json(crate::openapi::openapi())
 }
 
 // ---- agents ----
@@ -224,39 +225,74 @@ pub(crate) async fn get_call(State(s): State<ApiState>, Id(call_id): Id) -> Resu
 
 // ---- dead letters ----
 
-const KINDS: &[&str] = &["email", "sms", "webhook", "task", "call_ended"];
+pub(crate) const KINDS: &[&str] = &["email", "sms", "webhook", "task", "call_ended"];
 
-/// `GET /dead-letters` query.
-#[derive(Deserialize)]
+/// `GET /dead-letters` query. Its schema is the document's query parameters.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Only this agent id.
     agent: Option<String>,
+    /// Only this kind.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::kind")]
     action: Option<String>,
+    /// Dead since: RFC 3339, Unix milliseconds, or an age such as 2h.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::time_text")]
     since: Option<String>,
+    /// Dead until: RFC 3339, Unix milliseconds, or an age such as 10m.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::time_text")]
     until: Option<String>,
+    /// Error class (http_4xx, http_5xx, http_429, timeout, connection, blocked,
+    /// lease_expired, undecodable) or text in the last error.
     error: Option<String>,
-    limit: Option<String>,
+    /// Page size (default 50).
+    #[schemars(range(min = 1, max = 1000))]
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[schemars(regex(pattern = crate::openapi::CURSOR))]
     cursor: Option<String>,
 }
+
+/// The largest Unix milliseconds a JSON number may give (2^53 - 1, 285,000 years): every
+/// integer up to it is exact as a JSON reader's double, so `1400.0` and `1400` agree.
+pub(crate) const MAX_MS: i64 = (1 << 53) - 1;
 
 /// A time given as RFC 3339 text, an age (`2h`), or Unix milliseconds.
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub(crate) enum TimeArg {
     Ms(i64),
+    /// JSON has one kind of number: `1400.0` is the integer 1400 (as JSON Schema says).
+    Float(f64),
     Text(String),
 }
 
-/// Body of `POST /dead-letters/replay` and `/purge`.
-#[derive(Deserialize)]
+/// Body of `POST /dead-letters/replay` and `/purge`. `null` is the same as absent.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "BulkFilter", transform = crate::openapi::filter_not_empty)]
 pub(crate) struct BulkBody {
+    /// Every dead letter: required (true) when no filter is given.
     #[serde(default)]
     all: bool,
+    /// Only this agent id.
     agent: Option<String>,
+    /// Only this kind.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::kind")]
     action: Option<String>,
+    /// Dead since: RFC 3339, an age such as 2h, or Unix milliseconds.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::time_arg")]
     since: Option<TimeArg>,
+    /// Dead until: RFC 3339, an age such as 2h, or Unix milliseconds.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::time_arg")]
     until: Option<TimeArg>,
+    /// Error class or text in the last error.
     error: Option<String>,
 }
 
@@ -287,7 +323,13 @@ fn filter(
     let time = |name: &str, t: Option<TimeArg>| -> Result<Option<i64>> {
         match t {
             None => Ok(None),
-            Some(TimeArg::Ms(ms)) => Ok(Some(ms)),
+            Some(TimeArg::Ms(ms)) if ms.abs() <= MAX_MS => Ok(Some(ms)),
+            Some(TimeArg::Float(f)) if f.fract() == 0.0 && f.abs() <= MAX_MS as f64 => {
+                Ok(Some(f as i64))
+            }
+            Some(TimeArg::Ms(_) | TimeArg::Float(_)) => Err(bad(format!(
+                "{name}: Unix milliseconds as a number must be a whole number of at most 2^53 - 1 either side of 0"
+            ))),
             Some(TimeArg::Text(s)) => parse_time(&s)
                 .map(Some)
                 .map_err(|m| bad(format!("{name}: {m}"))),
@@ -313,16 +355,15 @@ pub(crate) async fn list_dead_letters(
     State(s): State<ApiState>,
     Params(q): Params<ListQuery>,
 ) -> Result<Json<Page<JobRecord>>> {
-    let limit = match q.limit.as_deref() {
+    let limit = match q.limit {
         None => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::BadRequest {
+        Some(l) if (1..=1000).contains(&l) => l,
+        Some(l) => {
+            return Err(ApiError::BadRequest {
                 code: "invalid_query",
                 message: format!("limit `{l}` is not a number from 1 to 1000"),
-            })?,
+            });
+        }
     };
     let f = filter(
         q.agent,

@@ -10,6 +10,7 @@ mod extract;
 mod handlers;
 mod ingest;
 mod json;
+mod openapi;
 mod patch;
 mod routes;
 
@@ -24,7 +25,8 @@ pub use error::ApiError;
 pub use handlers::parse_time;
 pub use ingest::{BodyFormat, Calls, ItemError, parse_calls};
 pub use patch::{REDACTED_HEADER, apply_agent_patch, merge_patch, redact_job, redact_record};
-pub use routes::{openapi, router};
+pub use openapi::openapi;
+pub use routes::router;
 
 /// What every handler shares: the queue and the API's settings.
 #[derive(Clone)]

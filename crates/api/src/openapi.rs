@@ -1,0 +1,391 @@
+//! The OpenAPI 3.1 document. Paths, methods, scopes and statuses come from the route
+//! table (`routes::routes`); request bodies and query parameters are the JSON Schemas of
+//! the types the handlers read (schemars, which follows their serde attributes), with
+//! the rules serde does not see written beside those types; answers are described here.
+//!
+//! The document is true to the server both ways (schemathesis checks it,
+//! `tests/schemathesis.rs`): what it allows the server accepts, what it forbids the
+//! server refuses. One exception, said in the document: a body that fits the schema may
+//! still fail a rule no schema can hold (template syntax, a URL, an e-mail address, a
+//! time zone, `ended_at` before `started_at`), with `422`.
+
+use std::sync::OnceLock;
+
+use aftercall_core::{AgentConfig, CallEvent};
+use schemars::generate::SchemaSettings;
+use schemars::{Schema, SchemaGenerator, json_schema};
+use serde_json::{Map, Value, json};
+
+use crate::config::Scope;
+use crate::handlers::{BulkBody, KINDS, MAX_MS};
+use crate::routes::routes;
+
+/// A dead-letter page's `next_cursor`: a position.
+pub(crate) const CURSOR: &str = r"^[+-]?[0-9]{1,18}$";
+
+/// Unix milliseconds, or an age: what `parse_time` reads besides RFC 3339.
+const MS_OR_AGE: &str = r"^[ \t\n\r]*([+-]?[0-9]{1,18}|[0-9]{1,12}(ms|s|m|h|d))[ \t\n\r]*$";
+
+/// The `action` filter: a job kind.
+pub(crate) fn kind(_: &mut SchemaGenerator) -> Schema {
+    let mut kinds: Vec<Value> = KINDS.iter().map(|k| json!(k)).collect();
+    kinds.push(Value::Null);
+    json_schema!({"type": ["string", "null"], "enum": kinds})
+}
+
+/// A time as text (a query parameter): RFC 3339, Unix milliseconds, or an age.
+pub(crate) fn time_text(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": MS_OR_AGE},
+        {"type": "null"},
+    ]})
+}
+
+/// A time in a JSON body: the same texts, or Unix milliseconds as a number.
+pub(crate) fn time_arg(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"anyOf": [
+        {"type": "integer", "minimum": -MAX_MS, "maximum": MAX_MS},
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": MS_OR_AGE},
+        {"type": "null"},
+    ]})
+}
+
+/// A bulk filter names something, or says `"all": true` (`handlers::bulk_filter`).
+pub(crate) fn filter_not_empty(schema: &mut Schema) {
+    let mut branches = vec![json!({"required": ["all"], "properties": {"all": {"const": true}}})];
+    for field in ["agent", "action", "since", "until", "error"] {
+        branches.push(json!({"required": [field], "properties": {field: {"not": {"type": "null"}}}}));
+    }
+    schema.insert("anyOf".into(), Value::Array(branches));
+}
+
+/// The document, built once.
+pub fn openapi() -> Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(build).clone()
+}
+
+fn generator() -> SchemaGenerator {
+    SchemaSettings::draft2020_12()
+        .with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.meta_schema = None;
+        })
+        .for_deserialize()
+        .into_generator()
+}
+
+/// Query parameters from the schema of the type the handler reads them into. A query
+/// has no `null`: an absent parameter is the type's `None`.
+fn query_parameters(schema: Schema) -> Vec<Value> {
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    props
+        .iter()
+        .map(|(name, prop)| {
+            let mut prop = prop.clone();
+            let description = prop
+                .as_object_mut()
+                .and_then(|o| o.remove("description"))
+                .unwrap_or(Value::Null);
+            strip_null(&mut prop);
+            let mut p = json!({"name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": prop});
+            if !description.is_null() {
+                p["description"] = description;
+            }
+            p
+        })
+        .collect()
+}
+
+fn strip_null(schema: &mut Value) {
+    let Some(o) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Array(types)) = o.get_mut("type") {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let t = types[0].clone();
+            o.insert("type".into(), t);
+        }
+    }
+    if let Some(Value::Array(values)) = o.get_mut("enum") {
+        values.retain(|v| !v.is_null());
+    }
+    if let Some(Value::Array(alts)) = o.get_mut("anyOf") {
+        alts.retain(|a| a != &json!({"type": "null"}));
+    }
+    o.remove("default");
+}
+
+/// The objects a merge patch merges into, key by key (anything else it replaces whole).
+const MERGED: [&str; 3] = ["AgentConfig", "VoiceTools", "PostCallFollowUp"];
+
+/// `<Name>Patch` for each merged object: every member optional, `null` to remove it
+/// (also a member the config does not have: removing nothing is no error); objects are
+/// patches in turn; arrays, such as `actions`, replace the stored ones and so are whole.
+fn merge_patch_schemas(defs: &mut Map<String, Value>) {
+    for name in MERGED {
+        let mut patch = defs[name].clone();
+        let o = patch.as_object_mut().expect("an object schema");
+        o.remove("required");
+        o.remove("not");
+        o.insert("additionalProperties".into(), json!({"type": "null"}));
+        o.insert(
+            "description".into(),
+            json!(format!(
+                "A JSON merge patch (RFC 7396) of {name}: members merge one by one, `null` removes one."
+            )),
+        );
+        if let Some(Value::Object(props)) = o.get_mut("properties") {
+            for prop in props.values_mut() {
+                if let Some(p) = prop.as_object_mut() {
+                    p.remove("default");
+                }
+                patch_refs(prop);
+                *prop = json!({"anyOf": [prop.take(), {"type": "null"}]});
+            }
+        }
+        defs.insert(format!("{name}Patch"), patch);
+    }
+}
+
+fn patch_refs(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(r)) = o.get_mut("$ref")
+                && let Some(name) = r.strip_prefix("#/components/schemas/")
+                && MERGED.contains(&name)
+            {
+                *r = format!("{r}Patch");
+            }
+            o.values_mut().for_each(patch_refs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(patch_refs),
+        _ => {}
+    }
+}
+
+fn error_description(code: u16) -> &'static str {
+    match code {
+        400 => {
+            "Malformed JSON, a key repeated in an object, a bad path, query or filter (`malformed_json`, `duplicate_key`, `invalid_path`, `invalid_query`, `invalid_filter`, `empty_filter`, `empty_batch`, ...)."
+        }
+        401 => "No token or an unknown one (`unauthorized`); see `WWW-Authenticate`.",
+        403 => "The token's scope is too low for this route (`forbidden`).",
+        404 => "Not found (`not_found`).",
+        409 => {
+            "The job is not a dead letter, or the agent kept changing during the patch (`conflict`)."
+        }
+        413 => {
+            "The body is over AFTERCALL_API_MAX_BODY (`body_too_large`) or an event is over AFTERCALL_MAX_EVENT_BYTES (`event_too_large`)."
+        }
+        415 => "Unsupported content type (`unsupported_media_type`).",
+        422 => {
+            "Validation failed (`invalid_config`, `invalid_event`, `invalid_events`), with the field path. The body may fit the schema and still fail a rule no schema holds: template syntax, a URL, an e-mail address, a time zone or date format, `ended_at` before `started_at`."
+        }
+        429 => "Rate limit exceeded (`rate_limited`); see `Retry-After`.",
+        503 => "Redis is unreachable (`unavailable`); see `Retry-After`.",
+        _ => "Error.",
+    }
+}
+
+fn build() -> Value {
+    let mut generator = generator();
+    generator.subschema_for::<AgentConfig>();
+    generator.subschema_for::<CallEvent>();
+    generator.subschema_for::<BulkBody>();
+    let mut schemas = generator.take_definitions(true);
+    merge_patch_schemas(&mut schemas);
+    schemas.insert(
+        "Calls".into(),
+        json!({
+            "description": "One call-ended event, or a batch of them: all are validated before any is enqueued.",
+            "anyOf": [
+                {"$ref": "#/components/schemas/CallEvent"},
+                {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/CallEvent"}},
+            ],
+        }),
+    );
+    for (name, schema) in answers() {
+        schemas.insert(name, schema);
+    }
+
+    let mut paths = Map::new();
+    for r in routes() {
+        let d = &r.doc;
+        let mut params: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": aftercall_core::schema::id_schema()}))
+            .collect();
+        let has_path_id = !params.is_empty();
+        if let Some(query) = d.query {
+            params.extend(query_parameters(query(&mut generator)));
+        }
+        let mut responses = Map::new();
+        for (i, (code, desc, schema)) in d.ok.iter().enumerate() {
+            let mut resp = json!({"description": desc});
+            if let Some(s) = schema {
+                resp["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}});
+            }
+            if i == 0 && !d.links.is_empty() {
+                let links: Map<String, Value> = d
+                    .links
+                    .iter()
+                    .map(|(op, param, from)| {
+                        (op.to_string(), json!({"operationId": op, "parameters": {*param: from}}))
+                    })
+                    .collect();
+                resp["links"] = Value::Object(links);
+            }
+            responses.insert(code.to_string(), resp);
+        }
+        let mut errors: Vec<u16> = d.errors.to_vec();
+        if has_path_id || d.query.is_some() || d.body.is_some() {
+            // A path that is not UTF-8 once decoded, a bad query, a body that is not JSON.
+            errors.push(400);
+        }
+        if d.body.is_some() {
+            errors.extend([413, 415]);
+        }
+        match r.scope {
+            Some(Scope::Read) => errors.extend([401, 429, 503]),
+            Some(_) => errors.extend([401, 403, 429, 503]),
+            None => {}
+        }
+        errors.sort_unstable();
+        errors.dedup();
+        for code in errors {
+            let schema = if code == 503 && r.scope.is_none() {
+                "Status"
+            } else {
+                "Error"
+            };
+            responses.insert(code.to_string(), json!({"description": error_description(code), "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}));
+        }
+        let mut op = json!({
+            "operationId": d.id,
+            "tags": [d.tag],
+            "summary": d.summary,
+            "responses": responses,
+        });
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if let Some(types) = d.body {
+            let content: Map<String, Value> = types
+                .iter()
+                .map(|(t, schema)| {
+                    (
+                        t.to_string(),
+                        json!({"schema": schema.map_or_else(
+                            || json!({"type": "string", "description": "JSON Lines: one call-ended event per line."}),
+                            |s| json!({"$ref": format!("#/components/schemas/{s}")}),
+                        )}),
+                    )
+                })
+                .collect();
+            op["requestBody"] = json!({"required": true, "content": content});
+        }
+        match r.scope {
+            None => op["security"] = json!([]),
+            Some(s) => op["x-required-scope"] = json!(s.as_str()),
+        }
+        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
+        entry[r.method.as_str().to_ascii_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "aftercall API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Agent follow-up configs, call ingestion, per-call status, dead letters and stats. Bearer tokens have a scope: read < ingest < admin; each route names the scope it needs in `x-required-scope`. A JSON body may not repeat a key within an object (400 `duplicate_key`).",
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas,
+        },
+    })
+}
+
+/// What the server answers with. Written here: they describe output, which the
+/// response checks of `tests/schemathesis.rs` hold them to.
+fn answers() -> Map<String, Value> {
+    let str_ = json!({"type": "string"});
+    let int = json!({"type": "integer"});
+    let v = json!({
+        "Error": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": {"type": "string", "description": "Stable code: unauthorized, forbidden, rate_limited, not_found, conflict, malformed_json, duplicate_key, invalid_path, invalid_query, invalid_filter, empty_filter, empty_batch, unsupported_media_type, body_too_large, event_too_large, invalid_config, invalid_event, invalid_events, unavailable, internal, ..."},
+                "message": str_,
+                "field": {"type": "string", "description": "Path of the offending field, e.g. voice_tools.post_call_follow_up.actions[1].url."},
+                "line": int, "column": int,
+                "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ItemError"}},
+            },
+        },
+        "ItemError": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "index": {"type": "integer", "description": "Position in a JSON array, from 0."},
+                "line": {"type": "integer", "description": "Line of a JSON Lines body, from 1."},
+                "error": {"type": "string", "enum": ["invalid_event", "malformed_json", "event_too_large"]},
+                "field": str_, "message": str_,
+            },
+        },
+        "Status": {"type": "object", "properties": {"status": str_}},
+        "AgentList": {"type": "object", "properties": {"agents": {"type": "array", "items": {"type": "object", "properties": {
+            "agent_id": str_, "name": str_, "enabled": {"type": "boolean"}, "actions": int,
+        }}}}},
+        "Enqueued": {"type": "object", "required": ["call_id", "job_id", "duplicate"], "properties": {"call_id": str_, "job_id": str_, "duplicate": {"type": "boolean"}}},
+        "BatchResult": {"type": "object", "required": ["accepted", "duplicates", "results"], "properties": {
+            "accepted": int, "duplicates": int,
+            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Enqueued"}},
+        }},
+        "Ingested": {"anyOf": [{"$ref": "#/components/schemas/Enqueued"}, {"$ref": "#/components/schemas/BatchResult"}]},
+        "JobRecord": {
+            "type": "object",
+            "properties": {
+                "id": str_, "kind": str_, "call_id": str_, "agent_id": str_, "action_index": int,
+                "state": {"type": "object", "properties": {"state": {"type": "string", "enum": ["queued", "running", "scheduled", "delivered", "skipped", "dead", "purged", "fanned_out"]}, "at": int, "reason": str_, "error": str_, "run_at": int}},
+                "attempts": int, "max_attempts": int,
+                "history": {"type": "array", "items": {"type": "object"}},
+                "job": {"type": "object", "description": "The job as enqueued, secrets redacted."},
+            },
+        },
+        "CallStatus": {"type": "object", "properties": {
+            "call_id": str_,
+            "call_ended": {"$ref": "#/components/schemas/JobRecord"},
+            "actions": {"type": "array", "items": {"$ref": "#/components/schemas/JobRecord"}},
+        }},
+        "DeadLetterPage": {"type": "object", "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/JobRecord"}},
+            "next_cursor": {"type": "string", "pattern": CURSOR},
+        }},
+        "Replayed": {"type": "object", "properties": {"replayed": int}},
+        "Purged": {"type": "object", "properties": {"purged": int}},
+        "Stats": {"type": "object", "properties": {
+            "queue": str_, "queued": int, "running": int, "scheduled": int, "dead": int,
+            "finished_last_minute": int, "finished_last_hour": int, "calls": int, "agents": int,
+            "workers_alive": int,
+        }},
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
