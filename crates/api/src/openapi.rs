@@ -56,7 +56,8 @@ pub(crate) fn time_arg(_: &mut SchemaGenerator) -> Schema {
 pub(crate) fn filter_not_empty(schema: &mut Schema) {
     let mut branches = vec![json!({"required": ["all"], "properties": {"all": {"const": true}}})];
     for field in ["agent", "action", "since", "until", "error"] {
-        branches.push(json!({"required": [field], "properties": {field: {"not": {"type": "null"}}}}));
+        branches
+            .push(json!({"required": [field], "properties": {field: {"not": {"type": "null"}}}}));
     }
     schema.insert("anyOf".into(), Value::Array(branches));
 }
@@ -151,10 +152,22 @@ fn merge_patch_schemas(defs: &mut Map<String, Value>) {
                     p.remove("default");
                 }
                 patch_refs(prop);
-                *prop = json!({"anyOf": [prop.take(), {"type": "null"}]});
+                if !takes_null(prop) {
+                    *prop = json!({"anyOf": [prop.take(), {"type": "null"}]});
+                }
             }
         }
         defs.insert(format!("{name}Patch"), patch);
+    }
+}
+
+/// Whether a schema already allows `null` (an `Option`'s, as schemars writes them).
+fn takes_null(schema: &Value) -> bool {
+    let null = json!("null");
+    match (&schema["type"], &schema["anyOf"]) {
+        (Value::Array(types), _) => types.contains(&null),
+        (_, Value::Array(alts)) => alts.iter().any(|a| a["type"] == null),
+        _ => false,
     }
 }
 
@@ -243,7 +256,10 @@ fn build() -> Value {
                     .links
                     .iter()
                     .map(|(op, param, from)| {
-                        (op.to_string(), json!({"operationId": op, "parameters": {*param: from}}))
+                        (
+                            op.to_string(),
+                            json!({"operationId": op, "parameters": {*param: from}}),
+                        )
                     })
                     .collect();
                 resp["links"] = Value::Object(links);

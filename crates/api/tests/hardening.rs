@@ -106,7 +106,11 @@ async fn call_data_and_configs_are_never_cached_and_no_json_is_sniffed() {
     for (method, path, status) in private {
         let r = send(method.clone(), format!("{b}{path}"), Some(READ), None).await;
         assert_eq!(r.status, status, "{method} {path}");
-        assert_eq!(r.cache_control.as_deref(), Some("no-store"), "{method} {path}");
+        assert_eq!(
+            r.cache_control.as_deref(),
+            Some("no-store"),
+            "{method} {path}"
+        );
         assert_eq!(r.nosniff.as_deref(), Some("nosniff"), "{method} {path}");
     }
     for (method, path, body) in [
@@ -118,11 +122,18 @@ async fn call_data_and_configs_are_never_cached_and_no_json_is_sniffed() {
     ] {
         let r = json_body(method.clone(), format!("{b}{path}"), body).await;
         assert!(r.status < 300, "{method} {path}: {}", r.status);
-        assert_eq!(r.cache_control.as_deref(), Some("no-store"), "{method} {path}");
+        assert_eq!(
+            r.cache_control.as_deref(),
+            Some("no-store"),
+            "{method} {path}"
+        );
         assert_eq!(r.nosniff.as_deref(), Some("nosniff"), "{method} {path}");
     }
     let r = send(M::GET, format!("{b}/calls/call_xyz789"), None, None).await;
-    assert_eq!((r.status, r.cache_control.as_deref()), (401, Some("no-store")));
+    assert_eq!(
+        (r.status, r.cache_control.as_deref()),
+        (401, Some("no-store"))
+    );
     assert_eq!(r.nosniff.as_deref(), Some("nosniff"));
 
     // Public routes and fallbacks: JSON, never sniffed.
@@ -134,11 +145,194 @@ async fn call_data_and_configs_are_never_cached_and_no_json_is_sniffed() {
     ] {
         let r = send(M::GET, format!("{b}{path}"), None, None).await;
         assert_eq!(r.status, status, "{path}");
-        assert_eq!(r.content_type.as_deref(), Some("application/json"), "{path}");
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some("application/json"),
+            "{path}"
+        );
         assert_eq!(r.nosniff.as_deref(), Some("nosniff"), "{path}");
     }
     let r = send(M::PUT, format!("{b}/stats"), Some(READ), None).await;
     assert_eq!((r.status, r.nosniff.as_deref()), (405, Some("nosniff")));
+}
+
+// ---- item 8 ----
+
+/// Each kind of difference schemathesis found, checked on both sides: what the document
+/// says, and what the server does with the same request.
+#[tokio::test]
+async fn the_document_and_the_server_agree_where_schemathesis_found_them_apart() {
+    let h = start().await;
+    let live = serve(&h).await;
+    let b = &live.base;
+    use reqwest::Method as M;
+    let doc = send(M::GET, format!("{b}/openapi.json"), None, None)
+        .await
+        .json;
+    let schemas = &doc["components"]["schemas"];
+    let resolve = |v: &Value| -> Value {
+        match v["$ref"].as_str() {
+            Some(r) => schemas[r.rsplit('/').next().unwrap()].clone(),
+            None => v.clone(),
+        }
+    };
+    let r = json_body(M::PATCH, format!("{b}/agents/agent_abc123"), SEED_AGENT).await;
+    assert_eq!(r.status, 201);
+
+    // `limit` is an integer from 1 to 1000, and the server reads it so.
+    let params = doc["paths"]["/dead-letters"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(
+        (
+            &limit["schema"]["type"],
+            &limit["schema"]["minimum"],
+            &limit["schema"]["maximum"]
+        ),
+        (&json!("integer"), &json!(1), &json!(1000))
+    );
+    for (q, status) in [
+        ("limit=5", 200),
+        ("limit=1000", 200),
+        ("limit=0", 400),
+        ("limit=1001", 400),
+        ("limit=abc", 400),
+    ] {
+        let r = send(M::GET, format!("{b}/dead-letters?{q}"), Some(READ), None).await;
+        assert_eq!(r.status, status, "{q}");
+    }
+
+    // Each action type has its required fields; the server refuses an action without them.
+    let patch = &doc["paths"]["/agents/{agent_id}"]["patch"]["requestBody"]["content"];
+    let body = resolve(&patch["application/merge-patch+json"]["schema"]);
+    let actions = resolve(
+        &resolve(&body["properties"]["voice_tools"]["anyOf"][0])["properties"]["post_call_follow_up"]
+            ["anyOf"][0],
+    );
+    let actions = resolve(&actions["properties"]["actions"]["anyOf"][0]["items"]);
+    let required = |kind: &str| -> Value {
+        let variant = actions["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["properties"]["type"]["const"] == json!(kind))
+            .unwrap_or_else(|| panic!("no {kind} in {actions}"));
+        assert_eq!(variant["additionalProperties"], json!(false), "{kind}");
+        variant["required"].clone()
+    };
+    assert_eq!(required("email"), json!(["type", "to"]));
+    assert_eq!(required("sms"), json!(["type", "template"]));
+    assert_eq!(required("webhook"), json!(["type", "url"]));
+    assert_eq!(required("task"), json!(["type", "provider"]));
+    let r = json_body(
+        M::PATCH,
+        format!("{b}/agents/a2"),
+        r#"{"voice_tools": {"post_call_follow_up": {"actions": [{"type": "email"}]}}}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.json["field"]),
+        (422, &json!("voice_tools.post_call_follow_up.actions[0].to"))
+    );
+
+    // No property the server refuses: the stored config has none, a patch may only remove one.
+    assert_eq!(schemas["AgentConfig"]["additionalProperties"], json!(false));
+    assert_eq!(body["additionalProperties"], json!({"type": "null"}));
+    let r = json_body(
+        M::PATCH,
+        format!("{b}/agents/agent_abc123"),
+        r#"{"colour": "red"}"#,
+    )
+    .await;
+    assert_eq!((r.status, &r.json["field"]), (422, &json!("colour")));
+    let r = json_body(
+        M::PATCH,
+        format!("{b}/agents/agent_abc123"),
+        r#"{"colour": null}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+
+    // Null is a merge-patch removal, and the PATCH schema says so.
+    assert_eq!(
+        body["properties"]["name"]["type"],
+        json!(["string", "null"])
+    );
+    assert_eq!(
+        body["properties"]["voice_tools"]["anyOf"][1],
+        json!({"type": "null"})
+    );
+    let r = json_body(
+        M::PATCH,
+        format!("{b}/agents/agent_abc123"),
+        r#"{"name": "Acme"}"#,
+    )
+    .await;
+    assert_eq!(r.json["name"], json!("Acme"));
+    let r = json_body(
+        M::PATCH,
+        format!("{b}/agents/agent_abc123"),
+        r#"{"name": null}"#,
+    )
+    .await;
+    assert_eq!((r.status, r.json.get("name")), (200, None));
+
+    // Path ids have the server's pattern and length.
+    for (path, method) in [
+        ("/agents/{agent_id}", "patch"),
+        ("/calls/{call_id}", "get"),
+        ("/dead-letters/{job_id}", "get"),
+    ] {
+        let id = &doc["paths"][path][method]["parameters"][0]["schema"];
+        assert_eq!(
+            (&id["minLength"], &id["maxLength"]),
+            (&json!(1), &json!(256)),
+            "{path}"
+        );
+        assert!(
+            id["pattern"]
+                .as_str()
+                .unwrap()
+                .starts_with("^[^\\u0000-\\u0020"),
+            "{path}: {id}"
+        );
+    }
+    let r = json_body(M::PATCH, format!("{b}/agents/a%20b"), "{}").await;
+    assert_eq!((r.status, &r.json["error"]), (400, &json!("invalid_path")));
+    let long = "x".repeat(257);
+    let r = json_body(M::PATCH, format!("{b}/agents/{long}"), "{}").await;
+    assert_eq!((r.status, &r.json["error"]), (400, &json!("invalid_path")));
+
+    // The filter's `action` is an enum; an empty filter (nulls included) is refused by both.
+    let filter = resolve(
+        &doc["paths"]["/dead-letters/replay"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"],
+    );
+    assert_eq!(
+        filter["properties"]["action"]["enum"],
+        json!(["email", "sms", "webhook", "task", "call_ended", null])
+    );
+    let alternatives = filter["anyOf"].as_array().unwrap();
+    assert!(
+        alternatives
+            .contains(&json!({"required": ["all"], "properties": {"all": {"const": true}}}))
+    );
+    assert!(alternatives.contains(
+        &json!({"required": ["action"], "properties": {"action": {"not": {"type": "null"}}}})
+    ));
+    for (body, status) in [
+        (r#"{"action": "fax"}"#, 400),
+        (r#"{"action": null, "agent": null, "all": false}"#, 400),
+        (r#"{}"#, 400),
+        (r#"{"action": "sms"}"#, 200),
+        (r#"{"since": 1400.0}"#, 200),
+        (r#"{"since": 1.5}"#, 400),
+        (r#"{"until": -9223372036854775809}"#, 400),
+    ] {
+        let r = json_body(M::POST, format!("{b}/dead-letters/purge"), body).await;
+        assert_eq!(r.status, status, "{body}: {}", r.json);
+    }
 }
 
 // ---- item 9 ----
@@ -161,7 +355,9 @@ async fn a_key_repeated_in_any_json_body_is_refused_with_400_naming_it() {
     assert_eq!(r.status, 201);
     let dead = h.dead_letters_for(&call("c-dead", "agent_abc123")).await;
     let dead_count = || async {
-        send(M::GET, format!("{b}/dead-letters"), Some(READ), None).await.json["items"]
+        send(M::GET, format!("{b}/dead-letters"), Some(READ), None)
+            .await
+            .json["items"]
             .as_array()
             .unwrap()
             .len()
@@ -185,7 +381,11 @@ async fn a_key_repeated_in_any_json_body_is_refused_with_400_naming_it() {
         .await;
         refused(&r, "agent");
     }
-    assert_eq!(dead_count().await, dead.len(), "nothing was replayed or purged");
+    assert_eq!(
+        dead_count().await,
+        dead.len(),
+        "nothing was replayed or purged"
+    );
 
     // PATCH /agents used to keep the last one, at any depth.
     let r = json_body(

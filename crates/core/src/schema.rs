@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 /// A character that is neither whitespace nor a control character (`char::is_whitespace`,
 /// `char::is_control`): what an id is made of (`event::check_id`).
-pub const ID_CHAR: &str = r"[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+pub const ID_CHAR: &str =
+    r"[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
 
 /// `event::is_e164`: `+`, then 2 to 15 digits, not starting with 0.
 pub const E164: &str = r"^\+[1-9][0-9]{1,14}$";
@@ -42,10 +43,7 @@ pub fn details(_: &mut SchemaGenerator) -> Schema {
 
 /// `utc_offset` is also read as `timezone` (serde's alias); both at once is a duplicate.
 pub fn timezone_alias(schema: &mut Schema) {
-    let Some(props) = schema
-        .get_mut("properties")
-        .and_then(Value::as_object_mut)
-    else {
+    let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
         return;
     };
     if let Some(offset) = props.get("utc_offset").cloned() {
