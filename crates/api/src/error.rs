@@ -136,9 +136,17 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// Every error's body.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
+pub(crate) struct Body<'a> {
+    /// Stable code: unauthorized, forbidden, rate_limited, not_found, no_route,
+    /// method_not_allowed, conflict, malformed_json, duplicate_key, invalid_path,
+    /// invalid_query, invalid_filter, empty_filter, empty_batch, unreadable_body,
+    /// unsupported_media_type, body_too_large, event_too_large, invalid_config,
+    /// invalid_event, invalid_events, unavailable, internal.
     error: &'static str,
+    /// Path of the offending field, e.g. voice_tools.post_call_follow_up.actions[1].url.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
     message: String,
@@ -146,6 +154,7 @@ struct Body<'a> {
     line: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     column: Option<usize>,
+    /// Each bad item of a batch (`invalid_events`).
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [ItemError]>,
 }

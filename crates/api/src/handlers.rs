@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::ApiState;
 use crate::auth::Caller;
@@ -24,13 +24,21 @@ type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 // ---- health ----
 
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// What the health routes answer.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Status")]
+pub(crate) struct Status {
+    /// `ok`, `ready` or `unavailable`.
+    status: &'static str,
+}
+
+pub(crate) async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
 pub(crate) async fn readyz(State(s): State<ApiState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), s.queue.ping()).await {
-        Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
+        Ok(Ok(())) => Json(Status { status: "ready" }).into_response(),
         failed => {
             let error = match failed {
                 Ok(Err(e)) => e.to_string(),
@@ -40,7 +48,9 @@ pub(crate) async fn readyz(State(s): State<ApiState>) -> Response {
             tracing::warn!(%error, "not ready: Redis is unreachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable"})),
+                Json(Status {
+                    status: "unavailable",
+                }),
             )
                 .into_response()
         }
@@ -53,8 +63,14 @@ pub(crate) async fn openapi_json() -> Json<Value> {
 
 // ---- agents ----
 
-#[derive(Serialize)]
-struct AgentSummary {
+/// `GET /agents`.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct AgentList {
+    agents: Vec<AgentSummary>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct AgentSummary {
     agent_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
@@ -62,7 +78,7 @@ struct AgentSummary {
     actions: usize,
 }
 
-pub(crate) async fn list_agents(State(s): State<ApiState>) -> Result<Json<Value>> {
+pub(crate) async fn list_agents(State(s): State<ApiState>) -> Result<Json<AgentList>> {
     let ids = s.queue.list_agents().await?;
     // One read per agent, a few at a time; an agent deleted meanwhile is left out.
     let agents: Vec<AgentSummary> = futures::stream::iter(ids)
@@ -84,7 +100,7 @@ pub(crate) async fn list_agents(State(s): State<ApiState>) -> Result<Json<Value>
         })
         .try_collect()
         .await?;
-    Ok(Json(json!({ "agents": agents })))
+    Ok(Json(AgentList { agents }))
 }
 
 pub(crate) async fn get_agent(State(s): State<ApiState>, Id(id): Id) -> Result<Response> {
@@ -156,8 +172,8 @@ fn check_agent_id(id: &str) -> Result<()> {
 
 // ---- calls ----
 
-#[derive(Serialize)]
-struct BatchResult {
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct BatchResult {
     /// Events enqueued now.
     accepted: usize,
     /// Events whose call was seen before: nothing new was enqueued for them.
@@ -412,12 +428,12 @@ pub(crate) async fn replay_one(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Id(id): Id,
-) -> Result<Json<Value>> {
+) -> Result<Json<Replayed>> {
     if s.queue.replay(std::slice::from_ref(&id)).await? == 0 {
         return Err(not_moved(&s, &id).await);
     }
     tracing::info!(job_id = %id, by = %caller.name, "dead letter replayed");
-    Ok(Json(json!({ "replayed": 1 })))
+    Ok(Json(Replayed { replayed: 1 }))
 }
 
 pub(crate) async fn delete_dead_letter(
@@ -430,6 +446,18 @@ pub(crate) async fn delete_dead_letter(
     }
     tracing::info!(job_id = %id, by = %caller.name, "dead letter purged");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How many dead letters went back to the queue.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Replayed {
+    replayed: u64,
+}
+
+/// How many dead letters were purged.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Purged {
+    purged: u64,
 }
 
 /// The filter of a bulk replay or purge; an empty one needs `"all": true`.
@@ -458,22 +486,22 @@ pub(crate) async fn replay_matching(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     body: RawBody,
-) -> Result<Json<Value>> {
+) -> Result<Json<Replayed>> {
     let f = bulk_filter(&body)?;
     let n = s.queue.replay_matching(&f).await?;
     tracing::info!(replayed = n, by = %caller.name, "dead letters replayed");
-    Ok(Json(json!({ "replayed": n })))
+    Ok(Json(Replayed { replayed: n }))
 }
 
 pub(crate) async fn purge_matching(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     body: RawBody,
-) -> Result<Json<Value>> {
+) -> Result<Json<Purged>> {
     let f = bulk_filter(&body)?;
     let n = s.queue.purge_matching(&f).await?;
     tracing::info!(purged = n, by = %caller.name, "dead letters purged");
-    Ok(Json(json!({ "purged": n })))
+    Ok(Json(Purged { purged: n }))
 }
 
 // ---- stats ----

@@ -12,12 +12,13 @@
 use std::sync::OnceLock;
 
 use aftercall_core::{AgentConfig, CallEvent};
+use aftercall_queue::{CallStatus, Enqueued, JobRecord, Page, Stats};
 use schemars::generate::SchemaSettings;
 use schemars::{Schema, SchemaGenerator, json_schema};
 use serde_json::{Map, Value, json};
 
 use crate::config::Scope;
-use crate::handlers::{BulkBody, KINDS, MAX_MS};
+use crate::handlers::{self, BulkBody, KINDS, MAX_MS};
 use crate::routes::routes;
 
 /// A dead-letter page's `next_cursor`: a position.
@@ -68,14 +69,18 @@ pub fn openapi() -> Value {
     DOCUMENT.get_or_init(build).clone()
 }
 
-fn generator() -> SchemaGenerator {
-    SchemaSettings::draft2020_12()
-        .with(|s| {
-            s.definitions_path = "/components/schemas".into();
-            s.meta_schema = None;
-        })
-        .for_deserialize()
-        .into_generator()
+/// Schemas under `#/components/schemas`, of what the server reads (`for_deserialize`:
+/// requests) or writes (`for_serialize`: answers).
+fn generator(reads: bool) -> SchemaGenerator {
+    let settings = SchemaSettings::draft2020_12().with(|s| {
+        s.definitions_path = "/components/schemas".into();
+        s.meta_schema = None;
+    });
+    if reads {
+        settings.for_deserialize().into_generator()
+    } else {
+        settings.for_serialize().into_generator()
+    }
 }
 
 /// Query parameters from the schema of the type the handler reads them into. A query
@@ -212,7 +217,7 @@ fn error_description(code: u16) -> &'static str {
 }
 
 fn build() -> Value {
-    let mut generator = generator();
+    let mut generator = self::generator(true);
     generator.subschema_for::<AgentConfig>();
     generator.subschema_for::<CallEvent>();
     generator.subschema_for::<BulkBody>();
@@ -228,9 +233,28 @@ fn build() -> Value {
             ],
         }),
     );
-    for (name, schema) in answers() {
-        schemas.insert(name, schema);
+    // Answers: what the server writes, so the serializing side of the same types.
+    let mut answers = self::generator(false);
+    let page = answers.subschema_for::<Page<JobRecord>>();
+    answers.subschema_for::<crate::error::Body<'static>>();
+    answers.subschema_for::<handlers::Status>();
+    answers.subschema_for::<handlers::AgentList>();
+    answers.subschema_for::<Enqueued>();
+    answers.subschema_for::<handlers::BatchResult>();
+    answers.subschema_for::<CallStatus>();
+    answers.subschema_for::<Stats>();
+    answers.subschema_for::<handlers::Replayed>();
+    answers.subschema_for::<handlers::Purged>();
+    for (name, schema) in answers.take_definitions(true) {
+        // A request type answered back (AgentConfig) keeps its reading schema: what the
+        // server writes, it reads.
+        schemas.entry(name).or_insert(schema);
     }
+    schemas.insert("DeadLetterPage".into(), page.to_value());
+    schemas.insert(
+        "Ingested".into(),
+        json!({"anyOf": [{"$ref": "#/components/schemas/Enqueued"}, {"$ref": "#/components/schemas/BatchResult"}]}),
+    );
 
     let mut paths = Map::new();
     for r in routes() {
@@ -334,74 +358,4 @@ fn build() -> Value {
             "schemas": schemas,
         },
     })
-}
-
-/// What the server answers with. Written here: they describe output, which the
-/// response checks of `tests/schemathesis.rs` hold them to.
-fn answers() -> Map<String, Value> {
-    let str_ = json!({"type": "string"});
-    let int = json!({"type": "integer"});
-    let v = json!({
-        "Error": {
-            "type": "object",
-            "required": ["error", "message"],
-            "properties": {
-                "error": {"type": "string", "description": "Stable code: unauthorized, forbidden, rate_limited, not_found, conflict, malformed_json, duplicate_key, invalid_path, invalid_query, invalid_filter, empty_filter, empty_batch, unsupported_media_type, body_too_large, event_too_large, invalid_config, invalid_event, invalid_events, unavailable, internal, ..."},
-                "message": str_,
-                "field": {"type": "string", "description": "Path of the offending field, e.g. voice_tools.post_call_follow_up.actions[1].url."},
-                "line": int, "column": int,
-                "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ItemError"}},
-            },
-        },
-        "ItemError": {
-            "type": "object",
-            "required": ["error", "message"],
-            "properties": {
-                "index": {"type": "integer", "description": "Position in a JSON array, from 0."},
-                "line": {"type": "integer", "description": "Line of a JSON Lines body, from 1."},
-                "error": {"type": "string", "enum": ["invalid_event", "malformed_json", "event_too_large"]},
-                "field": str_, "message": str_,
-            },
-        },
-        "Status": {"type": "object", "properties": {"status": str_}},
-        "AgentList": {"type": "object", "properties": {"agents": {"type": "array", "items": {"type": "object", "properties": {
-            "agent_id": str_, "name": str_, "enabled": {"type": "boolean"}, "actions": int,
-        }}}}},
-        "Enqueued": {"type": "object", "required": ["call_id", "job_id", "duplicate"], "properties": {"call_id": str_, "job_id": str_, "duplicate": {"type": "boolean"}}},
-        "BatchResult": {"type": "object", "required": ["accepted", "duplicates", "results"], "properties": {
-            "accepted": int, "duplicates": int,
-            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Enqueued"}},
-        }},
-        "Ingested": {"anyOf": [{"$ref": "#/components/schemas/Enqueued"}, {"$ref": "#/components/schemas/BatchResult"}]},
-        "JobRecord": {
-            "type": "object",
-            "properties": {
-                "id": str_, "kind": str_, "call_id": str_, "agent_id": str_, "action_index": int,
-                "state": {"type": "object", "properties": {"state": {"type": "string", "enum": ["queued", "running", "scheduled", "delivered", "skipped", "dead", "purged", "fanned_out"]}, "at": int, "reason": str_, "error": str_, "run_at": int}},
-                "attempts": int, "max_attempts": int,
-                "history": {"type": "array", "items": {"type": "object"}},
-                "job": {"type": "object", "description": "The job as enqueued, secrets redacted."},
-            },
-        },
-        "CallStatus": {"type": "object", "properties": {
-            "call_id": str_,
-            "call_ended": {"$ref": "#/components/schemas/JobRecord"},
-            "actions": {"type": "array", "items": {"$ref": "#/components/schemas/JobRecord"}},
-        }},
-        "DeadLetterPage": {"type": "object", "properties": {
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/JobRecord"}},
-            "next_cursor": {"type": "string", "pattern": CURSOR},
-        }},
-        "Replayed": {"type": "object", "properties": {"replayed": int}},
-        "Purged": {"type": "object", "properties": {"purged": int}},
-        "Stats": {"type": "object", "properties": {
-            "queue": str_, "queued": int, "running": int, "scheduled": int, "dead": int,
-            "finished_last_minute": int, "finished_last_hour": int, "calls": int, "agents": int,
-            "workers_alive": int,
-        }},
-    });
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!(),
-    }
 }

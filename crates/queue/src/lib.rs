@@ -222,6 +222,7 @@ pub struct Limit {
 }
 
 /// What enqueueing one event did.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enqueued {
     pub call_id: String,
@@ -318,6 +319,7 @@ pub enum FannedOut {
 }
 
 /// A job's current state as stored (the Lua scripts write the same shape).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateInfo {
     /// queued, running, scheduled, delivered, skipped, dead, purged

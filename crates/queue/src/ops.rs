@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Queue, QueueError, StateInfo, now_ms};
 
 /// Everything stored about one job.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: String,
@@ -73,6 +74,7 @@ impl JobRecord {
 }
 
 /// One call: its call-ended job and each action's job.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallStatus {
     pub call_id: String,
@@ -159,6 +161,7 @@ pub fn error_class(r: &JobRecord) -> Vec<&'static str> {
 }
 
 /// A page of results and the cursor for the next one.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -167,6 +170,7 @@ pub struct Page<T> {
 }
 
 /// Queue depths and recent throughput.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stats {
     pub queue: String,
