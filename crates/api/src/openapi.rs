@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document. Paths, methods, scopes and statuses come from the route
 //! table (`routes::routes`); request bodies and query parameters are the JSON Schemas of
 //! the types the handlers read (schemars, which follows their serde attributes), with
-//! the rules serde does not see written beside those types; answers are described here.
+//! the rules serde does not see written beside those types; answers are the schemas of
+//! the types the handlers write (core's and the queue's `schema` features).
 //!
 //! The document is true to the server both ways (schemathesis checks it,
 //! `tests/schemathesis.rs`): what it allows the server accepts, what it forbids the
