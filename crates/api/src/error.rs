@@ -43,6 +43,10 @@ pub enum ApiError {
         line: usize,
         column: usize,
     },
+    /// A key repeated within one object of a JSON body, by its path: refused, since
+    /// readers disagree on which of the two counts.
+    #[error("duplicate key `{field}`: a key may appear once per object")]
+    DuplicateKey { field: String, line: Option<usize> },
     #[error("unsupported content type: {0}")]
     UnsupportedMediaType(String),
     #[error("request body is over the limit of {limit} bytes")]
@@ -78,7 +82,7 @@ pub enum ApiError {
 }
 
 /// How far an enqueue got, as the 507/503 body says it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Progress {
     pub enqueued: usize,
     pub total: usize,
@@ -87,7 +91,7 @@ pub struct Progress {
     pub first_not_enqueued: Option<NotEnqueued>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct NotEnqueued {
     pub index: usize,
     pub call_id: String,
@@ -148,7 +152,9 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::BadRequest { .. } | ApiError::MalformedJson { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. }
+            | ApiError::MalformedJson { .. }
+            | ApiError::DuplicateKey { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge { .. } | ApiError::EventTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -178,6 +184,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::BadRequest { code, .. } => code,
             ApiError::MalformedJson { .. } => "malformed_json",
+            ApiError::DuplicateKey { .. } => "duplicate_key",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::EventTooLarge { .. } => "event_too_large",
@@ -194,9 +201,17 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// Every error's body.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
+pub(crate) struct Body<'a> {
+    /// Stable code: unauthorized, forbidden, rate_limited, not_found, no_route,
+    /// method_not_allowed, conflict, malformed_json, duplicate_key, invalid_path,
+    /// invalid_query, invalid_filter, empty_filter, empty_batch, unreadable_body,
+    /// unsupported_media_type, body_too_large, event_too_large, invalid_config,
+    /// invalid_event, invalid_events, unavailable, internal.
     error: &'static str,
+    /// Path of the offending field, e.g. voice_tools.post_call_follow_up.actions[1].url.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
     message: String,
@@ -204,6 +219,7 @@ struct Body<'a> {
     line: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     column: Option<usize>,
+    /// Each bad item of a batch (`invalid_events`).
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [ItemError]>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -249,6 +265,10 @@ impl IntoResponse for ApiError {
             ApiError::InvalidConfig(e) => {
                 body.field = Some(&e.path);
                 body.message = e.message.clone();
+            }
+            ApiError::DuplicateKey { field, line } => {
+                body.field = Some(field);
+                body.line = *line;
             }
             ApiError::InvalidEvent { field, message } => {
                 body.field = Some(field);

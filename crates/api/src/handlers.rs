@@ -9,8 +9,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::ApiState;
 use crate::auth::Caller;
@@ -23,17 +24,31 @@ type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 // ---- health ----
 
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// What the health routes answer.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Status")]
+pub(crate) struct Status {
+    /// `ok`, `ready` or `unavailable` (and `starting` while the process waits for Redis).
+    status: &'static str,
+    /// What is risky about the Redis, when ready: eviction allowed, no persistence.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+pub(crate) async fn healthz() -> Json<Status> {
+    Json(Status {
+        status: "ok",
+        warnings: Vec::new(),
+    })
 }
 
 pub(crate) async fn readyz(State(s): State<ApiState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), s.queue.ping()).await {
-        // Ready, but say what is risky about this Redis (eviction allowed, no persistence).
-        Ok(Ok(())) if !s.queue.warnings().is_empty() => {
-            Json(json!({"status": "ready", "warnings": s.queue.warnings()})).into_response()
-        }
-        Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
+        Ok(Ok(())) => Json(Status {
+            status: "ready",
+            warnings: s.queue.warnings().to_vec(),
+        })
+        .into_response(),
         failed => {
             let error = match failed {
                 Ok(Err(e)) => e.to_string(),
@@ -43,7 +58,10 @@ pub(crate) async fn readyz(State(s): State<ApiState>) -> Response {
             tracing::warn!(%error, "not ready: Redis is unreachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable"})),
+                Json(Status {
+                    status: "unavailable",
+                    warnings: Vec::new(),
+                }),
             )
                 .into_response()
         }
@@ -51,13 +69,19 @@ pub(crate) async fn readyz(State(s): State<ApiState>) -> Response {
 }
 
 pub(crate) async fn openapi_json() -> Json<Value> {
-    Json(crate::routes::openapi())
+    Json(crate::openapi::openapi())
 }
 
 // ---- agents ----
 
-#[derive(Serialize)]
-struct AgentSummary {
+/// `GET /agents`.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct AgentList {
+    agents: Vec<AgentSummary>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct AgentSummary {
     agent_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
@@ -65,7 +89,7 @@ struct AgentSummary {
     actions: usize,
 }
 
-pub(crate) async fn list_agents(State(s): State<ApiState>) -> Result<Json<Value>> {
+pub(crate) async fn list_agents(State(s): State<ApiState>) -> Result<Json<AgentList>> {
     let ids = s.queue.list_agents().await?;
     // One read per agent, a few at a time; an agent deleted meanwhile is left out.
     let agents: Vec<AgentSummary> = futures::stream::iter(ids)
@@ -87,7 +111,7 @@ pub(crate) async fn list_agents(State(s): State<ApiState>) -> Result<Json<Value>
         })
         .try_collect()
         .await?;
-    Ok(Json(json!({ "agents": agents })))
+    Ok(Json(AgentList { agents }))
 }
 
 pub(crate) async fn get_agent(State(s): State<ApiState>, Id(id): Id) -> Result<Response> {
@@ -159,8 +183,8 @@ fn check_agent_id(id: &str) -> Result<()> {
 
 // ---- calls ----
 
-#[derive(Serialize)]
-struct BatchResult {
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct BatchResult {
     /// Events enqueued now.
     accepted: usize,
     /// Events whose call was seen before: nothing new was enqueued for them.
@@ -236,39 +260,74 @@ pub(crate) async fn get_call(State(s): State<ApiState>, Id(call_id): Id) -> Resu
 
 // ---- dead letters ----
 
-const KINDS: &[&str] = &["email", "sms", "webhook", "task", "call_ended"];
+pub(crate) const KINDS: &[&str] = &["email", "sms", "webhook", "task", "call_ended"];
 
-/// `GET /dead-letters` query.
-#[derive(Deserialize)]
+/// `GET /dead-letters` query. Its schema is the document's query parameters.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Only this agent id.
     agent: Option<String>,
+    /// Only this kind.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::kind")]
     action: Option<String>,
+    /// Dead since: RFC 3339, Unix milliseconds, or an age such as 2h.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::time_text")]
     since: Option<String>,
+    /// Dead until: RFC 3339, Unix milliseconds, or an age such as 10m.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::time_text")]
     until: Option<String>,
+    /// Error class (http_4xx, http_5xx, http_429, timeout, connection, blocked,
+    /// lease_expired, undecodable) or text in the last error.
     error: Option<String>,
-    limit: Option<String>,
+    /// Page size (default 50).
+    #[schemars(range(min = 1, max = 1000))]
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[schemars(regex(pattern = crate::openapi::CURSOR))]
     cursor: Option<String>,
 }
+
+/// The largest Unix milliseconds a JSON number may give (2^53 - 1, 285,000 years): every
+/// integer up to it is exact as a JSON reader's double, so `1400.0` and `1400` agree.
+pub(crate) const MAX_MS: i64 = (1 << 53) - 1;
 
 /// A time given as RFC 3339 text, an age (`2h`), or Unix milliseconds.
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub(crate) enum TimeArg {
     Ms(i64),
+    /// JSON has one kind of number: `1400.0` is the integer 1400 (as JSON Schema says).
+    Float(f64),
     Text(String),
 }
 
-/// Body of `POST /dead-letters/replay` and `/purge`.
-#[derive(Deserialize)]
+/// Body of `POST /dead-letters/replay` and `/purge`. `null` is the same as absent.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "BulkFilter", transform = crate::openapi::filter_not_empty)]
 pub(crate) struct BulkBody {
+    /// Every dead letter: required (true) when no filter is given.
     #[serde(default)]
     all: bool,
+    /// Only this agent id.
     agent: Option<String>,
+    /// Only this kind.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::kind")]
     action: Option<String>,
+    /// Dead since: RFC 3339, an age such as 2h, or Unix milliseconds.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::time_arg")]
     since: Option<TimeArg>,
+    /// Dead until: RFC 3339, an age such as 2h, or Unix milliseconds.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::openapi::time_arg")]
     until: Option<TimeArg>,
+    /// Error class or text in the last error.
     error: Option<String>,
     /// Count what would be touched, touch nothing.
     #[serde(default)]
@@ -304,7 +363,13 @@ fn filter(
     let time = |name: &str, t: Option<TimeArg>| -> Result<Option<i64>> {
         match t {
             None => Ok(None),
-            Some(TimeArg::Ms(ms)) => Ok(Some(ms)),
+            Some(TimeArg::Ms(ms)) if ms.abs() <= MAX_MS => Ok(Some(ms)),
+            Some(TimeArg::Float(f)) if f.fract() == 0.0 && f.abs() <= MAX_MS as f64 => {
+                Ok(Some(f as i64))
+            }
+            Some(TimeArg::Ms(_) | TimeArg::Float(_)) => Err(bad(format!(
+                "{name}: Unix milliseconds as a number must be a whole number of at most 2^53 - 1 either side of 0"
+            ))),
             Some(TimeArg::Text(s)) => present(Some(s))
                 .map(|s| parse_time(&s).map_err(|m| bad(format!("{name}: {m}"))))
                 .transpose(),
@@ -330,16 +395,15 @@ pub(crate) async fn list_dead_letters(
     State(s): State<ApiState>,
     Params(q): Params<ListQuery>,
 ) -> Result<Json<Page<JobRecord>>> {
-    let limit = match q.limit.as_deref() {
+    let limit = match q.limit {
         None => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::BadRequest {
+        Some(l) if (1..=1000).contains(&l) => l,
+        Some(l) => {
+            return Err(ApiError::BadRequest {
                 code: "invalid_query",
                 message: format!("limit `{l}` is not a number from 1 to 1000"),
-            })?,
+            });
+        }
     };
     let f = filter(
         q.agent,
@@ -388,12 +452,12 @@ pub(crate) async fn replay_one(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Id(id): Id,
-) -> Result<Json<Value>> {
+) -> Result<Json<Replayed>> {
     if s.queue.replay(std::slice::from_ref(&id)).await? == 0 {
         return Err(not_moved(&s, &id).await);
     }
     tracing::info!(job_id = %id, by = %caller.name, "dead letter replayed");
-    Ok(Json(json!({ "replayed": 1 })))
+    Ok(Json(Replayed { replayed: 1 }))
 }
 
 pub(crate) async fn delete_dead_letter(
@@ -406,6 +470,35 @@ pub(crate) async fn delete_dead_letter(
     }
     tracing::info!(job_id = %id, by = %caller.name, "dead letter purged");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How many dead letters went back to the queue.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Replayed {
+    replayed: u64,
+}
+
+/// How many dead letters were purged.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Purged {
+    purged: u64,
+}
+
+/// A bulk replay's answer: how many went back, or with `"dry_run": true`, how many
+/// would (the key differs on purpose, so that one is never taken for the other).
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum BulkReplayed {
+    Done(Replayed),
+    DryRun { would_replay: u64 },
+}
+
+/// A bulk purge's answer, as [`BulkReplayed`].
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum BulkPurged {
+    Done(Purged),
+    DryRun { would_purge: u64 },
 }
 
 /// The filter of a bulk replay or purge, and whether it is a dry run. An empty filter
@@ -432,15 +525,15 @@ pub(crate) async fn replay_matching(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     body: RawBody,
-) -> Result<Json<Value>> {
+) -> Result<Json<BulkReplayed>> {
     let (f, dry_run) = bulk_filter(&body)?;
     if dry_run {
-        let n = s.queue.count_matching(&f).await?;
-        return Ok(Json(json!({ "would_replay": n })));
+        let would_replay = s.queue.count_matching(&f).await?;
+        return Ok(Json(BulkReplayed::DryRun { would_replay }));
     }
     let n = s.queue.replay_matching(&f).await?;
     tracing::info!(replayed = n, by = %caller.name, "dead letters replayed");
-    Ok(Json(json!({ "replayed": n })))
+    Ok(Json(BulkReplayed::Done(Replayed { replayed: n })))
 }
 
 /// `{"purged": n}`, or with `"dry_run": true`, `{"would_purge": n}` and nothing deleted.
@@ -448,15 +541,15 @@ pub(crate) async fn purge_matching(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     body: RawBody,
-) -> Result<Json<Value>> {
+) -> Result<Json<BulkPurged>> {
     let (f, dry_run) = bulk_filter(&body)?;
     if dry_run {
-        let n = s.queue.count_matching(&f).await?;
-        return Ok(Json(json!({ "would_purge": n })));
+        let would_purge = s.queue.count_matching(&f).await?;
+        return Ok(Json(BulkPurged::DryRun { would_purge }));
     }
     let n = s.queue.purge_matching(&f).await?;
     tracing::info!(purged = n, by = %caller.name, "dead letters purged");
-    Ok(Json(json!({ "purged": n })))
+    Ok(Json(BulkPurged::Done(Purged { purged: n })))
 }
 
 // ---- stats ----

@@ -48,7 +48,35 @@ pub fn parse_calls(
         BodyFormat::Json => Format::Json,
         BodyFormat::JsonLines => Format::JsonLines,
     };
-    batch::parse_valid(body, format, max_event_bytes).map_err(|e| match e {
+    batch::parse_valid(body, format, max_event_bytes).map_err(|e| {
+        // Core's reader already refuses an event's repeated fields (`duplicate field`,
+        // 422); only on this error path is the body read again, so that a repeated key
+        // answers as it does on every other JSON body, and nothing is added to a good
+        // body's path.
+        if let Some((field, line)) = first_duplicate(body, format) {
+            return ApiError::DuplicateKey { field, line };
+        }
+        batch_error(e)
+    })
+}
+
+/// The first key repeated within one object, with its line in JSON Lines.
+fn first_duplicate(body: &[u8], format: Format) -> Option<(String, Option<usize>)> {
+    let dup = |bytes: &[u8]| match crate::json::parse(bytes) {
+        Err(crate::json::JsonError::Duplicate { path }) => Some(path),
+        _ => None,
+    };
+    match format {
+        Format::Json => dup(body).map(|p| (p, None)),
+        Format::JsonLines => body
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .find_map(|(i, line)| dup(line).map(|p| (p, Some(i + 1)))),
+    }
+}
+
+fn batch_error(e: BatchError<aftercall_core::ValidEvent<'_>>) -> ApiError {
+    match e {
         BatchError::Malformed {
             message,
             line,
@@ -83,22 +111,26 @@ pub fn parse_calls(
                 errors,
             }
         }
-    })
+    }
 }
 
-/// Decodes a JSON body, reporting syntax errors with their position.
+/// Decodes a JSON body, reporting syntax errors with their position and refusing a key
+/// repeated in one object (`crate::json`).
 pub fn json_value(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let msg = e.to_string();
-        let message = match msg.rfind(" at line ") {
-            Some(i) => msg[..i].to_string(),
-            None => msg,
-        };
-        ApiError::MalformedJson {
+    crate::json::parse(body).map_err(|e| match e {
+        crate::json::JsonError::Duplicate { path } => ApiError::DuplicateKey {
+            field: path,
+            line: None,
+        },
+        crate::json::JsonError::Syntax {
             message,
-            line: e.line(),
-            column: e.column(),
-        }
+            line,
+            column,
+        } => ApiError::MalformedJson {
+            message,
+            line,
+            column,
+        },
     })
 }
 

@@ -9,6 +9,8 @@ mod error;
 mod extract;
 mod handlers;
 mod ingest;
+mod json;
+mod openapi;
 mod patch;
 mod routes;
 mod server;
@@ -23,8 +25,9 @@ pub use config::{ApiConfig, MIN_TOKEN_LEN, Scope, Token, listen_addr};
 pub use error::ApiError;
 pub use handlers::parse_time;
 pub use ingest::{BodyFormat, Calls, ItemError, parse_calls};
+pub use openapi::openapi;
 pub use patch::{REDACTED_HEADER, apply_agent_patch, merge_patch, redact_job, redact_record};
-pub use routes::{openapi, router};
+pub use routes::router;
 pub use server::{BodyTimedOut, ServerLimits, serve_routes};
 
 /// What every handler shares: the queue and the API's settings.

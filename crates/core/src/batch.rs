@@ -56,6 +56,7 @@ impl<'a> Item<'a> for ValidEvent<'a> {
 }
 
 /// One bad item of a batch.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ItemError {
     /// 0-based position in a JSON array.

@@ -8,17 +8,23 @@ mod view;
 
 /// A call-ended event as producers push it. Unknown top-level fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CallEvent {
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::id"))]
     pub call_id: String,
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::id"))]
     pub agent_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::E164)))]
     pub caller_number: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "date-time")))]
     pub started_at: Option<DateTime<FixedOffset>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "date-time")))]
     pub ended_at: Option<DateTime<FixedOffset>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<u64>,
@@ -30,6 +36,7 @@ pub struct CallEvent {
     pub recording_url: Option<String>,
     /// Key details extracted from the call: a string or an object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::details"))]
     pub details: Option<Value>,
     /// Free-form metadata; `caller_name` and `caller_email` live here.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
@@ -73,7 +80,7 @@ impl EventError {
     }
 }
 
-const MAX_ID_LEN: usize = 256;
+pub(crate) const MAX_ID_LEN: usize = 256;
 
 impl CallEvent {
     /// Parses and validates one event from JSON bytes, enforcing `max_bytes`.

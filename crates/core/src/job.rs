@@ -274,12 +274,14 @@ impl Outcome {
 }
 
 /// One attempt as recorded in the job's history.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     /// 1-based attempt number.
     pub attempt: u32,
     /// When the attempt ended, as Unix milliseconds (the queue's Lua scripts write these too).
     #[serde(with = "chrono::serde::ts_milliseconds")]
+    #[cfg_attr(feature = "schema", schemars(with = "i64"))]
     pub at: DateTime<Utc>,
     pub outcome: AttemptOutcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,9 +300,11 @@ pub struct Attempt {
         skip_serializing_if = "Option::is_none",
         with = "chrono::serde::ts_milliseconds_option"
     )]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<i64>"))]
     pub next_run_at: Option<DateTime<Utc>>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {

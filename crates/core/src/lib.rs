@@ -7,6 +7,8 @@ pub mod event;
 pub mod job;
 pub mod payload;
 pub mod retry;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod settings;
 pub mod template;
 

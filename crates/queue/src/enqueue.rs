@@ -93,6 +93,7 @@ impl Drop for DrainGuard<'_> {
 }
 
 /// What enqueueing one event did.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enqueued {
     pub call_id: String,

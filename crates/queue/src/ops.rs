@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Queue, QueueError, StateInfo, now_ms};
 
 /// Everything stored about one job.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: String,
@@ -73,6 +74,7 @@ impl JobRecord {
 }
 
 /// One call: its call-ended job and each action's job.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallStatus {
     pub call_id: String,
@@ -115,7 +117,8 @@ pub struct DlqFilter {
 /// filter field blank means "any", never "match the empty string" (which every error
 /// contains, so `--error ""` would select every dead letter).
 pub fn present(v: Option<String>) -> Option<String> {
-    v.filter(|s| !s.trim().is_empty())
+    // ASCII white space only: the OpenAPI document's pattern for blank says the same.
+    v.filter(|s| !s.bytes().all(|b| b.is_ascii_whitespace()))
 }
 
 impl DlqFilter {
@@ -211,6 +214,7 @@ pub fn error_class(r: &JobRecord) -> Vec<&'static str> {
 }
 
 /// A page of results and the cursor for the next one.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -219,6 +223,7 @@ pub struct Page<T> {
 }
 
 /// Queue depths and recent throughput.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stats {
     pub queue: String,

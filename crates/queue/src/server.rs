@@ -16,6 +16,7 @@ pub const ALLOW_EVICTION: &str = "AFTERCALL_ALLOW_EVICTION";
 
 /// What Redis said about itself. `None` where it would not say (`CONFIG` disabled, as on
 /// many managed Redis services, or a field missing from `INFO`).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RedisFacts {
     /// `maxmemory-policy`.

@@ -96,6 +96,7 @@ pub enum FannedOut {
 }
 
 /// A job's current state as stored (the Lua scripts write the same shape).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateInfo {
     /// queued, running, scheduled, delivered, skipped, dead, purged
