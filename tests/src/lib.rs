@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use std::collections::{BTreeMap, HashMap};
 
-pub use aftercall_embedded::{Received, Receiver, RedisOptions, RedisServer, Reply, free_port};
 use aftercall_queue::{CallStatus, Queue, QueueConfig};
+pub use aftercall_testkit::{Received, Receiver, RedisOptions, RedisServer, Reply, free_port};
 
 /// Where cargo put the binaries: next to the test executable's `deps/` folder.
 pub fn bin(name: &str) -> PathBuf {

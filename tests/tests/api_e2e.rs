@@ -16,7 +16,7 @@ fn client() -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_patch_ingest_and_replay_over_http() {
     let mut w = World::new().await;
-    let port = aftercall_embedded::free_port();
+    let port = aftercall_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
     w.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
     w.set(

@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aftercall_core::CallEvent;
-use aftercall_embedded::{RedisOptions, RedisServer};
 use aftercall_queue::{Queue, QueueConfig};
+use aftercall_testkit::{RedisOptions, RedisServer};
 use aftercall_tests::{Receiver, Reply, bin, call_event, settled};
 
 const NODE_TIMEOUT_MS: u64 = 1500;
@@ -21,7 +21,7 @@ struct Cluster {
 /// A port whose cluster bus port (+10000) is free too.
 fn cluster_port() -> u16 {
     loop {
-        let p = aftercall_embedded::free_port();
+        let p = aftercall_testkit::free_port();
         if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
             return p;
         }

@@ -21,7 +21,7 @@ fn client() -> reqwest::Client {
 
 /// Gives the world an API address and token; returns the base URL.
 fn with_api(w: &mut World) -> String {
-    let port = aftercall_embedded::free_port();
+    let port = aftercall_testkit::free_port();
     w.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
     w.set("AFTERCALL_API_TOKENS", &format!("admin:{ADMIN}"));
     format!("http://127.0.0.1:{port}")

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aftercall_core::{CallEvent, RetryPolicy};
-use aftercall_embedded::{RedisOptions, RedisServer};
 use aftercall_queue::{Finish, FinishMode, Queue, QueueConfig, StateInfo};
+use aftercall_testkit::{RedisOptions, RedisServer};
 use proptest::prelude::*;
 
 const LEASE: Duration = Duration::from_millis(1000);

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aftercall_core::{AgentConfig, CallEvent};
-use aftercall_embedded::{Receiver, RedisOptions, RedisServer};
 use aftercall_queue::{CallStatus, Queue};
+use aftercall_testkit::{Receiver, RedisOptions, RedisServer};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +40,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // A local stand-in for GitHub's Issues API, so the create-task action runs too.
     let tasks = Receiver::start().await?;
     tasks.set_default(
-        aftercall_embedded::Reply::status(201)
+        aftercall_testkit::Reply::status(201)
             .body(r#"{"number":1,"html_url":"http://github.local/acme/support/issues/1"}"#),
     );
     println!(

@@ -1063,7 +1063,7 @@ async fn every_documented_route_is_served_and_nothing_else_on_its_paths() {
 #[tokio::test]
 async fn redis_down_is_503_and_readiness_recovers() {
     let mut h = start().await;
-    h.redis.kill().await;
+    h.t.redis.kill().await;
     assert_eq!(
         h.send(Method::GET, "/healthz", None, None, Body::empty())
             .await
@@ -1094,7 +1094,7 @@ async fn redis_down_is_503_and_readiness_recovers() {
     );
     assert!(r.headers.contains_key(header::RETRY_AFTER));
 
-    h.redis.restart().await.unwrap();
+    h.t.redis.restart().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let r = h

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use aftercall_embedded::{Receiver, RedisOptions, RedisServer, Reply, free_port};
+use aftercall_testkit::{Receiver, RedisOptions, RedisServer, Reply, free_port};
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -3,11 +3,8 @@
 //! Login and the cookie, CSRF refusals, scopes, escaping, and that nothing shadows the
 //! API's routes.
 
-use std::time::Duration;
-
 use aftercall_api::{ApiConfig, ApiState, Scope, Token};
-use aftercall_embedded::{RedisOptions, RedisServer};
-use aftercall_queue::{Queue, QueueConfig};
+use aftercall_testkit::TestQueue;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -19,47 +16,15 @@ const READ: &str = "read-token-0123456789abcdef";
 const HOST: &str = "127.0.0.1:8080";
 
 struct Harness {
-    _redis: RedisServer,
+    _t: TestQueue,
     app: Router,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 async fn start(api: ApiConfig) -> Harness {
-    let dir = std::env::temp_dir().join(format!(
-        "aftercall-dashboard-http-{}-{}",
-        std::process::id(),
-        aftercall_embedded::free_port()
-    ));
-    let redis = RedisServer::start(
-        &dir,
-        RedisOptions {
-            aof: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("redis-server starts");
-    let queue = Queue::connect(QueueConfig {
-        url: redis.url(),
-        prefix: "dash".into(),
-        response_timeout: Duration::from_secs(2),
-        ..QueueConfig::default()
-    })
-    .await
-    .expect("queue connects");
-    let state = ApiState::new(queue, api);
+    let t = TestQueue::start("dash").await;
+    let state = ApiState::new(t.queue.clone(), api);
     let app = aftercall_api::router(state.clone()).merge(aftercall_dashboard::router(state));
-    Harness {
-        _redis: redis,
-        app,
-        dir,
-    }
+    Harness { _t: t, app }
 }
 
 fn tokens() -> ApiConfig {

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use aftercall_api::{ApiConfig, ApiState, Scope, Token};
-use aftercall_embedded::{RedisOptions, RedisServer};
-use aftercall_queue::{Queue, QueueConfig, SessionRecord};
+use aftercall_queue::{Queue, SessionRecord};
+use aftercall_testkit::TestQueue;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
@@ -121,29 +121,9 @@ fn hex(s: &str) -> String {
 
 #[tokio::test]
 async fn sessions_live_in_redis_and_end_at_logout_expiry_and_token_removal() {
-    let dir = std::env::temp_dir().join(format!(
-        "aftercall-dashboard-session-{}-{}",
-        std::process::id(),
-        aftercall_embedded::free_port()
-    ));
-    let redis = RedisServer::start(
-        &dir,
-        RedisOptions {
-            aof: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("redis-server starts");
-    let queue = Queue::connect(QueueConfig {
-        url: redis.url(),
-        prefix: "dash".into(),
-        response_timeout: Duration::from_secs(2),
-        ..QueueConfig::default()
-    })
-    .await
-    .expect("queue connects");
-    let mut r = redis::Client::open(redis.url())
+    let t = TestQueue::start("dash-session").await;
+    let queue = t.queue.clone();
+    let mut r = redis::Client::open(t.redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -274,6 +254,5 @@ async fn sessions_live_in_redis_and_end_at_logout_expiry_and_token_removal() {
     assert!(refused(server.page(&c, &admin_sid).await));
     assert!(server.page(&c, &read_sid).await.is_ok());
     server.stop().await;
-    drop(redis);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(t);
 }

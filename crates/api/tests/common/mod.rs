@@ -4,15 +4,13 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aftercall_api::{ApiConfig, ApiState, Scope, Token};
 use aftercall_core::job::{FanOut, fan_out};
 use aftercall_core::{Attempt, AttemptOutcome, CallEvent, Job};
-use aftercall_embedded::{RedisOptions, RedisServer};
-use aftercall_queue::{FanOutRecord, FannedOut, Finish, FinishMode, Queue, QueueConfig, StateInfo};
+use aftercall_queue::{FanOutRecord, FannedOut, Finish, FinishMode, Queue, StateInfo};
+use aftercall_testkit::{RedisOptions, TestQueue};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -25,8 +23,6 @@ pub const READ: &str = "read-token-0123456789abcdef";
 
 pub const SEED_AGENT: &str = include_str!("../../../../tests/fixtures/seed-agent.json");
 pub const SEED_CALL: &str = include_str!("../../../../tests/fixtures/seed-call.json");
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn tokens() -> Vec<Token> {
     vec![
@@ -67,17 +63,11 @@ impl Default for Options {
 }
 
 pub struct Harness {
-    pub redis: RedisServer,
+    /// The queue's own Redis (`t.redis`), to kill or restart.
+    pub t: TestQueue,
     pub queue: Queue,
     pub state: ApiState,
     pub app: Router,
-    dir: PathBuf,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// One response, its body parsed as JSON when it is JSON.
@@ -94,33 +84,21 @@ pub async fn start() -> Harness {
 }
 
 pub async fn start_with(opts: Options) -> Harness {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("aftercall-api-test-{}-{n}", std::process::id()));
-    let redis = RedisServer::start(
-        &dir,
-        RedisOptions {
-            aof: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("redis-server starts");
-    let cfg = QueueConfig {
-        url: redis.url(),
-        prefix: format!("api-test-{n}"),
-        response_timeout: Duration::from_secs(2),
-        max_event_bytes: opts.max_event_bytes,
-        ..QueueConfig::default()
+    let no_aof = RedisOptions {
+        aof: false,
+        ..Default::default()
     };
-    let queue = Queue::connect(cfg).await.expect("queue connects");
-    let state = ApiState::new(queue.clone(), opts.api);
+    let t = TestQueue::start_with("api-test", no_aof, |c| {
+        c.max_event_bytes = opts.max_event_bytes
+    })
+    .await;
+    let state = ApiState::new(t.queue.clone(), opts.api);
     let app = aftercall_api::router(state.clone());
     Harness {
-        redis,
-        queue,
+        queue: t.queue.clone(),
+        t,
         state,
         app,
-        dir,
     }
 }
 

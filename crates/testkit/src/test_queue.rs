@@ -1,0 +1,63 @@
+//! One queue on its own `redis-server`, for a test: the setup every test crate needs.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aftercall_queue::{Queue, QueueConfig};
+
+use crate::{RedisOptions, RedisServer};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A queue named `<name>-<n>` on a `redis-server` of its own (on a free port, in a
+/// scratch folder removed on drop), so a test can kill, restart or reconfigure it.
+pub struct TestQueue {
+    pub redis: RedisServer,
+    pub queue: Queue,
+    pub dir: PathBuf,
+}
+
+impl TestQueue {
+    /// Redis without persistence (fast; tests that restart Redis want
+    /// [`TestQueue::start_with`] and `aof: true`), a 2 s response timeout.
+    pub async fn start(name: &str) -> TestQueue {
+        let opts = RedisOptions {
+            aof: false,
+            ..RedisOptions::default()
+        };
+        TestQueue::start_with(name, opts, |_| {}).await
+    }
+
+    /// With Redis started from `opts` and the queue's config adjusted by `cfg`.
+    pub async fn start_with(
+        name: &str,
+        opts: RedisOptions,
+        cfg: impl FnOnce(&mut QueueConfig),
+    ) -> TestQueue {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "aftercall-{name}-{}-{n}-{}",
+            std::process::id(),
+            crate::free_port()
+        ));
+        let redis = RedisServer::start(&dir, opts)
+            .await
+            .expect("redis-server starts");
+        let mut config = QueueConfig {
+            url: redis.url(),
+            prefix: format!("{name}-{n}"),
+            response_timeout: Duration::from_secs(2),
+            ..QueueConfig::default()
+        };
+        cfg(&mut config);
+        let queue = Queue::connect(config).await.expect("queue connects");
+        TestQueue { redis, queue, dir }
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
