@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aftercall_actions::Executors;
+use aftercall_core::JobState;
 use aftercall_queue::{Finish, FinishMode, Leased, Queue, StateInfo, now_ms};
 use apalis::prelude::WorkerBuilderExt;
 use apalis_core::backend::custom::BackendBuilder;
@@ -117,31 +118,28 @@ pub async fn run(
     let leftovers: Vec<(String, String)> = held.lock().expect("held lock").drain().collect();
     if !leftovers.is_empty() {
         let started = std::mem::take(&mut *ctx.started.lock().expect("started lock"));
-        let now = now_ms();
+        let now = chrono::Utc::now();
         let items: Vec<Finish> = leftovers
             .into_iter()
             .map(|(id, token)| {
                 if !started.contains(&id) {
-                    return Finish { mode: FinishMode::Release, id, token, run_at_ms: 0, state: StateInfo::new("queued"), attempt: None };
+                    return Finish {
+                        mode: FinishMode::Release,
+                        id,
+                        token,
+                        run_at_ms: 0,
+                        state: StateInfo::new(JobState::Queued.as_str()),
+                        attempt: None,
+                    };
                 }
-                // Cut off mid-attempt: it may have reached its destination, so it counts,
-                // and the history says so (the next attempt carries the same delivery id).
-                let error = "interrupted: the worker shut down before the attempt finished (grace period over)";
-                let attempt = aftercall_core::Attempt {
-                    attempt: token.rsplit(':').next().and_then(|n| n.parse().ok()).unwrap_or(0),
-                    at: chrono::Utc::now(),
-                    outcome: aftercall_core::AttemptOutcome::Retry,
-                    status: None,
-                    error: Some(error.into()),
-                    response: None,
-                    duration_ms: None,
-                    worker: Some(cfg.worker_id.clone()),
-                    next_run_at: None,
-                };
-                let mut state = StateInfo::new("scheduled");
-                state.run_at = Some(now);
-                state.error = Some(error.into());
-                Finish { mode: FinishMode::Retry, id, token, run_at_ms: now, state, attempt: Some(attempt) }
+                // Cut off mid-attempt: it may have reached its destination, so it counts.
+                let attempt = token
+                    .rsplit(':')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let settled = aftercall_core::Settled::interrupted(attempt, now);
+                handler::finish(id, token, settled, &cfg.worker_id, None)
             })
             .collect();
         let cut = items.iter().filter(|f| f.mode == FinishMode::Retry).count();
