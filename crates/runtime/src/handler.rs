@@ -1,9 +1,8 @@
 //! One job, start to finish: decode, fan out or execute, classify, and record the
 //! outcome in Redis under the job's lease.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use aftercall_actions::Executors;
@@ -11,55 +10,33 @@ use aftercall_core::job::{FanOut, fan_out};
 use aftercall_core::{
     Attempt, AttemptOutcome, Job, JobBody, JobState, Outcome, Settled, Transition,
 };
-use aftercall_queue::{FannedOut, Finish, FinishMode, Leased, Queue, StateInfo, now_ms};
+use aftercall_queue::{
+    FannedOut, Finish, FinishMode, JobId, LeaseToken, Leased, Queue, StateInfo, now_ms,
+};
 use chrono::Utc;
 use futures::FutureExt;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::WorkerConfig;
-
-/// Lease tokens of every job this process holds (buffered or running), for renewal.
-pub type Held = Arc<Mutex<HashMap<String, String>>>;
+use crate::leases::{Leases, Stage};
 
 /// Shared by every job of a worker process.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub queue: Queue,
     pub executors: Executors,
     pub cfg: WorkerConfig,
-    pub held: Held,
-    /// Jobs whose attempt has started (a subset of `held`): at shutdown these are not
-    /// "unstarted", and cutting them off is recorded as an attempt.
-    pub started: Mutex<std::collections::HashSet<String>>,
-    /// Jobs whose outcome (or fan-out) is on its way to Redis. Recording it ends the
-    /// lease, so a renewal that races it finds the lease gone: that is not a lost lease,
-    /// and the recording's own reply says whether the lease was still held.
-    pub recording: Mutex<std::collections::HashSet<String>>,
+    /// Every job this process holds, for renewal and shutdown.
+    pub leases: Arc<Leases>,
     /// Outcomes, fan-outs and agent reads: many jobs per Redis call.
     pub acker: crate::acker::Acker,
     pub fan_outs: crate::acker::FanOuts,
     pub agents: crate::acker::Agents,
 }
 
-impl Ctx {
-    pub fn release_hold(&self, id: &str) {
-        self.held.lock().expect("held lock").remove(id);
-        self.started.lock().expect("started lock").remove(id);
-        self.recording.lock().expect("recording lock").remove(id);
-    }
-
-    /// Marks the job's outcome as on its way to Redis (see `recording`).
-    fn recording(&self, id: &str) {
-        self.recording
-            .lock()
-            .expect("recording lock")
-            .insert(id.to_string());
-    }
-}
-
 /// Runs one leased job to a recorded outcome, then the action job its fan-out claimed,
 /// if any. Never fails: infrastructure errors while recording leave the lease to expire,
 /// which re-runs the job and counts the attempt.
-pub async fn process(ctx: &Ctx, mut leased: Leased) {
+pub(crate) async fn process(ctx: &Ctx, mut leased: Leased) {
     let decoded = if leased.data.is_empty() {
         // Leased from the ready list without data (a corrupt queue): dead-lettered here,
         // in view, rather than dropped by the fetch.
@@ -73,10 +50,7 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
     // Then the job a fan-out claimed, in this job's slot, as if fetched: no fetch, no
     // decode.
     while let Some((leased, decoded)) = next {
-        ctx.started
-            .lock()
-            .expect("started lock")
-            .insert(leased.id.clone());
+        ctx.leases.advance(&leased.id, Stage::Started);
         next = run(ctx, leased, decoded)
             .await
             .map(|(leased, job)| (leased, Ok(job)));
@@ -130,7 +104,7 @@ async fn run(
                     if let Some(limit) = limit
                         && let Some(f) = Box::pin(hold_back(ctx, &leased, kind, &dest, limit)).await {
                             apply(ctx, f).await;
-                            ctx.release_hold(&leased.id);
+                            ctx.leases.release(&leased.id);
                             return None;
                         }
                     let run = ctx
@@ -161,7 +135,7 @@ async fn run(
         if let Some(f) = finish {
             apply(ctx, f).await;
         }
-        ctx.release_hold(&leased.id);
+        ctx.leases.release(&leased.id);
         claimed
     }
     .instrument(span)
@@ -334,7 +308,7 @@ async fn run_fan_out(
         attempt,
         claim: claim.then(|| (w.clone(), ctx.cfg.lease)),
     };
-    ctx.recording(&leased.id);
+    ctx.leases.advance(&leased.id, Stage::Recording);
     let claimed = match ctx.fan_outs.call(record).await {
         Ok((FannedOut::Applied, _)) => None,
         Ok((FannedOut::Claimed(l), Some(job))) => Some((l, job)),
@@ -358,8 +332,8 @@ async fn run_fan_out(
 
 /// The finish that records a settled attempt of job `id` under `token`.
 pub(crate) fn finish(
-    id: String,
-    token: String,
+    id: JobId,
+    token: LeaseToken,
     settled: Settled,
     worker: &str,
     started: Option<Instant>,
@@ -419,7 +393,7 @@ fn stored(
 /// Records a finish through the acker, which batches it with other jobs' finishes and
 /// retries briefly through Redis blips.
 async fn apply(ctx: &Ctx, f: Finish) {
-    ctx.recording(&f.id);
+    ctx.leases.advance(&f.id, Stage::Recording);
     match ctx.acker.call(f).await {
         Ok(true) => debug!("outcome recorded"),
         Ok(false) => {

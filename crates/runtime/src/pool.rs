@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::acker;
-use crate::handler::{self, Ctx, Held};
+use crate::handler::{self, Ctx};
+use crate::leases::Leases;
 use crate::{RuntimeError, WorkerConfig};
 
 /// The longest an idle worker waits before looking at the queue again on its own.
@@ -33,20 +34,18 @@ pub async fn run(
     executors: Executors,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
-    let held: Held = Default::default();
+    let leases: Arc<Leases> = Default::default();
     let grace = cfg.grace;
     let batchers_stop = CancellationToken::new();
     let (acker, acker_task) = acker::acker(queue.clone(), batchers_stop.clone());
     let (fan_outs, fan_outs_task) =
-        acker::fan_outs(queue.clone(), held.clone(), batchers_stop.clone());
+        acker::fan_outs(queue.clone(), leases.clone(), batchers_stop.clone());
     let (agents, agents_task) = acker::agents(queue.clone(), batchers_stop.clone());
     let ctx = Arc::new(Ctx {
         queue: queue.clone(),
         executors,
         cfg: cfg.clone(),
-        held: held.clone(),
-        started: Default::default(),
-        recording: Default::default(),
+        leases: leases.clone(),
         acker,
         fan_outs,
         agents,
@@ -115,14 +114,13 @@ pub async fn run(
     let _ = tokio::join!(acker_task, fan_outs_task, agents_task);
     let _fetching = fetching.lock().await;
     // Whatever is still held (buffered, or cut off by the grace period) goes back.
-    let leftovers: Vec<(String, String)> = held.lock().expect("held lock").drain().collect();
+    let leftovers = leases.drain();
     if !leftovers.is_empty() {
-        let started = std::mem::take(&mut *ctx.started.lock().expect("started lock"));
         let now = chrono::Utc::now();
         let items: Vec<Finish> = leftovers
             .into_iter()
-            .map(|(id, token)| {
-                if !started.contains(&id) {
+            .map(|(id, token, started)| {
+                if !started {
                     return Finish {
                         mode: FinishMode::Release,
                         id,
@@ -133,11 +131,7 @@ pub async fn run(
                     };
                 }
                 // Cut off mid-attempt: it may have reached its destination, so it counts.
-                let attempt = token
-                    .rsplit(':')
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
+                let attempt = token.attempt().unwrap_or(0);
                 let settled = aftercall_core::Settled::interrupted(attempt, now);
                 handler::finish(id, token, settled, &cfg.worker_id, None)
             })
@@ -284,11 +278,7 @@ impl Fetcher {
         if jobs.is_empty() {
             return;
         }
-        let mut held = self.ctx.held.lock().expect("held lock");
-        for j in &jobs {
-            held.insert(j.id.clone(), j.token.clone());
-        }
-        drop(held);
+        self.ctx.leases.hold(&jobs);
         debug!(n = jobs.len(), "fetched");
         self.buffer.lock().expect("buffer lock").extend(jobs);
     }
@@ -331,25 +321,17 @@ async fn renew_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let held: Vec<(String, String)> = ctx
-            .held
-            .lock()
-            .expect("held lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let held = ctx.leases.tokens();
         match ctx.queue.renew(ctx.cfg.lease, &held).await {
             Ok(lost) => {
                 for id in lost {
                     // Not lost if this worker recorded its outcome (or is recording it)
                     // while the renewal was on its way: that ends the lease too.
-                    let ours = ctx.held.lock().expect("held lock").contains_key(&id);
-                    if !ours || ctx.recording.lock().expect("recording lock").contains(&id) {
+                    if !ctx.leases.lose(&id) {
                         continue;
                     }
                     warn!(job_id = %id, "lease lost: the job was reaped and belongs to another worker now");
                     crate::metrics::lease_lost();
-                    ctx.release_hold(&id);
                 }
             }
             Err(e) => warn!(error = %e, "renewing leases failed"),
