@@ -16,6 +16,7 @@ use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -27,6 +28,14 @@ use crate::{RuntimeError, WorkerConfig};
 
 /// The longest an idle worker waits before looking at the queue again on its own.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// The fetch loop's backoff after a failed fetch: 200 ms, doubling, at most 5 s.
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+const RECONNECT: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(200))
+    .with_factor(2.0)
+    .with_max_delay(RECONNECT_MAX)
+    .without_max_times();
 
 pub async fn run(
     cfg: WorkerConfig,
@@ -186,7 +195,8 @@ impl Fetcher {
             .concurrency
             .clamp(1, 64)
             .max((cfg.concurrency / 16).min(512));
-        let mut failures = 0u32;
+        // Reset by a fetch that answers; built afresh after it.
+        let mut failures: Option<ExponentialBackoff> = None;
         loop {
             if self.shutdown.is_cancelled() {
                 return None;
@@ -204,13 +214,13 @@ impl Fetcher {
             crate::metrics::redis_round_trip("fetch", asked.elapsed());
             match fetched {
                 Ok(fetched) if !fetched.jobs.is_empty() => {
-                    failures = 0;
+                    failures = None;
                     self.take(fetched.jobs);
                     drop(guard);
                 }
                 Ok(fetched) => {
                     drop(guard);
-                    failures = 0;
+                    failures = None;
                     let wait = match fetched.next_due_ms {
                         Some(due) => Duration::from_millis(
                             (due - now_ms()).clamp(1, IDLE_POLL.as_millis() as i64) as u64,
@@ -221,9 +231,10 @@ impl Fetcher {
                 }
                 Err(e) => {
                     drop(guard);
-                    failures += 1;
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)))
-                        .min(Duration::from_secs(5));
+                    let backoff = failures
+                        .get_or_insert_with(|| RECONNECT.build())
+                        .next()
+                        .unwrap_or(RECONNECT_MAX);
                     warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "fetching jobs failed; retrying");
                     *blocking = None;
                     tokio::select! {
