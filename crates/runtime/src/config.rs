@@ -76,16 +76,16 @@ impl WorkerConfig {
         if lease < Duration::from_millis(300) {
             return Err(bad("AFTERCALL_LEASE", "must be at least 300ms".into()));
         }
-        let getter = |k: &str| s.string(k);
         let setting = |e: aftercall_actions::ActionsError| match e {
             aftercall_actions::ActionsError::Config { setting, message } => bad(setting, message),
+            aftercall_actions::ActionsError::Setting(e) => e,
             other => bad("actions", other.to_string()),
         };
         let actions = ActionsConfig {
             http,
-            email: aftercall_actions::email::EmailConfig::from_env(getter).map_err(setting)?,
-            sms: aftercall_actions::sms::SmsConfig::from_env(getter).map_err(setting)?,
-            task: aftercall_actions::task::TaskConfig::from_env(getter).map_err(setting)?,
+            email: aftercall_actions::email::EmailConfig::from_settings(s).map_err(setting)?,
+            sms: aftercall_actions::sms::SmsConfig::from_settings(s).map_err(setting)?,
+            task: aftercall_actions::task::TaskConfig::from_settings(s).map_err(setting)?,
             outbox_dir: s
                 .string("AFTERCALL_OUTBOX")
                 .map(Into::into)

@@ -10,7 +10,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use super::{SmsMessage, SmsProvider, mask_numbers_in};
-use crate::email::{base_url, invalid, join};
+use crate::settings::{base_url, invalid, join};
 use crate::{ActionsError, HttpConfig, http};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";

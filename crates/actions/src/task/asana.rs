@@ -5,7 +5,7 @@ use aftercall_core::Outcome;
 use serde_json::{Value, json};
 
 use super::{Ctx, Draft, TaskConfig, delivered, failed, not_configured};
-use crate::email::join;
+use crate::settings::join;
 
 pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
     let Some(token) = &cfg.asana_token else {
