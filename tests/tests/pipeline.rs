@@ -872,17 +872,7 @@ fn fan_out_record(
         call_id: job.call_id.clone(),
         jobs,
         state: aftercall_queue::StateInfo::new("fanned_out"),
-        attempt: Attempt {
-            attempt: 1,
-            at: chrono::Utc::now(),
-            outcome: AttemptOutcome::Delivered,
-            status: None,
-            error: None,
-            response: None,
-            duration_ms: None,
-            worker: None,
-            next_run_at: None,
-        },
+        attempt: Attempt::new(1, AttemptOutcome::Delivered, chrono::Utc::now()),
         claim,
     }
 }

@@ -102,7 +102,7 @@ pub fn settle(
         status,
         error,
         response,
-        ..record(attempt, outcome, now)
+        ..Attempt::new(attempt, outcome, now)
     };
     match outcome {
         Outcome::Delivered { status, detail } => Settled {
@@ -163,7 +163,7 @@ impl Settled {
     pub fn fanned_out(attempt: u32, actions: usize, now: DateTime<Utc>) -> Settled {
         Settled {
             transition: Transition::FannedOut { actions },
-            attempt: record(attempt, AttemptOutcome::Delivered, now),
+            attempt: Attempt::new(attempt, AttemptOutcome::Delivered, now),
         }
     }
 
@@ -173,7 +173,7 @@ impl Settled {
         Settled {
             attempt: Attempt {
                 error: Some(error.clone()),
-                ..record(attempt, AttemptOutcome::Undecodable, now)
+                ..Attempt::new(attempt, AttemptOutcome::Undecodable, now)
             },
             transition: Transition::Dead {
                 error,
@@ -190,7 +190,7 @@ impl Settled {
         Settled {
             attempt: Attempt {
                 error: Some(error.into()),
-                ..record(attempt, AttemptOutcome::Retry, now)
+                ..Attempt::new(attempt, AttemptOutcome::Retry, now)
             },
             transition: Transition::Retry {
                 delay: Duration::ZERO,
@@ -198,21 +198,6 @@ impl Settled {
                 error: error.into(),
             },
         }
-    }
-}
-
-/// The bare record of an attempt that ended `now`.
-fn record(attempt: u32, outcome: AttemptOutcome, now: DateTime<Utc>) -> Attempt {
-    Attempt {
-        attempt,
-        at: now,
-        outcome,
-        status: None,
-        error: None,
-        response: None,
-        duration_ms: None,
-        worker: None,
-        next_run_at: None,
     }
 }
 

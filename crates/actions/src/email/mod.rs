@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use aftercall_core::config::EmailAction;
 use aftercall_core::settings::Settings;
-use aftercall_core::template::Vars;
 use aftercall_core::{ActionJob, Outcome};
 use lettre::AsyncTransport;
 use lettre::message::Mailbox;
@@ -169,12 +168,7 @@ impl EmailExecutor {
     }
 
     pub async fn execute(&self, job_id: &str, job: &ActionJob, action: &EmailAction) -> Outcome {
-        let vars = Vars::new(
-            &job.event,
-            job.agent_name.as_deref(),
-            &job.date_style(),
-            chrono::Utc::now(),
-        );
+        let vars = job.vars(chrono::Utc::now());
         let prepared = match message::prepare(job_id, job, action, self.from.as_deref(), &vars) {
             Ok(p) => p,
             Err(outcome) => return outcome,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use aftercall_core::config::SmsAction;
 use aftercall_core::event::{is_e164, mask_number};
-use aftercall_core::template::{self, Vars};
+use aftercall_core::template;
 use aftercall_core::{ActionJob, Outcome};
 use futures::future::BoxFuture;
 
@@ -144,12 +144,7 @@ impl SmsExecutor {
     }
 
     pub async fn execute(&self, job_id: &str, job: &ActionJob, action: &SmsAction) -> Outcome {
-        let vars = Vars::new(
-            &job.event,
-            job.agent_name.as_deref(),
-            &job.date_style(),
-            chrono::Utc::now(),
-        );
+        let vars = job.vars(chrono::Utc::now());
         let to_src = action.to.as_deref().unwrap_or(DEFAULT_TO);
         let to = match template::render(to_src, &vars, false) {
             Ok(t) => t.trim().to_string(),

@@ -210,20 +210,8 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
             snippet: snip,
         };
     }
-    match http::classify(status, headers, &masked) {
-        Outcome::Retry { retry_after, .. } => Outcome::Retry {
-            error: described,
-            status: Some(status),
-            retry_after,
-            snippet: snip,
-        },
-        Outcome::Permanent { .. } => Outcome::Permanent {
-            error: described,
-            status: Some(status),
-            snippet: snip,
-        },
-        other => other,
-    }
+    // The HTTP table decides; Twilio's own words describe it.
+    http::classify(status, headers, &masked).map_error(|_| described)
 }
 
 #[cfg(test)]

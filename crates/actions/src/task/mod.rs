@@ -8,7 +8,7 @@ mod jira;
 mod linear;
 
 use aftercall_core::config::{TaskAction, TaskProvider};
-use aftercall_core::template::{self, Vars};
+use aftercall_core::template;
 use aftercall_core::{ActionJob, Outcome};
 use chrono::{DateTime, Days, FixedOffset, Utc};
 use reqwest::header::HeaderMap;
@@ -199,12 +199,7 @@ pub fn draft(
     action: &TaskAction,
     now: DateTime<Utc>,
 ) -> Result<Draft, Outcome> {
-    let vars = Vars::new(
-        &job.event,
-        job.agent_name.as_deref(),
-        &job.date_style(),
-        now,
-    );
+    let vars = job.vars(now);
     let render = |src: &str, field: &str| {
         template::render(src, &vars, false).map_err(|e| Outcome::permanent(format!("{field}: {e}")))
     };
@@ -340,29 +335,8 @@ fn delivered(status: u16, detail: String) -> Outcome {
 
 /// The default classification for a non-2xx reply, with the provider named.
 fn failed(provider: &str, reply: &Reply) -> Outcome {
-    match http::classify(reply.status, &reply.headers, &reply.body) {
-        Outcome::Retry {
-            error,
-            status,
-            retry_after,
-            snippet,
-        } => Outcome::Retry {
-            error: format!("{provider}: {error}"),
-            status,
-            retry_after,
-            snippet,
-        },
-        Outcome::Permanent {
-            error,
-            status,
-            snippet,
-        } => Outcome::Permanent {
-            error: format!("{provider}: {error}"),
-            status,
-            snippet,
-        },
-        other => other,
-    }
+    http::classify(reply.status, &reply.headers, &reply.body)
+        .map_error(|error| format!("{provider}: {error}"))
 }
 
 #[cfg(test)]
