@@ -315,6 +315,22 @@ impl Ctx<'_> {
             Err(e) => Err(http::classify_error(&e)),
         }
     }
+
+    /// [`Ctx::send`] to a provider whose failures take the default classification:
+    /// a 2xx reply's status and JSON body (`Null` when it is not JSON), or the outcome.
+    async fn send_json(
+        &self,
+        provider: &str,
+        url: &reqwest::Url,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, serde_json::Value), Outcome> {
+        let reply = self.send(url, req).await?;
+        if !(200..300).contains(&reply.status) {
+            return Err(failed(provider, &reply));
+        }
+        let v = serde_json::from_str(&reply.body).unwrap_or_default();
+        Ok((reply.status, v))
+    }
 }
 
 /// A permanent failure for a provider whose settings are missing.
