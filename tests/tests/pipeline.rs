@@ -954,21 +954,11 @@ fn fan_out_record(
     };
     aftercall_queue::FanOutRecord {
         parent_id: p.id.clone(),
-        token: token.to_string(),
+        token: token.into(),
         call_id: job.call_id.clone(),
         jobs,
         state: aftercall_queue::StateInfo::new("fanned_out"),
-        attempt: Attempt {
-            attempt: 1,
-            at: chrono::Utc::now(),
-            outcome: AttemptOutcome::Delivered,
-            status: None,
-            error: None,
-            response: None,
-            duration_ms: None,
-            worker: None,
-            next_run_at: None,
-        },
+        attempt: Attempt::new(1, AttemptOutcome::Delivered, chrono::Utc::now()),
         claim,
     }
 }
@@ -1284,7 +1274,7 @@ async fn a_fan_out_claims_its_first_due_action_for_the_fanning_out_worker() {
         .unwrap()
         .jobs
         .into_iter()
-        .map(|l| l.id)
+        .map(|l| l.id.into())
         .collect();
     fetched.sort();
     let mut third: Vec<String> = [&recs[1], &recs[2], &rec3]

@@ -163,15 +163,15 @@ async fn run_case(ops: Vec<Op>, redis_url: String, case: u64) {
                 );
                 for j in got.jobs {
                     assert!(
-                        ready_before.contains(&j.id),
+                        ready_before.contains(j.id.as_str()),
                         "fetched {} which was not ready",
                         j.id
                     );
-                    let entry = m.jobs.get_mut(&j.id).unwrap();
+                    let entry = m.jobs.get_mut(j.id.as_str()).unwrap();
                     entry.1 += 1;
                     assert_eq!(j.attempt, entry.1, "attempts counted at fetch");
                     entry.0 = St::Leased {
-                        token: j.token,
+                        token: j.token.into(),
                         deadline: now + LEASE.as_millis() as i64,
                     };
                 }
@@ -243,8 +243,8 @@ async fn run_case(ops: Vec<Op>, redis_url: String, case: u64) {
                     .unwrap(),
                 [true]
             );
-            *m.acks.entry(j.id.clone()).or_default() += 1;
-            m.jobs.get_mut(&j.id).unwrap().0 = St::Done;
+            *m.acks.entry(j.id.to_string()).or_default() += 1;
+            m.jobs.get_mut(j.id.as_str()).unwrap().0 = St::Done;
         }
         if m.jobs
             .values()

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aftercall_core::Outcome;
 use aftercall_core::job::snippet;
+use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::HeaderMap;
 
@@ -57,12 +58,10 @@ impl Default for HttpConfig {
     }
 }
 
-/// An IP network in CIDR notation, e.g. `127.0.0.0/8` or `fd00::/8`.
+/// An IP network in CIDR notation, e.g. `127.0.0.0/8` or `fd00::/8`; a bare address is
+/// a network of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl FromStr for Cidr {
     type Err = String;
@@ -72,40 +71,23 @@ impl FromStr for Cidr {
             .trim()
             .parse()
             .map_err(|_| format!("`{s}` is not an IP network"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = if p.is_empty() {
-            max
-        } else {
-            p.trim()
-                .parse()
-                .map_err(|_| format!("`{s}` has a bad prefix length"))?
-        };
-        if prefix > max {
-            return Err(format!("`{s}` has a prefix longer than {max}"));
+        if p.is_empty() {
+            return Ok(Cidr(IpNet::from(addr)));
         }
-        Ok(Cidr { addr, prefix })
+        let prefix = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` has a bad prefix length"))?;
+        IpNet::new(addr, prefix).map(Cidr).map_err(|_| {
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            format!("`{s}` has a prefix longer than {max}")
+        })
     }
 }
 
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), self.prefix),
-            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), self.prefix),
-            _ => false,
-        }
-    }
-}
-
-fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
-    let full = (bits / 8) as usize;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    let rem = bits % 8;
-    rem == 0 || {
-        let mask = 0xffu8 << (8 - rem);
-        a[full] & mask == b[full] & mask
+        self.0.contains(&ip)
     }
 }
 
@@ -324,9 +306,11 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Classifies a transport error: refused by the guard or malformed is permanent;
@@ -453,6 +437,15 @@ mod tests {
         assert!(check_ip("h", "fd12::1".parse().unwrap(), &allow).is_ok());
         assert!(check_ip("h", "10.0.0.1".parse().unwrap(), &allow).is_err());
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("fd00::/129".parse::<Cidr>().is_err());
+        assert!("10.0.0.0/x".parse::<Cidr>().is_err());
+        assert!(
+            !"10.0.0.0/8"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("::ffff:10.0.0.1".parse().unwrap()),
+            "families are not mixed"
+        );
         assert!(
             "10.0.0.1"
                 .parse::<Cidr>()
@@ -490,5 +483,18 @@ mod tests {
         assert!(
             matches!(classify(429, &h, ""), Outcome::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(7))
         );
+        // An HTTP date: how long until then; one in the past means now.
+        let later =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+        let d = parse_retry_after(&later).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod email;
 pub mod http;
+mod outbox;
+mod settings;
 pub mod sms;
 pub mod task;
 pub mod webhook;
@@ -46,6 +48,9 @@ pub enum ActionsError {
         setting: &'static str,
         message: String,
     },
+    /// A setting `aftercall_core::settings` could not read.
+    #[error("invalid setting {0}")]
+    Setting(#[from] aftercall_core::settings::SettingError),
     #[error("building the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("building the webhook client: {0}")]
@@ -117,12 +122,27 @@ pub fn destination(job: &ActionJob) -> String {
 /// Default timeout for one outbound request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Settings from a fixed list, for the executors' `from_env` tests.
+impl ActionsError {
+    /// The setting an error is about, if it is about one.
+    pub fn setting(&self) -> Option<&str> {
+        match self {
+            ActionsError::Config { setting, .. } => Some(setting),
+            ActionsError::Setting(e) => Some(&e.name),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `read` over settings from a fixed list, for the executors' `from_settings` tests.
 #[cfg(test)]
-pub(crate) fn test_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+pub(crate) fn with_settings<T>(
+    pairs: &[(&str, &str)],
+    read: impl FnOnce(&aftercall_core::settings::Settings) -> T,
+) -> T {
     let m: std::collections::HashMap<String, String> = pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    move |k| m.get(k).cloned()
+    let get = move |k: &str| m.get(k).cloned();
+    read(&aftercall_core::settings::Settings::new(&get))
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Action, AgentConfig};
 use crate::event::{CallEvent, ValidEvent};
-use crate::template::DateStyle;
+use crate::template::{DateStyle, Vars};
 
 /// One durable unit of work. Immutable once enqueued: retries re-run the same job.
 ///
@@ -113,6 +113,17 @@ impl ActionJob {
             format: self.date_format.clone(),
             utc_offset: self.utc_offset.clone(),
         }
+    }
+
+    /// The template variables of this job's call, in its agent's date style; `now`
+    /// stands in for the call's date when the event carries no time.
+    pub fn vars(&self, now: DateTime<Utc>) -> Vars {
+        Vars::new(
+            &self.event,
+            self.agent_name.as_deref(),
+            &self.date_style(),
+            now,
+        )
     }
 }
 
@@ -271,6 +282,33 @@ impl Outcome {
             reason: reason.into(),
         }
     }
+
+    /// The same outcome with the error of a retry or a permanent failure rewritten.
+    pub fn map_error(self, f: impl FnOnce(String) -> String) -> Outcome {
+        match self {
+            Outcome::Retry {
+                error,
+                status,
+                retry_after,
+                snippet,
+            } => Outcome::Retry {
+                error: f(error),
+                status,
+                retry_after,
+                snippet,
+            },
+            Outcome::Permanent {
+                error,
+                status,
+                snippet,
+            } => Outcome::Permanent {
+                error: f(error),
+                status,
+                snippet,
+            },
+            other => other,
+        }
+    }
 }
 
 /// One attempt as recorded in the job's history.
@@ -302,6 +340,24 @@ pub struct Attempt {
     )]
     #[cfg_attr(feature = "schema", schemars(with = "Option<i64>"))]
     pub next_run_at: Option<DateTime<Utc>>,
+}
+
+impl Attempt {
+    /// The bare record of attempt number `attempt`, ended `at` with `outcome`; the
+    /// other fields are for the caller to fill in.
+    pub fn new(attempt: u32, outcome: AttemptOutcome, at: DateTime<Utc>) -> Attempt {
+        Attempt {
+            attempt,
+            at,
+            outcome,
+            status: None,
+            error: None,
+            response: None,
+            duration_ms: None,
+            worker: None,
+            next_run_at: None,
+        }
+    }
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -413,6 +469,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("index"), "{err}");
+    }
+
+    #[test]
+    fn map_error_rewrites_failures_only() {
+        let p = |o: Outcome| o.map_error(|e| format!("jira: {e}"));
+        let cases = [
+            (Outcome::retry("HTTP 503"), Outcome::retry("jira: HTTP 503")),
+            (
+                Outcome::permanent("HTTP 400"),
+                Outcome::permanent("jira: HTTP 400"),
+            ),
+            (Outcome::skipped("no"), Outcome::skipped("no")),
+            (
+                Outcome::Delivered {
+                    status: Some(201),
+                    detail: None,
+                },
+                Outcome::Delivered {
+                    status: Some(201),
+                    detail: None,
+                },
+            ),
+        ];
+        for (o, want) in cases {
+            assert_eq!(p(o), want);
+        }
+        let kept = Outcome::Retry {
+            error: "HTTP 429".into(),
+            status: Some(429),
+            retry_after: Some(Duration::from_secs(3)),
+            snippet: Some("slow".into()),
+        };
+        let Outcome::Retry {
+            error,
+            status,
+            retry_after,
+            snippet,
+        } = p(kept)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (error.as_str(), status, retry_after, snippet.as_deref()),
+            (
+                "jira: HTTP 429",
+                Some(429),
+                Some(Duration::from_secs(3)),
+                Some("slow")
+            )
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The pure core of aftercall: call-ended events, agent configuration, templates,
-//! wire payloads, the retry policy and the job model. Nothing here does IO.
+//! wire payloads, the retry policy, the job model and how an attempt settles. Nothing
+//! here does IO.
 
 pub mod batch;
 pub mod config;
@@ -10,12 +11,14 @@ pub mod retry;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod settings;
+pub mod settle;
 pub mod template;
 
 pub use config::{Action, AgentConfig, ConfigError};
 pub use event::{CallEvent, EventError, ValidEvent};
 pub use job::{ActionJob, Attempt, AttemptOutcome, Job, JobBody, Outcome};
 pub use retry::{DEFAULT_MAX_ATTEMPTS, RetryPolicy};
+pub use settle::{JobState, Settled, Transition, settle};
 
 /// Default upper bound on the size of one serialized call-ended event.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;

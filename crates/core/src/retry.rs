@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 /// (1m, 4m, 16m, 64m, ~4h, 8h, 8h), in the spirit of Svix's schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
+    /// The budget given to new jobs. Each job keeps its own (stored with it), which is
+    /// what `settle::settle` spends.
     pub max_attempts: u32,
     #[serde(with = "millis")]
     pub base: Duration,
@@ -58,11 +60,6 @@ impl RetryPolicy {
             }
             None => backoff,
         }
-    }
-
-    /// True once `attempts` have been made and no more are allowed.
-    pub fn exhausted(&self, attempts: u32) -> bool {
-        attempts >= self.max_attempts
     }
 }
 

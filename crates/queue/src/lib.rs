@@ -18,6 +18,7 @@ mod conn;
 mod enqueue;
 mod error;
 mod handle;
+mod ids;
 mod keys;
 mod limits;
 mod ops;
@@ -33,6 +34,7 @@ pub use conn::Conn;
 pub use enqueue::Enqueued;
 pub use error::QueueError;
 pub use handle::Queue;
+pub use ids::{JobId, LeaseToken};
 pub use keys::Keys;
 pub use limits::Limit;
 pub use ops::{

@@ -6,17 +6,17 @@ use std::time::Duration;
 use aftercall_core::Job;
 use serde::{Deserialize, Serialize};
 
-use crate::{Queue, QueueError, now_ms};
+use crate::{JobId, LeaseToken, Queue, QueueError, now_ms};
 
 /// A job this worker holds a lease on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leased {
-    pub id: String,
+    pub id: JobId,
     pub data: String,
     /// 1-based number of this attempt.
     pub attempt: u32,
     pub max_attempts: u32,
-    pub token: String,
+    pub token: LeaseToken,
 }
 
 /// A job's attempt budget as the scripts store it: empty for the default, which is not
@@ -28,12 +28,6 @@ pub(crate) fn stored_budget(max: u32) -> String {
     } else {
         max.to_string()
     }
-}
-
-/// The lease token of `worker`'s hold on a job's `attempt` (fetch.lua and fanout.lua
-/// write the same `worker:attempt`).
-fn lease_token(worker: &str, attempt: u32) -> String {
-    format!("{worker}:{attempt}")
 }
 
 /// A batch of leased jobs and when the next scheduled job or lease falls due.
@@ -58,8 +52,8 @@ pub enum FinishMode {
 #[derive(Debug, Clone)]
 pub struct Finish {
     pub mode: FinishMode,
-    pub id: String,
-    pub token: String,
+    pub id: JobId,
+    pub token: LeaseToken,
     /// Run-at time (Unix ms) for retries.
     pub run_at_ms: i64,
     pub state: StateInfo,
@@ -71,8 +65,8 @@ pub struct Finish {
 /// an optional first-run delay) and the records that finish the parent.
 #[derive(Debug, Clone)]
 pub struct FanOutRecord {
-    pub parent_id: String,
-    pub token: String,
+    pub parent_id: JobId,
+    pub token: LeaseToken,
     pub call_id: String,
     pub jobs: Vec<(Job, Option<Duration>)>,
     pub state: StateInfo,
@@ -186,9 +180,9 @@ impl Queue {
             // (undecodable, dead-lettered), not fail the fetch of its whole batch.
             let data = String::from_utf8(data.unwrap_or_default())
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            let token = lease_token(worker, attempt);
+            let token = LeaseToken::new(worker, attempt);
             jobs.push(Leased {
-                id,
+                id: id.into(),
                 data,
                 attempt,
                 max_attempts,
@@ -272,11 +266,11 @@ impl Queue {
                         QueueError::Corrupt(format!("fan-out claimed {id} unasked"))
                     })?;
                     Ok(FannedOut::Claimed(Leased {
-                        id,
+                        id: id.into(),
                         data: String::new(),
                         attempt: 1,
                         max_attempts: self.inner.cfg.retry.max_attempts,
-                        token: lease_token(worker, 1),
+                        token: LeaseToken::new(worker, 1),
                     }))
                 }
             })
@@ -300,7 +294,10 @@ impl Queue {
     ) {
         let ids: Vec<&str> = r.jobs.iter().map(|(j, _)| j.id.as_str()).collect();
         let (claim, deadline) = match &r.claim {
-            Some((worker, lease)) => (lease_token(worker, 1), now + lease.as_millis() as i64),
+            Some((worker, lease)) => (
+                LeaseToken::new(worker, 1).into(),
+                now + lease.as_millis() as i64,
+            ),
             None => (String::new(), 0),
         };
         inv.arg(&r.parent_id)
@@ -327,8 +324,8 @@ impl Queue {
     pub async fn renew(
         &self,
         lease: Duration,
-        held: &[(String, String)],
-    ) -> Result<Vec<String>, QueueError> {
+        held: &[(JobId, LeaseToken)],
+    ) -> Result<Vec<JobId>, QueueError> {
         if held.is_empty() {
             return Ok(Vec::new());
         }
@@ -338,7 +335,8 @@ impl Queue {
         for (id, token) in held {
             inv.arg(id).arg(token);
         }
-        Ok(inv.invoke_async(&mut self.conn()).await?)
+        let lost: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
+        Ok(lost.into_iter().map(JobId::from).collect())
     }
 
     /// Forgets finished jobs and call ids older than `retention`, `limit` at a time.

@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::leases::Leases;
+
 /// The most items sent in one call.
 const MAX_BATCH: usize = 512;
 
@@ -143,21 +145,24 @@ pub type FanOuts = Batcher<FanOutRecord, (FannedOut, Option<Box<Job>>)>;
 /// exists, before its job hears of it.
 pub fn fan_outs(
     queue: Queue,
-    held: crate::handler::Held,
+    leases: Arc<Leases>,
     stop: CancellationToken,
 ) -> (FanOuts, JoinHandle<()>) {
     Batcher::spawn(stop, move |records: Vec<FanOutRecord>| {
-        let (queue, held) = (queue.clone(), held.clone());
+        let (queue, leases) = (queue.clone(), leases.clone());
         async move {
             let out = queue.fan_out_many(&records).await?;
-            let mut held = held.lock().expect("held lock");
+            let claimed = out.iter().filter_map(|f| match f {
+                FannedOut::Claimed(l) => Some(l),
+                _ => None,
+            });
+            leases.hold(claimed);
             Ok(out
                 .into_iter()
                 .zip(records)
                 .map(|(f, mut r)| {
                     let job = match &f {
                         FannedOut::Claimed(l) => {
-                            held.insert(l.id.clone(), l.token.clone());
                             let i = r.jobs.iter().position(|(j, _)| j.id == l.id);
                             i.map(|i| Box::new(r.jobs.swap_remove(i).0))
                         }

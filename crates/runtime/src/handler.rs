@@ -1,63 +1,42 @@
 //! One job, start to finish: decode, fan out or execute, classify, and record the
 //! outcome in Redis under the job's lease.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use aftercall_actions::Executors;
 use aftercall_core::job::{FanOut, fan_out};
-use aftercall_core::{Attempt, AttemptOutcome, Job, JobBody, Outcome};
-use aftercall_queue::{FannedOut, Finish, FinishMode, Leased, Queue, StateInfo, now_ms};
-use chrono::{TimeZone, Utc};
+use aftercall_core::{
+    Attempt, AttemptOutcome, Job, JobBody, JobState, Outcome, Settled, Transition,
+};
+use aftercall_queue::{
+    FannedOut, Finish, FinishMode, JobId, LeaseToken, Leased, Queue, StateInfo, now_ms,
+};
+use chrono::Utc;
 use futures::FutureExt;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::WorkerConfig;
-
-/// Lease tokens of every job this process holds (buffered or running), for renewal.
-pub type Held = Arc<Mutex<HashMap<String, String>>>;
+use crate::leases::{Leases, Stage};
 
 /// Shared by every job of a worker process.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub queue: Queue,
     pub executors: Executors,
     pub cfg: WorkerConfig,
-    pub held: Held,
-    /// Jobs whose attempt has started (a subset of `held`): at shutdown these are not
-    /// "unstarted", and cutting them off is recorded as an attempt.
-    pub started: Mutex<std::collections::HashSet<String>>,
-    /// Jobs whose outcome (or fan-out) is on its way to Redis. Recording it ends the
-    /// lease, so a renewal that races it finds the lease gone: that is not a lost lease,
-    /// and the recording's own reply says whether the lease was still held.
-    pub recording: Mutex<std::collections::HashSet<String>>,
+    /// Every job this process holds, for renewal and shutdown.
+    pub leases: Arc<Leases>,
     /// Outcomes, fan-outs and agent reads: many jobs per Redis call.
     pub acker: crate::acker::Acker,
     pub fan_outs: crate::acker::FanOuts,
     pub agents: crate::acker::Agents,
 }
 
-impl Ctx {
-    pub fn release_hold(&self, id: &str) {
-        self.held.lock().expect("held lock").remove(id);
-        self.started.lock().expect("started lock").remove(id);
-        self.recording.lock().expect("recording lock").remove(id);
-    }
-
-    /// Marks the job's outcome as on its way to Redis (see `recording`).
-    fn recording(&self, id: &str) {
-        self.recording
-            .lock()
-            .expect("recording lock")
-            .insert(id.to_string());
-    }
-}
-
 /// Runs one leased job to a recorded outcome, then the action job its fan-out claimed,
 /// if any. Never fails: infrastructure errors while recording leave the lease to expire,
 /// which re-runs the job and counts the attempt.
-pub async fn process(ctx: &Ctx, mut leased: Leased) {
+pub(crate) async fn process(ctx: &Ctx, mut leased: Leased) {
     let decoded = if leased.data.is_empty() {
         // Leased from the ready list without data (a corrupt queue): dead-lettered here,
         // in view, rather than dropped by the fetch.
@@ -71,10 +50,7 @@ pub async fn process(ctx: &Ctx, mut leased: Leased) {
     // Then the job a fan-out claimed, in this job's slot, as if fetched: no fetch, no
     // decode.
     while let Some((leased, decoded)) = next {
-        ctx.started
-            .lock()
-            .expect("started lock")
-            .insert(leased.id.clone());
+        ctx.leases.advance(&leased.id, Stage::Started);
         next = run(ctx, leased, decoded)
             .await
             .map(|(leased, job)| (leased, Ok(job)));
@@ -110,22 +86,9 @@ async fn run(
         let finish = match decoded {
             Err(e) => {
                 error!(error = %e, "undecodable job: dead-lettering it");
-                let attempt = attempt_record(
-                    &leased,
-                    AttemptOutcome::Undecodable,
-                    None,
-                    Some(format!("undecodable job: {e}")),
-                    None,
-                    started,
-                    &ctx.cfg.worker_id,
-                );
-                Some(finish(
-                    &leased,
-                    FinishMode::Dead,
-                    0,
-                    dead_state(format!("undecodable job: {e}")),
-                    attempt,
-                ))
+                let settled = Settled::undecodable(leased.attempt, &e, Utc::now());
+                let (id, token) = (leased.id.clone(), leased.token.clone());
+                Some(finish(id, token, settled, &ctx.cfg.worker_id, Some(started)))
             }
             Ok(job) => match &job.body {
                 JobBody::CallEnded { event } => {
@@ -141,7 +104,7 @@ async fn run(
                     if let Some(limit) = limit
                         && let Some(f) = Box::pin(hold_back(ctx, &leased, kind, &dest, limit)).await {
                             apply(ctx, f).await;
-                            ctx.release_hold(&leased.id);
+                            ctx.leases.release(&leased.id);
                             return None;
                         }
                     let run = ctx
@@ -163,15 +126,16 @@ async fn run(
                         && let Err(e) = Box::pin(ctx.queue.release_slot(&dest, &slot_token(&leased))).await {
                             warn!(error = %e, "giving back a destination slot failed; it expires on its own");
                         }
-                    observe(kind, &leased, &outcome, &dest, job.created_at, started);
-                    Some(record_outcome(ctx, &leased, kind, outcome, started))
+                    let settled = settle(ctx, &leased, outcome);
+                    observe(kind, &settled, &dest, job.created_at, started);
+                    Some(record(ctx, &leased, kind, settled, started))
                 }
             },
         };
         if let Some(f) = finish {
             apply(ctx, f).await;
         }
-        ctx.release_hold(&leased.id);
+        ctx.leases.release(&leased.id);
         claimed
     }
     .instrument(span)
@@ -199,7 +163,7 @@ async fn hold_back(
             }
             crate::metrics::held_back(kind);
             let run_at = now_ms() + 100 + (rand::random::<u64>() % 400) as i64;
-            let mut st = StateInfo::new("scheduled");
+            let mut st = StateInfo::new(JobState::Scheduled.as_str());
             st.run_at = Some(run_at);
             st.reason = Some(format!("held back by the limit for {dest}"));
             Some(Finish {
@@ -222,17 +186,16 @@ fn slot_token(leased: &Leased) -> String {
 /// Metrics of one attempt: outcome, duration, latency since enqueue, destination errors.
 fn observe(
     kind: &'static str,
-    leased: &Leased,
-    outcome: &Outcome,
+    settled: &Settled,
     dest: &str,
     created_at: chrono::DateTime<Utc>,
     started: Instant,
 ) {
-    let label = match outcome {
-        Outcome::Delivered { .. } => "delivered",
-        Outcome::Skipped { .. } => "skipped",
-        Outcome::Retry { .. } if leased.attempt < leased.max_attempts => "retry",
-        Outcome::Retry { .. } | Outcome::Permanent { .. } => "dead",
+    let label = match settled.transition {
+        Transition::Delivered { .. } | Transition::FannedOut { .. } => "delivered",
+        Transition::Skipped { .. } => "skipped",
+        Transition::Retry { .. } => "retry",
+        Transition::Dead { .. } => "dead",
     };
     crate::metrics::attempt(kind, label, started.elapsed());
     if label != "retry" {
@@ -241,102 +204,63 @@ fn observe(
             (Utc::now() - created_at).to_std().unwrap_or_default(),
         );
     }
-    if matches!(outcome, Outcome::Retry { .. } | Outcome::Permanent { .. }) {
+    if matches!(
+        settled.attempt.outcome,
+        AttemptOutcome::Retry | AttemptOutcome::Failed
+    ) {
         crate::metrics::destination_error(kind, dest);
     }
 }
 
-/// Decides what an action's outcome means for the job.
-fn record_outcome(
+/// Settles an action's outcome against the job's budget and the retry policy.
+fn settle(ctx: &Ctx, leased: &Leased, outcome: Outcome) -> Settled {
+    aftercall_core::settle(
+        outcome,
+        leased.attempt,
+        leased.max_attempts,
+        &ctx.cfg.queue.retry,
+        rand::random::<f64>(),
+        Utc::now(),
+    )
+}
+
+/// Logs a settled attempt and returns the finish that records it.
+fn record(
     ctx: &Ctx,
     leased: &Leased,
     kind: &'static str,
-    outcome: Outcome,
+    settled: Settled,
     started: Instant,
 ) -> Finish {
-    let w = &ctx.cfg.worker_id;
-    match outcome {
-        Outcome::Delivered { status, detail } => {
-            info!(
-                status,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "delivered"
-            );
-            let attempt = attempt_record(
-                leased,
-                AttemptOutcome::Delivered,
-                status,
-                None,
-                detail.clone(),
-                started,
-                w,
-            );
-            let mut st = StateInfo::new("delivered");
-            st.reason = detail;
-            finish(leased, FinishMode::Done, 0, st, attempt)
-        }
-        Outcome::Skipped { reason } => {
-            info!(reason = %reason, "skipped");
-            let attempt = attempt_record(
-                leased,
-                AttemptOutcome::Skipped,
-                None,
-                Some(reason.clone()),
-                None,
-                started,
-                w,
-            );
-            let mut st = StateInfo::new("skipped");
-            st.reason = Some(reason);
-            finish(leased, FinishMode::Done, 0, st, attempt)
-        }
-        Outcome::Permanent {
-            error,
+    let a = &settled.attempt;
+    let (status, error) = (a.status, a.error.as_deref().unwrap_or_default());
+    match &settled.transition {
+        Transition::Delivered { .. } | Transition::FannedOut { .. } => info!(
             status,
-            snippet,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "delivered"
+        ),
+        Transition::Skipped { reason } => info!(reason = %reason, "skipped"),
+        Transition::Dead {
+            exhausted: false, ..
+        } => error!(status, error = %error, "permanent failure: dead-lettered"),
+        Transition::Dead {
+            exhausted: true, ..
         } => {
-            error!(status, error = %error, "permanent failure: dead-lettered");
-            let state = dead_state(error.clone());
-            dead(leased, status, error, snippet, state, started, w)
+            error!(status, error = %error, attempts = leased.attempt, "gave up: dead-lettered")
         }
-        Outcome::Retry {
-            error,
-            status,
-            retry_after,
-            snippet,
-        } => {
-            if leased.attempt >= leased.max_attempts {
-                error!(status, error = %error, attempts = leased.attempt, "gave up: dead-lettered");
-                let state = dead_state(format!(
-                    "gave up after {} attempts; last error: {error}",
-                    leased.attempt
-                ));
-                return dead(leased, status, error, snippet, state, started, w);
-            }
-            let delay =
-                ctx.cfg
-                    .queue
-                    .retry
-                    .delay(leased.attempt, retry_after, rand::random::<f64>());
-            crate::metrics::retry_delay(kind, delay);
-            let run_at = now_ms() + delay.as_millis() as i64;
+        Transition::Retry { delay, .. } => {
+            crate::metrics::retry_delay(kind, *delay);
             warn!(status, error = %error, retry_in_ms = delay.as_millis() as u64, "will retry");
-            let mut attempt = attempt_record(
-                leased,
-                AttemptOutcome::Retry,
-                status,
-                Some(error.clone()),
-                snippet,
-                started,
-                w,
-            );
-            attempt.next_run_at = Utc.timestamp_millis_opt(run_at).single();
-            let mut st = StateInfo::new("scheduled");
-            st.run_at = Some(run_at);
-            st.error = Some(error);
-            finish(leased, FinishMode::Retry, run_at, st, attempt)
         }
     }
+    finish(
+        leased.id.clone(),
+        leased.token.clone(),
+        settled,
+        &ctx.cfg.worker_id,
+        Some(started),
+    )
 }
 
 async fn run_fan_out(
@@ -353,28 +277,26 @@ async fn run_fan_out(
         Ok(c) => c,
         Err(e) => {
             let outcome = Outcome::retry(format!("reading agent config: {e}"));
+            let settled = settle(ctx, leased, outcome);
             return (
-                Some(record_outcome(ctx, leased, "call_ended", outcome, started)),
+                Some(record(ctx, leased, "call_ended", settled, started)),
                 None,
             );
         }
     };
     let now = Utc::now();
-    let (jobs, state, outcome) = match fan_out(job, event, config.as_deref(), now) {
+    let (jobs, settled) = match fan_out(job, event, config.as_deref(), now) {
         FanOut::Skip(reason) => {
             info!(reason = %reason, "call skipped");
-            let mut st = StateInfo::new("skipped");
-            st.reason = Some(reason.clone());
-            (Vec::new(), st, (AttemptOutcome::Skipped, Some(reason)))
+            (Vec::new(), settle(ctx, leased, Outcome::skipped(reason)))
         }
         FanOut::Jobs(jobs) => {
             info!(actions = jobs.len(), "fanned out");
-            let mut st = StateInfo::new("fanned_out");
-            st.actions = Some(jobs.len());
-            (jobs, st, (AttemptOutcome::Delivered, None))
+            let settled = Settled::fanned_out(leased.attempt, jobs.len(), now);
+            (jobs, settled)
         }
     };
-    let attempt = attempt_record(leased, outcome.0, None, outcome.1, None, started, w);
+    let (_, _, state, attempt) = stored(settled, w, Some(started));
     // The first action due now is leased to this worker by the fan-out, and run next.
     let claim = jobs.iter().any(|(_, delay)| delay.is_none());
     let record = aftercall_queue::FanOutRecord {
@@ -386,7 +308,7 @@ async fn run_fan_out(
         attempt,
         claim: claim.then(|| (w.clone(), ctx.cfg.lease)),
     };
-    ctx.recording(&leased.id);
+    ctx.leases.advance(&leased.id, Stage::Recording);
     let claimed = match ctx.fan_outs.call(record).await {
         Ok((FannedOut::Applied, _)) => None,
         Ok((FannedOut::Claimed(l), Some(job))) => Some((l, job)),
@@ -408,77 +330,70 @@ async fn run_fan_out(
     (None, claimed)
 }
 
-/// Dead-letters the job, recording the failed attempt.
-fn dead(
-    leased: &Leased,
-    status: Option<u16>,
-    error: String,
-    snippet: Option<String>,
-    state: StateInfo,
-    started: Instant,
+/// The finish that records a settled attempt of job `id` under `token`.
+pub(crate) fn finish(
+    id: JobId,
+    token: LeaseToken,
+    settled: Settled,
     worker: &str,
+    started: Option<Instant>,
 ) -> Finish {
-    let attempt = attempt_record(
-        leased,
-        AttemptOutcome::Failed,
-        status,
-        Some(error),
-        snippet,
-        started,
-        worker,
-    );
-    finish(leased, FinishMode::Dead, 0, state, attempt)
-}
-
-fn dead_state(error: String) -> StateInfo {
-    let mut st = StateInfo::new("dead");
-    st.error = Some(error);
-    st
-}
-
-fn finish(
-    leased: &Leased,
-    mode: FinishMode,
-    run_at_ms: i64,
-    state: StateInfo,
-    attempt: Attempt,
-) -> Finish {
+    let (mode, run_at_ms, state, attempt) = stored(settled, worker, started);
     Finish {
         mode,
-        id: leased.id.clone(),
-        token: leased.token.clone(),
+        id,
+        token,
         run_at_ms,
         state,
         attempt: Some(attempt),
     }
 }
 
-fn attempt_record(
-    leased: &Leased,
-    outcome: AttemptOutcome,
-    status: Option<u16>,
-    error: Option<String>,
-    response: Option<String>,
-    started: Instant,
+/// A settled attempt as the queue stores it: the finish's mode and run-at time, the
+/// job's new state, and the attempt stamped with the worker and, when known, how long
+/// it took.
+fn stored(
+    settled: Settled,
     worker: &str,
-) -> Attempt {
-    Attempt {
-        attempt: leased.attempt,
-        at: Utc::now(),
-        outcome,
-        status,
-        error,
-        response,
-        duration_ms: Some(started.elapsed().as_millis() as u64),
-        worker: Some(worker.to_string()),
-        next_run_at: None,
-    }
+    started: Option<Instant>,
+) -> (FinishMode, i64, StateInfo, Attempt) {
+    let Settled {
+        transition,
+        mut attempt,
+    } = settled;
+    attempt.worker = Some(worker.to_string());
+    attempt.duration_ms = started.map(|s| s.elapsed().as_millis() as u64);
+    let mut state = StateInfo::new(transition.state().as_str());
+    let (mode, run_at_ms) = match transition {
+        Transition::Delivered { detail } => {
+            state.reason = detail;
+            (FinishMode::Done, 0)
+        }
+        Transition::Skipped { reason } => {
+            state.reason = Some(reason);
+            (FinishMode::Done, 0)
+        }
+        Transition::FannedOut { actions } => {
+            state.actions = Some(actions);
+            (FinishMode::Done, 0)
+        }
+        Transition::Retry { run_at, error, .. } => {
+            state.run_at = Some(run_at.timestamp_millis());
+            state.error = Some(error);
+            (FinishMode::Retry, run_at.timestamp_millis())
+        }
+        Transition::Dead { error, .. } => {
+            state.error = Some(error);
+            (FinishMode::Dead, 0)
+        }
+    };
+    (mode, run_at_ms, state, attempt)
 }
 
 /// Records a finish through the acker, which batches it with other jobs' finishes and
 /// retries briefly through Redis blips.
 async fn apply(ctx: &Ctx, f: Finish) {
-    ctx.recording(&f.id);
+    ctx.leases.advance(&f.id, Stage::Recording);
     match ctx.acker.call(f).await {
         Ok(true) => debug!("outcome recorded"),
         Ok(false) => {

@@ -3,124 +3,17 @@
 //! system through this one function.
 
 mod acker;
+mod config;
 mod handler;
+mod leases;
 pub mod limits;
 pub mod metrics;
 mod pool;
 
-use std::time::Duration;
-
-use aftercall_actions::ActionsConfig;
-use aftercall_core::settings::{SettingError, Settings};
-use aftercall_queue::{Queue, QueueConfig, QueueError};
+use aftercall_queue::{Queue, QueueError};
 use tokio_util::sync::CancellationToken;
 
-pub use handler::Ctx;
-
-/// Everything a worker process needs.
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    pub queue: QueueConfig,
-    /// Jobs run at once by this process.
-    pub concurrency: usize,
-    /// How long a fetched job stays leased without renewal.
-    pub lease: Duration,
-    /// How long in-flight jobs get to finish after a shutdown signal.
-    pub grace: Duration,
-    /// How long finished jobs and call ids are kept for status queries and idempotency.
-    pub retention: Duration,
-    pub actions: ActionsConfig,
-    /// Unique per process start, so a restart never collides with an old instance's leases.
-    pub worker_id: String,
-    /// Per-destination limits shared by all replicas.
-    pub limits: limits::Limits,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        WorkerConfig {
-            queue: QueueConfig::default(),
-            concurrency: 128,
-            lease: Duration::from_secs(30),
-            grace: Duration::from_secs(20),
-            retention: Duration::from_secs(7 * 86_400),
-            actions: ActionsConfig::default(),
-            worker_id: new_worker_id(),
-            limits: limits::Limits::default(),
-        }
-    }
-}
-
-impl WorkerConfig {
-    /// Reads every worker setting from `AFTERCALL_*` variables (see README, Configuration).
-    pub fn from_env() -> Result<WorkerConfig, SettingError> {
-        let get = |k: &str| std::env::var(k).ok();
-        Self::from_settings(&Settings::new(&get))
-    }
-
-    pub fn from_settings(s: &Settings) -> Result<WorkerConfig, SettingError> {
-        let d = WorkerConfig::default();
-        let bad = |name: &str, message: String| SettingError {
-            name: name.into(),
-            message,
-        };
-        let mut http = d.actions.http.clone();
-        if let Some(list) = s.string("AFTERCALL_ALLOW_CIDRS") {
-            http.allow = list
-                .split(',')
-                .filter(|c| !c.trim().is_empty())
-                .map(|c| c.parse().map_err(|e| bad("AFTERCALL_ALLOW_CIDRS", e)))
-                .collect::<Result<_, _>>()?;
-        }
-        http.https_only = s.bool("AFTERCALL_HTTPS_ONLY")?.unwrap_or(http.https_only);
-        http.timeout = s
-            .duration("AFTERCALL_HTTP_TIMEOUT")?
-            .unwrap_or(http.timeout);
-        let concurrency: usize = s.parse("AFTERCALL_CONCURRENCY")?.unwrap_or(d.concurrency);
-        if concurrency == 0 {
-            return Err(bad("AFTERCALL_CONCURRENCY", "must be at least 1".into()));
-        }
-        let lease = s.duration("AFTERCALL_LEASE")?.unwrap_or(d.lease);
-        if lease < Duration::from_millis(300) {
-            return Err(bad("AFTERCALL_LEASE", "must be at least 300ms".into()));
-        }
-        let getter = |k: &str| s.string(k);
-        let setting = |e: aftercall_actions::ActionsError| match e {
-            aftercall_actions::ActionsError::Config { setting, message } => bad(setting, message),
-            other => bad("actions", other.to_string()),
-        };
-        let actions = ActionsConfig {
-            http,
-            email: aftercall_actions::email::EmailConfig::from_env(getter).map_err(setting)?,
-            sms: aftercall_actions::sms::SmsConfig::from_env(getter).map_err(setting)?,
-            task: aftercall_actions::task::TaskConfig::from_env(getter).map_err(setting)?,
-            outbox_dir: s
-                .string("AFTERCALL_OUTBOX")
-                .map(Into::into)
-                .unwrap_or(d.actions.outbox_dir),
-        };
-        Ok(WorkerConfig {
-            queue: QueueConfig::from_settings(s)?,
-            concurrency,
-            lease,
-            grace: s.duration("AFTERCALL_GRACE")?.unwrap_or(d.grace),
-            retention: s.duration("AFTERCALL_RETENTION")?.unwrap_or(d.retention),
-            actions,
-            worker_id: s.string("AFTERCALL_WORKER_ID").unwrap_or(d.worker_id),
-            limits: limits::Limits::parse(&s.string("AFTERCALL_LIMITS").unwrap_or_default())?,
-        })
-    }
-}
-
-/// `<host>-<pid>-<random>`: unique per process start.
-pub fn new_worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".into());
-    let rand = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}-{}", std::process::id(), &rand[..8])
-}
+pub use config::{WorkerConfig, new_worker_id};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

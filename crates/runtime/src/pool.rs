@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aftercall_actions::Executors;
+use aftercall_core::JobState;
 use aftercall_queue::{Finish, FinishMode, Leased, Queue, StateInfo, now_ms};
 use apalis::prelude::WorkerBuilderExt;
 use apalis_core::backend::custom::BackendBuilder;
@@ -15,16 +16,26 @@ use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::acker;
-use crate::handler::{self, Ctx, Held};
+use crate::handler::{self, Ctx};
+use crate::leases::Leases;
 use crate::{RuntimeError, WorkerConfig};
 
 /// The longest an idle worker waits before looking at the queue again on its own.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// The fetch loop's backoff after a failed fetch: 200 ms, doubling, at most 5 s.
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+const RECONNECT: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(200))
+    .with_factor(2.0)
+    .with_max_delay(RECONNECT_MAX)
+    .without_max_times();
 
 pub async fn run(
     cfg: WorkerConfig,
@@ -32,20 +43,18 @@ pub async fn run(
     executors: Executors,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
-    let held: Held = Default::default();
+    let leases: Arc<Leases> = Default::default();
     let grace = cfg.grace;
     let batchers_stop = CancellationToken::new();
     let (acker, acker_task) = acker::acker(queue.clone(), batchers_stop.clone());
     let (fan_outs, fan_outs_task) =
-        acker::fan_outs(queue.clone(), held.clone(), batchers_stop.clone());
+        acker::fan_outs(queue.clone(), leases.clone(), batchers_stop.clone());
     let (agents, agents_task) = acker::agents(queue.clone(), batchers_stop.clone());
     let ctx = Arc::new(Ctx {
         queue: queue.clone(),
         executors,
         cfg: cfg.clone(),
-        held: held.clone(),
-        started: Default::default(),
-        recording: Default::default(),
+        leases: leases.clone(),
         acker,
         fan_outs,
         agents,
@@ -114,34 +123,26 @@ pub async fn run(
     let _ = tokio::join!(acker_task, fan_outs_task, agents_task);
     let _fetching = fetching.lock().await;
     // Whatever is still held (buffered, or cut off by the grace period) goes back.
-    let leftovers: Vec<(String, String)> = held.lock().expect("held lock").drain().collect();
+    let leftovers = leases.drain();
     if !leftovers.is_empty() {
-        let started = std::mem::take(&mut *ctx.started.lock().expect("started lock"));
-        let now = now_ms();
+        let now = chrono::Utc::now();
         let items: Vec<Finish> = leftovers
             .into_iter()
-            .map(|(id, token)| {
-                if !started.contains(&id) {
-                    return Finish { mode: FinishMode::Release, id, token, run_at_ms: 0, state: StateInfo::new("queued"), attempt: None };
+            .map(|(id, token, started)| {
+                if !started {
+                    return Finish {
+                        mode: FinishMode::Release,
+                        id,
+                        token,
+                        run_at_ms: 0,
+                        state: StateInfo::new(JobState::Queued.as_str()),
+                        attempt: None,
+                    };
                 }
-                // Cut off mid-attempt: it may have reached its destination, so it counts,
-                // and the history says so (the next attempt carries the same delivery id).
-                let error = "interrupted: the worker shut down before the attempt finished (grace period over)";
-                let attempt = aftercall_core::Attempt {
-                    attempt: token.rsplit(':').next().and_then(|n| n.parse().ok()).unwrap_or(0),
-                    at: chrono::Utc::now(),
-                    outcome: aftercall_core::AttemptOutcome::Retry,
-                    status: None,
-                    error: Some(error.into()),
-                    response: None,
-                    duration_ms: None,
-                    worker: Some(cfg.worker_id.clone()),
-                    next_run_at: None,
-                };
-                let mut state = StateInfo::new("scheduled");
-                state.run_at = Some(now);
-                state.error = Some(error.into());
-                Finish { mode: FinishMode::Retry, id, token, run_at_ms: now, state, attempt: Some(attempt) }
+                // Cut off mid-attempt: it may have reached its destination, so it counts.
+                let attempt = token.attempt().unwrap_or(0);
+                let settled = aftercall_core::Settled::interrupted(attempt, now);
+                handler::finish(id, token, settled, &cfg.worker_id, None)
             })
             .collect();
         let cut = items.iter().filter(|f| f.mode == FinishMode::Retry).count();
@@ -194,7 +195,8 @@ impl Fetcher {
             .concurrency
             .clamp(1, 64)
             .max((cfg.concurrency / 16).min(512));
-        let mut failures = 0u32;
+        // Reset by a fetch that answers; built afresh after it.
+        let mut failures: Option<ExponentialBackoff> = None;
         loop {
             if self.shutdown.is_cancelled() {
                 return None;
@@ -212,13 +214,13 @@ impl Fetcher {
             crate::metrics::redis_round_trip("fetch", asked.elapsed());
             match fetched {
                 Ok(fetched) if !fetched.jobs.is_empty() => {
-                    failures = 0;
+                    failures = None;
                     self.take(fetched.jobs);
                     drop(guard);
                 }
                 Ok(fetched) => {
                     drop(guard);
-                    failures = 0;
+                    failures = None;
                     let wait = match fetched.next_due_ms {
                         Some(due) => Duration::from_millis(
                             (due - now_ms()).clamp(1, IDLE_POLL.as_millis() as i64) as u64,
@@ -229,9 +231,10 @@ impl Fetcher {
                 }
                 Err(e) => {
                     drop(guard);
-                    failures += 1;
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)))
-                        .min(Duration::from_secs(5));
+                    let backoff = failures
+                        .get_or_insert_with(|| RECONNECT.build())
+                        .next()
+                        .unwrap_or(RECONNECT_MAX);
                     warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "fetching jobs failed; retrying");
                     *blocking = None;
                     tokio::select! {
@@ -286,11 +289,7 @@ impl Fetcher {
         if jobs.is_empty() {
             return;
         }
-        let mut held = self.ctx.held.lock().expect("held lock");
-        for j in &jobs {
-            held.insert(j.id.clone(), j.token.clone());
-        }
-        drop(held);
+        self.ctx.leases.hold(&jobs);
         debug!(n = jobs.len(), "fetched");
         self.buffer.lock().expect("buffer lock").extend(jobs);
     }
@@ -333,25 +332,17 @@ async fn renew_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let held: Vec<(String, String)> = ctx
-            .held
-            .lock()
-            .expect("held lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let held = ctx.leases.tokens();
         match ctx.queue.renew(ctx.cfg.lease, &held).await {
             Ok(lost) => {
                 for id in lost {
                     // Not lost if this worker recorded its outcome (or is recording it)
                     // while the renewal was on its way: that ends the lease too.
-                    let ours = ctx.held.lock().expect("held lock").contains_key(&id);
-                    if !ours || ctx.recording.lock().expect("recording lock").contains(&id) {
+                    if !ctx.leases.lose(&id) {
                         continue;
                     }
                     warn!(job_id = %id, "lease lost: the job was reaped and belongs to another worker now");
                     crate::metrics::lease_lost();
-                    ctx.release_hold(&id);
                 }
             }
             Err(e) => warn!(error = %e, "renewing leases failed"),

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util_lite::CancelOnDrop;
+use tokio_util::task::AbortOnDropHandle;
 
 /// One recorded request.
 #[derive(Debug, Clone)]
@@ -101,7 +101,7 @@ struct State {
 pub struct Receiver {
     pub url: String,
     state: Arc<Mutex<State>>,
-    _server: CancelOnDrop,
+    _server: AbortOnDropHandle<()>,
 }
 
 impl Receiver {
@@ -135,7 +135,7 @@ impl Receiver {
         Ok(Receiver {
             url: format!("http://{addr}"),
             state,
-            _server: CancelOnDrop(task),
+            _server: AbortOnDropHandle::new(task),
         })
     }
 
@@ -311,15 +311,5 @@ impl AsyncWrite for ResettableStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.check()?;
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-mod tokio_util_lite {
-    /// Aborts the server task when the receiver is dropped.
-    pub struct CancelOnDrop(pub tokio::task::JoinHandle<()>);
-    impl Drop for CancelOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
     }
 }

@@ -291,12 +291,7 @@ mod tests {
 
     fn prepared(event: &str, a: EmailAction) -> Result<Prepared, Outcome> {
         let j = job(event, a.clone());
-        let vars = Vars::new(
-            &j.event,
-            j.agent_name.as_deref(),
-            &j.date_style(),
-            Utc::now(),
-        );
+        let vars = j.vars(Utc::now());
         prepare("job_1.2", &j, &a, None, &vars)
     }
 

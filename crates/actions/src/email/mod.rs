@@ -3,25 +3,22 @@
 //! writes it to `<outbox>/email/<job_id>.eml`.
 
 mod message;
-pub(crate) mod outbox;
-mod settings;
 mod smtp;
-
-pub(crate) use settings::{base_url, duration, flag, invalid, join, var};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use aftercall_core::config::EmailAction;
-use aftercall_core::template::Vars;
+use aftercall_core::settings::Settings;
 use aftercall_core::{ActionJob, Outcome};
 use lettre::AsyncTransport;
 use lettre::message::Mailbox;
 
 pub use message::{FALLBACK_FROM, message_id};
 
-use crate::ActionsError;
+use crate::settings::invalid;
+use crate::{ActionsError, outbox};
 
 /// E-mail settings of the worker.
 #[derive(Clone)]
@@ -83,13 +80,13 @@ impl EmailConfig {
     /// Reads `AFTERCALL_SMTP_URL`, `AFTERCALL_EMAIL_FROM`, `AFTERCALL_SMTP_CA_FILE`,
     /// `AFTERCALL_SMTP_ACCEPT_INVALID_CERTS`, `AFTERCALL_SMTP_TIMEOUT` and
     /// `AFTERCALL_SMTP_POOL_SIZE`; an error names the variable.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ActionsError> {
+    pub fn from_settings(s: &Settings) -> Result<Self, ActionsError> {
         let mut cfg = EmailConfig::default();
-        if let Some(u) = var(&get, "AFTERCALL_SMTP_URL") {
+        if let Some(u) = s.string("AFTERCALL_SMTP_URL") {
             smtp::parse_url(&u)?;
             cfg.smtp_url = Some(u);
         }
-        if let Some(f) = var(&get, "AFTERCALL_EMAIL_FROM") {
+        if let Some(f) = s.string("AFTERCALL_EMAIL_FROM") {
             f.parse::<Mailbox>().map_err(|e| {
                 invalid(
                     "AFTERCALL_EMAIL_FROM",
@@ -98,18 +95,20 @@ impl EmailConfig {
             })?;
             cfg.from = Some(f);
         }
-        cfg.ca_file = var(&get, "AFTERCALL_SMTP_CA_FILE").map(PathBuf::from);
-        cfg.accept_invalid_certs = flag(
-            "AFTERCALL_SMTP_ACCEPT_INVALID_CERTS",
-            var(&get, "AFTERCALL_SMTP_ACCEPT_INVALID_CERTS"),
-        )?;
-        if let Some(t) = duration(
-            "AFTERCALL_SMTP_TIMEOUT",
-            var(&get, "AFTERCALL_SMTP_TIMEOUT"),
-        )? {
+        cfg.ca_file = s.string("AFTERCALL_SMTP_CA_FILE").map(PathBuf::from);
+        cfg.accept_invalid_certs = s
+            .bool("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS")?
+            .unwrap_or(false);
+        if let Some(t) = s.duration("AFTERCALL_SMTP_TIMEOUT")? {
+            if t.is_zero() {
+                return Err(invalid(
+                    "AFTERCALL_SMTP_TIMEOUT",
+                    "must be longer than zero",
+                ));
+            }
             cfg.timeout = t;
         }
-        if let Some(n) = var(&get, "AFTERCALL_SMTP_POOL_SIZE") {
+        if let Some(n) = s.string("AFTERCALL_SMTP_POOL_SIZE") {
             cfg.pool_size = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 invalid(
                     "AFTERCALL_SMTP_POOL_SIZE",
@@ -169,12 +168,7 @@ impl EmailExecutor {
     }
 
     pub async fn execute(&self, job_id: &str, job: &ActionJob, action: &EmailAction) -> Outcome {
-        let vars = Vars::new(
-            &job.event,
-            job.agent_name.as_deref(),
-            &job.date_style(),
-            chrono::Utc::now(),
-        );
+        let vars = job.vars(chrono::Utc::now());
         let prepared = match message::prepare(job_id, job, action, self.from.as_deref(), &vars) {
             Ok(p) => p,
             Err(outcome) => return outcome,
@@ -204,25 +198,8 @@ impl EmailExecutor {
             }
             Delivery::Outbox { dir } => {
                 let bytes = prepared.message.formatted();
-                match outbox::write_once(dir, job_id, "eml", &bytes).await {
-                    Ok(w) => {
-                        tracing::debug!(to = %prepared.to_masked, path = %w.path.display(), "e-mail written to outbox");
-                        let verb = if w.existed {
-                            "already in"
-                        } else {
-                            "written to"
-                        };
-                        Outcome::Delivered {
-                            status: None,
-                            detail: Some(format!(
-                                "{verb} outbox {} for {}",
-                                w.path.display(),
-                                prepared.to_masked
-                            )),
-                        }
-                    }
-                    Err(e) => Outcome::retry(format!("writing to outbox {}: {e}", dir.display())),
-                }
+                let to = Some(prepared.to_masked.as_str());
+                outbox::deliver(dir, job_id, "eml", &bytes, to).await
             }
         }
     }
@@ -232,35 +209,41 @@ impl EmailExecutor {
 mod tests {
     use super::*;
 
-    use crate::test_env as env;
+    use crate::with_settings as env;
 
     #[test]
     fn from_env_reads_and_names_settings() {
-        let c = EmailConfig::from_env(env(&[
-            (
-                "AFTERCALL_SMTP_URL",
-                "smtp://user:hunter2@mail.example.com:587?tls=required",
-            ),
-            ("AFTERCALL_EMAIL_FROM", "Acme <noreply@acme.example>"),
-            ("AFTERCALL_SMTP_TIMEOUT", "10s"),
-            ("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS", "false"),
-        ]))
+        let c = env(
+            &[
+                (
+                    "AFTERCALL_SMTP_URL",
+                    "smtp://user:hunter2@mail.example.com:587?tls=required",
+                ),
+                ("AFTERCALL_EMAIL_FROM", "Acme <noreply@acme.example>"),
+                ("AFTERCALL_SMTP_TIMEOUT", "10s"),
+                ("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS", "false"),
+            ],
+            EmailConfig::from_settings,
+        )
         .unwrap();
         assert_eq!(c.timeout, Duration::from_secs(10));
         assert!(!format!("{c:?}").contains("hunter2"));
-        assert!(EmailConfig::from_env(env(&[])).unwrap().smtp_url.is_none());
+        assert!(
+            env(&[], EmailConfig::from_settings)
+                .unwrap()
+                .smtp_url
+                .is_none()
+        );
         for (k, v) in [
             ("AFTERCALL_SMTP_URL", "http://x"),
             ("AFTERCALL_EMAIL_FROM", "nope"),
             ("AFTERCALL_SMTP_TIMEOUT", "soon"),
+            ("AFTERCALL_SMTP_TIMEOUT", "0"),
             ("AFTERCALL_SMTP_POOL_SIZE", "0"),
             ("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS", "perhaps"),
         ] {
-            let err = EmailConfig::from_env(env(&[(k, v)])).unwrap_err();
-            assert!(
-                matches!(&err, ActionsError::Config { setting, .. } if *setting == k),
-                "{k}: {err}"
-            );
+            let err = env(&[(k, v)], EmailConfig::from_settings).unwrap_err();
+            assert_eq!(err.setting(), Some(k), "{k}: {err}");
         }
     }
 

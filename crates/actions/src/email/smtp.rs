@@ -10,8 +10,8 @@ use lettre::{AsyncSmtpTransport, Tokio1Executor};
 
 use super::EmailConfig;
 use super::message::mask_emails_in;
-use super::settings::invalid;
 use crate::ActionsError;
+use crate::settings::invalid;
 
 pub type Transport = AsyncSmtpTransport<Tokio1Executor>;
 

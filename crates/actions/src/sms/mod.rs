@@ -9,15 +9,17 @@ use std::path::{Path, PathBuf};
 
 use aftercall_core::config::SmsAction;
 use aftercall_core::event::{is_e164, mask_number};
-use aftercall_core::template::{self, Vars};
+use aftercall_core::template;
 use aftercall_core::{ActionJob, Outcome};
 use futures::future::BoxFuture;
 
 pub use segments::Segments;
 pub use twilio::TwilioConfig;
 
-use crate::email::{outbox, var};
-use crate::{ActionsError, HttpConfig};
+use aftercall_core::settings::Settings;
+
+use crate::settings::{base_url, invalid};
+use crate::{ActionsError, HttpConfig, outbox};
 
 /// SMS settings of the worker. Without a provider, messages go to the outbox.
 #[derive(Debug, Clone, Default)]
@@ -30,19 +32,20 @@ impl SmsConfig {
     /// `AFTERCALL_TWILIO_FROM`, `AFTERCALL_TWILIO_MESSAGING_SERVICE_SID` and
     /// `AFTERCALL_TWILIO_BASE_URL`. Twilio is used when any of the first four is set, and
     /// then the set must be complete; an error names the variable.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ActionsError> {
-        let sid = var(&get, "AFTERCALL_TWILIO_ACCOUNT_SID");
-        let token = var(&get, "AFTERCALL_TWILIO_AUTH_TOKEN");
-        let from = var(&get, "AFTERCALL_TWILIO_FROM");
-        let ms = var(&get, "AFTERCALL_TWILIO_MESSAGING_SERVICE_SID");
-        let base = var(&get, "AFTERCALL_TWILIO_BASE_URL")
+    pub fn from_settings(s: &Settings) -> Result<Self, ActionsError> {
+        let sid = s.string("AFTERCALL_TWILIO_ACCOUNT_SID");
+        let token = s.string("AFTERCALL_TWILIO_AUTH_TOKEN");
+        let from = s.string("AFTERCALL_TWILIO_FROM");
+        let ms = s.string("AFTERCALL_TWILIO_MESSAGING_SERVICE_SID");
+        let base = s
+            .string("AFTERCALL_TWILIO_BASE_URL")
             .unwrap_or_else(|| twilio::DEFAULT_BASE_URL.to_string());
         if sid.is_none() && token.is_none() && from.is_none() && ms.is_none() {
-            crate::email::base_url("AFTERCALL_TWILIO_BASE_URL", &base)?;
+            base_url("AFTERCALL_TWILIO_BASE_URL", &base)?;
             return Ok(SmsConfig { twilio: None });
         }
         let Some(account_sid) = sid else {
-            return Err(crate::email::invalid(
+            return Err(invalid(
                 "AFTERCALL_TWILIO_ACCOUNT_SID",
                 "is required when any AFTERCALL_TWILIO_* setting is set",
             ));
@@ -91,20 +94,7 @@ impl Outbox {
             "encoding": msg.segments.encoding.as_str(),
         });
         let bytes = serde_json::to_vec_pretty(&doc).expect("a JSON value always serializes");
-        match outbox::write_once(&self.dir, msg.job_id, "json", &bytes).await {
-            Ok(w) => {
-                let verb = if w.existed {
-                    "already in"
-                } else {
-                    "written to"
-                };
-                Outcome::Delivered {
-                    status: None,
-                    detail: Some(format!("{verb} outbox {}", w.path.display())),
-                }
-            }
-            Err(e) => Outcome::retry(format!("writing to outbox {}: {e}", self.dir.display())),
-        }
+        outbox::deliver(&self.dir, msg.job_id, "json", &bytes, None).await
     }
 }
 
@@ -154,12 +144,7 @@ impl SmsExecutor {
     }
 
     pub async fn execute(&self, job_id: &str, job: &ActionJob, action: &SmsAction) -> Outcome {
-        let vars = Vars::new(
-            &job.event,
-            job.agent_name.as_deref(),
-            &job.date_style(),
-            chrono::Utc::now(),
-        );
+        let vars = job.vars(chrono::Utc::now());
         let to_src = action.to.as_deref().unwrap_or(DEFAULT_TO);
         let to = match template::render(to_src, &vars, false) {
             Ok(t) => t.trim().to_string(),
@@ -256,19 +241,26 @@ pub fn mask_numbers_in(text: &str) -> String {
 mod tests {
     use super::*;
 
-    use crate::test_env as env;
+    use crate::with_settings as env;
 
     #[test]
     fn from_env() {
-        assert!(SmsConfig::from_env(env(&[])).unwrap().twilio.is_none());
-        let c = SmsConfig::from_env(env(&[
-            ("AFTERCALL_TWILIO_ACCOUNT_SID", "AC1"),
-            ("AFTERCALL_TWILIO_AUTH_TOKEN", "tok"),
-            ("AFTERCALL_TWILIO_MESSAGING_SERVICE_SID", "MG1"),
-        ]))
+        assert!(env(&[], SmsConfig::from_settings).unwrap().twilio.is_none());
+        let c = env(
+            &[
+                ("AFTERCALL_TWILIO_ACCOUNT_SID", "AC1"),
+                ("AFTERCALL_TWILIO_AUTH_TOKEN", "tok"),
+                ("AFTERCALL_TWILIO_MESSAGING_SERVICE_SID", "MG1"),
+            ],
+            SmsConfig::from_settings,
+        )
         .unwrap();
         assert_eq!(c.twilio.unwrap().base_url, "https://api.twilio.com");
-        let err = SmsConfig::from_env(env(&[("AFTERCALL_TWILIO_AUTH_TOKEN", "tok")])).unwrap_err();
+        let err = env(
+            &[("AFTERCALL_TWILIO_AUTH_TOKEN", "tok")],
+            SmsConfig::from_settings,
+        )
+        .unwrap_err();
         assert!(matches!(
             err,
             ActionsError::Config {
@@ -276,10 +268,13 @@ mod tests {
                 ..
             }
         ));
-        let err = SmsConfig::from_env(env(&[
-            ("AFTERCALL_TWILIO_ACCOUNT_SID", "AC1"),
-            ("AFTERCALL_TWILIO_FROM", "+15005550006"),
-        ]))
+        let err = env(
+            &[
+                ("AFTERCALL_TWILIO_ACCOUNT_SID", "AC1"),
+                ("AFTERCALL_TWILIO_FROM", "+15005550006"),
+            ],
+            SmsConfig::from_settings,
+        )
         .unwrap_err();
         assert!(matches!(
             err,

@@ -10,7 +10,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use super::{SmsMessage, SmsProvider, mask_numbers_in};
-use crate::email::{base_url, invalid, join};
+use crate::settings::{base_url, invalid, join};
 use crate::{ActionsError, HttpConfig, http};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
@@ -210,20 +210,8 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
             snippet: snip,
         };
     }
-    match http::classify(status, headers, &masked) {
-        Outcome::Retry { retry_after, .. } => Outcome::Retry {
-            error: described,
-            status: Some(status),
-            retry_after,
-            snippet: snip,
-        },
-        Outcome::Permanent { .. } => Outcome::Permanent {
-            error: described,
-            status: Some(status),
-            snippet: snip,
-        },
-        other => other,
-    }
+    // The HTTP table decides; Twilio's own words describe it.
+    http::classify(status, headers, &masked).map_error(|_| described)
 }
 
 #[cfg(test)]

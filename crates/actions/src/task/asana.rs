@@ -4,8 +4,8 @@
 use aftercall_core::Outcome;
 use serde_json::{Value, json};
 
-use super::{Ctx, Draft, TaskConfig, delivered, failed, not_configured};
-use crate::email::join;
+use super::{Ctx, Draft, TaskConfig, delivered, not_configured};
+use crate::settings::join;
 
 pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
     let Some(token) = &cfg.asana_token else {
@@ -25,20 +25,16 @@ pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
         .bearer_auth(token)
         .header("accept", "application/json")
         .json(&data);
-    let reply = match ctx.send(&url, req).await {
+    let (status, v) = match ctx.send_json("asana", &url, req).await {
         Ok(r) => r,
         Err(o) => return o,
     };
-    if !(200..300).contains(&reply.status) {
-        return failed("asana", &reply);
-    }
-    let v: Value = serde_json::from_str(&reply.body).unwrap_or_default();
     let gid = v.pointer("/data/gid").and_then(Value::as_str);
     let link = v.pointer("/data/permalink_url").and_then(Value::as_str);
     match (gid, link) {
-        (Some(g), Some(l)) => delivered(reply.status, format!("created Asana task {g} {l}")),
-        (Some(g), None) => delivered(reply.status, format!("created Asana task {g}")),
-        _ => delivered(reply.status, "created Asana task".into()),
+        (Some(g), Some(l)) => delivered(status, format!("created Asana task {g} {l}")),
+        (Some(g), None) => delivered(status, format!("created Asana task {g}")),
+        _ => delivered(status, "created Asana task".into()),
     }
 }
 

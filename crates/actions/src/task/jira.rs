@@ -4,8 +4,8 @@
 use aftercall_core::Outcome;
 use serde_json::{Value, json};
 
-use super::{Ctx, Draft, TaskConfig, delivered, failed, not_configured};
-use crate::email::join;
+use super::{Ctx, Draft, TaskConfig, delivered, not_configured};
+use crate::settings::join;
 
 pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
     let (Some(site), Some(email), Some(token)) =
@@ -33,20 +33,16 @@ pub async fn create(ctx: &Ctx<'_>, cfg: &TaskConfig, d: &Draft) -> Outcome {
         .basic_auth(email, Some(token))
         .header("accept", "application/json")
         .json(&body(cfg, project, d));
-    let reply = match ctx.send(&url, req).await {
+    let (status, v) = match ctx.send_json("jira", &url, req).await {
         Ok(r) => r,
         Err(o) => return o,
     };
-    if !(200..300).contains(&reply.status) {
-        return failed("jira", &reply);
-    }
-    let v: Value = serde_json::from_str(&reply.body).unwrap_or_default();
     match v.get("key").and_then(Value::as_str) {
         Some(key) => delivered(
-            reply.status,
+            status,
             format!("created Jira issue {key} {site}/browse/{key}"),
         ),
-        None => delivered(reply.status, "created Jira issue".into()),
+        None => delivered(status, "created Jira issue".into()),
     }
 }
 

@@ -8,12 +8,14 @@ mod jira;
 mod linear;
 
 use aftercall_core::config::{TaskAction, TaskProvider};
-use aftercall_core::template::{self, Vars};
+use aftercall_core::template;
 use aftercall_core::{ActionJob, Outcome};
 use chrono::{DateTime, Days, FixedOffset, Utc};
 use reqwest::header::HeaderMap;
 
-use crate::email::{base_url, invalid, var};
+use aftercall_core::settings::Settings;
+
+use crate::settings::{base_url, invalid};
 use crate::{ActionsError, HttpConfig, http};
 
 pub const DEFAULT_TITLE: &str = "Follow up: call {{call_id}}{% if caller_name %} with {{caller_name}}{% elif caller_number %} with {{caller_number}}{% endif %}";
@@ -90,27 +92,30 @@ impl std::fmt::Debug for TaskConfig {
 impl TaskConfig {
     /// Reads the `AFTERCALL_LINEAR_*`, `AFTERCALL_JIRA_*`, `AFTERCALL_ASANA_*` and
     /// `AFTERCALL_GITHUB_*` settings; an error names the variable.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ActionsError> {
+    pub fn from_settings(s: &Settings) -> Result<Self, ActionsError> {
         let d = TaskConfig::default();
         let url = |name: &'static str, default: String| -> Result<String, ActionsError> {
-            match var(&get, name) {
+            match s.string(name) {
                 Some(v) => base_url(name, &v),
                 None => Ok(default),
             }
         };
         let cfg = TaskConfig {
-            linear_api_key: var(&get, "AFTERCALL_LINEAR_API_KEY"),
+            linear_api_key: s.string("AFTERCALL_LINEAR_API_KEY"),
             linear_url: url("AFTERCALL_LINEAR_URL", d.linear_url)?,
-            jira_url: var(&get, "AFTERCALL_JIRA_URL")
+            jira_url: s
+                .string("AFTERCALL_JIRA_URL")
                 .map(|v| base_url("AFTERCALL_JIRA_URL", &v))
                 .transpose()?,
-            jira_email: var(&get, "AFTERCALL_JIRA_EMAIL"),
-            jira_api_token: var(&get, "AFTERCALL_JIRA_API_TOKEN"),
-            jira_issue_type: var(&get, "AFTERCALL_JIRA_ISSUE_TYPE").unwrap_or(d.jira_issue_type),
-            asana_token: var(&get, "AFTERCALL_ASANA_TOKEN"),
+            jira_email: s.string("AFTERCALL_JIRA_EMAIL"),
+            jira_api_token: s.string("AFTERCALL_JIRA_API_TOKEN"),
+            jira_issue_type: s
+                .string("AFTERCALL_JIRA_ISSUE_TYPE")
+                .unwrap_or(d.jira_issue_type),
+            asana_token: s.string("AFTERCALL_ASANA_TOKEN"),
             asana_url: url("AFTERCALL_ASANA_URL", d.asana_url)?,
-            asana_workspace: var(&get, "AFTERCALL_ASANA_WORKSPACE"),
-            github_token: var(&get, "AFTERCALL_GITHUB_TOKEN"),
+            asana_workspace: s.string("AFTERCALL_ASANA_WORKSPACE"),
+            github_token: s.string("AFTERCALL_GITHUB_TOKEN"),
             github_url: url("AFTERCALL_GITHUB_URL", d.github_url)?,
         };
         // Jira needs all three; half a configuration is a mistake worth stopping for.
@@ -194,12 +199,7 @@ pub fn draft(
     action: &TaskAction,
     now: DateTime<Utc>,
 ) -> Result<Draft, Outcome> {
-    let vars = Vars::new(
-        &job.event,
-        job.agent_name.as_deref(),
-        &job.date_style(),
-        now,
-    );
+    let vars = job.vars(now);
     let render = |src: &str, field: &str| {
         template::render(src, &vars, false).map_err(|e| Outcome::permanent(format!("{field}: {e}")))
     };
@@ -315,6 +315,22 @@ impl Ctx<'_> {
             Err(e) => Err(http::classify_error(&e)),
         }
     }
+
+    /// [`Ctx::send`] to a provider whose failures take the default classification:
+    /// a 2xx reply's status and JSON body (`Null` when it is not JSON), or the outcome.
+    async fn send_json(
+        &self,
+        provider: &str,
+        url: &reqwest::Url,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, serde_json::Value), Outcome> {
+        let reply = self.send(url, req).await?;
+        if !(200..300).contains(&reply.status) {
+            return Err(failed(provider, &reply));
+        }
+        let v = serde_json::from_str(&reply.body).unwrap_or_default();
+        Ok((reply.status, v))
+    }
 }
 
 /// A permanent failure for a provider whose settings are missing.
@@ -335,29 +351,8 @@ fn delivered(status: u16, detail: String) -> Outcome {
 
 /// The default classification for a non-2xx reply, with the provider named.
 fn failed(provider: &str, reply: &Reply) -> Outcome {
-    match http::classify(reply.status, &reply.headers, &reply.body) {
-        Outcome::Retry {
-            error,
-            status,
-            retry_after,
-            snippet,
-        } => Outcome::Retry {
-            error: format!("{provider}: {error}"),
-            status,
-            retry_after,
-            snippet,
-        },
-        Outcome::Permanent {
-            error,
-            status,
-            snippet,
-        } => Outcome::Permanent {
-            error: format!("{provider}: {error}"),
-            status,
-            snippet,
-        },
-        other => other,
-    }
+    http::classify(reply.status, &reply.headers, &reply.body)
+        .map_error(|error| format!("{provider}: {error}"))
 }
 
 #[cfg(test)]
@@ -456,14 +451,17 @@ mod tests {
         );
     }
 
-    use crate::test_env as env;
+    use crate::with_settings as env;
 
     #[test]
     fn from_env_names_settings_and_hides_secrets() {
-        let c = TaskConfig::from_env(env(&[
-            ("AFTERCALL_GITHUB_TOKEN", "ghp_secret"),
-            ("AFTERCALL_LINEAR_URL", "http://127.0.0.1:9/graphql"),
-        ]))
+        let c = env(
+            &[
+                ("AFTERCALL_GITHUB_TOKEN", "ghp_secret"),
+                ("AFTERCALL_LINEAR_URL", "http://127.0.0.1:9/graphql"),
+            ],
+            TaskConfig::from_settings,
+        )
         .unwrap();
         assert_eq!(c.github_url, GITHUB_URL);
         assert!(!format!("{c:?}").contains("ghp_secret"));
@@ -485,7 +483,7 @@ mod tests {
             ),
             (vec![("AFTERCALL_ASANA_URL", "nope")], "AFTERCALL_ASANA_URL"),
         ] {
-            let err = TaskConfig::from_env(env(&pairs)).unwrap_err();
+            let err = env(&pairs, TaskConfig::from_settings).unwrap_err();
             assert!(
                 matches!(&err, ActionsError::Config { setting: s, .. } if *s == setting),
                 "{setting}: {err}"

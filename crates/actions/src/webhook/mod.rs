@@ -12,6 +12,7 @@ use sha2::Sha256;
 use crate::http::{self, HttpConfig};
 
 pub mod client;
+mod wire;
 
 pub struct WebhookExecutor {
     client: client::Client,

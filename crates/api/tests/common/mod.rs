@@ -217,7 +217,7 @@ impl Harness {
         let finishes: Vec<Finish> = fetched
             .jobs
             .iter()
-            .filter(|l| ids.contains(&l.id))
+            .filter(|l| ids.iter().any(|id| l.id == *id))
             .map(|l| {
                 let mut st = StateInfo::new("dead");
                 st.error = Some("HTTP 500 from receiver".into());

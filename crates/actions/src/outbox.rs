@@ -1,12 +1,40 @@
 //! The outbox: where e-mail and SMS go when no SMTP server or SMS provider is configured,
 //! one file per job named after the job id, so a retried job never writes a second one.
-//! (Shared by `sms` until it moves to the crate root.)
 
 use std::path::{Path, PathBuf};
 
+use aftercall_core::Outcome;
+
+/// Writes `<dir>/<job_id>.<ext>` unless an earlier attempt did, as an action's outcome:
+/// delivered (`for_whom`, when given, ends the detail), or retried if the write failed.
+pub(crate) async fn deliver(
+    dir: &Path,
+    job_id: &str,
+    ext: &str,
+    bytes: &[u8],
+    for_whom: Option<&str>,
+) -> Outcome {
+    match write_once(dir, job_id, ext, bytes).await {
+        Ok(w) => {
+            tracing::debug!(path = %w.path.display(), existed = w.existed, "written to outbox");
+            let verb = if w.existed {
+                "already in"
+            } else {
+                "written to"
+            };
+            let whom = for_whom.map(|to| format!(" for {to}")).unwrap_or_default();
+            Outcome::Delivered {
+                status: None,
+                detail: Some(format!("{verb} outbox {}{whom}", w.path.display())),
+            }
+        }
+        Err(e) => Outcome::retry(format!("writing to outbox {}: {e}", dir.display())),
+    }
+}
+
 /// What [`write_once`] did.
 #[derive(Debug)]
-pub(crate) struct Written {
+struct Written {
     pub path: PathBuf,
     /// The file was already there from an earlier attempt; nothing was written.
     pub existed: bool,
@@ -14,7 +42,7 @@ pub(crate) struct Written {
 
 /// A job id as a safe file stem: anything but ASCII letters, digits, `-`, `_` and `.`
 /// becomes `_`, and a leading dot is escaped so the file is neither hidden nor `..`.
-pub(crate) fn file_stem(job_id: &str) -> String {
+fn file_stem(job_id: &str) -> String {
     let mut s: String = job_id
         .chars()
         .map(|c| {
@@ -33,12 +61,7 @@ pub(crate) fn file_stem(job_id: &str) -> String {
 
 /// Writes `<dir>/<job_id>.<ext>` unless it exists. The content goes to a temporary file
 /// first and is renamed into place, so a reader never sees half a message.
-pub(crate) async fn write_once(
-    dir: &Path,
-    job_id: &str,
-    ext: &str,
-    bytes: &[u8],
-) -> std::io::Result<Written> {
+async fn write_once(dir: &Path, job_id: &str, ext: &str, bytes: &[u8]) -> std::io::Result<Written> {
     let stem = file_stem(job_id);
     let path = dir.join(format!("{stem}.{ext}"));
     if tokio::fs::try_exists(&path).await? {

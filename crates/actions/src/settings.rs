@@ -1,46 +1,13 @@
-//! Reading `AFTERCALL_*` settings for the e-mail, SMS and task executors: trimmed, empty
-//! means unset, and every error names the variable. (Shared by `sms` and `task` until it
-//! moves to the crate root.)
-
-use std::time::Duration;
+//! What the executors need beyond `aftercall_core::settings` (which reads every
+//! `AFTERCALL_*` setting): an error naming a setting, and providers' base URLs.
 
 use crate::ActionsError;
-
-/// A setting's value, trimmed; an empty value counts as unset.
-pub(crate) fn var(get: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
-    get(name)
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
 
 pub(crate) fn invalid(setting: &'static str, message: impl Into<String>) -> ActionsError {
     ActionsError::Config {
         setting,
         message: message.into(),
     }
-}
-
-/// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
-pub(crate) fn flag(setting: &'static str, value: Option<String>) -> Result<bool, ActionsError> {
-    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None => Ok(false),
-        Some("true" | "1" | "yes" | "on") => Ok(true),
-        Some("false" | "0" | "no" | "off") => Ok(false),
-        Some(other) => Err(invalid(setting, format!("`{other}` is not true or false"))),
-    }
-}
-
-/// `90s`, `2m` or a bare number of seconds; zero is refused.
-pub(crate) fn duration(
-    setting: &'static str,
-    value: Option<String>,
-) -> Result<Option<Duration>, ActionsError> {
-    let Some(v) = value else { return Ok(None) };
-    let d = aftercall_core::config::parse_duration(&v).map_err(|m| invalid(setting, m))?;
-    if d.is_zero() {
-        return Err(invalid(setting, "must be longer than zero"));
-    }
-    Ok(Some(d))
 }
 
 /// An `http(s)://` base URL without credentials, returned without a trailing slash.
@@ -77,23 +44,6 @@ pub(crate) fn join(base: &str, path: &str) -> Result<reqwest::Url, aftercall_cor
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flags_and_durations() {
-        assert!(flag("X", Some("TRUE".into())).unwrap());
-        assert!(!flag("X", None).unwrap());
-        assert!(
-            flag("X", Some("maybe".into()))
-                .unwrap_err()
-                .to_string()
-                .contains("X")
-        );
-        assert_eq!(
-            duration("X", Some("2m".into())).unwrap(),
-            Some(Duration::from_secs(120))
-        );
-        assert!(duration("X", Some("0".into())).is_err());
-    }
 
     #[test]
     fn base_urls() {
