@@ -4,7 +4,7 @@
 //! API's routes.
 
 use aftercall_api::{ApiConfig, ApiState, Scope, Token};
-use aftercall_testkit::TestQueue;
+use aftercall_testkit::{RedisOptions, TestQueue};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -21,7 +21,7 @@ struct Harness {
 }
 
 async fn start(api: ApiConfig) -> Harness {
-    let t = TestQueue::start("dash").await;
+    let t = TestQueue::start_with("dash", RedisOptions::fast(), |c| c.prefix = "dash".into()).await;
     let state = ApiState::new(t.queue.clone(), api);
     let app = aftercall_api::router(state.clone()).merge(aftercall_dashboard::router(state));
     Harness { _t: t, app }

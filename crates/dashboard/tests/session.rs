@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aftercall_api::{ApiConfig, ApiState, Scope, Token};
 use aftercall_queue::{Queue, SessionRecord};
-use aftercall_testkit::TestQueue;
+use aftercall_testkit::{RedisOptions, TestQueue};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
@@ -121,7 +121,10 @@ fn hex(s: &str) -> String {
 
 #[tokio::test]
 async fn sessions_live_in_redis_and_end_at_logout_expiry_and_token_removal() {
-    let t = TestQueue::start("dash-session").await;
+    let t = TestQueue::start_with("dash-session", RedisOptions::fast(), |c| {
+        c.prefix = "dash".into()
+    })
+    .await;
     let queue = t.queue.clone();
     let mut r = redis::Client::open(t.redis.url())
         .unwrap()

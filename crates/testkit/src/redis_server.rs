@@ -73,6 +73,16 @@ pub struct RedisOptions {
     pub args: Vec<String>,
 }
 
+impl RedisOptions {
+    /// No persistence: fastest, for tests that never restart Redis.
+    pub fn fast() -> RedisOptions {
+        RedisOptions {
+            aof: false,
+            ..RedisOptions::default()
+        }
+    }
+}
+
 impl Default for RedisOptions {
     fn default() -> Self {
         RedisOptions {

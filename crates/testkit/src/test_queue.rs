@@ -22,11 +22,7 @@ impl TestQueue {
     /// Redis without persistence (fast; tests that restart Redis want
     /// [`TestQueue::start_with`] and `aof: true`), a 2 s response timeout.
     pub async fn start(name: &str) -> TestQueue {
-        let opts = RedisOptions {
-            aof: false,
-            ..RedisOptions::default()
-        };
-        TestQueue::start_with(name, opts, |_| {}).await
+        TestQueue::start_with(name, RedisOptions::fast(), |_| {}).await
     }
 
     /// With Redis started from `opts` and the queue's config adjusted by `cfg`.

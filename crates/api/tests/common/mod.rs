@@ -84,11 +84,7 @@ pub async fn start() -> Harness {
 }
 
 pub async fn start_with(opts: Options) -> Harness {
-    let no_aof = RedisOptions {
-        aof: false,
-        ..Default::default()
-    };
-    let t = TestQueue::start_with("api-test", no_aof, |c| {
+    let t = TestQueue::start_with("api-test", RedisOptions::fast(), |c| {
         c.max_event_bytes = opts.max_event_bytes
     })
     .await;
