@@ -13,7 +13,7 @@ fn time(ms: i64) -> String {
 
 fn state_line(r: &JobRecord) -> String {
     let s = &r.state;
-    let mut line = s.state.clone();
+    let mut line = s.state.to_string();
     if let Some(run_at) = s.run_at.filter(|_| s.state == "scheduled") {
         line.push_str(&format!(" (retry at {})", time(run_at)));
     }

@@ -957,7 +957,7 @@ fn fan_out_record(
         token: token.into(),
         call_id: job.call_id.clone(),
         jobs,
-        state: aftercall_queue::StateInfo::new("fanned_out"),
+        state: aftercall_queue::StateInfo::new(aftercall_core::JobState::FannedOut),
         attempt: Attempt::new(1, AttemptOutcome::Delivered, chrono::Utc::now()),
         claim,
     }
@@ -1075,7 +1075,7 @@ async fn retention_forgets_old_finished_jobs_and_call_ids_only() {
         let id = &enq.iter().find(|e| e.call_id == call).unwrap().job_id;
         leased.iter().find(|l| &l.id == id).unwrap()
     };
-    let finish = |call: &str, mode, state: &str| Finish {
+    let finish = |call: &str, mode, state: aftercall_core::JobState| Finish {
         mode,
         id: by(call).id.clone(),
         token: by(call).token.clone(),
@@ -1084,9 +1084,9 @@ async fn retention_forgets_old_finished_jobs_and_call_ids_only() {
         attempt: None,
     };
     let done = [
-        finish("r1", FinishMode::Done, "delivered"),
-        finish("r2", FinishMode::Done, "skipped"),
-        finish("r3", FinishMode::Dead, "dead"),
+        finish("r1", FinishMode::Done, aftercall_core::JobState::Delivered),
+        finish("r2", FinishMode::Done, aftercall_core::JobState::Skipped),
+        finish("r3", FinishMode::Dead, aftercall_core::JobState::Dead),
     ];
     assert_eq!(q.finish(&done).await.unwrap(), [true; 3]);
     // r4 stays running. Nothing is a minute old: a sweep with a minute's retention
@@ -1291,7 +1291,7 @@ async fn a_fan_out_claims_its_first_due_action_for_the_fanning_out_worker() {
             id: l.id.clone(),
             token: l.token.clone(),
             run_at_ms: 0,
-            state: StateInfo::new("delivered"),
+            state: StateInfo::new(aftercall_core::JobState::Delivered),
             attempt: None,
         })
         .collect();

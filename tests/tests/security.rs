@@ -189,7 +189,7 @@ async fn outcome(w: &World, call_id: &str) -> (String, u32, String) {
         .first()
         .unwrap_or_else(|| panic!("{call_id} has no action: {:?}", s.call_ended));
     (
-        a.state.state.clone(),
+        a.state.state.to_string(),
         a.attempts,
         a.last_error().unwrap_or("").to_string(),
     )

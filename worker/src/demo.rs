@@ -165,7 +165,7 @@ async fn wait_until_settled(
                 s.call_ended.state.state.as_str(),
                 "fanned_out" | "skipped" | "dead"
             );
-            if parent_done && s.actions.iter().all(|a| settled(&a.state.state)) {
+            if parent_done && s.actions.iter().all(|a| settled(a.state.state.as_str())) {
                 return Ok(s);
             }
             if Instant::now() > deadline {

@@ -854,7 +854,7 @@ fn noop_finish(j: &Leased, worker: &str) -> Finish {
         id: j.id.clone(),
         token: j.token.clone(),
         run_at_ms: 0,
-        state: StateInfo::new("delivered"),
+        state: StateInfo::new(aftercall_core::JobState::Delivered),
         attempt: Some(Attempt {
             attempt: j.attempt,
             at: chrono::Utc::now(),

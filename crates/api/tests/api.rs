@@ -956,7 +956,7 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
     );
     assert_eq!(
         h.queue.job(sms).await.unwrap().map(|j| j.state.state),
-        Some("purged".to_string())
+        Some(aftercall_core::JobState::Purged)
     );
     assert_eq!(
         h.delete(&format!("/dead-letters/{sms}"), ADMIN)

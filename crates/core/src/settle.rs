@@ -12,9 +12,11 @@ use crate::job::{Attempt, AttemptOutcome, Outcome};
 use crate::retry::RetryPolicy;
 
 /// A job's state as stored (the queue's Lua scripts write the same names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    #[default]
     Queued,
     Running,
     Scheduled,
@@ -37,6 +39,19 @@ impl JobState {
             JobState::Dead => "dead",
             JobState::Purged => "purged",
         }
+    }
+}
+
+/// Compared with the names the scripts and the JSON use.
+impl PartialEq<str> for JobState {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for JobState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

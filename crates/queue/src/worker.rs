@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aftercall_core::Job;
+use aftercall_core::{Job, JobState};
 use serde::{Deserialize, Serialize};
 
 use crate::{JobId, LeaseToken, Queue, QueueError, now_ms};
@@ -93,8 +93,7 @@ pub enum FannedOut {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateInfo {
-    /// queued, running, scheduled, delivered, skipped, dead, purged
-    pub state: String,
+    pub state: JobState,
     /// Unix ms of the transition.
     pub at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,9 +111,9 @@ pub struct StateInfo {
 }
 
 impl StateInfo {
-    pub fn new(state: &str) -> StateInfo {
+    pub fn new(state: JobState) -> StateInfo {
         StateInfo {
-            state: state.into(),
+            state,
             at: now_ms(),
             ..Default::default()
         }

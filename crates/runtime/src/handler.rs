@@ -163,7 +163,7 @@ async fn hold_back(
             }
             crate::metrics::held_back(kind);
             let run_at = now_ms() + 100 + (rand::random::<u64>() % 400) as i64;
-            let mut st = StateInfo::new(JobState::Scheduled.as_str());
+            let mut st = StateInfo::new(JobState::Scheduled);
             st.run_at = Some(run_at);
             st.reason = Some(format!("held back by the limit for {dest}"));
             Some(Finish {
@@ -363,7 +363,7 @@ fn stored(
     } = settled;
     attempt.worker = Some(worker.to_string());
     attempt.duration_ms = started.map(|s| s.elapsed().as_millis() as u64);
-    let mut state = StateInfo::new(transition.state().as_str());
+    let mut state = StateInfo::new(transition.state());
     let (mode, run_at_ms) = match transition {
         Transition::Delivered { detail } => {
             state.reason = detail;

@@ -135,7 +135,7 @@ pub async fn run(
                         id,
                         token,
                         run_at_ms: 0,
-                        state: StateInfo::new(JobState::Queued.as_str()),
+                        state: StateInfo::new(JobState::Queued),
                         attempt: None,
                     };
                 }

@@ -193,7 +193,7 @@ impl Harness {
         ) else {
             panic!("agent {} has no enabled actions", job.agent_id)
         };
-        let mut st = StateInfo::new("fanned_out");
+        let mut st = StateInfo::new(aftercall_core::JobState::FannedOut);
         st.actions = Some(jobs.len());
         let ids: Vec<String> = jobs.iter().map(|(j, _)| j.id.clone()).collect();
         let record = FanOutRecord {
@@ -215,7 +215,7 @@ impl Harness {
             .iter()
             .filter(|l| ids.iter().any(|id| l.id == *id))
             .map(|l| {
-                let mut st = StateInfo::new("dead");
+                let mut st = StateInfo::new(aftercall_core::JobState::Dead);
                 st.error = Some("HTTP 500 from receiver".into());
                 Finish {
                     mode: FinishMode::Dead,
