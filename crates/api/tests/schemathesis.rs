@@ -26,12 +26,8 @@ async fn schemathesis_finds_no_difference_between_the_document_and_the_server() 
     };
 
     let h = start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(aftercall_api::serve(listener, h.state.clone(), async {
-        let _ = stopped.await;
-    }));
+    let served = h.serve().await;
+    let base = served.base.clone();
     let r = common::client()
         .patch(format!("{base}/agents/agent_abc123"))
         .bearer_auth(ADMIN)
@@ -67,8 +63,7 @@ async fn schemathesis_finds_no_difference_between_the_document_and_the_server() 
         .unwrap()
         .expect("st runs");
     let _ = std::fs::remove_dir_all(&dir);
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    served.stop().await;
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),

@@ -3,21 +3,15 @@
 
 mod common;
 
-use std::time::Duration;
-
 use aftercall_api::{ApiConfig, ApiState};
-use common::{ADMIN, Options, READ, SEED_AGENT, SEED_CALL, client, start_with};
+use common::{ADMIN, Options, READ, SEED_AGENT, SEED_CALL, Served, client, start_with};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn serves_over_http_and_shuts_down_gracefully() {
     let h = start_with(Options::default()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(aftercall_api::serve(listener, h.state.clone(), async {
-        let _ = stopped.await;
-    }));
+    let served = h.serve().await;
+    let base = served.base.clone();
     let client = client();
 
     // The seed's curl, byte for byte.
@@ -72,12 +66,7 @@ async fn serves_over_http_and_shuts_down_gracefully() {
         200
     );
 
-    stop.send(()).unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("serve returns after shutdown")
-        .unwrap();
-    result.unwrap();
+    served.stop().await;
     assert!(
         client.get(format!("{base}/healthz")).send().await.is_err(),
         "nothing listens any more"
@@ -99,8 +88,6 @@ async fn refuses_to_start_without_a_token() {
 #[tokio::test]
 async fn insecure_flag_serves_without_a_token() {
     let h = start_with(Options::default()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let state = ApiState::new(
         h.queue.clone(),
         ApiConfig {
@@ -108,14 +95,14 @@ async fn insecure_flag_serves_without_a_token() {
             ..ApiConfig::default()
         },
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(aftercall_api::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
-    let r = client().get(format!("{base}/stats")).send().await.unwrap();
+    let served = Served::start(state).await;
+    let r = client()
+        .get(format!("{}/stats", served.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    served.stop().await;
 }
 
 /// Hardening item 1: a blank filter field (`""`, `"  "`, `null`) is absent, so a bulk
@@ -124,12 +111,8 @@ async fn insecure_flag_serves_without_a_token() {
 #[tokio::test]
 async fn blank_filters_are_absent_and_dry_runs_touch_nothing() {
     let h = start_with(Options::default()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(aftercall_api::serve(listener, h.state.clone(), async {
-        let _ = stopped.await;
-    }));
+    let served = h.serve().await;
+    let base = served.base.clone();
     let client = client();
     let post = |path: &str, body: &str| {
         client
@@ -222,6 +205,5 @@ async fn blank_filters_are_absent_and_dry_runs_touch_nothing() {
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"purged": 1}));
     assert_eq!(h.queue.stats().await.unwrap().dead, dead - 1);
 
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    served.stop().await;
 }

@@ -83,6 +83,35 @@ pub async fn start() -> Harness {
     start_with(Options::default()).await
 }
 
+/// An API served by `aftercall_api::serve` on a real socket on 127.0.0.1.
+pub struct Served {
+    pub base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    pub async fn start(state: ApiState) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(aftercall_api::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Served { base, stop, server }
+    }
+
+    /// Shuts down gracefully; fails unless `serve` returns `Ok` within 10 s.
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.server)
+            .await
+            .expect("serve returns after shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 pub async fn start_with(opts: Options) -> Harness {
     let t = TestQueue::start_with("api-test", RedisOptions::fast(), |c| {
         c.max_event_bytes = opts.max_event_bytes
@@ -99,6 +128,11 @@ pub async fn start_with(opts: Options) -> Harness {
 }
 
 impl Harness {
+    /// This harness's API on a real socket.
+    pub async fn serve(&self) -> Served {
+        Served::start(self.state.clone()).await
+    }
+
     pub async fn send(
         &self,
         method: Method,
