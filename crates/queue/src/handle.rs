@@ -93,7 +93,7 @@ impl Queue {
         } else {
             None
         };
-        let facts = RedisFacts::read(&mut conn, slot)
+        let facts = RedisFacts::read_at_connect(&mut conn, slot)
             .await
             .map_err(unreachable)?;
         if writes && facts.evicts() && !cfg.allow_eviction {

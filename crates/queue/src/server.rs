@@ -26,7 +26,7 @@ pub struct RedisFacts {
     /// The append-only file is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aof: Option<bool>,
-    /// RDB snapshots are configured (`CONFIG GET save` is not empty).
+    /// RDB snapshots are configured (`CONFIG GET save` is not empty); read at connect only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rdb_saves: Option<bool>,
     /// Why nothing could be read: Redis refused `INFO` to this user (ACL).
@@ -35,10 +35,11 @@ pub struct RedisFacts {
 }
 
 impl RedisFacts {
-    /// Reads the facts: `INFO` (which managed Redis keeps) for the policy, evictions and
-    /// the AOF, and `CONFIG GET` (often disabled there) for the policy when `INFO` lacks
-    /// it (Redis before 6) and for RDB saves. On a cluster, the queue's primary is asked:
-    /// every key of the queue lives there.
+    /// Reads the policy and the eviction count from `INFO` (which managed Redis keeps),
+    /// asking `CONFIG GET` (often disabled there) for the policy only where `INFO` lacks
+    /// it (Redis before 4). One round trip as a rule: this runs at every scrape and
+    /// stats call. On a cluster, the queue's primary is asked: every key of the queue
+    /// lives there.
     pub async fn read(conn: &mut Conn, slot: Option<u16>) -> redis::RedisResult<RedisFacts> {
         let info = match conn::on_slot_primary(conn, slot, redis::cmd("INFO")).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
@@ -51,23 +52,23 @@ impl RedisFacts {
         };
         let info: String = redis::from_redis_value(info)?;
         let mut facts = RedisFacts::from_info(&info);
-        let config = |name: &str| {
-            let mut cmd = redis::cmd("CONFIG");
-            cmd.arg("GET").arg(name);
-            (cmd, name.to_string())
-        };
-        for (cmd, name) in [config("maxmemory-policy"), config("save")] {
-            // CONFIG may be renamed or disabled: then what INFO said stands.
-            let Ok(v) = conn::on_slot_primary(conn, slot, cmd).await else {
-                continue;
-            };
-            let Some(value) = config_value(v) else {
-                continue;
-            };
-            match name.as_str() {
-                "save" => facts.rdb_saves = Some(!value.trim().is_empty()),
-                _ => facts.maxmemory_policy = Some(value),
-            }
+        if facts.maxmemory_policy.is_none() {
+            facts.maxmemory_policy = config_get(conn, slot, "maxmemory-policy").await;
+        }
+        Ok(facts)
+    }
+
+    /// [`RedisFacts::read`], and whether RDB snapshots are configured (`CONFIG GET
+    /// save`), for the warnings at connect.
+    pub async fn read_at_connect(
+        conn: &mut Conn,
+        slot: Option<u16>,
+    ) -> redis::RedisResult<RedisFacts> {
+        let mut facts = RedisFacts::read(conn, slot).await?;
+        if facts.refused.is_none() {
+            facts.rdb_saves = config_get(conn, slot, "save")
+                .await
+                .map(|v| !v.trim().is_empty());
         }
         Ok(facts)
     }
@@ -134,6 +135,14 @@ impl RedisFacts {
         }
         out
     }
+}
+
+/// `CONFIG GET name`'s value; `None` where `CONFIG` is renamed, disabled or refused
+/// (then what `INFO` said stands).
+async fn config_get(conn: &mut Conn, slot: Option<u16>, name: &str) -> Option<String> {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg(name);
+    config_value(conn::on_slot_primary(conn, slot, cmd).await.ok()?)
 }
 
 /// `CONFIG GET name` answers `[name, value]` (RESP2) or `{name: value}` (RESP3).
