@@ -438,7 +438,8 @@ async fn stats(queue: &Queue, json: bool, watch: bool) -> anyhow::Result<()> {
                     .evicted_keys
                     .map_or_else(|| "unknown".to_string(), |n| n.to_string()),
             );
-            if s.redis.evicts() {
+            // Once, not every second of `--watch`.
+            if prev.is_none() && s.redis.evicts() {
                 eprintln!("aftercall: warning: {}", s.redis.eviction_problem());
             }
         }
