@@ -45,6 +45,25 @@ pub struct PostCallFollowUp {
     pub enabled: bool,
     #[serde(default)]
     pub actions: Vec<Action>,
+    /// How long a call from a platform that sends its analysis later (Retell's
+    /// `call_analyzed`) waits for it before fanning out anyway, e.g. `5m`. Unset: the call
+    /// fans out at once, and a later analysis is stored with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
+    pub wait_for_analysis: Option<String>,
+}
+
+/// The longest `wait_for_analysis`: a call's follow-up should not wait longer for it.
+pub const MAX_WAIT_FOR_ANALYSIS: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+impl PostCallFollowUp {
+    /// `wait_for_analysis`, once validated.
+    pub fn wait_for_analysis(&self) -> Option<std::time::Duration> {
+        self.wait_for_analysis
+            .as_deref()
+            .and_then(|s| parse_duration(s).ok())
+            .filter(|d| !d.is_zero())
+    }
 }
 
 /// One follow-up action, tagged by `type` as in the seed.
@@ -290,6 +309,17 @@ impl AgentConfig {
         let Some(f) = self.follow_up() else {
             return Ok(());
         };
+        if let Some(w) = &f.wait_for_analysis {
+            let d = parse_duration(w).map_err(|m| {
+                ConfigError::new("voice_tools.post_call_follow_up.wait_for_analysis", m)
+            })?;
+            if d > MAX_WAIT_FOR_ANALYSIS {
+                return Err(ConfigError::new(
+                    "voice_tools.post_call_follow_up.wait_for_analysis",
+                    "is longer than 1d",
+                ));
+            }
+        }
         for (i, action) in f.actions.iter().enumerate() {
             let p = |field: &str| format!("{ACTIONS_PATH}[{i}].{field}");
             if let Some(d) = action.delay_str() {

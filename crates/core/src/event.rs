@@ -4,7 +4,10 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod facts;
 mod view;
+
+pub use facts::{Analysis, Direction, EndedReason};
 
 /// A call-ended event as producers push it. Unknown top-level fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +48,26 @@ pub struct CallEvent {
     /// span carries the trace id and outgoing webhooks continue the trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The voice platform the call came from (`retell`, `vapi`, `bland` from the intake
+    /// routes; any short id from other producers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::id"))]
+    pub platform: Option<String>,
+    /// Why the call ended, normalised; the platform's own value is `platform_ended_reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_reason: Option<EndedReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_ended_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// The platform's post-call analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+    /// The platform's original message, as it arrived (an object), for ops and for
+    /// templates as `raw`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::object"))]
+    pub raw: Option<Value>,
 }
 
 /// Why an event was refused. Every variant names the offending field.
@@ -128,6 +151,13 @@ impl CallEvent {
             details: self.details.as_ref().map(Shape::of),
             caller_name: self.metadata.get("caller_name").map(Shape::of),
             caller_email: self.metadata.get("caller_email").map(Shape::of),
+            platform: self.platform.as_deref(),
+            analysis_data: self
+                .analysis
+                .as_ref()
+                .and_then(|a| a.data.as_ref())
+                .map(Shape::of),
+            raw: self.raw.as_ref().map(Shape::of),
         }
         .check()
     }
@@ -191,12 +221,25 @@ struct Checked<'a> {
     details: Option<Shape>,
     caller_name: Option<Shape>,
     caller_email: Option<Shape>,
+    platform: Option<&'a str>,
+    analysis_data: Option<Shape>,
+    raw: Option<Shape>,
 }
 
 impl Checked<'_> {
     fn check(&self) -> Result<(), EventError> {
         check_id("call_id", self.call_id)?;
         check_id("agent_id", self.agent_id)?;
+        if let Some(p) = self.platform {
+            check_id("platform", p)?;
+        }
+        for (field, shape) in [("analysis.data", self.analysis_data), ("raw", self.raw)] {
+            if let Some(s) = shape
+                && s != Shape::Object
+            {
+                return Err(EventError::invalid(field, "must be an object"));
+            }
+        }
         if let Some(n) = self.caller_number
             && !is_e164(n)
         {
@@ -448,6 +491,25 @@ mod tests {
             (r#""duration_seconds":1.0"#, false),
             (r#""colour":1"#, false),
             (r#""recording_url":"ftp://x/y""#, false),
+            (r#""ended_reason":"voicemail","direction":"inbound""#, true),
+            (r#""ended_reason":"hung""#, false),
+            (r#""direction":"sideways""#, false),
+            (
+                r#""analysis":{"successful":true,"sentiment":"x","data":{"a":[1e400]}}"#,
+                false,
+            ),
+            (
+                r#""analysis":{"successful":null,"sentiment":"x","data":{"a":1}}"#,
+                true,
+            ),
+            (r#""analysis":{"data":[1]}"#, false),
+            (r#""analysis":{"score":1}"#, false),
+            (r#""analysis":null,"raw":null"#, true),
+            (r#""raw":{"a":[1,{"b":null}]},"platform_ended_reason":"x""#, true),
+            (r#""raw":"x""#, false),
+            (r#""platform":"retell""#, true),
+            (r#""platform":"""#, false),
+            (r#""platform":"a b""#, false),
         ];
         for (extra, ok) in cases {
             let body = format!("{{{base},{extra}}}");

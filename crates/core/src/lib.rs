@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod config;
 pub mod event;
+pub mod intake;
 pub mod job;
 pub mod payload;
 pub mod retry;

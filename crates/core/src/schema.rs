@@ -41,6 +41,11 @@ pub fn details(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// A JSON object (`raw`: the platform's message as it arrived).
+pub fn object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": ["object", "null"]})
+}
+
 /// `utc_offset` is also read as `timezone` (serde's alias); both at once is a duplicate.
 pub fn timezone_alias(schema: &mut Schema) {
     let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else {

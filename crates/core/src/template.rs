@@ -22,6 +22,12 @@ pub const VARIABLES: &[&str] = &[
     "date",
     "details",
     "recording_url",
+    "platform",
+    "ended_reason",
+    "platform_ended_reason",
+    "direction",
+    "analysis",
+    "raw",
     "metadata",
 ];
 
@@ -255,6 +261,27 @@ impl Vars {
         m.insert("date", Value::from(date));
         m.insert("details", Value::from(details));
         m.insert("recording_url", s(event.recording_url.as_deref()));
+        m.insert("platform", s(event.platform.as_deref()));
+        m.insert("ended_reason", s(event.ended_reason.map(|r| r.as_str())));
+        m.insert(
+            "platform_ended_reason",
+            s(event.platform_ended_reason.as_deref()),
+        );
+        m.insert("direction", s(event.direction.map(|d| d.as_str())));
+        // Always an object, so `analysis.successful` reads as undefined (falsy) rather
+        // than failing on a call without analysis.
+        m.insert(
+            "analysis",
+            Value::from_serialize(event.analysis.clone().unwrap_or_default()),
+        );
+        m.insert(
+            "raw",
+            event
+                .raw
+                .as_ref()
+                .map(Value::from_serialize)
+                .unwrap_or_else(|| Value::from_serialize(serde_json::Map::new())),
+        );
         m.insert("metadata", Value::from_serialize(&event.metadata));
         Vars(m)
     }

@@ -17,7 +17,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::{Checked, Shape};
+use super::{Checked, Direction, EndedReason, Shape};
 
 /// serde_json's private key for a raw value inside a map, which its `Value` reads
 /// specially: a map with such a key is left to `CallEvent` to decide.
@@ -52,6 +52,31 @@ pub(super) struct EventView<'a> {
     metadata: Metadata,
     #[serde(default)]
     traceparent: Option<&'a str>,
+    #[serde(default)]
+    platform: Option<&'a str>,
+    #[serde(default)]
+    ended_reason: Option<EndedReason>,
+    #[serde(default)]
+    platform_ended_reason: Option<AnyString>,
+    #[serde(default)]
+    direction: Option<Direction>,
+    #[serde(default)]
+    analysis: Option<AnalysisView>,
+    #[serde(default)]
+    raw: Option<Shape>,
+}
+
+/// `analysis`, read as [`super::Analysis`] is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct AnalysisView {
+    #[serde(default)]
+    successful: Option<bool>,
+    #[serde(default)]
+    sentiment: Option<AnyString>,
+    #[serde(default)]
+    data: Option<Shape>,
 }
 
 impl EventView<'_> {
@@ -67,6 +92,9 @@ impl EventView<'_> {
             details: self.details,
             caller_name: self.metadata.caller_name,
             caller_email: self.metadata.caller_email,
+            platform: self.platform,
+            analysis_data: self.analysis.as_ref().and_then(|a| a.data),
+            raw: self.raw,
         }
     }
 }

@@ -1,0 +1,92 @@
+//! What a call's outcome was, as later rules need it: why it ended (normalised), which
+//! way it went, and the platform's analysis. Producers may send them on `POST /calls`;
+//! the platform intake (`crate::intake`) fills them from each platform's own fields.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Why a call ended, normalised across platforms. The platform's own value is kept
+/// beside it in `platform_ended_reason`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedReason {
+    /// The conversation ran to its end (neither side is known to have hung up first).
+    Completed,
+    /// The caller (the person, in either direction) hung up.
+    CallerHungUp,
+    /// The agent ended the call.
+    AgentHungUp,
+    /// A voicemail or answering machine answered.
+    Voicemail,
+    /// Nobody answered.
+    NoAnswer,
+    /// The line was busy.
+    Busy,
+    /// The call was transferred to someone else.
+    Transferred,
+    /// Silence, inactivity or the maximum duration ended it.
+    TimedOut,
+    /// The call could not be placed or broke (dial errors, platform errors, payment).
+    Failed,
+    /// Anything else the platform reported.
+    Other,
+}
+
+impl EndedReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedReason::Completed => "completed",
+            EndedReason::CallerHungUp => "caller_hung_up",
+            EndedReason::AgentHungUp => "agent_hung_up",
+            EndedReason::Voicemail => "voicemail",
+            EndedReason::NoAnswer => "no_answer",
+            EndedReason::Busy => "busy",
+            EndedReason::Transferred => "transferred",
+            EndedReason::TimedOut => "timed_out",
+            EndedReason::Failed => "failed",
+            EndedReason::Other => "other",
+        }
+    }
+}
+
+/// Which way the call went. Web calls have none.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// The platform's post-call analysis. Every field is optional: platforms leave them
+/// empty on calls that did not connect.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    /// Whether the call reached its goal, as the platform judged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successful: Option<bool>,
+    /// The caller's sentiment, lower-cased (`positive`, `neutral`, `negative`, `unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentiment: Option<String>,
+    /// The platform's structured or custom analysis data: an object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl Analysis {
+    pub fn is_empty(&self) -> bool {
+        self.successful.is_none() && self.sentiment.is_none() && self.data.is_none()
+    }
+}
