@@ -78,6 +78,8 @@ pub struct ApiConfig {
     pub rate_limit_per_minute: u32,
     /// What one connection may hold, and how many there may be.
     pub server: ServerLimits,
+    /// The voice platforms' credentials for `POST /ingest/*`.
+    pub platforms: crate::PlatformConfig,
 }
 
 impl Default for ApiConfig {
@@ -88,6 +90,7 @@ impl Default for ApiConfig {
             max_body_bytes: 10 * 1024 * 1024,
             rate_limit_per_minute: 600,
             server: ServerLimits::default(),
+            platforms: crate::PlatformConfig::default(),
         }
     }
 }
@@ -158,6 +161,7 @@ impl ApiConfig {
             }
         }
         let cfg = ApiConfig {
+            platforms: crate::PlatformConfig::from_settings(s)?,
             server,
             tokens,
             insecure_no_auth: s.bool("AFTERCALL_API_INSECURE_NO_AUTH")?.unwrap_or(false),

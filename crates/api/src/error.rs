@@ -17,6 +17,10 @@ pub enum ApiError {
     MissingToken,
     #[error("unknown bearer token")]
     InvalidToken,
+    /// A platform's message without a valid signature or secret (or the platform has no
+    /// credentials configured). The reason never quotes the body.
+    #[error("{0}")]
+    Unsigned(String),
     #[error("this route needs a token with scope `{needed}`; token `{name}` has scope `{has}`")]
     Forbidden {
         needed: Scope,
@@ -146,7 +150,9 @@ impl From<QueueError> for ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
+            ApiError::MissingToken | ApiError::InvalidToken | ApiError::Unsigned(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
@@ -175,7 +181,9 @@ impl ApiError {
     /// The stable, machine-readable `error` field.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::MissingToken | ApiError::InvalidToken => "unauthorized",
+            ApiError::MissingToken | ApiError::InvalidToken | ApiError::Unsigned(_) => {
+                "unauthorized"
+            }
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",

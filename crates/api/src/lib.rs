@@ -12,6 +12,7 @@ mod ingest;
 mod json;
 mod openapi;
 mod patch;
+mod platforms;
 mod routes;
 mod server;
 
@@ -27,6 +28,7 @@ pub use handlers::parse_time;
 pub use ingest::{BodyFormat, Calls, ItemError, parse_calls};
 pub use openapi::openapi;
 pub use patch::{REDACTED_HEADER, apply_agent_patch, merge_patch, redact_job, redact_record};
+pub use platforms::PlatformConfig;
 pub use routes::router;
 pub use server::{BodyTimedOut, ServerLimits, serve_routes};
 
@@ -36,15 +38,18 @@ pub struct ApiState {
     pub queue: Queue,
     pub cfg: Arc<ApiConfig>,
     gate: Arc<auth::Gate>,
+    intake: Arc<platforms::Intake>,
 }
 
 impl ApiState {
     pub fn new(queue: Queue, cfg: ApiConfig) -> ApiState {
         let gate = Arc::new(auth::Gate::new(&cfg));
+        let intake = Arc::new(platforms::Intake::new(&cfg.platforms));
         ApiState {
             queue,
             cfg: Arc::new(cfg),
             gate,
+            intake,
         }
     }
 

@@ -207,7 +207,9 @@ fn error_description(code: u16) -> &'static str {
         400 => {
             "Malformed JSON, a key repeated in an object, a bad path, query or filter (`malformed_json`, `duplicate_key`, `invalid_path`, `invalid_query`, `invalid_filter`, `empty_filter`, `empty_batch`, ...)."
         }
-        401 => "No token or an unknown one (`unauthorized`); see `WWW-Authenticate`.",
+        401 => {
+            "No token or an unknown one (`unauthorized`); see `WWW-Authenticate`. On `/ingest/*`: a missing, forged or stale signature, or no credentials configured for the platform."
+        }
         403 => "The token's scope is too low for this route (`forbidden`).",
         404 => "Not found (`not_found`).",
         409 => {
@@ -262,12 +264,17 @@ fn build() -> Value {
     answers.subschema_for::<handlers::Purged>();
     answers.subschema_for::<handlers::BulkReplayed>();
     answers.subschema_for::<handlers::BulkPurged>();
+    answers.subschema_for::<crate::platforms::IngestAnswer>();
     for (name, schema) in answers.take_definitions(true) {
         // A request type answered back (AgentConfig) keeps its reading schema: what the
         // server writes, it reads.
         schemas.entry(name).or_insert(schema);
     }
     schemas.insert("DeadLetterPage".into(), page.to_value());
+    schemas.insert(
+        "PlatformMessage".into(),
+        json!({"type": "object", "description": "The platform's own message, as it sends it (see docs/platforms.md)."}),
+    );
     schemas.insert(
         "Ingested".into(),
         json!({"anyOf": [{"$ref": "#/components/schemas/Enqueued"}, {"$ref": "#/components/schemas/BatchResult"}]}),

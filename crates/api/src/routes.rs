@@ -17,6 +17,7 @@ use crate::ApiState;
 use crate::config::Scope;
 use crate::error::ApiError;
 use crate::handlers as h;
+use crate::platforms;
 
 /// One route. `scope: None` is public (no token).
 pub(crate) struct Route {
@@ -350,7 +351,64 @@ pub(crate) fn routes() -> Vec<Route> {
                 ..DOC
             },
         ),
+        ingest_route(
+            "/ingest/retell",
+            "ingestRetell",
+            "Retell's webhook (`call_ended`, `call_analyzed`; others are ignored), signed with `x-retell-signature` (AFTERCALL_RETELL_API_KEY). No bearer token.",
+            platforms::retell,
+        ),
+        ingest_route(
+            "/ingest/vapi",
+            "ingestVapi",
+            "Vapi's server messages (`end-of-call-report`; others are ignored), with a Bearer Token credential, the legacy `x-vapi-secret` (AFTERCALL_VAPI_SECRET) or an HMAC credential (AFTERCALL_VAPI_HMAC_SECRET). No bearer token of the API.",
+            platforms::vapi,
+        ),
+        ingest_route(
+            "/ingest/bland",
+            "ingestBland",
+            "Bland's post-call webhook, signed with `X-Webhook-Signature` (AFTERCALL_BLAND_WEBHOOK_SECRET). No bearer token.",
+            platforms::bland,
+        ),
     ]
+}
+
+/// A platform's intake route: public (the platform signs instead of a token).
+fn ingest_route<H, T>(
+    path: &'static str,
+    id: &'static str,
+    summary: &'static str,
+    handler: H,
+) -> Route
+where
+    H: Handler<T, ApiState>,
+    T: 'static,
+{
+    route(
+        Method::POST,
+        path,
+        None,
+        handler,
+        Doc {
+            id,
+            tag: "intake",
+            summary,
+            body: Some(&[("application/json", Some("PlatformMessage"))]),
+            ok: &[
+                (
+                    202,
+                    "A new call: enqueued, waiting for its analysis, or released by it.",
+                    Some("IngestAnswer"),
+                ),
+                (
+                    200,
+                    "Acknowledged: a duplicate, a late analysis, or a message aftercall does not use.",
+                    Some("IngestAnswer"),
+                ),
+            ],
+            errors: &[401, 422, 429, 503, 507],
+            ..DOC
+        },
+    )
 }
 
 /// What the guard needs to know about its route.

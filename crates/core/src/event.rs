@@ -61,7 +61,11 @@ pub struct CallEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
     /// The platform's post-call analysis.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "facts::optional_map"
+    )]
     pub analysis: Option<Analysis>,
     /// The platform's original message, as it arrived (an object), for ops and for
     /// templates as `raw`.
@@ -503,9 +507,14 @@ mod tests {
                 true,
             ),
             (r#""analysis":{"data":[1]}"#, false),
+            (r#""analysis":[null,null]"#, false),
+            (r#""analysis":[]"#, false),
             (r#""analysis":{"score":1}"#, false),
             (r#""analysis":null,"raw":null"#, true),
-            (r#""raw":{"a":[1,{"b":null}]},"platform_ended_reason":"x""#, true),
+            (
+                r#""raw":{"a":[1,{"b":null}]},"platform_ended_reason":"x""#,
+                true,
+            ),
             (r#""raw":"x""#, false),
             (r#""platform":"retell""#, true),
             (r#""platform":"""#, false),

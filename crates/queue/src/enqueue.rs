@@ -300,7 +300,7 @@ impl Queue {
 
     /// With `wait_replicas` set, waits until that many replicas acknowledged the writes
     /// so far; too few in time is an error, so the producer does not take it as stored.
-    async fn wait_for_replicas(&self) -> Result<(), QueueError> {
+    pub(crate) async fn wait_for_replicas(&self) -> Result<(), QueueError> {
         let n = self.inner.cfg.wait_replicas;
         if n == 0 {
             return Ok(());

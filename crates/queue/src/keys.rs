@@ -20,6 +20,8 @@ pub struct Keys {
     /// (its id the time, its fields the call ids).
     pub calls_log: String,
     pub fanout: String,
+    /// A call's analysis from its platform (call id -> record), kept as long as the call.
+    pub analysis: String,
     pub notify: String,
     pub agents: String,
     pub workers: String,
@@ -65,6 +67,7 @@ impl Keys {
             "calls" => &self.calls,
             "calls_log" => &self.calls_log,
             "fanout" => &self.fanout,
+            "analysis" => &self.analysis,
             "notify" => &self.notify,
             "agents" => &self.agents,
             "workers" => &self.workers,
@@ -95,6 +98,7 @@ impl Keys {
             calls: k("calls"),
             calls_log: k("calls_log"),
             fanout: k("fanout"),
+            analysis: k("analysis"),
             notify: k("notify"),
             agents: k("agents"),
             workers: k("workers"),

@@ -6,7 +6,8 @@
 //! - `config.rs`: [`QueueConfig`], from `AFTERCALL_*` settings; `error.rs`: [`QueueError`];
 //! - `handle.rs`: [`Queue`], connecting and what is checked then (`server.rs`: the
 //!   Redis's eviction policy and persistence), the shared connection, script plumbing;
-//! - `enqueue.rs`: the producer side; `worker.rs`: fetch, finish, fan-out, renew, sweep;
+//! - `enqueue.rs`: the producer side; `intake.rs`: a call held for its platform's
+//!   analysis, and the analysis joining it; `worker.rs`: fetch, finish, fan-out, renew, sweep;
 //! - `limits.rs`: per-destination limits; `agents.rs`: agent configs;
 //! - `ops.rs`: what ops read and repair (dead letters, per-call status, stats);
 //! - `keys.rs`: every key name; `scripts.rs` and `lua/`: the scripts; `conn.rs`: one
@@ -19,6 +20,7 @@ mod enqueue;
 mod error;
 mod handle;
 mod ids;
+mod intake;
 mod keys;
 mod limits;
 mod ops;
@@ -35,6 +37,7 @@ pub use enqueue::Enqueued;
 pub use error::QueueError;
 pub use handle::Queue;
 pub use ids::{JobId, LeaseToken};
+pub use intake::{AnalysisRecord, Ingested, IntakeOutcome};
 pub use keys::Keys;
 pub use limits::Limit;
 pub use ops::{

@@ -80,6 +80,10 @@ pub struct CallStatus {
     pub call_id: String,
     pub call_ended: JobRecord,
     pub actions: Vec<JobRecord>,
+    /// The platform's analysis, when one arrived after the call (Retell's
+    /// `call_analyzed`): joined before the fan-out, or kept after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::AnalysisRecord>,
 }
 
 impl CallStatus {
@@ -89,6 +93,7 @@ impl CallStatus {
             call_id: self.call_id,
             call_ended: self.call_ended.redacted(),
             actions: self.actions.into_iter().map(JobRecord::redacted).collect(),
+            analysis: self.analysis,
         }
     }
 }
@@ -335,11 +340,13 @@ impl Queue {
         let mut tries = 0;
         loop {
             tries += 1;
-            let (parent, fanout): (Option<String>, Option<String>) = redis::pipe()
-                .hget(&k.calls, call_id)
-                .hget(&k.fanout, call_id)
-                .query_async(&mut self.conn())
-                .await?;
+            let (parent, fanout, analysis): (Option<String>, Option<String>, Option<String>) =
+                redis::pipe()
+                    .hget(&k.calls, call_id)
+                    .hget(&k.fanout, call_id)
+                    .hget(&k.analysis, call_id)
+                    .query_async(&mut self.conn())
+                    .await?;
             let Some(parent) = parent else {
                 return Ok(None);
             };
@@ -360,10 +367,17 @@ impl Queue {
             if !fanned_out && call_ended.state.state == "fanned_out" && tries < 3 {
                 continue;
             }
+            let analysis = analysis
+                .map(|a| {
+                    serde_json::from_str(&a)
+                        .map_err(|e| QueueError::Corrupt(format!("analysis of {call_id}: {e}")))
+                })
+                .transpose()?;
             return Ok(Some(CallStatus {
                 call_id: call_id.to_string(),
                 call_ended,
                 actions: records,
+                analysis,
             }));
         }
     }

@@ -67,10 +67,11 @@ pub struct Scripts {
     pub sweep: QueueScript,
     pub limit: QueueScript,
     pub agent_cas: QueueScript,
+    pub intake: QueueScript,
 }
 
 /// Each script's source and key list.
-const SOURCES: [(&str, &str, &[&str]); 10] = [
+const SOURCES: [(&str, &str, &[&str]); 11] = [
     (
         "enqueue",
         include_str!("lua/enqueue.lua"),
@@ -164,12 +165,28 @@ const SOURCES: [(&str, &str, &[&str]); 10] = [
             "calls",
             "calls_log",
             "fanout",
+            "analysis",
         ],
     ),
     // A destination's semaphore (token -> expiry ms) and this second's start counter:
     // made per call by `Keys::limit` and `Keys::rate`.
     ("limit", include_str!("lua/limit.lua"), &["sem", "rate"]),
     ("agent_cas", include_str!("lua/agent_cas.lua"), &["agents"]),
+    (
+        "intake",
+        include_str!("lua/intake.lua"),
+        &[
+            "calls",
+            "calls_log",
+            "ready",
+            "scheduled",
+            "data",
+            "state",
+            "max",
+            "notify",
+            "analysis",
+        ],
+    ),
 ];
 
 impl Scripts {
@@ -185,6 +202,7 @@ impl Scripts {
             sweep,
             limit,
             agent_cas,
+            intake,
         ] = SOURCES.map(|(_, body, keys)| QueueScript::new(body, keys));
         Scripts {
             enqueue,
@@ -197,6 +215,7 @@ impl Scripts {
             sweep,
             limit,
             agent_cas,
+            intake,
         }
     }
 }

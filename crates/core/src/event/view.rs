@@ -17,6 +17,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use super::facts::MapOnly;
 use super::{Checked, Direction, EndedReason, Shape};
 
 /// serde_json's private key for a raw value inside a map, which its `Value` reads
@@ -61,7 +62,7 @@ pub(super) struct EventView<'a> {
     #[serde(default)]
     direction: Option<Direction>,
     #[serde(default)]
-    analysis: Option<AnalysisView>,
+    analysis: Option<MapOnly<AnalysisView>>,
     #[serde(default)]
     raw: Option<Shape>,
 }
@@ -93,7 +94,7 @@ impl EventView<'_> {
             caller_name: self.metadata.caller_name,
             caller_email: self.metadata.caller_email,
             platform: self.platform,
-            analysis_data: self.analysis.as_ref().and_then(|a| a.data),
+            analysis_data: self.analysis.as_ref().and_then(|a| a.0.data),
             raw: self.raw,
         }
     }

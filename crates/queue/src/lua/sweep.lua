@@ -1,5 +1,5 @@
 -- Retention: forgets finished jobs and call ids older than the cutoff, in bounded steps.
--- KEYS (scripts.rs binds them as locals): done_key, data_key, state_key, attempts_key, max_key, log_key, calls_key, calls_log_key, fanout_key
+-- KEYS (scripts.rs binds them as locals): done_key, data_key, state_key, attempts_key, max_key, log_key, calls_key, calls_log_key, fanout_key, analysis_key
 -- ARGV: cutoff_ms, limit, retention_ms
 -- Call ids are forgotten by whole entries of the log (one per enqueue: up to 500 ids),
 -- until `limit` ids are gone.
@@ -26,6 +26,7 @@ while forgotten < limit and log_cutoff > 0 do
     for f = 1, #fields, 2 do
       redis.call('HDEL', calls_key, fields[f])
       redis.call('HDEL', fanout_key, fields[f])
+      redis.call('HDEL', analysis_key, fields[f])
     end
     forgotten = forgotten + #fields / 2
     redis.call('XDEL', calls_log_key, e[1])
