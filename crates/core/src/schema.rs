@@ -33,6 +33,13 @@ pub fn id(_: &mut SchemaGenerator) -> Schema {
     Schema::try_from(id_schema()).expect("an object")
 }
 
+/// An optional id (`platform`): an id, or `null` for none.
+pub fn optional_id(_: &mut SchemaGenerator) -> Schema {
+    let mut s = id_schema();
+    s["type"] = json!(["string", "null"]);
+    Schema::try_from(s).expect("an object")
+}
+
 /// `details`: a string or an object (`null` is no details).
 pub fn details(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
