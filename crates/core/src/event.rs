@@ -51,7 +51,10 @@ pub struct CallEvent {
     /// The voice platform the call came from (`retell`, `vapi`, `bland` from the intake
     /// routes; any short id from other producers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::optional_id"))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::optional_id")
+    )]
     pub platform: Option<String>,
     /// Why the call ended, normalised; the platform's own value is `platform_ended_reason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
