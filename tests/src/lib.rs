@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use std::collections::{BTreeMap, HashMap};
 
 use aftercall_queue::{CallStatus, Queue, QueueConfig};
-pub use aftercall_testkit::{Received, Receiver, RedisOptions, RedisServer, Reply, free_port};
+pub use aftercall_testkit::{
+    Http, Received, Receiver, RedisOptions, RedisServer, Reply, TestQueue, free_port, plain_url,
+};
 
 /// Where cargo put the binaries: next to the test executable's `deps/` folder.
 pub fn bin(name: &str) -> PathBuf {
@@ -33,44 +35,44 @@ pub fn fixture(name: &str) -> String {
     .expect("fixture")
 }
 
-/// One test's world: its own Redis, queue prefix and scratch folder.
+/// One test's world: a [`TestQueue`] (its own Redis, queue prefix and scratch folder,
+/// reached through `Deref`: `w.redis`, `w.queue`, `w.dir`) and the environment its
+/// worker and CLI processes get.
 pub struct World {
-    pub redis: RedisServer,
+    pub t: TestQueue,
     /// The URL every process of this world uses to reach `redis`.
     pub url: String,
     pub prefix: String,
-    pub dir: PathBuf,
-    pub queue: Queue,
     /// Extra environment for every worker started by this world.
     pub env: Vec<(String, String)>,
 }
 
+impl std::ops::Deref for World {
+    type Target = TestQueue;
+    fn deref(&self) -> &TestQueue {
+        &self.t
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut TestQueue {
+        &mut self.t
+    }
+}
+
 impl World {
     pub async fn new() -> World {
-        World::with_redis(RedisOptions::default(), |port| {
-            format!("redis://127.0.0.1:{port}")
-        })
-        .await
+        World::with_redis(RedisOptions::default(), plain_url).await
     }
 
     /// A world whose Redis runs with `opts` and is reached at `url(port)` (e.g. with
-    /// credentials for an ACL user, or `rediss://` on a TLS port).
-    pub async fn with_redis(opts: RedisOptions, url: impl Fn(u16) -> String) -> World {
-        let dir =
-            std::env::temp_dir().join(format!("aftercall-test-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let redis = RedisServer::start(&dir.join("redis"), opts)
-            .await
-            .expect("redis-server");
-        let url = url(redis.port());
-        let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let queue = Queue::connect(QueueConfig {
-            url: url.clone(),
-            prefix: prefix.clone(),
-            ..Default::default()
+    /// credentials for an ACL user, or `rediss://` on a TLS port). Its queue prefix
+    /// starts with `t` (the ACL test's key pattern counts on it).
+    pub async fn with_redis(opts: RedisOptions, url: impl FnOnce(u16) -> String) -> World {
+        let t = TestQueue::start_at("t", opts, url, |c| {
+            c.response_timeout = QueueConfig::default().response_timeout;
         })
-        .await
-        .expect("connect");
+        .await;
         let env = vec![
             ("AFTERCALL_ALLOW_CIDRS".into(), "127.0.0.0/8".into()),
             ("AFTERCALL_RETRY_BASE".into(), "200ms".into()),
@@ -80,15 +82,13 @@ impl World {
             ("AFTERCALL_GRACE".into(), "5s".into()),
             (
                 "AFTERCALL_OUTBOX".into(),
-                dir.join("outbox").display().to_string(),
+                t.dir.join("outbox").display().to_string(),
             ),
         ];
         World {
-            redis,
-            url,
-            prefix,
-            dir,
-            queue,
+            url: t.url().to_string(),
+            prefix: t.queue.config().prefix.clone(),
+            t,
             env,
         }
     }
@@ -96,6 +96,15 @@ impl World {
     pub fn set(&mut self, k: &str, v: &str) {
         self.env.retain(|(key, _)| key != k);
         self.env.push((k.into(), v.into()));
+    }
+
+    /// Gives the world's workers an API on a free port that takes `tokens` (as in
+    /// `AFTERCALL_API_TOKENS`); returns a client for it.
+    pub fn with_api(&mut self, tokens: &str) -> Http {
+        let port = free_port();
+        self.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
+        self.set("AFTERCALL_API_TOKENS", tokens);
+        Http::new(format!("http://127.0.0.1:{port}"))
     }
 
     fn base_env(&self, cmd: &mut Command) {
@@ -114,7 +123,15 @@ impl World {
 
     /// Starts a worker with extra environment on top of the world's.
     pub fn worker_with(&self, extra: &[(&str, &str)]) -> Worker {
-        let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
+        let n = std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("worker-"))
+                })
+                .count()
+            })
+            .unwrap_or(0);
         let log = self.dir.join(format!("worker-{n}.log"));
         let mut cmd = Command::new(bin("aftercall-worker"));
         self.base_env(&mut cmd);
@@ -424,14 +441,6 @@ where
     }
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
 /// True when every action of the call has settled (delivered, skipped or dead).
 pub fn settled(s: &CallStatus) -> bool {
     let parent = matches!(
@@ -456,6 +465,25 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Waits until `GET path` on `api` answers `status`, or fails after 30 s with the
+    /// worker's log.
+    pub async fn wait_status(&self, api: &Http, path: &str, status: u16) -> reqwest::Response {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = api.request(reqwest::Method::GET, path, None).send().await
+                && r.status().as_u16() == status
+            {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never answered {status}: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

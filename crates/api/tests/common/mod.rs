@@ -10,6 +10,7 @@ use aftercall_api::{ApiConfig, ApiState, Scope, Token};
 use aftercall_core::job::{FanOut, fan_out};
 use aftercall_core::{Attempt, AttemptOutcome, CallEvent, Job};
 use aftercall_queue::{FanOutRecord, FannedOut, Finish, FinishMode, Queue, StateInfo};
+pub use aftercall_testkit::Http;
 use aftercall_testkit::{RedisOptions, TestQueue};
 use axum::Router;
 use axum::body::Body;
@@ -101,6 +102,11 @@ impl Served {
         Served { base, stop, server }
     }
 
+    /// A client for this API.
+    pub fn http(&self) -> Http {
+        Http::new(self.base.clone())
+    }
+
     /// Shuts down gracefully; fails unless `serve` returns `Ok` within 10 s.
     pub async fn stop(self) {
         self.stop.send(()).unwrap();
@@ -131,6 +137,18 @@ impl Harness {
     /// This harness's API on a real socket.
     pub async fn serve(&self) -> Served {
         Served::start(self.state.clone()).await
+    }
+
+    /// [`Harness::serve`], then the seed agent stored over HTTP as `agent_abc123`: the
+    /// served API and a client for it.
+    pub async fn serve_seeded(&self) -> (Served, Http) {
+        let served = self.serve().await;
+        let http = served.http();
+        let r = http
+            .json(Method::PATCH, "/agents/agent_abc123", ADMIN, SEED_AGENT)
+            .await;
+        assert_eq!(r.status(), 201, "the seed agent is stored");
+        (served, http)
     }
 
     pub async fn send(
@@ -279,15 +297,6 @@ fn attempt(n: u32, outcome: AttemptOutcome, status: Option<u16>) -> Attempt {
         worker: Some("test-worker".into()),
         next_run_at: None,
     }
-}
-
-/// An HTTP client (reqwest is built without a crypto provider and needs one installed).
-pub fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client builds")
 }
 
 /// A call-ended event for `agent` with id `call`.
