@@ -65,6 +65,15 @@ impl World {
         World::with_redis(RedisOptions::default(), plain_url).await
     }
 
+    /// A world whose workers and CLI get `env` on top of the defaults (see [`World::set`]).
+    pub async fn with_env(env: &[(&str, &str)]) -> World {
+        let mut w = World::new().await;
+        for (k, v) in env {
+            w.set(k, v);
+        }
+        w
+    }
+
     /// A world whose Redis runs with `opts` and is reached at `url(port)` (e.g. with
     /// credentials for an ACL user, or `rediss://` on a TLS port). Its queue prefix
     /// starts with `t` (the ACL test's key pattern counts on it).
@@ -169,6 +178,15 @@ impl World {
         child.wait_with_output().expect("aftercall output")
     }
 
+    /// Configures `agent` through the CLI, as an operator would: `body` written to
+    /// `<dir>/agent.json`, then `aftercall agents set <agent> --file <that file>`.
+    pub fn cli_set_agent(&self, agent: &str, body: &str) -> Output {
+        let file = self.dir.join("agent.json");
+        std::fs::write(&file, body).expect("agent file");
+        let file = file.to_str().expect("a UTF-8 path");
+        self.cli(&["agents", "set", agent, "--file", file], "")
+    }
+
     /// Stores the seed's agent body, its webhook pointed at `url`.
     pub async fn seed_agent(&self, agent_id: &str, webhook_url: &str) {
         let body = fixture("seed-agent.json")
@@ -190,6 +208,15 @@ impl World {
             .set_agent(agent_id, &cfg)
             .await
             .expect("set agent");
+    }
+
+    /// A receiver answering `reply` (unless scripted otherwise), and `agent` with one
+    /// webhook action to it.
+    pub async fn receiver_for(&self, agent: &str, reply: Reply) -> Receiver {
+        let rx = Receiver::start().await.expect("receiver starts");
+        rx.set_default(reply);
+        self.webhook_agent(agent, &rx.url).await;
+        rx
     }
 
     /// Polls a call until `done` holds or the deadline passes; returns the last status.
@@ -273,27 +300,15 @@ impl World {
     pub async fn audit(&self) -> Audit {
         let k = self.queue.keys().clone();
         let mut c = self.raw().await;
-        let q = |cmd: &str, key: &str| {
-            let mut x = redis::cmd(cmd);
-            x.arg(key);
-            x
-        };
-        let data_ids: Vec<String> = q("HKEYS", &k.data)
-            .query_async(&mut c)
-            .await
-            .expect("HKEYS");
-        let states: HashMap<String, String> = q("HGETALL", &k.state)
-            .query_async(&mut c)
-            .await
-            .expect("state");
-        let calls: HashMap<String, String> = q("HGETALL", &k.calls)
-            .query_async(&mut c)
-            .await
-            .expect("calls");
-        let fanout: HashMap<String, String> = q("HGETALL", &k.fanout)
-            .query_async(&mut c)
-            .await
-            .expect("fanout");
+        use redis::AsyncCommands;
+        let data_ids: Vec<String> = c.hkeys(&k.data).await.expect("HKEYS");
+        let mut hash =
+            async |key: &str| -> HashMap<String, String> { c.hgetall(key).await.expect("HGETALL") };
+        let (states, calls, fanout) = (
+            hash(&k.state).await,
+            hash(&k.calls).await,
+            hash(&k.fanout).await,
+        );
         let mut places: HashMap<String, Vec<&'static str>> = HashMap::new();
         for (place, ids) in job_places(&self.queue, &mut c).await {
             for id in ids {
@@ -453,6 +468,30 @@ pub fn settled(s: &CallStatus) -> bool {
             .all(|a| matches!(a.state.state.as_str(), "delivered" | "skipped" | "dead"))
 }
 
+/// Each action of the call as `(kind, state)`, in the agent's order.
+pub fn action_states(s: &CallStatus) -> Vec<(&str, &str)> {
+    s.actions
+        .iter()
+        .map(|a| (a.kind.as_str(), a.state.state.as_str()))
+        .collect()
+}
+
+/// Fails unless the process failed with standard error starting with `prefix`.
+pub fn assert_failed_with(out: &Output, prefix: &str) {
+    assert!(!out.status.success(), "succeeded: {}", stdout(out));
+    assert!(stderr(out).starts_with(prefix), "{}", stderr(out));
+}
+
+/// A process's standard output, as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A process's standard error, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 pub fn call_event(call_id: &str, agent_id: &str) -> String {
     format!(
         r#"{{"call_id":"{call_id}","agent_id":"{agent_id}","caller_number":"+14155551234","duration_seconds":61,"summary":"s","metadata":{{"caller_name":"Ann","caller_email":"ann@example.com"}}}}"#
@@ -491,18 +530,8 @@ impl Worker {
 
     /// SIGTERM, then waits for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.sigterm();
+        self.wait_exit(timeout)
     }
 
     pub fn is_running(&mut self) -> bool {

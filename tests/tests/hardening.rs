@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use aftercall_tests::{Http, Receiver, RedisOptions, RedisServer, World, call_event, settled};
+use aftercall_tests::{Http, RedisOptions, RedisServer, Reply, World, call_event, settled};
 use reqwest::Method;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -228,8 +228,7 @@ async fn out_of_memory_mid_enqueue_says_how_far_it_got_and_a_rerun_finishes() {
 async fn a_worker_started_before_redis_waits_and_serves_healthz() {
     let mut w = World::new().await;
     let api = with_api(&mut w);
-    let rx = Receiver::start().await.unwrap();
-    w.webhook_agent("a", &rx.url).await;
+    let _rx = w.receiver_for("a", Reply::ok()).await;
     w.redis.kill().await;
 
     let mut worker = w.worker();

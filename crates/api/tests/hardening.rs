@@ -340,45 +340,73 @@ async fn a_key_repeated_in_any_json_body_is_refused_with_400_naming_it() {
     };
     assert_eq!(dead_count().await, dead.len());
 
-    // `{"all": false, "all": true}` used to replay everything.
-    for path in ["replay", "purge"] {
-        let r = live
-            .json(
-                M::POST,
-                &format!("/dead-letters/{path}"),
-                r#"{"all": false, "all": true}"#,
-            )
-            .await;
-        refused(&r, "all");
-        let r = live
-            .json(
-                M::POST,
-                &format!("/dead-letters/{path}"),
-                r#"{"agent": "nobody", "all": true, "agent": "agent_abc123"}"#,
-            )
-            .await;
-        refused(&r, "agent");
+    // Each body repeats a key; each is refused naming it. `{"all": false, "all": true}`
+    // used to replay everything; PATCH /agents used to keep the last one, at any depth;
+    // POST /calls refused them already (422, `duplicate field`), now with the same 400.
+    let cases: Vec<(M, &str, &str, &str)> = vec![
+        (
+            M::POST,
+            "/dead-letters/replay",
+            r#"{"all": false, "all": true}"#,
+            "all",
+        ),
+        (
+            M::POST,
+            "/dead-letters/purge",
+            r#"{"all": false, "all": true}"#,
+            "all",
+        ),
+        (
+            M::POST,
+            "/dead-letters/replay",
+            r#"{"agent": "nobody", "all": true, "agent": "agent_abc123"}"#,
+            "agent",
+        ),
+        (
+            M::POST,
+            "/dead-letters/purge",
+            r#"{"agent": "nobody", "all": true, "agent": "agent_abc123"}"#,
+            "agent",
+        ),
+        (
+            M::PATCH,
+            "/agents/agent_abc123",
+            r#"{"voice_tools": {"post_call_follow_up": {"enabled": true, "enabled": false}}}"#,
+            "voice_tools.post_call_follow_up.enabled",
+        ),
+        (
+            M::PATCH,
+            "/agents/new-agent",
+            r#"{"voice_tools": {"post_call_follow_up": {"actions": [{"type": "sms", "template": "a", "template": "b"}]}}}"#,
+            "voice_tools.post_call_follow_up.actions[0].template",
+        ),
+        (
+            M::POST,
+            "/calls",
+            r#"{"call_id": "c1", "agent_id": "a", "call_id": "c2"}"#,
+            "call_id",
+        ),
+        (
+            M::POST,
+            "/calls",
+            r#"[{"call_id": "c3", "agent_id": "a"}, {"call_id": "c4", "agent_id": "a", "agent_id": "b"}]"#,
+            "[1].agent_id",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        refused(&live.json(method, path, body).await, field);
     }
+    let ndjson = "{\"call_id\": \"c5\", \"agent_id\": \"a\"}\n{\"call_id\": \"c6\", \"summary\": \"x\", \"agent_id\": \"a\", \"summary\": \"y\"}\n";
+    let body = Some(("application/x-ndjson", ndjson.to_string()));
+    let r = live.send(M::POST, "/calls", Some(ADMIN), body).await;
+    refused(&r, "summary");
+    assert_eq!(r.json["line"], json!(2));
+
     assert_eq!(
         dead_count().await,
         dead.len(),
         "nothing was replayed or purged"
     );
-
-    // PATCH /agents used to keep the last one, at any depth.
-    let r = live
-        .json(
-            M::PATCH,
-            "/agents/agent_abc123",
-            r#"{"voice_tools": {"post_call_follow_up": {"enabled": true, "enabled": false}}}"#,
-        )
-        .await;
-    refused(&r, "voice_tools.post_call_follow_up.enabled");
-    let r = live.json(M::PATCH, "/agents/new-agent",
-        r#"{"voice_tools": {"post_call_follow_up": {"actions": [{"type": "sms", "template": "a", "template": "b"}]}}}"#,
-    )
-    .await;
-    refused(&r, "voice_tools.post_call_follow_up.actions[0].template");
     let r = live.get("/agents/new-agent", Some(READ)).await;
     assert_eq!(r.status, 404, "nothing was stored");
     let r = live.get("/agents/agent_abc123", Some(READ)).await;
@@ -386,31 +414,6 @@ async fn a_key_repeated_in_any_json_body_is_refused_with_400_naming_it() {
         r.json["voice_tools"]["post_call_follow_up"]["enabled"],
         json!(true)
     );
-
-    // POST /calls refused them already (422, `duplicate field`): now the same 400.
-    let r = live
-        .json(
-            M::POST,
-            "/calls",
-            r#"{"call_id": "c1", "agent_id": "a", "call_id": "c2"}"#,
-        )
-        .await;
-    refused(&r, "call_id");
-    let r = live.json(M::POST, "/calls",
-        r#"[{"call_id": "c3", "agent_id": "a"}, {"call_id": "c4", "agent_id": "a", "agent_id": "b"}]"#,
-    )
-    .await;
-    refused(&r, "[1].agent_id");
-    let r = live.send(M::POST, "/calls",
-        Some(ADMIN),
-        Some((
-            "application/x-ndjson",
-            "{\"call_id\": \"c5\", \"agent_id\": \"a\"}\n{\"call_id\": \"c6\", \"summary\": \"x\", \"agent_id\": \"a\", \"summary\": \"y\"}\n".into(),
-        )),
-    )
-    .await;
-    refused(&r, "summary");
-    assert_eq!(r.json["line"], json!(2));
     for id in ["c1", "c2", "c3", "c4", "c5", "c6"] {
         let r = live.get(&format!("/calls/{id}"), Some(READ)).await;
         assert_eq!(r.status, 404, "{id} was not enqueued");
