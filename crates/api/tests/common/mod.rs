@@ -80,6 +80,24 @@ pub struct Resp {
     pub json: Value,
 }
 
+impl Resp {
+    /// The status and the body's `error` code: what a refusal is checked by.
+    pub fn error(&self) -> (StatusCode, Option<&str>) {
+        (self.status, self.json["error"].as_str())
+    }
+
+    /// Fails unless the answer is `status` with the error code `code`.
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.error(), (status, Some(code)), "{}", self.text);
+    }
+
+    /// The string `field` of each item of the body's array `list`.
+    pub fn column(&self, list: &str, field: &str) -> Vec<&str> {
+        let items = self.json[list].as_array().expect("an array");
+        items.iter().map(|i| i[field].as_str().unwrap()).collect()
+    }
+}
+
 pub async fn start() -> Harness {
     start_with(Options::default()).await
 }
@@ -208,6 +226,29 @@ impl Harness {
             body.into(),
         )
         .await
+    }
+
+    /// No token, no body: what anyone may send.
+    pub async fn public(&self, method: Method, path: &str) -> Resp {
+        self.send(method, path, None, None, Body::empty()).await
+    }
+
+    /// `POST /calls` with an NDJSON body.
+    pub async fn ndjson(&self, token: &str, body: impl Into<Body>) -> Resp {
+        let ct = Some("application/x-ndjson");
+        self.send(Method::POST, "/calls", Some(token), ct, body)
+            .await
+    }
+
+    /// `POST path` with a JSON body and the admin token.
+    pub async fn post_json(&self, path: &str, body: impl Into<String>) -> Resp {
+        self.json(Method::POST, path, ADMIN, body).await
+    }
+
+    /// `PATCH /agents/<id>` with `body` and the admin token.
+    pub async fn patch_agent(&self, id: &str, body: impl Into<String>) -> Resp {
+        self.json(Method::PATCH, &format!("/agents/{id}"), ADMIN, body)
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Resp {
