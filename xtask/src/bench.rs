@@ -913,13 +913,7 @@ async fn noop(b: &mut Bench) -> anyhow::Result<Value> {
     let meter = Meter::start(&mut b.info, &[("xtask", std::process::id())]).await?;
     let done = drain(&q, n).await?;
     let u = meter.stop(&mut b.info).await?;
-    if let Some(mut p) = perf {
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(p.pid().to_string())
-            .status();
-        p.terminate(Duration::from_secs(30));
-    }
+    stop_perf(perf);
     ensure!(done == n, "drained {done} of {n}");
     let rate = n as f64 / u.wall.as_secs_f64();
     let note = b.redis_note(&u, n, "job");
@@ -974,13 +968,7 @@ async fn pipeline(b: &mut Bench, n: usize, tag: &str) -> anyhow::Result<Pipeline
     if slowlog {
         print_slowlog(b).await?;
     }
-    if let Some(mut p) = perf {
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(p.pid().to_string())
-            .status();
-        p.terminate(Duration::from_secs(30));
-    }
+    stop_perf(perf);
     let last = stats["last_us"].as_u64().unwrap_or(0);
     let rate = n as f64 / ((last - t0) as f64 / 1e6);
     // Every job settled, none dead, no duplicate deliveries.
@@ -1091,6 +1079,17 @@ async fn perf_record(
         .spawn()
         .context("starting perf")?;
     Ok(Some(Proc { child }))
+}
+
+/// Stops a [`perf_record`] with SIGINT, so that it writes its data, and waits for it.
+fn stop_perf(perf: Option<Proc>) {
+    if let Some(mut p) = perf {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(p.pid().to_string())
+            .status();
+        p.terminate(Duration::from_secs(30));
+    }
 }
 
 async fn pipeline_scenario(b: &mut Bench) -> anyhow::Result<Value> {
