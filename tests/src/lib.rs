@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::{BTreeMap, HashMap};
 
-use aftercall_queue::{CallStatus, Queue, QueueConfig};
+use aftercall_queue::{CallStatus, JobRecord, Queue, QueueConfig};
 pub use aftercall_testkit::{
     Http, Received, Receiver, RedisOptions, RedisServer, Reply, TestQueue, free_port, plain_url,
 };
@@ -474,6 +474,16 @@ pub fn action_states(s: &CallStatus) -> Vec<(&str, &str)> {
         .iter()
         .map(|a| (a.kind.as_str(), a.state.state.as_str()))
         .collect()
+}
+
+/// Fails unless the job is in `state` after `attempts` attempts.
+pub fn assert_job(job: &JobRecord, state: &str, attempts: u32) {
+    assert_eq!(
+        (job.state.state.as_str(), job.attempts),
+        (state, attempts),
+        "{:?}",
+        job.state
+    );
 }
 
 /// Fails unless the process failed with standard error starting with `prefix`.

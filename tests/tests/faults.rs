@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aftercall_queue::JobRecord;
-use aftercall_tests::{Receiver, Reply, Worker, World, call_event, deliveries, poll, settled};
+use aftercall_tests::{
+    Receiver, Reply, Worker, World, assert_job, call_event, deliveries, poll, settled,
+};
 
 fn soak() -> bool {
     std::env::var("AFTERCALL_SOAK").is_ok_and(|v| v == "1")
@@ -791,12 +793,7 @@ async fn undecodable_payloads_are_dead_lettered_and_the_pool_keeps_working() {
         let s = w.wait_call(&call, Duration::from_secs(30), settled).await;
         if call == "p8" {
             let r = &s.call_ended;
-            assert_eq!(
-                (r.state.state.as_str(), r.attempts),
-                ("dead", 1),
-                "{:?}",
-                r.state
-            );
+            assert_job(r, "dead", 1);
             assert!(
                 r.last_error()
                     .unwrap()

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use aftercall_tests::{
-    Receiver, Reply, World, action_states, assert_failed_with, call_event, fixture, poll, settled,
-    stderr, stdout,
+    Receiver, Reply, World, action_states, assert_failed_with, assert_job, call_event, fixture,
+    poll, settled, stderr, stdout,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -817,12 +817,7 @@ async fn an_attempt_cut_off_by_the_grace_period_is_recorded_and_counted() {
     assert!(status.success(), "{}", worker.log_text());
     let s = w.queue.call_status("g1").await.unwrap().unwrap();
     let a = &s.actions[0];
-    assert_eq!(
-        (a.state.state.as_str(), a.attempts),
-        ("scheduled", 1),
-        "{:?}",
-        a.state
-    );
+    assert_job(a, "scheduled", 1);
     assert!(
         a.history[0]
             .error
