@@ -135,7 +135,7 @@ async fn call_data_and_configs_are_never_cached_and_no_json_is_sniffed() {
         ("/openapi.json", 200),
         ("/nope", 404),
     ] {
-        let r = live.get(&path, None).await;
+        let r = live.get(path, None).await;
         assert_eq!(r.status, status, "{path}");
         assert_eq!(
             r.content_type.as_deref(),
