@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use std::collections::{BTreeMap, HashMap};
 
-use aftercall_queue::{CallStatus, Queue, QueueConfig};
-pub use aftercall_testkit::{Received, Receiver, RedisOptions, RedisServer, Reply, free_port};
+use aftercall_queue::{CallStatus, JobRecord, Queue, QueueConfig};
+pub use aftercall_testkit::{
+    Http, Received, Receiver, RedisOptions, RedisServer, Reply, TestQueue, free_port, plain_url,
+};
 
 /// Where cargo put the binaries: next to the test executable's `deps/` folder.
 pub fn bin(name: &str) -> PathBuf {
@@ -33,44 +35,53 @@ pub fn fixture(name: &str) -> String {
     .expect("fixture")
 }
 
-/// One test's world: its own Redis, queue prefix and scratch folder.
+/// One test's world: a [`TestQueue`] (its own Redis, queue prefix and scratch folder,
+/// reached through `Deref`: `w.redis`, `w.queue`, `w.dir`) and the environment its
+/// worker and CLI processes get.
 pub struct World {
-    pub redis: RedisServer,
+    pub t: TestQueue,
     /// The URL every process of this world uses to reach `redis`.
     pub url: String,
     pub prefix: String,
-    pub dir: PathBuf,
-    pub queue: Queue,
     /// Extra environment for every worker started by this world.
     pub env: Vec<(String, String)>,
 }
 
+impl std::ops::Deref for World {
+    type Target = TestQueue;
+    fn deref(&self) -> &TestQueue {
+        &self.t
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut TestQueue {
+        &mut self.t
+    }
+}
+
 impl World {
     pub async fn new() -> World {
-        World::with_redis(RedisOptions::default(), |port| {
-            format!("redis://127.0.0.1:{port}")
-        })
-        .await
+        World::with_redis(RedisOptions::default(), plain_url).await
+    }
+
+    /// A world whose workers and CLI get `env` on top of the defaults (see [`World::set`]).
+    pub async fn with_env(env: &[(&str, &str)]) -> World {
+        let mut w = World::new().await;
+        for (k, v) in env {
+            w.set(k, v);
+        }
+        w
     }
 
     /// A world whose Redis runs with `opts` and is reached at `url(port)` (e.g. with
-    /// credentials for an ACL user, or `rediss://` on a TLS port).
-    pub async fn with_redis(opts: RedisOptions, url: impl Fn(u16) -> String) -> World {
-        let dir =
-            std::env::temp_dir().join(format!("aftercall-test-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let redis = RedisServer::start(&dir.join("redis"), opts)
-            .await
-            .expect("redis-server");
-        let url = url(redis.port());
-        let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let queue = Queue::connect(QueueConfig {
-            url: url.clone(),
-            prefix: prefix.clone(),
-            ..Default::default()
+    /// credentials for an ACL user, or `rediss://` on a TLS port). Its queue prefix
+    /// starts with `t` (the ACL test's key pattern counts on it).
+    pub async fn with_redis(opts: RedisOptions, url: impl FnOnce(u16) -> String) -> World {
+        let t = TestQueue::start_at("t", opts, url, |c| {
+            c.response_timeout = QueueConfig::default().response_timeout;
         })
-        .await
-        .expect("connect");
+        .await;
         let env = vec![
             ("AFTERCALL_ALLOW_CIDRS".into(), "127.0.0.0/8".into()),
             ("AFTERCALL_RETRY_BASE".into(), "200ms".into()),
@@ -80,15 +91,13 @@ impl World {
             ("AFTERCALL_GRACE".into(), "5s".into()),
             (
                 "AFTERCALL_OUTBOX".into(),
-                dir.join("outbox").display().to_string(),
+                t.dir.join("outbox").display().to_string(),
             ),
         ];
         World {
-            redis,
-            url,
-            prefix,
-            dir,
-            queue,
+            url: t.url().to_string(),
+            prefix: t.queue.config().prefix.clone(),
+            t,
             env,
         }
     }
@@ -96,6 +105,15 @@ impl World {
     pub fn set(&mut self, k: &str, v: &str) {
         self.env.retain(|(key, _)| key != k);
         self.env.push((k.into(), v.into()));
+    }
+
+    /// Gives the world's workers an API on a free port that takes `tokens` (as in
+    /// `AFTERCALL_API_TOKENS`); returns a client for it.
+    pub fn with_api(&mut self, tokens: &str) -> Http {
+        let port = free_port();
+        self.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
+        self.set("AFTERCALL_API_TOKENS", tokens);
+        Http::new(format!("http://127.0.0.1:{port}"))
     }
 
     fn base_env(&self, cmd: &mut Command) {
@@ -114,7 +132,15 @@ impl World {
 
     /// Starts a worker with extra environment on top of the world's.
     pub fn worker_with(&self, extra: &[(&str, &str)]) -> Worker {
-        let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
+        let n = std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("worker-"))
+                })
+                .count()
+            })
+            .unwrap_or(0);
         let log = self.dir.join(format!("worker-{n}.log"));
         let mut cmd = Command::new(bin("aftercall-worker"));
         self.base_env(&mut cmd);
@@ -152,6 +178,15 @@ impl World {
         child.wait_with_output().expect("aftercall output")
     }
 
+    /// Configures `agent` through the CLI, as an operator would: `body` written to
+    /// `<dir>/agent.json`, then `aftercall agents set <agent> --file <that file>`.
+    pub fn cli_set_agent(&self, agent: &str, body: &str) -> Output {
+        let file = self.dir.join("agent.json");
+        std::fs::write(&file, body).expect("agent file");
+        let file = file.to_str().expect("a UTF-8 path");
+        self.cli(&["agents", "set", agent, "--file", file], "")
+    }
+
     /// Stores the seed's agent body, its webhook pointed at `url`.
     pub async fn seed_agent(&self, agent_id: &str, webhook_url: &str) {
         let body = fixture("seed-agent.json")
@@ -173,6 +208,15 @@ impl World {
             .set_agent(agent_id, &cfg)
             .await
             .expect("set agent");
+    }
+
+    /// A receiver answering `reply` (unless scripted otherwise), and `agent` with one
+    /// webhook action to it.
+    pub async fn receiver_for(&self, agent: &str, reply: Reply) -> Receiver {
+        let rx = Receiver::start().await.expect("receiver starts");
+        rx.set_default(reply);
+        self.webhook_agent(agent, &rx.url).await;
+        rx
     }
 
     /// Polls a call until `done` holds or the deadline passes; returns the last status.
@@ -256,27 +300,15 @@ impl World {
     pub async fn audit(&self) -> Audit {
         let k = self.queue.keys().clone();
         let mut c = self.raw().await;
-        let q = |cmd: &str, key: &str| {
-            let mut x = redis::cmd(cmd);
-            x.arg(key);
-            x
-        };
-        let data_ids: Vec<String> = q("HKEYS", &k.data)
-            .query_async(&mut c)
-            .await
-            .expect("HKEYS");
-        let states: HashMap<String, String> = q("HGETALL", &k.state)
-            .query_async(&mut c)
-            .await
-            .expect("state");
-        let calls: HashMap<String, String> = q("HGETALL", &k.calls)
-            .query_async(&mut c)
-            .await
-            .expect("calls");
-        let fanout: HashMap<String, String> = q("HGETALL", &k.fanout)
-            .query_async(&mut c)
-            .await
-            .expect("fanout");
+        use redis::AsyncCommands;
+        let data_ids: Vec<String> = c.hkeys(&k.data).await.expect("HKEYS");
+        let mut hash =
+            async |key: &str| -> HashMap<String, String> { c.hgetall(key).await.expect("HGETALL") };
+        let (states, calls, fanout) = (
+            hash(&k.state).await,
+            hash(&k.calls).await,
+            hash(&k.fanout).await,
+        );
         let mut places: HashMap<String, Vec<&'static str>> = HashMap::new();
         for (place, ids) in job_places(&self.queue, &mut c).await {
             for id in ids {
@@ -424,14 +456,6 @@ where
     }
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
 /// True when every action of the call has settled (delivered, skipped or dead).
 pub fn settled(s: &CallStatus) -> bool {
     let parent = matches!(
@@ -442,6 +466,40 @@ pub fn settled(s: &CallStatus) -> bool {
         && s.actions
             .iter()
             .all(|a| matches!(a.state.state.as_str(), "delivered" | "skipped" | "dead"))
+}
+
+/// Each action of the call as `(kind, state)`, in the agent's order.
+pub fn action_states(s: &CallStatus) -> Vec<(&str, &str)> {
+    s.actions
+        .iter()
+        .map(|a| (a.kind.as_str(), a.state.state.as_str()))
+        .collect()
+}
+
+/// Fails unless the job is in `state` after `attempts` attempts.
+pub fn assert_job(job: &JobRecord, state: &str, attempts: u32) {
+    assert_eq!(
+        (job.state.state.as_str(), job.attempts),
+        (state, attempts),
+        "{:?}",
+        job.state
+    );
+}
+
+/// Fails unless the process failed with standard error starting with `prefix`.
+pub fn assert_failed_with(out: &Output, prefix: &str) {
+    assert!(!out.status.success(), "succeeded: {}", stdout(out));
+    assert!(stderr(out).starts_with(prefix), "{}", stderr(out));
+}
+
+/// A process's standard output, as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A process's standard error, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 pub fn call_event(call_id: &str, agent_id: &str) -> String {
@@ -456,6 +514,25 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Waits until `GET path` on `api` answers `status`, or fails after 30 s with the
+    /// worker's log.
+    pub async fn wait_status(&self, api: &Http, path: &str, status: u16) -> reqwest::Response {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = api.request(reqwest::Method::GET, path, None).send().await
+                && r.status().as_u16() == status
+            {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never answered {status}: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -463,18 +540,8 @@ impl Worker {
 
     /// SIGTERM, then waits for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.sigterm();
+        self.wait_exit(timeout)
     }
 
     pub fn is_running(&mut self) -> bool {

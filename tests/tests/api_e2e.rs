@@ -4,89 +4,38 @@
 use std::time::Duration;
 
 use aftercall_tests::{Receiver, Reply, World, fixture, settled};
+use reqwest::Method;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const READ: &str = "read-token-0123456789abcdef";
 
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_patch_ingest_and_replay_over_http() {
     let mut w = World::new().await;
-    let port = aftercall_testkit::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    w.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
-    w.set(
-        "AFTERCALL_API_TOKENS",
-        &format!("admin:{ADMIN},read:{READ}"),
-    );
+    let http = w.with_api(&format!("admin:{ADMIN},read:{READ}"));
     w.set("AFTERCALL_MAX_ATTEMPTS", "1");
     let rx = Receiver::start().await.unwrap();
     rx.set_default(Reply::status(400).body("crm says no"));
     let worker = w.worker();
-    let http = client();
-
-    // Wait for the API to be ready.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "API never ready: {}",
-            worker.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    worker.wait_status(&http, "/readyz", 200).await;
 
     // The product's PATCH body, byte for byte (the URL pointed at the local receiver).
     let body =
         fixture("seed-agent.json").replace("https://your-crm.com/api/call-completed", &rx.url);
     let r = http
-        .patch(format!("{base}/agents/agent_abc123"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .json(Method::PATCH, "/agents/agent_abc123", ADMIN, body)
+        .await;
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     // A read-only token may not change it.
     let r = http
-        .patch(format!("{base}/agents/agent_abc123"))
-        .bearer_auth(READ)
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .json(Method::PATCH, "/agents/agent_abc123", READ, "{}")
+        .await;
     assert_eq!(r.status(), 403);
 
-    let r = http
-        .post(format!("{base}/calls"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(fixture("seed-call.json"))
-        .send()
-        .await
-        .unwrap();
+    let call = fixture("seed-call.json");
+    let r = http.json(Method::POST, "/calls", ADMIN, call.clone()).await;
     assert_eq!(r.status(), 202);
-    let r = http
-        .post(format!("{base}/calls"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(fixture("seed-call.json"))
-        .send()
-        .await
-        .unwrap();
+    let r = http.json(Method::POST, "/calls", ADMIN, call).await;
     assert_eq!(r.status(), 200, "a second push is a duplicate");
     let dup: serde_json::Value = r.json().await.unwrap();
     assert_eq!(dup["duplicate"], true);
@@ -97,22 +46,17 @@ async fn seed_patch_ingest_and_replay_over_http() {
     let hook = s.actions.iter().find(|a| a.kind == "webhook").unwrap();
     assert_eq!(hook.state.state, "dead");
 
-    let status: serde_json::Value = http
-        .get(format!("{base}/calls/call_xyz789"))
-        .bearer_auth(READ)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = http.get_json("/calls/call_xyz789", READ).await;
     assert_eq!(status["actions"].as_array().unwrap().len(), 3);
 
     // Fix the receiver, replay over HTTP, see it delivered.
     rx.set_default(Reply::status(200));
     let r = http
-        .post(format!("{base}/dead-letters/{}/replay", hook.id))
-        .bearer_auth(ADMIN)
+        .request(
+            Method::POST,
+            &format!("/dead-letters/{}/replay", hook.id),
+            Some(ADMIN),
+        )
         .send()
         .await
         .unwrap();
@@ -127,27 +71,12 @@ async fn seed_patch_ingest_and_replay_over_http() {
         "{:?}",
         s.actions.iter().map(|a| &a.state).collect::<Vec<_>>()
     );
-    let page: serde_json::Value = http
-        .get(format!("{base}/dead-letters"))
-        .bearer_auth(READ)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = http.get_json("/dead-letters", READ).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 0);
     assert_eq!(rx.count(), 2);
 
     // Prometheus metrics count what happened; /stats sees the worker's heartbeat.
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = http.get("/metrics", None).await.text().await.unwrap();
     for want in [
         r#"aftercall_jobs_total{action="webhook",outcome="dead"} 1"#,
         r#"aftercall_jobs_total{action="webhook",outcome="delivered"} 1"#,
@@ -157,14 +86,6 @@ async fn seed_patch_ingest_and_replay_over_http() {
     ] {
         assert!(metrics.contains(want), "/metrics lacks {want}:\n{metrics}");
     }
-    let stats: serde_json::Value = http
-        .get(format!("{base}/stats"))
-        .bearer_auth(READ)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = http.get_json("/stats", READ).await;
     assert_eq!(stats["workers_alive"], 1, "{stats}");
 }

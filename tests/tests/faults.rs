@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aftercall_queue::JobRecord;
-use aftercall_tests::{Receiver, Reply, Worker, World, call_event, deliveries, poll, settled};
+use aftercall_tests::{
+    Receiver, Reply, Worker, World, assert_job, call_event, deliveries, poll, settled,
+};
 
 fn soak() -> bool {
     std::env::var("AFTERCALL_SOAK").is_ok_and(|v| v == "1")
@@ -265,14 +267,16 @@ async fn kill_9_loop_on_several_workers_loses_nothing() {
         Duration::from_millis(400),
         Duration::from_millis(400),
     );
-    let mut w = World::new().await;
-    w.set("AFTERCALL_LEASE", "1s");
-    w.set("AFTERCALL_CONCURRENCY", "8");
-    // A job in flight at many kills must not run out of attempts.
-    w.set("AFTERCALL_MAX_ATTEMPTS", "25");
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(200).delay(Duration::from_millis(80)));
-    w.webhook_agent("a1", &rx.url).await;
+    let w = World::with_env(&[
+        ("AFTERCALL_LEASE", "1s"),
+        ("AFTERCALL_CONCURRENCY", "8"),
+        // A job in flight at many kills must not run out of attempts.
+        ("AFTERCALL_MAX_ATTEMPTS", "25"),
+    ])
+    .await;
+    let rx = w
+        .receiver_for("a1", Reply::status(200).delay(Duration::from_millis(80)))
+        .await;
     w.enqueue_range("k", "a1", 0..n).await;
     let mut workers: Vec<Worker> = (0..3).map(|_| w.worker()).collect();
     let mut rng = Rng::from_env();
@@ -311,9 +315,9 @@ async fn redis_restart_mid_run_keeps_every_acknowledged_event() {
     let n = actions(300);
     let mut w = World::new().await;
     w.set("AFTERCALL_MAX_ATTEMPTS", "10");
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(200).delay(Duration::from_millis(10)));
-    w.webhook_agent("a1", &rx.url).await;
+    let rx = w
+        .receiver_for("a1", Reply::status(200).delay(Duration::from_millis(10)))
+        .await;
     let mut workers: Vec<Worker> = (0..2).map(|_| w.worker()).collect();
 
     // A producer pushing one event at a time, as a web handler would, recording what
@@ -432,14 +436,16 @@ async fn outage_scenario(mode: Outage) {
         Duration::from_secs(5),
         Duration::from_secs(30),
     );
-    let mut w = World::new().await;
-    // A frozen Redis runs the fetches that timed out once it thaws: each leases a batch
-    // to nobody, and each such job loses an attempt (see the report's lease expiries).
-    w.set("AFTERCALL_MAX_ATTEMPTS", "20");
-    w.set("AFTERCALL_REDIS_TIMEOUT", "2s");
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(200).delay(Duration::from_millis(20)));
-    w.webhook_agent("a1", &rx.url).await;
+    let mut w = World::with_env(&[
+        // A frozen Redis runs the fetches that timed out once it thaws: each leases a batch
+        // to nobody, and each such job loses an attempt (see the report's lease expiries).
+        ("AFTERCALL_MAX_ATTEMPTS", "20"),
+        ("AFTERCALL_REDIS_TIMEOUT", "2s"),
+    ])
+    .await;
+    let rx = w
+        .receiver_for("a1", Reply::status(200).delay(Duration::from_millis(20)))
+        .await;
     let pid = redis_pid(&w).await;
     let mut workers: Vec<Worker> = (0..2).map(|_| w.worker()).collect();
     w.enqueue_range("o", "a1", 0..n / 2).await;
@@ -561,12 +567,14 @@ async fn outage_scenario(mode: Outage) {
 async fn flapping_receivers_end_delivered_or_dead_with_every_attempt() {
     let started = Instant::now();
     let n = actions(150);
-    let mut w = World::new().await;
-    w.set("AFTERCALL_HTTP_TIMEOUT", "500ms");
-    w.set("AFTERCALL_MAX_ATTEMPTS", "5");
-    w.set("AFTERCALL_RETRY_BASE", "100ms");
-    w.set("AFTERCALL_MAX_RETRY_AFTER", "1s");
-    w.set("AFTERCALL_CONCURRENCY", "16");
+    let w = World::with_env(&[
+        ("AFTERCALL_HTTP_TIMEOUT", "500ms"),
+        ("AFTERCALL_MAX_ATTEMPTS", "5"),
+        ("AFTERCALL_RETRY_BASE", "100ms"),
+        ("AFTERCALL_MAX_RETRY_AFTER", "1s"),
+        ("AFTERCALL_CONCURRENCY", "16"),
+    ])
+    .await;
     let rx = Receiver::start().await.unwrap();
     let mut rng = Rng::from_env();
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
@@ -657,12 +665,10 @@ async fn flapping_receivers_end_delivered_or_dead_with_every_attempt() {
 async fn sigterm_mid_run_finishes_in_flight_jobs_within_the_grace_period() {
     let started = Instant::now();
     let n = actions(60).min(2_000);
-    let mut w = World::new().await;
-    w.set("AFTERCALL_CONCURRENCY", "8");
-    w.set("AFTERCALL_GRACE", "5s");
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(200).delay(Duration::from_millis(300)));
-    w.webhook_agent("a1", &rx.url).await;
+    let w = World::with_env(&[("AFTERCALL_CONCURRENCY", "8"), ("AFTERCALL_GRACE", "5s")]).await;
+    let rx = w
+        .receiver_for("a1", Reply::status(200).delay(Duration::from_millis(300)))
+        .await;
     let mut first = w.worker();
     w.enqueue_range("s", "a1", 0..n).await;
     rx.wait_for(4, drain_time(n)).await;
@@ -698,12 +704,10 @@ async fn sigterm_mid_run_finishes_in_flight_jobs_within_the_grace_period() {
 async fn sigterm_with_a_short_grace_returns_cut_off_jobs_and_loses_nothing() {
     let started = Instant::now();
     let n = 40;
-    let mut w = World::new().await;
-    w.set("AFTERCALL_CONCURRENCY", "8");
-    w.set("AFTERCALL_GRACE", "300ms");
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(200).delay(Duration::from_millis(1500)));
-    w.webhook_agent("a1", &rx.url).await;
+    let w = World::with_env(&[("AFTERCALL_CONCURRENCY", "8"), ("AFTERCALL_GRACE", "300ms")]).await;
+    let rx = w
+        .receiver_for("a1", Reply::status(200).delay(Duration::from_millis(1500)))
+        .await;
     let mut first = w.worker();
     w.enqueue_range("g", "a1", 0..n).await;
     rx.wait_for(8, Duration::from_secs(20)).await;
@@ -743,12 +747,13 @@ async fn sigterm_with_a_short_grace_returns_cut_off_jobs_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn undecodable_payloads_are_dead_lettered_and_the_pool_keeps_working() {
     let started = Instant::now();
-    let mut w = World::new().await;
-    w.set("AFTERCALL_CONCURRENCY", "8");
-    w.set("AFTERCALL_MAX_ATTEMPTS", "3");
-    w.set("AFTERCALL_LEASE", "1s");
-    let rx = Receiver::start().await.unwrap();
-    w.webhook_agent("a1", &rx.url).await;
+    let w = World::with_env(&[
+        ("AFTERCALL_CONCURRENCY", "8"),
+        ("AFTERCALL_MAX_ATTEMPTS", "3"),
+        ("AFTERCALL_LEASE", "1s"),
+    ])
+    .await;
+    let rx = w.receiver_for("a1", Reply::ok()).await;
     // Queued, not yet fetched: overwrite two jobs' payloads in place, so each is fetched
     // in one batch with good jobs.
     let events: Vec<_> = (0..10)
@@ -788,12 +793,7 @@ async fn undecodable_payloads_are_dead_lettered_and_the_pool_keeps_working() {
         let s = w.wait_call(&call, Duration::from_secs(30), settled).await;
         if call == "p8" {
             let r = &s.call_ended;
-            assert_eq!(
-                (r.state.state.as_str(), r.attempts),
-                ("dead", 1),
-                "{:?}",
-                r.state
-            );
+            assert_job(r, "dead", 1);
             assert!(
                 r.last_error()
                     .unwrap()
@@ -880,10 +880,12 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_after_its_budge
     // request reaches the receiver, as an OOM kill or a segfault would end it. No
     // test-only hook in the product, and Redis sees exactly what a crash looks like.
     let started = Instant::now();
-    let mut w = World::new().await;
-    w.set("AFTERCALL_LEASE", "1s");
-    w.set("AFTERCALL_MAX_ATTEMPTS", "3");
-    w.set("AFTERCALL_HTTP_TIMEOUT", "60s");
+    let w = World::with_env(&[
+        ("AFTERCALL_LEASE", "1s"),
+        ("AFTERCALL_MAX_ATTEMPTS", "3"),
+        ("AFTERCALL_HTTP_TIMEOUT", "60s"),
+    ])
+    .await;
     let deadly = Receiver::start().await.unwrap();
     deadly.set_default(Reply::status(200).delay(Duration::from_secs(3600)));
     let fine = Receiver::start().await.unwrap();

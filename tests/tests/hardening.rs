@@ -7,43 +7,15 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use aftercall_tests::{Receiver, RedisOptions, RedisServer, Worker, World, call_event, settled};
+use aftercall_tests::{Http, RedisOptions, RedisServer, Reply, World, call_event, settled};
+use reqwest::Method;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-/// Gives the world an API address and token; returns the base URL.
-fn with_api(w: &mut World) -> String {
-    let port = aftercall_testkit::free_port();
-    w.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
-    w.set("AFTERCALL_API_TOKENS", &format!("admin:{ADMIN}"));
-    format!("http://127.0.0.1:{port}")
-}
-
-/// Waits until `path` answers `status`, or fails with the worker's log.
-async fn wait_status(worker: &Worker, url: &str, status: u16) -> reqwest::Response {
-    let http = client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(url).send().await
-            && r.status().as_u16() == status
-        {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} never answered {status}: {}",
-            worker.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Gives the world an API with the admin token; a client for it, patient (20 s).
+fn with_api(w: &mut World) -> Http {
+    w.with_api(&format!("admin:{ADMIN}"))
+        .with_timeout(Duration::from_secs(20))
 }
 
 async fn config_set(w: &World, name: &str, value: &str) {
@@ -65,7 +37,7 @@ fn text(b: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_evicting_redis_is_refused_unless_allowed() {
     let mut w = World::new().await;
-    let base = with_api(&mut w);
+    let api = with_api(&mut w);
     config_set(&w, "maxmemory-policy", "allkeys-lru").await;
 
     // The worker refuses to start, with one line naming the setting and both fixes.
@@ -104,7 +76,7 @@ async fn an_evicting_redis_is_refused_unless_allowed() {
     // With the override it runs, and says so at start and in /readyz.
     w.set("AFTERCALL_ALLOW_EVICTION", "true");
     let worker = w.worker();
-    let ready = wait_status(&worker, &format!("{base}/readyz"), 200).await;
+    let ready = worker.wait_status(&api, "/readyz", 200).await;
     let body: serde_json::Value = ready.json().await.unwrap();
     let warnings = body["warnings"].to_string();
     assert!(
@@ -210,16 +182,15 @@ async fn out_of_memory_mid_enqueue_says_how_far_it_got_and_a_rerun_finishes() {
     }
 
     // The API says the same with 507, counting from the start of its body.
-    let base = with_api(&mut w);
+    let api = with_api(&mut w);
     w.set("AFTERCALL_ROLE", "api");
     let worker = w.worker();
-    wait_status(&worker, &format!("{base}/readyz"), 200).await;
+    worker.wait_status(&api, "/readyz", 200).await;
     let body: String = (0..3000)
         .map(|i| call_event(&format!("api-{i:05}"), "a") + "\n")
         .collect();
-    let r = client()
-        .post(format!("{base}/calls"))
-        .bearer_auth(ADMIN)
+    let r = api
+        .request(Method::POST, "/calls", Some(ADMIN))
         .header("content-type", "application/x-ndjson")
         .body(body.clone())
         .send()
@@ -256,15 +227,14 @@ async fn out_of_memory_mid_enqueue_says_how_far_it_got_and_a_rerun_finishes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_started_before_redis_waits_and_serves_healthz() {
     let mut w = World::new().await;
-    let base = with_api(&mut w);
-    let rx = Receiver::start().await.unwrap();
-    w.webhook_agent("a", &rx.url).await;
+    let api = with_api(&mut w);
+    let _rx = w.receiver_for("a", Reply::ok()).await;
     w.redis.kill().await;
 
     let mut worker = w.worker();
     // Alive and saying so; not ready.
-    wait_status(&worker, &format!("{base}/healthz"), 200).await;
-    let r = wait_status(&worker, &format!("{base}/readyz"), 503).await;
+    worker.wait_status(&api, "/healthz", 200).await;
+    let r = worker.wait_status(&api, "/readyz", 503).await;
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["reason"], "waiting for Redis", "{body}");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -278,7 +248,7 @@ async fn a_worker_started_before_redis_waits_and_serves_healthz() {
     assert!(t.elapsed() < Duration::from_secs(15));
 
     w.redis.restart().await.unwrap();
-    wait_status(&worker, &format!("{base}/readyz"), 200).await;
+    worker.wait_status(&api, "/readyz", 200).await;
     w.push("c-late", "a").await;
     w.wait_call("c-late", Duration::from_secs(30), settled)
         .await;
@@ -304,16 +274,16 @@ fn read_to_close(mut s: TcpStream) -> std::io::Result<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_and_oversized_clients_are_cut_off() {
     let mut w = World::new().await;
-    let base = with_api(&mut w);
+    let api = with_api(&mut w);
     w.set("AFTERCALL_API_HEADER_TIMEOUT", "1s");
     w.set("AFTERCALL_API_BODY_TIMEOUT", "1s");
     w.set("AFTERCALL_API_MAX_CONNECTIONS", "8");
     let worker = w.worker();
-    wait_status(&worker, &format!("{base}/readyz"), 200).await;
+    worker.wait_status(&api, "/readyz", 200).await;
 
     // Half a head, then nothing: the server closes the connection (it used to wait
     // forever).
-    let mut half = connect(&base);
+    let mut half = connect(&api.base);
     half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .unwrap();
     let closed = tokio::task::spawn_blocking(move || read_to_close(half))
@@ -325,7 +295,7 @@ async fn stalled_and_oversized_clients_are_cut_off() {
     );
 
     // An idle keep-alive connection is closed too.
-    let mut idle = connect(&base);
+    let mut idle = connect(&api.base);
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let got = tokio::task::spawn_blocking(move || read_to_close(idle))
@@ -335,7 +305,7 @@ async fn stalled_and_oversized_clients_are_cut_off() {
     assert!(text(&got).starts_with("HTTP/1.1 200"), "{}", text(&got));
 
     // A head over 16 KB gets 431, not a 400 KB buffer.
-    let mut big = connect(&base);
+    let mut big = connect(&api.base);
     let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec();
     for i in 0..400 {
         head.extend_from_slice(format!("X-Pad-{i}: {}\r\n", "y".repeat(100)).as_bytes());
@@ -348,7 +318,7 @@ async fn stalled_and_oversized_clients_are_cut_off() {
     assert!(text(&got).starts_with("HTTP/1.1 431"), "{}", text(&got));
 
     // A body that stops arriving is given up on, with an answer.
-    let mut slow = connect(&base);
+    let mut slow = connect(&api.base);
     slow.write_all(
         format!(
             "POST /calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"call_id\":"
@@ -370,16 +340,14 @@ async fn stalled_and_oversized_clients_are_cut_off() {
     // answered all the same (it waits in the backlog at worst).
     let stalled: Vec<TcpStream> = (0..20)
         .map(|_| {
-            let mut s = connect(&base);
+            let mut s = connect(&api.base);
             let _ = s.write_all(b"GET / HTTP/1.1\r\n");
             s
         })
         .collect();
-    let r = client()
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    // A new client: none of its connections is one the server has cut off.
+    let fresh = Http::new(api.base.clone()).with_timeout(Duration::from_secs(20));
+    let r = fresh.get("/healthz", None).await;
     assert_eq!(r.status(), 200);
     drop(stalled);
 }
@@ -407,22 +375,15 @@ fn documented_metrics() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_documented_metric_is_in_the_first_scrape() {
     let mut w = World::new().await;
-    let base = with_api(&mut w);
+    let api = with_api(&mut w);
     w.set("AFTERCALL_ROLE", "api");
     w.queue
         .enqueue_json(call_event("c1", "a").as_bytes())
         .await
         .unwrap();
     let worker = w.worker();
-    wait_status(&worker, &format!("{base}/readyz"), 200).await;
-    let scrape = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    worker.wait_status(&api, "/readyz", 200).await;
+    let scrape = api.get("/metrics", None).await.text().await.unwrap();
     // Parsed by Prometheus's Python client, not by us.
     let parsed = std::process::Command::new("python3")
         .args([

@@ -3,17 +3,17 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, settled};
+use aftercall_tests::{Reply, World, settled};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_limit_holds_across_replicas_and_costs_no_attempts() {
-    let mut w = World::new().await;
-    w.set("AFTERCALL_LIMITS", "127.0.0.1=2");
-    w.set("AFTERCALL_CONCURRENCY", "8");
-    let rx = Receiver::start().await.unwrap();
+    let w = World::with_env(&[
+        ("AFTERCALL_LIMITS", "127.0.0.1=2"),
+        ("AFTERCALL_CONCURRENCY", "8"),
+    ])
+    .await;
     let hold = Duration::from_millis(300);
-    rx.set_default(Reply::status(200).delay(hold));
-    w.webhook_agent("a1", &rx.url).await;
+    let rx = w.receiver_for("a1", Reply::status(200).delay(hold)).await;
     let _w1 = w.worker();
     let _w2 = w.worker();
     let n = 12;

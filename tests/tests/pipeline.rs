@@ -2,16 +2,12 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, call_event, fixture, poll, settled};
+use aftercall_tests::{
+    Receiver, Reply, World, action_states, assert_failed_with, assert_job, call_event, fixture,
+    poll, settled, stderr, stdout,
+};
 
 const T: Duration = Duration::from_secs(20);
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_round_trip_delivers_the_seed_payload() {
@@ -22,18 +18,7 @@ async fn seed_round_trip_delivers_the_seed_payload() {
         "https://your-crm.com/api/call-completed",
         &format!("{}/api/call-completed", rx.url),
     );
-    let body_file = w.dir.join("agent.json");
-    std::fs::write(&body_file, body).unwrap();
-    let out = w.cli(
-        &[
-            "agents",
-            "set",
-            "agent_abc123",
-            "--file",
-            body_file.to_str().unwrap(),
-        ],
-        "",
-    );
+    let out = w.cli_set_agent("agent_abc123", &body);
     assert!(out.status.success(), "{}", stderr(&out));
     let _worker = w.worker();
     let out = w.cli(&["enqueue", "-"], &fixture("seed-call.json"));
@@ -64,13 +49,8 @@ async fn seed_round_trip_delivers_the_seed_payload() {
     );
 
     let status = w.wait_call("call_xyz789", T, settled).await;
-    let states: Vec<(&str, &str)> = status
-        .actions
-        .iter()
-        .map(|a| (a.kind.as_str(), a.state.state.as_str()))
-        .collect();
     assert_eq!(
-        states,
+        action_states(&status),
         [
             ("sms", "delivered"),
             ("webhook", "delivered"),
@@ -90,9 +70,8 @@ async fn retries_with_growing_gaps_and_a_stable_delivery_id() {
     let mut w = World::new().await;
     // Gaps of about 200 ms then 600 ms (±20 %): far enough apart to tell on a busy machine.
     w.set("AFTERCALL_RETRY_FACTOR", "3");
-    let rx = Receiver::start().await.unwrap();
+    let rx = w.receiver_for("a1", Reply::ok()).await;
     rx.script([Reply::status(500), Reply::status(500), Reply::status(200)]);
-    w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
     w.push("c1", "a1").await;
     let got = rx.wait_for(3, T).await;
@@ -121,12 +100,11 @@ async fn retries_with_growing_gaps_and_a_stable_delivery_id() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_after_is_honoured() {
     let w = World::new().await;
-    let rx = Receiver::start().await.unwrap();
+    let rx = w.receiver_for("a1", Reply::ok()).await;
     rx.script([
         Reply::status(429).header("retry-after", "2"),
         Reply::status(200),
     ]);
-    w.webhook_agent("a1", &rx.url).await;
     let _worker = w.worker();
     w.push("c1", "a1").await;
     let got = rx.wait_for(2, T).await;
@@ -141,9 +119,12 @@ async fn retry_after_is_honoured() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
     let w = World::new().await;
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(400).body(r#"{"error":"missing field crm_id"}"#));
-    w.webhook_agent("a1", &rx.url).await;
+    let rx = w
+        .receiver_for(
+            "a1",
+            Reply::status(400).body(r#"{"error":"missing field crm_id"}"#),
+        )
+        .await;
     let _worker = w.worker();
     w.push("c1", "a1").await;
     let s = w.wait_call("c1", T, settled).await;
@@ -194,9 +175,7 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blank_filter_needs_all_and_a_dry_run_touches_nothing() {
     let w = World::new().await;
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(400));
-    w.webhook_agent("a1", &rx.url).await;
+    let _rx = w.receiver_for("a1", Reply::status(400)).await;
     let _worker = w.worker();
     for c in ["c1", "c2"] {
         w.push(c, "a1").await;
@@ -276,12 +255,12 @@ async fn a_blank_filter_needs_all_and_a_dry_run_touches_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exhausted_retries_dead_letter_then_replay_delivers() {
-    let mut w = World::new().await;
-    w.set("AFTERCALL_MAX_ATTEMPTS", "3");
-    w.set("AFTERCALL_RETRY_BASE", "50ms");
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(503));
-    w.webhook_agent("a1", &rx.url).await;
+    let w = World::with_env(&[
+        ("AFTERCALL_MAX_ATTEMPTS", "3"),
+        ("AFTERCALL_RETRY_BASE", "50ms"),
+    ])
+    .await;
+    let rx = w.receiver_for("a1", Reply::status(503)).await;
     let _worker = w.worker();
     w.push("c1", "a1").await;
     let s = w.wait_call("c1", T, settled).await;
@@ -318,8 +297,7 @@ async fn exhausted_retries_dead_letter_then_replay_delivers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn same_call_twice_is_one_delivery() {
     let w = World::new().await;
-    let rx = Receiver::start().await.unwrap();
-    w.webhook_agent("a1", &rx.url).await;
+    let rx = w.receiver_for("a1", Reply::ok()).await;
     let _worker = w.worker();
     let ev = call_event("dup1", "a1");
     let first = w.cli(&["enqueue"], &ev);
@@ -623,8 +601,7 @@ async fn single_enqueues_fail_cleanly_while_redis_is_down_and_recover() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_unreachable_fails_fast_and_workers_survive_a_restart() {
     let mut w = World::new().await;
-    let rx = Receiver::start().await.unwrap();
-    w.webhook_agent("a1", &rx.url).await;
+    let rx = w.receiver_for("a1", Reply::ok()).await;
     let mut worker = w.worker();
     w.push("before", "a1").await;
     assert_eq!(rx.wait_for(1, T).await.len(), 1);
@@ -632,12 +609,7 @@ async fn redis_unreachable_fails_fast_and_workers_survive_a_restart() {
     w.redis.kill().await;
     let started = std::time::Instant::now();
     let out = w.cli(&["enqueue"], &call_event("during", "a1"));
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).starts_with("aftercall: cannot reach Redis"),
-        "{}",
-        stderr(&out)
-    );
+    assert_failed_with(&out, "aftercall: cannot reach Redis");
     assert_eq!(stderr(&out).lines().count(), 1, "one-line reason");
     assert!(started.elapsed() < Duration::from_secs(10), "fails fast");
 
@@ -672,13 +644,11 @@ async fn redis_unreachable_fails_fast_and_workers_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_flight_loses_nothing() {
-    let mut w = World::new().await;
-    w.set("AFTERCALL_LEASE", "1s");
-    w.set("AFTERCALL_CONCURRENCY", "8");
-    let rx = Receiver::start().await.unwrap();
+    let w = World::with_env(&[("AFTERCALL_LEASE", "1s"), ("AFTERCALL_CONCURRENCY", "8")]).await;
     // Slow receiver: the first worker dies with jobs in flight.
-    rx.set_default(Reply::status(200).delay(Duration::from_millis(700)));
-    w.webhook_agent("a1", &rx.url).await;
+    let rx = w
+        .receiver_for("a1", Reply::status(200).delay(Duration::from_millis(700)))
+        .await;
     let mut first = w.worker();
     w.enqueue_range("k", "a1", 0..30).await;
     rx.wait_for(3, T).await;
@@ -718,9 +688,9 @@ async fn kill_9_mid_flight_loses_nothing() {
 async fn sigterm_finishes_in_flight_jobs() {
     let mut w = World::new().await;
     w.set("AFTERCALL_CONCURRENCY", "4");
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(200).delay(Duration::from_millis(500)));
-    w.webhook_agent("a1", &rx.url).await;
+    let rx = w
+        .receiver_for("a1", Reply::status(200).delay(Duration::from_millis(500)))
+        .await;
     let mut worker = w.worker();
     w.enqueue_range("t", "a1", 0..12).await;
     rx.wait_for(2, T).await;
@@ -745,8 +715,7 @@ async fn sigterm_finishes_in_flight_jobs() {
 async fn ssrf_guard_blocks_private_targets_by_default() {
     let mut w = World::new().await;
     w.set("AFTERCALL_ALLOW_CIDRS", "");
-    let rx = Receiver::start().await.unwrap();
-    w.webhook_agent("a1", &rx.url).await;
+    let rx = w.receiver_for("a1", Reply::ok()).await;
     let _worker = w.worker();
     w.push("c1", "a1").await;
     let s = w.wait_call("c1", T, settled).await;
@@ -805,8 +774,7 @@ async fn a_delayed_action_waits_its_delay_through_the_scheduled_set() {
 async fn the_producers_trace_is_carried_into_logs_and_continued_to_the_receiver() {
     let mut w = World::new().await;
     w.set("AFTERCALL_LOG_FORMAT", "json");
-    let rx = Receiver::start().await.unwrap();
-    w.webhook_agent("a1", &rx.url).await;
+    let rx = w.receiver_for("a1", Reply::ok()).await;
     let worker = w.worker();
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let ev = call_event("tr1", "a1").replacen(
@@ -838,9 +806,8 @@ async fn the_producers_trace_is_carried_into_logs_and_continued_to_the_receiver(
 async fn an_attempt_cut_off_by_the_grace_period_is_recorded_and_counted() {
     let mut w = World::new().await;
     w.set("AFTERCALL_GRACE", "1s");
-    let rx = Receiver::start().await.unwrap();
+    let rx = w.receiver_for("a1", Reply::ok()).await;
     rx.script([Reply::status(200).delay(Duration::from_secs(3))]);
-    w.webhook_agent("a1", &rx.url).await;
     let mut worker = w.worker();
     w.push("g1", "a1").await;
     rx.wait_for(1, T).await;
@@ -850,12 +817,7 @@ async fn an_attempt_cut_off_by_the_grace_period_is_recorded_and_counted() {
     assert!(status.success(), "{}", worker.log_text());
     let s = w.queue.call_status("g1").await.unwrap().unwrap();
     let a = &s.actions[0];
-    assert_eq!(
-        (a.state.state.as_str(), a.attempts),
-        ("scheduled", 1),
-        "{:?}",
-        a.state
-    );
+    assert_job(a, "scheduled", 1);
     assert!(
         a.history[0]
             .error
@@ -888,8 +850,7 @@ async fn outcomes_recorded_during_a_renewal_are_not_reported_as_lost_leases() {
     // (short enough to cross many of them, long enough that a slow machine's stall does
     // not expire a lease for real).
     w.set("AFTERCALL_LEASE", "1s");
-    let rx = Receiver::start().await.unwrap();
-    w.webhook_agent("a1", &rx.url).await;
+    let rx = w.receiver_for("a1", Reply::ok()).await;
     let mut worker = w.worker();
     w.enqueue_range("r", "a1", 0..3000).await;
     rx.wait_for(3000, Duration::from_secs(120)).await;

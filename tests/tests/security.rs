@@ -7,16 +7,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, RedisOptions, Reply, World, call_event, free_port, settled};
+use aftercall_tests::{
+    Receiver, RedisOptions, Reply, World, action_states, assert_failed_with, call_event, free_port,
+    settled, stderr, stdout,
+};
 
 const T: Duration = Duration::from_secs(20);
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 async fn set_agent(w: &World, agent_id: &str, body: &serde_json::Value) {
     let cfg = aftercall_core::AgentConfig::parse(body.to_string().as_bytes())
@@ -28,14 +24,17 @@ fn actions(list: serde_json::Value) -> serde_json::Value {
     serde_json::json!({"name": "Acme", "voice_tools": {"post_call_follow_up": {"enabled": true, "actions": list}}})
 }
 
-async fn push(w: &World, call_id: &str, agent_id: &str) {
-    w.queue
-        .enqueue(vec![
-            aftercall_core::CallEvent::parse(call_event(call_id, agent_id).as_bytes(), 1 << 20)
-                .unwrap(),
-        ])
-        .await
-        .unwrap();
+/// Enqueues `call_id` for agent `a1` through the CLI and waits for its one action to be
+/// delivered.
+async fn cli_enqueue_delivered(w: &World, call_id: &str) {
+    let out = w.cli(&["enqueue"], &call_event(call_id, "a1"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = w.wait_call(call_id, T, settled).await;
+    assert_eq!(
+        s.actions[0].state.state, "delivered",
+        "{:?}",
+        s.actions[0].state
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -119,7 +118,7 @@ async fn signatures_verify_with_the_standardwebhooks_package_including_rotation(
     ]));
     set_agent(&w, "a1", &list).await;
     let _worker = w.worker();
-    push(&w, "sig1", "a1").await;
+    w.push("sig1", "a1").await;
     let s = w.wait_call("sig1", T, settled).await;
     assert!(
         s.actions.iter().all(|a| a.state.state == "delivered"),
@@ -235,7 +234,7 @@ async fn internal_targets_are_refused_after_dns_and_as_literals() {
     ];
     for (agent, url, _) in &cases {
         w.webhook_agent(agent, url).await;
-        push(&w, &format!("ssrf-{agent}"), agent).await;
+        w.push(&format!("ssrf-{agent}"), agent).await;
     }
     let mut worker = w.worker();
     for (agent, url, want) in &cases {
@@ -264,7 +263,7 @@ async fn internal_targets_are_refused_after_dns_and_as_literals() {
     worker.kill9();
     let _allowed = w.worker_with(&[("AFTERCALL_ALLOW_CIDRS", "127.0.0.0/8,::1/128")]);
     for agent in ["dns", "v6"] {
-        push(&w, &format!("allowed-{agent}"), agent).await;
+        w.push(&format!("allowed-{agent}"), agent).await;
         let (state, _, err) = outcome(&w, &format!("allowed-{agent}")).await;
         assert_eq!(state, "delivered", "{agent}: {err}");
     }
@@ -286,8 +285,8 @@ async fn redirects_are_not_followed() {
     w.webhook_agent("to-metadata", &format!("{}/b", rx2.url))
         .await;
     let _worker = w.worker();
-    push(&w, "r1", "to-loopback").await;
-    push(&w, "r2", "to-metadata").await;
+    w.push("r1", "to-loopback").await;
+    w.push("r2", "to-metadata").await;
     for (call, status) in [("r1", 302), ("r2", 307)] {
         let s = w.wait_call(call, T, settled).await;
         let a = &s.actions[0];
@@ -309,14 +308,13 @@ async fn redirects_are_not_followed() {
 async fn https_only_refuses_plain_http() {
     let mut w = World::new().await;
     w.set("AFTERCALL_HTTPS_ONLY", "true");
-    let rx = Receiver::start().await.unwrap();
-    w.webhook_agent("lit", &rx.url).await;
+    let rx = w.receiver_for("lit", Reply::ok()).await;
     let port = rx.url.rsplit(':').next().unwrap();
     w.webhook_agent("name", &format!("http://localhost:{port}/"))
         .await;
     let _worker = w.worker();
-    push(&w, "h1", "lit").await;
-    push(&w, "h2", "name").await;
+    w.push("h1", "lit").await;
+    w.push("h2", "name").await;
     for call in ["h1", "h2"] {
         let (state, attempts, err) = outcome(&w, call).await;
         assert_eq!((state.as_str(), attempts), ("dead", 1), "{call}: {err}");
@@ -346,7 +344,7 @@ async fn a_proxy_in_the_environment_does_not_bypass_the_guard() {
     w.webhook_agent("a1", &format!("http://localhost:{port}/hook"))
         .await;
     let _worker = w.worker();
-    push(&w, "px1", "a1").await;
+    w.push("px1", "a1").await;
     let (state, attempts, err) = outcome(&w, "px1").await;
     assert_eq!(
         (proxy.count(), target.count()),
@@ -441,28 +439,14 @@ async fn secrets_and_personal_data_stay_out_of_logs_and_outputs() {
         {"type": "sms", "template": "Thanks {caller_name}, your reference is {call_id}."},
         {"type": "email", "to": "{caller_email}", "subject": "Your call", "body_template": "call_summary"},
     ]));
-    // Configured through the CLI, as an operator would.
-    let body_file = w.dir.join("agent.json");
-    std::fs::write(&body_file, list.to_string()).unwrap();
     let mut outputs: Vec<(String, String)> = Vec::new();
     let mut run = |what: &str, out: std::process::Output| {
         outputs.push((format!("{what} (stdout)"), stdout(&out)));
         outputs.push((format!("{what} (stderr)"), stderr(&out)));
         out
     };
-    let out = run(
-        "agents set",
-        w.cli(
-            &[
-                "agents",
-                "set",
-                "pii",
-                "--file",
-                body_file.to_str().unwrap(),
-            ],
-            "",
-        ),
-    );
+    // Configured through the CLI, as an operator would.
+    let out = run("agents set", w.cli_set_agent("pii", &list.to_string()));
     assert!(out.status.success(), "{}", stderr(&out));
 
     let api_port = free_port();
@@ -491,13 +475,8 @@ async fn secrets_and_personal_data_stay_out_of_logs_and_outputs() {
     assert!(stderr(&out).contains("caller_number"), "{}", stderr(&out));
 
     let s = w.wait_call("pii1", T, settled).await;
-    let states: Vec<(&str, &str)> = s
-        .actions
-        .iter()
-        .map(|a| (a.kind.as_str(), a.state.state.as_str()))
-        .collect();
     assert_eq!(
-        states,
+        action_states(&s),
         [
             ("webhook", "delivered"),
             ("webhook", "dead"),
@@ -669,17 +648,9 @@ async fn works_as_a_least_privilege_acl_user_and_never_shows_its_password() {
     })
     .await;
     w.set("RUST_LOG", "debug");
-    let rx = Receiver::start().await.unwrap();
-    w.webhook_agent("a1", &rx.url).await;
+    let _rx = w.receiver_for("a1", Reply::ok()).await;
     let mut worker = w.worker();
-    let out = w.cli(&["enqueue"], &call_event("acl1", "a1"));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let s = w.wait_call("acl1", T, settled).await;
-    assert_eq!(
-        s.actions[0].state.state, "delivered",
-        "{:?}",
-        s.actions[0].state
-    );
+    cli_enqueue_delivered(&w, "acl1").await;
     for args in [
         vec!["calls", "show", "acl1"],
         vec!["stats"],
@@ -700,8 +671,7 @@ async fn works_as_a_least_privilege_acl_user_and_never_shows_its_password() {
         "",
         &[("AFTERCALL_REDIS_URL", &format!("redis://127.0.0.1:{port}"))],
     );
-    assert!(!out.status.success());
-    assert!(stderr(&out).starts_with("aftercall: "), "{}", stderr(&out));
+    assert_failed_with(&out, "aftercall: ");
     // A wrong password: a one-line error that hides the password given.
     let wrong = "wrong-canary-pass-77";
     let out = w.cli_with(
@@ -768,17 +738,11 @@ async fn redis_over_tls_with_rediss_urls() {
     // every process of the test goes over TLS.
     let mut w = World::with_redis(opts, |port| format!("redis://127.0.0.1:{port}")).await;
     w.url = format!("rediss://localhost:{tls_port}");
-    let rx = Receiver::start().await.unwrap();
-    w.webhook_agent("a1", &rx.url).await;
+    let rx = w.receiver_for("a1", Reply::ok()).await;
 
     // Without trusting the CA: a certificate error, nothing written.
     let out = w.cli(&["enqueue"], &call_event("tls0", "a1"));
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).starts_with("aftercall: cannot reach Redis"),
-        "{}",
-        stderr(&out)
-    );
+    assert_failed_with(&out, "aftercall: cannot reach Redis");
     assert!(w.queue.call_status("tls0").await.unwrap().is_none());
     // Plain redis:// to the TLS port does not work either.
     let out = w.cli_with(
@@ -796,14 +760,7 @@ async fn redis_over_tls_with_rediss_urls() {
 
     w.set("SSL_CERT_FILE", &c("ca.crt"));
     let _worker = w.worker();
-    let out = w.cli(&["enqueue"], &call_event("tls1", "a1"));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let s = w.wait_call("tls1", T, settled).await;
-    assert_eq!(
-        s.actions[0].state.state, "delivered",
-        "{:?}",
-        s.actions[0].state
-    );
+    cli_enqueue_delivered(&w, "tls1").await;
     // The URL names the TLS port, which speaks nothing but TLS: delivering proves it.
     assert_eq!(rx.count(), 1);
     let _ = std::fs::remove_dir_all(&certs);

@@ -28,9 +28,7 @@ fn agent_with_secret() -> Value {
 #[tokio::test]
 async fn seed_patch_body_round_trips() {
     let h = start().await;
-    let r = h
-        .json(Method::PATCH, "/agents/agent_abc123", ADMIN, SEED_AGENT)
-        .await;
+    let r = h.patch_agent("agent_abc123", SEED_AGENT).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     // The wire format is a contract: the whole stored config comes back.
     expect![[r#"{"voice_tools":{"post_call_follow_up":{"enabled":true,"actions":[{"type":"sms","template":"Thanks for calling {agent_name}! Your reference number is {call_id}."},{"type":"webhook","url":"https://your-crm.com/api/call-completed","include_transcript":true,"include_recording_url":true},{"type":"email","to":"{caller_email}","subject":"Your call summary — {date}","body_template":"call_summary"}]}}}"#]].assert_eq(&r.text);
@@ -60,17 +58,13 @@ async fn seed_patch_body_round_trips() {
 async fn merge_patch_changes_only_what_it_names() {
     let h = start().await;
     assert_eq!(
-        h.json(Method::PATCH, "/agents/a1", ADMIN, SEED_AGENT)
-            .await
-            .status,
+        h.patch_agent("a1", SEED_AGENT).await.status,
         StatusCode::CREATED
     );
 
     let r = h
-        .json(
-            Method::PATCH,
-            "/agents/a1",
-            ADMIN,
+        .patch_agent(
+            "a1",
             r#"{"voice_tools":{"post_call_follow_up":{"enabled":false}}}"#,
         )
         .await;
@@ -98,9 +92,7 @@ async fn merge_patch_changes_only_what_it_names() {
     assert_eq!(r.json, want);
 
     // null removes a member.
-    let r = h
-        .json(Method::PATCH, "/agents/a1", ADMIN, r#"{"name":null}"#)
-        .await;
+    let r = h.patch_agent("a1", r#"{"name":null}"#).await;
     assert_eq!(r.json.get("name"), None);
     let stored = h.queue.get_agent("a1").await.unwrap().unwrap();
     assert_eq!(stored.name, None);
@@ -110,14 +102,7 @@ async fn merge_patch_changes_only_what_it_names() {
 #[tokio::test]
 async fn secrets_are_redacted_and_survive_a_read_edit_write() {
     let h = start().await;
-    let r = h
-        .json(
-            Method::PATCH,
-            "/agents/a1",
-            ADMIN,
-            agent_with_secret().to_string(),
-        )
-        .await;
+    let r = h.patch_agent("a1", agent_with_secret().to_string()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert!(
         !r.text.contains(SECRET) && !r.text.contains("crm-key-123"),
@@ -137,9 +122,7 @@ async fn secrets_are_redacted_and_survive_a_read_edit_write() {
 
     // Edit what was read and send it all back: the stored secret and header stay.
     shown["voice_tools"]["post_call_follow_up"]["enabled"] = json!(false);
-    let r = h
-        .json(Method::PATCH, "/agents/a1", ADMIN, shown.to_string())
-        .await;
+    let r = h.patch_agent("a1", shown.to_string()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let stored = serde_json::to_value(h.queue.get_agent("a1").await.unwrap().unwrap()).unwrap();
     assert_eq!(
@@ -158,9 +141,7 @@ async fn secrets_are_redacted_and_survive_a_read_edit_write() {
     // Pointing the webhook elsewhere does not carry the secret along.
     shown["voice_tools"]["post_call_follow_up"]["actions"][1]["url"] =
         json!("https://elsewhere.example/hook");
-    let r = h
-        .json(Method::PATCH, "/agents/a1", ADMIN, shown.to_string())
-        .await;
+    let r = h.patch_agent("a1", shown.to_string()).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(
         r.json["field"],
@@ -177,57 +158,25 @@ async fn every_validation_error_is_422_with_the_field_path() {
     let with = |action: Value| {
         json!({"voice_tools": {"post_call_follow_up": {"enabled": true, "actions": [{"type": "sms", "template": "Hi"}, action]}}}).to_string()
     };
-    let cases: Vec<(String, String, &str)> = vec![
-        (
-            with(json!({"type": "webhook", "url": "not a url"})),
-            format!("{p}[1].url"),
-            "not a valid URL",
-        ),
-        (
-            with(json!({"type": "webhook", "url": "ftp://x.example"})),
-            format!("{p}[1].url"),
-            "http or https",
-        ),
-        (
-            with(json!({"type": "webhook", "url": "https://x.example", "secret": "abc"})),
-            format!("{p}[1].secret"),
-            "whsec_",
-        ),
-        (
-            with(json!({"type": "webhook", "url": "https://x.example", "colour": 1})),
-            format!("{p}[1].colour"),
-            "unknown field",
-        ),
-        (
-            with(json!({"type": "fax"})),
-            format!("{p}[1].type"),
-            "unknown variant",
-        ),
-        (
-            with(json!({"type": "sms", "template": "Hi {{nope}}"})),
-            format!("{p}[1].template"),
-            "unknown variable `nope`",
-        ),
-        (
-            with(json!({"type": "sms", "template": "x", "delay": "soon"})),
-            format!("{p}[1].delay"),
-            "duration",
-        ),
-        (
-            with(json!({"type": "email", "to": "not-an-address"})),
-            format!("{p}[1].to"),
-            "e-mail address",
-        ),
-        (
-            with(json!({"type": "email", "to": "{{caller_email}}", "body_template": "nope"})),
-            format!("{p}[1].body_template"),
-            "unknown template",
-        ),
-        (
-            with(json!({"type": "task", "provider": "github", "project": "nope"})),
-            format!("{p}[1].project"),
-            "owner/repo",
-        ),
+    // An action after a valid one: each refused at `actions[1].<field>`, saying `message`.
+    #[rustfmt::skip]
+    let actions = [
+        (json!({"type": "webhook", "url": "not a url"}), "url", "not a valid URL"),
+        (json!({"type": "webhook", "url": "ftp://x.example"}), "url", "http or https"),
+        (json!({"type": "webhook", "url": "https://x.example", "secret": "abc"}), "secret", "whsec_"),
+        (json!({"type": "webhook", "url": "https://x.example", "colour": 1}), "colour", "unknown field"),
+        (json!({"type": "fax"}), "type", "unknown variant"),
+        (json!({"type": "sms", "template": "Hi {{nope}}"}), "template", "unknown variable `nope`"),
+        (json!({"type": "sms", "template": "x", "delay": "soon"}), "delay", "duration"),
+        (json!({"type": "email", "to": "not-an-address"}), "to", "e-mail address"),
+        (json!({"type": "email", "to": "{{caller_email}}", "body_template": "nope"}), "body_template", "unknown template"),
+        (json!({"type": "task", "provider": "github", "project": "nope"}), "project", "owner/repo"),
+    ];
+    let mut cases: Vec<(String, String, &str)> = actions
+        .into_iter()
+        .map(|(action, field, message)| (with(action), format!("{p}[1].{field}"), message))
+        .collect();
+    cases.extend([
         (
             r#"{"voice_tools":{"post_call_follow_up":{"enabled":"yes"}}}"#.into(),
             "voice_tools.post_call_follow_up.enabled".into(),
@@ -236,11 +185,9 @@ async fn every_validation_error_is_422_with_the_field_path() {
         (r#"{"nmae":"x"}"#.into(), "nmae".into(), "unknown field"),
         (r#"{"utc_offset":"later"}"#.into(), "utc_offset".into(), ""),
         (r#"[1,2]"#.into(), "body".into(), "must be a JSON object"),
-    ];
+    ]);
     for (body, field, message) in cases {
-        let r = h
-            .json(Method::PATCH, "/agents/a_bad", ADMIN, body.clone())
-            .await;
+        let r = h.patch_agent("a_bad", body.clone()).await;
         assert_eq!(
             r.status,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -253,17 +200,10 @@ async fn every_validation_error_is_422_with_the_field_path() {
         assert!(!got.is_empty() && got.contains(message), "{body}: {got}");
     }
     expect![[r#"{"error":"invalid_config","field":"voice_tools.post_call_follow_up.actions[1].url","message":"`not a url` is not a valid URL (relative URL without a base)"}"#]]
-        .assert_eq(&h.json(Method::PATCH, "/agents/a_bad", ADMIN, with(json!({"type": "webhook", "url": "not a url"}))).await.text);
+        .assert_eq(&h.patch_agent("a_bad", with(json!({"type": "webhook", "url": "not a url"}))).await.text);
 
-    let r = h
-        .json(Method::PATCH, "/agents/a_bad", ADMIN, "{\"voice_tools\":")
-        .await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("malformed_json")),
-        "{}",
-        r.text
-    );
+    let r = h.patch_agent("a_bad", "{\"voice_tools\":").await;
+    r.assert_error(StatusCode::BAD_REQUEST, "malformed_json");
     assert_eq!(r.json["line"], json!(1));
     let r = h
         .send(
@@ -275,19 +215,14 @@ async fn every_validation_error_is_422_with_the_field_path() {
         )
         .await;
     assert_eq!(
-        (r.status, r.json["error"].as_str()),
+        r.error(),
         (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Some("unsupported_media_type")
         )
     );
-    let r = h
-        .json(Method::PATCH, "/agents/has%20space", ADMIN, SEED_AGENT)
-        .await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_path"))
-    );
+    let r = h.patch_agent("has%20space", SEED_AGENT).await;
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid_path");
 
     let r = h.get("/agents/a_bad", READ).await;
     assert_eq!(
@@ -302,14 +237,8 @@ async fn every_validation_error_is_422_with_the_field_path() {
 #[tokio::test]
 async fn agents_are_listed_and_deleted() {
     let h = start().await;
-    h.json(Method::PATCH, "/agents/b", ADMIN, SEED_AGENT).await;
-    h.json(
-        Method::PATCH,
-        "/agents/a",
-        ADMIN,
-        agent_with_secret().to_string(),
-    )
-    .await;
+    h.patch_agent("b", SEED_AGENT).await;
+    h.patch_agent("a", agent_with_secret().to_string()).await;
     let r = h.get("/agents", READ).await;
     assert_eq!(
         r.json,
@@ -323,10 +252,7 @@ async fn agents_are_listed_and_deleted() {
         StatusCode::NO_CONTENT
     );
     let r = h.delete("/agents/b", ADMIN).await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::NOT_FOUND, Some("not_found"))
-    );
+    r.assert_error(StatusCode::NOT_FOUND, "not_found");
     assert_eq!(h.get("/agents/b", READ).await.status, StatusCode::NOT_FOUND);
     assert_eq!(h.queue.list_agents().await.unwrap(), ["a"]);
 }
@@ -354,10 +280,7 @@ async fn ingestion_is_idempotent_on_call_id() {
     assert_eq!(status.json["call_ended"]["state"]["state"], json!("queued"));
     assert_eq!(status.json["actions"], json!([]));
     let r = h.get("/calls/call_unknown", READ).await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::NOT_FOUND, Some("not_found"))
-    );
+    r.assert_error(StatusCode::NOT_FOUND, "not_found");
 
     let r = h
         .json(
@@ -380,10 +303,7 @@ async fn ingestion_is_idempotent_on_call_id() {
     let r = h
         .json(Method::POST, "/calls", INGEST, r#"{"call_id":"c","#)
         .await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("malformed_json"))
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "malformed_json");
     let r = h
         .send(
             Method::POST,
@@ -410,15 +330,7 @@ async fn a_bad_item_in_a_batch_enqueues_nothing() {
         r#"{"call_id":"c2","agent_id":"a","duration_seconds":"long"}"#,
         call("c3", "a")
     );
-    let r = h
-        .send(
-            Method::POST,
-            "/calls",
-            Some(INGEST),
-            Some("application/x-ndjson"),
-            lines,
-        )
-        .await;
+    let r = h.ndjson(INGEST, lines).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     expect![[r#"{"error":"invalid_events","message":"1 of 3 events are invalid; nothing was enqueued","errors":[{"line":2,"error":"invalid_event","field":"duration_seconds","message":"invalid type: string \"long\", expected u64"}]}"#]].assert_eq(&r.text);
     let stats = h.queue.stats().await.unwrap();
@@ -454,36 +366,15 @@ async fn a_bad_item_in_a_batch_enqueues_nothing() {
         call("c2", "a"),
         call("c3", "a")
     );
-    let r = h
-        .send(
-            Method::POST,
-            "/calls",
-            Some(INGEST),
-            Some("application/x-ndjson"),
-            lines.clone(),
-        )
-        .await;
+    let r = h.ndjson(INGEST, lines.clone()).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(
         (r.json["accepted"].as_u64(), r.json["duplicates"].as_u64()),
         (Some(3), Some(0))
     );
-    let ids: Vec<&str> = r.json["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["call_id"].as_str().unwrap())
-        .collect();
+    let ids = r.column("results", "call_id");
     assert_eq!(ids, ["c1", "c2", "c3"]);
-    let r = h
-        .send(
-            Method::POST,
-            "/calls",
-            Some(INGEST),
-            Some("application/x-ndjson"),
-            lines,
-        )
-        .await;
+    let r = h.ndjson(INGEST, lines).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
         (r.json["accepted"].as_u64(), r.json["duplicates"].as_u64()),
@@ -493,10 +384,7 @@ async fn a_bad_item_in_a_batch_enqueues_nothing() {
     assert_eq!((stats.calls, stats.queued), (3, 3));
 
     let r = h.json(Method::POST, "/calls", INGEST, "[]").await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("empty_batch"))
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "empty_batch");
 }
 
 #[tokio::test]
@@ -527,15 +415,7 @@ async fn oversized_bodies_and_events_are_413() {
     );
 
     let batch = format!("{}\n{big}\n", call("small", "a"));
-    let r = h
-        .send(
-            Method::POST,
-            "/calls",
-            Some(INGEST),
-            Some("application/x-ndjson"),
-            batch,
-        )
-        .await;
+    let r = h.ndjson(INGEST, batch).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
     assert_eq!(r.json["errors"][0]["line"], json!(2));
 
@@ -544,21 +424,8 @@ async fn oversized_bodies_and_events_are_413() {
         .collect::<String>()
         .repeat(5);
     assert!(huge.len() > 16 * 1024);
-    let r = h
-        .send(
-            Method::POST,
-            "/calls",
-            Some(INGEST),
-            Some("application/x-ndjson"),
-            huge.clone(),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")),
-        "{}",
-        r.text
-    );
+    let r = h.ndjson(INGEST, huge.clone()).await;
+    r.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
     // Without a Content-Length (a stream), the limit still holds.
     let stream = futures::stream::iter(
         huge.into_bytes()
@@ -566,21 +433,8 @@ async fn oversized_bodies_and_events_are_413() {
             .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
             .collect::<Vec<_>>(),
     );
-    let r = h
-        .send(
-            Method::POST,
-            "/calls",
-            Some(INGEST),
-            Some("application/x-ndjson"),
-            Body::from_stream(stream),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")),
-        "{}",
-        r.text
-    );
+    let r = h.ndjson(INGEST, Body::from_stream(stream)).await;
+    r.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 
     assert_eq!(h.queue.stats().await.unwrap().calls, 0);
 }
@@ -588,13 +442,8 @@ async fn oversized_bodies_and_events_are_413() {
 #[tokio::test]
 async fn tokens_and_scopes_are_enforced() {
     let h = start().await;
-    let r = h
-        .send(Method::GET, "/stats", None, None, Body::empty())
-        .await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
-    );
+    let r = h.public(Method::GET, "/stats").await;
+    r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(
         r.headers[header::WWW_AUTHENTICATE],
         "Bearer realm=\"aftercall\""
@@ -700,9 +549,7 @@ async fn tokens_and_scopes_are_enforced() {
     // Health is public; nothing needs a token there.
     for path in ["/healthz", "/readyz", "/openapi.json"] {
         assert_eq!(
-            h.send(Method::GET, path, None, None, Body::empty())
-                .await
-                .status,
+            h.public(Method::GET, path).await.status,
             StatusCode::OK,
             "{path}"
         );
@@ -724,12 +571,7 @@ async fn rate_limit_answers_429_with_retry_after() {
         assert_eq!(h.get("/stats", ADMIN).await.status, StatusCode::OK);
     }
     let r = h.get("/stats", ADMIN).await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")),
-        "{}",
-        r.text
-    );
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     let retry: u64 = r.headers[header::RETRY_AFTER]
         .to_str()
         .unwrap()
@@ -742,9 +584,7 @@ async fn rate_limit_answers_429_with_retry_after() {
     // Buckets are per token; health checks are not limited.
     assert_eq!(h.get("/stats", READ).await.status, StatusCode::OK);
     assert_eq!(
-        h.send(Method::GET, "/healthz", None, None, Body::empty())
-            .await
-            .status,
+        h.public(Method::GET, "/healthz").await.status,
         StatusCode::OK
     );
 }
@@ -753,14 +593,9 @@ async fn rate_limit_answers_429_with_retry_after() {
 async fn dead_letters_are_listed_shown_replayed_and_purged() {
     let h = start().await;
     assert_eq!(
-        h.json(
-            Method::PATCH,
-            "/agents/a1",
-            ADMIN,
-            agent_with_secret().to_string()
-        )
-        .await
-        .status,
+        h.patch_agent("a1", agent_with_secret().to_string())
+            .await
+            .status,
         StatusCode::CREATED
     );
     let ids = h.dead_letters_for(&call("c1", "a1")).await;
@@ -768,12 +603,7 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
 
     let r = h.get("/dead-letters", READ).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let kinds: Vec<&str> = r.json["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["kind"].as_str().unwrap())
-        .collect();
+    let kinds = r.column("items", "kind");
     assert_eq!(kinds.len(), 3);
     assert_eq!(r.json.get("next_cursor"), None);
     assert!(
@@ -839,7 +669,7 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
     ] {
         let r = h.get(&format!("/dead-letters?{q}"), READ).await;
         assert_eq!(
-            (r.status, r.json["error"].as_str()),
+            r.error(),
             (StatusCode::BAD_REQUEST, Some("invalid_query")),
             "{q}: {}",
             r.text
@@ -889,55 +719,31 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
     let r = h
         .post(&format!("/dead-letters/{webhook}/replay"), ADMIN)
         .await;
+    r.assert_error(StatusCode::CONFLICT, "conflict");
+    let gone = h.get(&format!("/dead-letters/{webhook}"), READ).await;
     assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::CONFLICT, Some("conflict")),
-        "{}",
-        r.text
+        gone.status,
+        StatusCode::NOT_FOUND,
+        "no longer a dead letter"
     );
-    assert_eq!(
-        h.get(&format!("/dead-letters/{webhook}"), READ)
-            .await
-            .status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        h.post("/dead-letters/job_nope/replay", ADMIN).await.status,
-        StatusCode::NOT_FOUND
-    );
+    let r = h.post("/dead-letters/job_nope/replay", ADMIN).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 
     // Bulk: an empty filter is refused unless it says all.
     for body in ["{}", r#"{"all":false}"#] {
-        let r = h
-            .json(Method::POST, "/dead-letters/replay", ADMIN, body)
-            .await;
+        let r = h.post_json("/dead-letters/replay", body).await;
         assert_eq!(
-            (r.status, r.json["error"].as_str()),
+            r.error(),
             (StatusCode::BAD_REQUEST, Some("empty_filter")),
             "{body}"
         );
     }
     let r = h
-        .json(
-            Method::POST,
-            "/dead-letters/replay",
-            ADMIN,
-            r#"{"agnet":"a1"}"#,
-        )
+        .post_json("/dead-letters/replay", r#"{"agnet":"a1"}"#)
         .await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_filter")),
-        "{}",
-        r.text
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid_filter");
     let r = h
-        .json(
-            Method::POST,
-            "/dead-letters/replay",
-            ADMIN,
-            r#"{"action":"email","since":0}"#,
-        )
+        .post_json("/dead-letters/replay", r#"{"action":"email","since":0}"#)
         .await;
     assert_eq!(r.json, json!({"replayed": 1}), "{}", r.text);
     assert_eq!(
@@ -965,38 +771,19 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
         StatusCode::CONFLICT
     );
     let more = h.dead_letters_for(&call("c2", "a1")).await;
-    let r = h
-        .json(Method::POST, "/dead-letters/purge", ADMIN, r#"{}"#)
-        .await;
+    let r = h.post_json("/dead-letters/purge", r#"{}"#).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = h
-        .json(
-            Method::POST,
-            "/dead-letters/purge",
-            ADMIN,
-            r#"{"all":true}"#,
-        )
-        .await;
+    let r = h.post_json("/dead-letters/purge", r#"{"all":true}"#).await;
     assert_eq!(r.json, json!({"purged": more.len()}), "{}", r.text);
     assert_eq!(h.queue.stats().await.unwrap().dead, 0);
-    let r = h
-        .json(
-            Method::POST,
-            "/dead-letters/replay",
-            ADMIN,
-            r#"{"all":true}"#,
-        )
-        .await;
+    let r = h.post_json("/dead-letters/replay", r#"{"all":true}"#).await;
     assert_eq!(r.json, json!({"replayed": 0}));
 }
 
 #[tokio::test]
 async fn every_documented_route_is_served_and_nothing_else_on_its_paths() {
     let h = start().await;
-    let doc = h
-        .send(Method::GET, "/openapi.json", None, None, Body::empty())
-        .await
-        .json;
+    let doc = h.public(Method::GET, "/openapi.json").await.json;
     assert_eq!(doc["openapi"], json!("3.1.0"));
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 10, "{}", paths.len());
@@ -1015,13 +802,11 @@ async fn every_documented_route_is_served_and_nothing_else_on_its_paths() {
             .join("/");
         for method in &all {
             let op = ops.get(method.as_str().to_ascii_lowercase());
-            let r = h
-                .send(method.clone(), &concrete, None, None, Body::empty())
-                .await;
+            let r = h.public(method.clone(), &concrete).await;
             match op {
                 None => {
                     assert_eq!(
-                        (r.status, r.json["error"].as_str()),
+                        r.error(),
                         (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")),
                         "{method} {path}"
                     );
@@ -1060,10 +845,7 @@ async fn every_documented_route_is_served_and_nothing_else_on_its_paths() {
         }
     }
     let r = h.get("/nope", ADMIN).await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::NOT_FOUND, Some("no_route"))
-    );
+    r.assert_error(StatusCode::NOT_FOUND, "no_route");
 }
 
 #[tokio::test]
@@ -1071,14 +853,10 @@ async fn redis_down_is_503_and_readiness_recovers() {
     let mut h = start().await;
     h.t.redis.kill().await;
     assert_eq!(
-        h.send(Method::GET, "/healthz", None, None, Body::empty())
-            .await
-            .status,
+        h.public(Method::GET, "/healthz").await.status,
         StatusCode::OK
     );
-    let r = h
-        .send(Method::GET, "/readyz", None, None, Body::empty())
-        .await;
+    let r = h.public(Method::GET, "/readyz").await;
     assert_eq!(
         (r.status, &r.json),
         (
@@ -1087,12 +865,7 @@ async fn redis_down_is_503_and_readiness_recovers() {
         )
     );
     let r = h.get("/stats", READ).await;
-    assert_eq!(
-        (r.status, r.json["error"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")),
-        "{}",
-        r.text
-    );
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     assert!(
         !r.text.contains("redis://") && !r.text.contains("127.0.0.1"),
         "server errors are opaque: {}",
@@ -1103,9 +876,7 @@ async fn redis_down_is_503_and_readiness_recovers() {
     h.t.redis.restart().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let r = h
-            .send(Method::GET, "/readyz", None, None, Body::empty())
-            .await;
+        let r = h.public(Method::GET, "/readyz").await;
         if r.status == StatusCode::OK {
             break;
         }
@@ -1145,26 +916,20 @@ async fn concurrent_patches_of_different_fields_all_apply() {
             assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         }
         let cfg = h.queue.get_agent(&id).await.unwrap().unwrap();
-        assert_eq!(
-            cfg.name.as_deref(),
-            Some("Acme"),
-            "round {round}: a patch was lost"
-        );
-        assert_eq!(
-            cfg.date_format.as_deref(),
-            Some("%d %B %Y"),
-            "round {round}: a patch was lost"
-        );
-        assert_eq!(
-            cfg.utc_offset.as_deref(),
-            Some("Europe/Berlin"),
-            "round {round}: a patch was lost"
-        );
-        assert_eq!(
-            cfg.email_from.as_deref(),
-            Some("support@acme.example"),
-            "round {round}: a patch was lost"
-        );
+        let got = [
+            &cfg.name,
+            &cfg.date_format,
+            &cfg.utc_offset,
+            &cfg.email_from,
+        ];
+        let want = ["Acme", "%d %B %Y", "Europe/Berlin", "support@acme.example"];
+        for (got, want) in got.into_iter().zip(want) {
+            assert_eq!(
+                got.as_deref(),
+                Some(want),
+                "round {round}: a patch was lost"
+            );
+        }
         assert!(
             !cfg.follow_up().unwrap().enabled,
             "round {round}: a patch was lost"

@@ -4,71 +4,49 @@
 mod common;
 
 use aftercall_api::{ApiConfig, ApiState};
-use common::{ADMIN, Options, READ, SEED_AGENT, SEED_CALL, Served, client, start_with};
+use common::{ADMIN, Options, READ, SEED_AGENT, SEED_CALL, Served, start_with};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn serves_over_http_and_shuts_down_gracefully() {
     let h = start_with(Options::default()).await;
     let served = h.serve().await;
-    let base = served.base.clone();
-    let client = client();
+    let http = served.http();
 
     // The seed's curl, byte for byte.
-    let r = client
-        .patch(format!("{base}/agents/agent_abc123"))
-        .bearer_auth(ADMIN)
-        .header("Content-Type", "application/json")
-        .body(SEED_AGENT)
-        .send()
-        .await
-        .unwrap();
+    let r = http
+        .json(Method::PATCH, "/agents/agent_abc123", ADMIN, SEED_AGENT)
+        .await;
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["content-type"], "application/json");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body, serde_json::from_str::<Value>(SEED_AGENT).unwrap());
 
-    let r = client
-        .post(format!("{base}/calls"))
-        .bearer_auth(ADMIN)
-        .header("Content-Type", "application/json")
-        .body(SEED_CALL)
-        .send()
-        .await
-        .unwrap();
+    let r = http.json(Method::POST, "/calls", ADMIN, SEED_CALL).await;
     assert_eq!(r.status(), 202);
     let job_id = r.json::<Value>().await.unwrap()["job_id"].clone();
 
-    let r = client
-        .get(format!("{base}/calls/call_xyz789"))
-        .bearer_auth(READ)
-        .send()
-        .await
-        .unwrap();
+    let r = http.get("/calls/call_xyz789", Some(READ)).await;
     assert_eq!(r.status(), 200);
     let status: Value = r.json().await.unwrap();
     assert_eq!(status["call_ended"]["id"], job_id);
     assert_eq!(status["call_ended"]["agent_id"], json!("agent_abc123"));
 
-    let r = client.get(format!("{base}/stats")).send().await.unwrap();
+    let r = http.get("/stats", None).await;
     assert_eq!(r.status(), 401);
     assert_eq!(
         r.headers()["www-authenticate"],
         "Bearer realm=\"aftercall\""
     );
-    assert_eq!(
-        client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(http.get("/readyz", None).await.status(), 200);
 
     served.stop().await;
     assert!(
-        client.get(format!("{base}/healthz")).send().await.is_err(),
+        http.request(Method::GET, "/healthz", None)
+            .send()
+            .await
+            .is_err(),
         "nothing listens any more"
     );
 }
@@ -96,11 +74,7 @@ async fn insecure_flag_serves_without_a_token() {
         },
     );
     let served = Served::start(state).await;
-    let r = client()
-        .get(format!("{}/stats", served.base))
-        .send()
-        .await
-        .unwrap();
+    let r = served.http().get("/stats", None).await;
     assert_eq!(r.status(), 200);
     served.stop().await;
 }
@@ -111,26 +85,8 @@ async fn insecure_flag_serves_without_a_token() {
 #[tokio::test]
 async fn blank_filters_are_absent_and_dry_runs_touch_nothing() {
     let h = start_with(Options::default()).await;
-    let served = h.serve().await;
-    let base = served.base.clone();
-    let client = client();
-    let post = |path: &str, body: &str| {
-        client
-            .post(format!("{base}{path}"))
-            .bearer_auth(ADMIN)
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-    };
-    let r = client
-        .patch(format!("{base}/agents/agent_abc123"))
-        .bearer_auth(ADMIN)
-        .header("Content-Type", "application/json")
-        .body(SEED_AGENT)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let (served, http) = h.serve_seeded().await;
+    let post = |path: &'static str, body: &'static str| http.json(Method::POST, path, ADMIN, body);
     let ids = h
         .dead_letters_for(&common::call("c1", "agent_abc123"))
         .await;
@@ -146,7 +102,7 @@ async fn blank_filters_are_absent_and_dry_runs_touch_nothing() {
             r#"{"error": "", "all": false}"#,
             r#"{"error": "", "dry_run": true}"#,
         ] {
-            let r = post(path, body).await.unwrap();
+            let r = post(path, body).await;
             assert_eq!(r.status(), 400, "{path} {body}");
             let v: Value = r.json().await.unwrap();
             assert_eq!(v["error"], "empty_filter", "{path} {body}: {v}");
@@ -188,7 +144,7 @@ async fn blank_filters_are_absent_and_dry_runs_touch_nothing() {
         ),
     ];
     for (path, body, want) in cases {
-        let r = post(path, body).await.unwrap();
+        let r = post(path, body).await;
         assert_eq!(r.status(), 200, "{path} {body}");
         assert_eq!(r.json::<Value>().await.unwrap(), want, "{path} {body}");
     }
@@ -199,9 +155,7 @@ async fn blank_filters_are_absent_and_dry_runs_touch_nothing() {
     }
 
     // A blank field beside a real one is ignored; the real one still filters.
-    let r = post("/dead-letters/purge", r#"{"action": "sms", "error": ""}"#)
-        .await
-        .unwrap();
+    let r = post("/dead-letters/purge", r#"{"action": "sms", "error": ""}"#).await;
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"purged": 1}));
     assert_eq!(h.queue.stats().await.unwrap().dead, dead - 1);
 

@@ -15,31 +15,26 @@ pub(crate) struct Views {
     env: Environment<'static>,
 }
 
-const TEMPLATES: &[(&str, &str)] = &[
-    ("layout.html", include_str!("../templates/layout.html")),
-    ("login.html", include_str!("../templates/login.html")),
-    ("error.html", include_str!("../templates/error.html")),
-    ("overview.html", include_str!("../templates/overview.html")),
-    (
-        "overview_live.html",
-        include_str!("../templates/overview_live.html"),
-    ),
-    ("agents.html", include_str!("../templates/agents.html")),
-    ("agent.html", include_str!("../templates/agent.html")),
-    ("action.html", include_str!("../templates/action.html")),
-    ("calls.html", include_str!("../templates/calls.html")),
-    (
-        "call_live.html",
-        include_str!("../templates/call_live.html"),
-    ),
-    (
-        "dead_letters.html",
-        include_str!("../templates/dead_letters.html"),
-    ),
-    (
-        "dead_letter.html",
-        include_str!("../templates/dead_letter.html"),
-    ),
+/// `(name, text)` for each name, the text compiled in from `templates/<name>`.
+macro_rules! templates {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../templates/", $name)))),*]
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = templates![
+    "layout.html",
+    "login.html",
+    "error.html",
+    "overview.html",
+    "overview_live.html",
+    "agents.html",
+    "agent.html",
+    "action.html",
+    "calls.html",
+    "call_live.html",
+    "dead_letters.html",
+    "dead_letter.html",
 ];
 
 impl Views {

@@ -144,6 +144,12 @@ impl Harness {
         self.send(b.body(Body::from(body.to_string())).unwrap())
             .await
     }
+
+    /// `PATCH /ui/api/agents/a1` from the session `cookie`, with `csrf` when given.
+    async fn patch_a1(&self, cookie: &str, csrf: Option<&str>, body: Value) -> Resp {
+        self.json(Method::PATCH, "/ui/api/agents/a1", cookie, csrf, body)
+            .await
+    }
 }
 
 #[tokio::test]
@@ -269,25 +275,11 @@ async fn mutations_need_the_csrf_token_from_our_origin_and_the_apis_scope() {
     let body = json!({"voice_tools": {"post_call_follow_up": {"enabled": true, "actions": [
         {"type": "webhook", "url": "not a url"}]}}});
 
-    let r = h
-        .json(
-            Method::PATCH,
-            "/ui/api/agents/a1",
-            &admin,
-            None,
-            body.clone(),
-        )
-        .await;
+    let r = h.patch_a1(&admin, None, body.clone()).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.json()["error"], "csrf");
     let r = h
-        .json(
-            Method::PATCH,
-            "/ui/api/agents/a1",
-            &admin,
-            Some("0".repeat(32).as_str()),
-            body.clone(),
-        )
+        .patch_a1(&admin, Some("0".repeat(32).as_str()), body.clone())
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let cross_site = h
@@ -303,15 +295,7 @@ async fn mutations_need_the_csrf_token_from_our_origin_and_the_apis_scope() {
     assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
 
     // The API's own validation answers, with the field's path.
-    let r = h
-        .json(
-            Method::PATCH,
-            "/ui/api/agents/a1",
-            &admin,
-            Some(&csrf),
-            body,
-        )
-        .await;
+    let r = h.patch_a1(&admin, Some(&csrf), body).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(
         r.json()["field"],
@@ -319,15 +303,7 @@ async fn mutations_need_the_csrf_token_from_our_origin_and_the_apis_scope() {
     );
     let good = json!({"name": "<script>alert(1)</script>", "voice_tools": {"post_call_follow_up": {
         "enabled": true, "actions": [{"type": "sms", "template": "Hi {caller_name}"}]}}});
-    let r = h
-        .json(
-            Method::PATCH,
-            "/ui/api/agents/a1",
-            &admin,
-            Some(&csrf),
-            good,
-        )
-        .await;
+    let r = h.patch_a1(&admin, Some(&csrf), good).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.header(header::CACHE_CONTROL), "no-store");
 

@@ -64,6 +64,10 @@ impl Reply {
             trickle: Duration::ZERO,
         }
     }
+    /// `200 ok`: what a receiver answers when nothing else is set.
+    pub fn ok() -> Reply {
+        Reply::status(200).body("ok")
+    }
     /// Records the request, then resets the connection (RST) without any response.
     pub fn reset() -> Reply {
         Reply {
@@ -193,7 +197,7 @@ async fn handle(
         s.script
             .pop_front()
             .or_else(|| s.default.clone())
-            .unwrap_or_else(|| Reply::status(200).body("ok"))
+            .unwrap_or_else(Reply::ok)
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;

@@ -64,6 +64,11 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// `redis://127.0.0.1:<port>`: a server of this module reached without credentials.
+pub fn plain_url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}")
+}
+
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     /// Append-only file with `appendfsync always`: nothing acknowledged is lost on a crash.
@@ -123,7 +128,7 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        plain_url(self.port)
     }
 
     pub fn dir(&self) -> &Path {

@@ -10,6 +10,7 @@ use aftercall_api::{ApiConfig, ApiState, Scope, Token};
 use aftercall_core::job::{FanOut, fan_out};
 use aftercall_core::{Attempt, AttemptOutcome, CallEvent, Job};
 use aftercall_queue::{FanOutRecord, FannedOut, Finish, FinishMode, Queue, StateInfo};
+pub use aftercall_testkit::Http;
 use aftercall_testkit::{RedisOptions, TestQueue};
 use axum::Router;
 use axum::body::Body;
@@ -79,6 +80,24 @@ pub struct Resp {
     pub json: Value,
 }
 
+impl Resp {
+    /// The status and the body's `error` code: what a refusal is checked by.
+    pub fn error(&self) -> (StatusCode, Option<&str>) {
+        (self.status, self.json["error"].as_str())
+    }
+
+    /// Fails unless the answer is `status` with the error code `code`.
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.error(), (status, Some(code)), "{}", self.text);
+    }
+
+    /// The string `field` of each item of the body's array `list`.
+    pub fn column(&self, list: &str, field: &str) -> Vec<&str> {
+        let items = self.json[list].as_array().expect("an array");
+        items.iter().map(|i| i[field].as_str().unwrap()).collect()
+    }
+}
+
 pub async fn start() -> Harness {
     start_with(Options::default()).await
 }
@@ -99,6 +118,11 @@ impl Served {
             let _ = stopped.await;
         }));
         Served { base, stop, server }
+    }
+
+    /// A client for this API.
+    pub fn http(&self) -> Http {
+        Http::new(self.base.clone())
     }
 
     /// Shuts down gracefully; fails unless `serve` returns `Ok` within 10 s.
@@ -131,6 +155,18 @@ impl Harness {
     /// This harness's API on a real socket.
     pub async fn serve(&self) -> Served {
         Served::start(self.state.clone()).await
+    }
+
+    /// [`Harness::serve`], then the seed agent stored over HTTP as `agent_abc123`: the
+    /// served API and a client for it.
+    pub async fn serve_seeded(&self) -> (Served, Http) {
+        let served = self.serve().await;
+        let http = served.http();
+        let r = http
+            .json(Method::PATCH, "/agents/agent_abc123", ADMIN, SEED_AGENT)
+            .await;
+        assert_eq!(r.status(), 201, "the seed agent is stored");
+        (served, http)
     }
 
     pub async fn send(
@@ -190,6 +226,29 @@ impl Harness {
             body.into(),
         )
         .await
+    }
+
+    /// No token, no body: what anyone may send.
+    pub async fn public(&self, method: Method, path: &str) -> Resp {
+        self.send(method, path, None, None, Body::empty()).await
+    }
+
+    /// `POST /calls` with an NDJSON body.
+    pub async fn ndjson(&self, token: &str, body: impl Into<Body>) -> Resp {
+        let ct = Some("application/x-ndjson");
+        self.send(Method::POST, "/calls", Some(token), ct, body)
+            .await
+    }
+
+    /// `POST path` with a JSON body and the admin token.
+    pub async fn post_json(&self, path: &str, body: impl Into<String>) -> Resp {
+        self.json(Method::POST, path, ADMIN, body).await
+    }
+
+    /// `PATCH /agents/<id>` with `body` and the admin token.
+    pub async fn patch_agent(&self, id: &str, body: impl Into<String>) -> Resp {
+        self.json(Method::PATCH, &format!("/agents/{id}"), ADMIN, body)
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Resp {
@@ -279,15 +338,6 @@ fn attempt(n: u32, outcome: AttemptOutcome, status: Option<u16>) -> Attempt {
         worker: Some("test-worker".into()),
         next_run_at: None,
     }
-}
-
-/// An HTTP client (reqwest is built without a crypto provider and needs one installed).
-pub fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client builds")
 }
 
 /// A call-ended event for `agent` with id `call`.
