@@ -14,7 +14,11 @@ fn time(ms: i64) -> String {
 fn state_line(r: &JobRecord) -> String {
     let s = &r.state;
     let mut line = s.state.to_string();
-    if let Some(run_at) = s.run_at.filter(|_| s.state == "scheduled") {
+    // A reason says itself when the job runs ("waiting for analysis until T").
+    if let Some(run_at) = s
+        .run_at
+        .filter(|_| s.state == "scheduled" && s.reason.is_none())
+    {
         line.push_str(&format!(" (retry at {})", time(run_at)));
     }
     if let Some(reason) = &s.reason {
@@ -26,7 +30,38 @@ fn state_line(r: &JobRecord) -> String {
 }
 
 pub fn print_call(s: &CallStatus) {
-    println!("call {}", s.call_id);
+    let event = s.call_ended.job.as_ref().map(|j| &j["event"]);
+    let field = |name: &str| event.and_then(|e| e[name].as_str());
+    let mut facts: Vec<String> = Vec::new();
+    if let Some(p) = field("platform") {
+        facts.push(format!("from {p}"));
+    }
+    for name in ["direction", "ended_reason"] {
+        if let Some(v) = field(name) {
+            facts.push(v.to_string());
+        }
+    }
+    if facts.is_empty() {
+        println!("call {}", s.call_id);
+    } else {
+        println!("call {} ({})", s.call_id, facts.join(", "));
+    }
+    if let Some(a) = &s.analysis {
+        let mut line = format!("  analysis arrived {}", time(a.at));
+        if let Some(an) = &a.analysis {
+            if let Some(ok) = an.successful {
+                line.push_str(if ok {
+                    ", successful"
+                } else {
+                    ", not successful"
+                });
+            }
+            if let Some(sent) = &an.sentiment {
+                line.push_str(&format!(", sentiment {sent}"));
+            }
+        }
+        println!("{line}");
+    }
     println!(
         "  call_ended {}  {}",
         s.call_ended.id,

@@ -130,8 +130,15 @@ pub fn check(src: &str) -> Result<(), String> {
     match unknown.first() {
         None => Ok(()),
         Some(v) => Err(format!(
-            "unknown variable `{v}`; available: {}, metadata.<field>",
-            VARIABLES[..VARIABLES.len() - 1].join(", ")
+            "unknown variable `{v}`; available: {}",
+            VARIABLES
+                .iter()
+                .map(|name| match *name {
+                    "analysis" | "raw" | "metadata" => format!("{name}.<field>"),
+                    name => name.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }

@@ -540,7 +540,7 @@ mod tests {
             (
                 Some("{{nope}}"),
                 None,
-                r#"{"error":"unknown variable `nope`; available: agent_name, agent_id, call_id, caller_number, caller_name, caller_email, duration, duration_seconds, summary, date, details, recording_url, metadata.<field>"}"#,
+                r#"{"error":"unknown variable `nope`; available: agent_name, agent_id, call_id, caller_number, caller_name, caller_email, duration, duration_seconds, summary, date, details, recording_url, platform, ended_reason, platform_ended_reason, direction, analysis.<field>, raw.<field>, metadata.<field>"}"#,
             ),
             (
                 Some("{% if %}"),

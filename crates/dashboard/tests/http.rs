@@ -432,3 +432,60 @@ async fn without_authentication_the_pages_need_no_login() {
     let r = h.get("/ui/login?next=%2Fui%2Fcalls", None).await;
     assert_eq!(r.header(header::LOCATION), "/ui/calls");
 }
+
+/// A call from a voice platform shows where it came from, why it ended, that it waits
+/// for the platform's analysis, and the analysis once it joined.
+#[tokio::test]
+async fn a_call_from_a_platform_shows_its_source_and_its_analysis() {
+    use aftercall_core::CallEvent;
+    use aftercall_core::event::Analysis;
+    use aftercall_queue::IntakeOutcome;
+    let h = start(ApiConfig {
+        insecure_no_auth: true,
+        ..ApiConfig::default()
+    })
+    .await;
+    let q = &h._t.queue;
+    let event = CallEvent::parse(
+        br#"{"call_id":"p1","agent_id":"a1","platform":"retell","direction":"inbound","ended_reason":"voicemail"}"#,
+        1 << 20,
+    )
+    .unwrap();
+    let r = q
+        .enqueue_waiting(event.clone(), std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, IntakeOutcome::Waiting);
+    let page = h.get("/ui/calls?call_id=p1", None).await.text;
+    assert!(
+        page.contains("from <strong>retell</strong>, inbound, ended: voicemail"),
+        "{page}"
+    );
+    assert!(page.contains("waiting for analysis until"), "{page}");
+    assert!(!page.contains("call-analysis"), "{page}");
+
+    let mut analyzed = event;
+    analyzed.analysis = Some(Analysis {
+        successful: Some(false),
+        sentiment: Some("neutral".into()),
+        data: None,
+    });
+    let r = q.join_analysis(analyzed.clone()).await.unwrap();
+    assert_eq!(r.outcome, IntakeOutcome::Joined);
+    let page = h.get("/ui/calls?call_id=p1", None).await.text;
+    assert!(
+        page.contains("Analysis from the platform arrived"),
+        "{page}"
+    );
+    assert!(
+        page.contains("not successful · sentiment neutral"),
+        "{page}"
+    );
+    assert!(!page.contains("waiting for analysis"), "{page}");
+    // A second analysis of the same call changes nothing.
+    let again = q.join_analysis(analyzed).await.unwrap();
+    assert_eq!(
+        (again.outcome, again.job_id),
+        (IntakeOutcome::Duplicate, r.job_id)
+    );
+}
