@@ -21,6 +21,7 @@ mod handle;
 mod ids;
 mod keys;
 mod limits;
+mod login_codes;
 mod ops;
 mod scripts;
 mod server;
