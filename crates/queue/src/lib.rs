@@ -22,6 +22,7 @@ mod ids;
 mod keys;
 mod limits;
 mod login_codes;
+mod oldest;
 mod ops;
 mod scripts;
 mod server;
