@@ -1,5 +1,6 @@
 //! `aftercall`: push call-ended events, configure agents, and inspect what happened:
-//! per-call status, dead letters (list, show, replay, purge) and queue stats.
+//! per-call status, dead letters (list, show, replay, purge) and queue stats. Also prints
+//! its own shell completions and manual page.
 
 mod input;
 mod show;
@@ -12,7 +13,7 @@ use aftercall_core::AgentConfig;
 use aftercall_core::settings::Settings;
 use aftercall_queue::{BulkFilter, DlqFilter, Queue, QueueConfig, QueueError, present};
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +62,19 @@ enum Command {
         /// Refresh every second with live rates.
         #[arg(long)]
         watch: bool,
+    },
+    /// Print a shell completion script, e.g. `aftercall completions bash >
+    /// /etc/bash_completion.d/aftercall`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `aftercall man | man -l -`; with --dir, write
+    /// it and one page per subcommand there.
+    Man {
+        /// Write aftercall.1, aftercall-dlq.1, aftercall-dlq-replay.1, … into this folder.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -219,7 +233,33 @@ fn queue_config(cli: &Cli) -> anyhow::Result<QueueConfig> {
     Ok(cfg)
 }
 
+/// Completions and the manual page need neither Redis nor a valid configuration.
+fn print_docs(command: &Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "aftercall", &mut out);
+            std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+        }
+        Command::Man { dir: None } => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+        }
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), dir)
+                .with_context(|| format!("writing manual pages into {}", dir.display()))?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if print_docs(&cli.command)? {
+        return Ok(ExitCode::SUCCESS);
+    }
     let cfg = queue_config(&cli)?;
     // Validate input before touching Redis: bad input is reported even when Redis is down.
     if let Command::Enqueue {
@@ -287,6 +327,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let queue = connect(cfg, writes).await?;
     match cli.command {
         Command::Enqueue { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled first"),
         Command::Agents(cmd) => match cmd {
             AgentsCmd::Set { agent_id, file } => {
                 let cfg = AgentConfig::parse(&std::fs::read(&file)?)

@@ -1,5 +1,8 @@
 //! The embedded default: a supervised local Redis, the worker, a webhook receiver, and
-//! the seed's example call pushed through all of it.
+//! the seed's example call pushed through all of it. With `--keep-running`, also the
+//! HTTP API and the dashboard on 127.0.0.1 behind a token made for this run (reached
+//! through a one-time login link, the token shown nowhere), and a few more calls that
+//! end in every outcome, so each dashboard page has something to show.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,9 +21,14 @@ pub struct DemoArgs {
     /// Call id of the pushed call; the same id twice shows idempotency.
     #[arg(long)]
     call_id: Option<String>,
-    /// Keep running after the call is done (Ctrl-C to stop).
+    /// Keep running after the call is done (Ctrl-C to stop), serving the API and the
+    /// dashboard, with sample calls that end in every outcome.
     #[arg(long)]
     keep_running: bool,
+    /// Where `--keep-running` serves the API and the dashboard (any free port if this
+    /// one is taken).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    api_addr: String,
 }
 
 /// The seed's API body, byte for byte (the webhook URL is pointed at the local receiver).
@@ -54,6 +62,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     cfg.actions.outbox_dir = data.join("outbox");
     cfg.actions.task.github_url = tasks.url.clone();
     cfg.actions.task.github_token = Some("demo-token".into());
+    // Retries a few seconds apart, so the sample that is retried is delivered while you
+    // watch (the default first delay is a minute).
+    cfg.queue.retry.base = Duration::from_secs(2);
+    cfg.queue.retry.cap = Duration::from_secs(30);
     let queue = Queue::connect(cfg.queue.clone()).await?;
 
     let body = SEED_AGENT_BODY.replace("https://your-crm.com", &receiver.url);
@@ -74,6 +86,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     let shutdown = CancellationToken::new();
+    let extra = if args.keep_running {
+        Some(Samples::start(&queue, &receiver).await?)
+    } else {
+        None
+    };
     // The worker runs beside the demo's steps on this task (apalis's worker future is
     // not `Send`, so it is joined rather than spawned).
     let worker = aftercall_runtime::run_with_queue(cfg.clone(), queue.clone(), shutdown.clone());
@@ -81,7 +98,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let receivers = [&receiver, &tasks];
     let steps = steps(
         args.call_id,
-        args.keep_running,
+        extra.map(|samples| (samples, args.api_addr)),
         &queue,
         &receivers,
         &data,
@@ -98,7 +115,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 #[allow(clippy::too_many_arguments)]
 async fn steps(
     call_id: Option<String>,
-    keep_running: bool,
+    keep_running: Option<(Samples, String)>,
     queue: &Queue,
     receivers: &[&Receiver],
     data: &std::path::Path,
@@ -145,11 +162,210 @@ async fn steps(
             println!("  {}", entry.display());
         }
     }
-    if keep_running {
-        println!("\n▸ running; Redis at {redis_url}; Ctrl-C to stop");
-        crate::signal(shutdown.clone()).await;
+    let Some((samples, api_addr)) = keep_running else {
+        println!(
+            "\n▸ ./dev demo --keep-running also serves the dashboard, with calls that end in every outcome"
+        );
+        return Ok(());
+    };
+    samples.push_and_wait(queue, max_event_bytes).await?;
+    let api = serve_api(queue, &api_addr, shutdown.clone()).await?;
+    println!(
+        "\n▸ the API and the dashboard are on {base} (token made for this run, shown nowhere)",
+        base = api.base
+    );
+    println!(
+        "▸ log in (one-time link, valid {} minutes): {}{}",
+        aftercall_dashboard::LOGIN_LINK_TTL.as_secs() / 60,
+        api.base,
+        api.login_path
+    );
+    samples.print_next_steps(&api.base);
+    println!("\n▸ running; Redis at {redis_url}; Ctrl-C to stop");
+    crate::signal(shutdown.clone()).await;
+    match tokio::time::timeout(Duration::from_secs(10), api.server).await {
+        Ok(served) => served?.context("the API server failed")?,
+        Err(_) => tracing::warn!("the API did not stop within 10 s; exiting anyway"),
     }
     Ok(())
+}
+
+/// The API and the dashboard, served for this run.
+struct Api {
+    base: String,
+    login_path: String,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Serves the API, `/metrics` and the dashboard on `addr` (any free port on 127.0.0.1
+/// if it is taken) behind an admin token made here, and returns a one-time login link.
+/// The token is kept only in this process's configuration: never printed, never logged.
+async fn serve_api(queue: &Queue, addr: &str, shutdown: CancellationToken) -> anyhow::Result<Api> {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            println!("▸ {addr} is taken; serving the dashboard on a free port instead");
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?
+        }
+        Err(e) => return Err(e).with_context(|| format!("--api-addr: cannot listen on {addr}")),
+    };
+    let base = format!("http://{}", listener.local_addr()?);
+    let token: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let cfg = aftercall_api::ApiConfig {
+        tokens: vec![aftercall_api::Token {
+            name: "demo-admin".into(),
+            secret: token.clone(),
+            scope: aftercall_api::Scope::Admin,
+        }],
+        ..Default::default()
+    };
+    let state = aftercall_api::ApiState::new(queue.clone(), cfg);
+    let login_path = aftercall_dashboard::login_link(&state, &token)
+        .await
+        .context("making the one-time login link")?;
+    drop(token);
+    let metrics = aftercall_runtime::metrics::install();
+    let sampled = queue.clone();
+    let extra = aftercall_dashboard::router(state.clone()).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (m, q) = (metrics.clone(), sampled.clone());
+            async move { aftercall_runtime::metrics::render(&m, &q).await }
+        }),
+    );
+    let server = tokio::spawn(aftercall_api::serve_with(
+        listener,
+        state,
+        extra,
+        async move { shutdown.cancelled().await },
+    ));
+    Ok(Api {
+        base,
+        login_path,
+        server,
+    })
+}
+
+/// The sample calls of `--keep-running`, one per outcome, each with its own agent and
+/// (where a webhook is involved) its own receiver. Their call ids are new on every run.
+struct Samples {
+    suffix: String,
+    /// Kept for as long as the demo runs: the flaky receiver answers 503 once, then 200
+    /// (retried, then delivered); the refusing one 422 once (a permanent refusal: dead
+    /// letter at once), then 200, so replaying the dead letter delivers it.
+    _receivers: [Receiver; 2],
+}
+
+/// (agent, what the call shows, call id suffix)
+const SAMPLE_CALLS: [(&str, &str, &str); 4] = [
+    ("agent_abc123", "delivered", "ok"),
+    ("agent_flaky_crm", "retried, then delivered", "retry"),
+    ("agent_paused", "skipped, with the reason", "skipped"),
+    (
+        "agent_strict_crm",
+        "dead-lettered: the receiver refused it",
+        "refused",
+    ),
+];
+
+impl Samples {
+    async fn start(queue: &Queue, seed_receiver: &Receiver) -> anyhow::Result<Samples> {
+        let flaky = Receiver::start().await?;
+        flaky.script([aftercall_testkit::Reply::status(503).body("try again later")]);
+        let refusing = Receiver::start().await?;
+        refusing.script([aftercall_testkit::Reply::status(422).body("unknown customer")]);
+        let webhook = |name: &str, url: String, enabled: bool| {
+            serde_json::json!({
+                "name": name,
+                "voice_tools": {"post_call_follow_up": {"enabled": enabled, "actions": [
+                    {"type": "webhook", "url": format!("{url}/api/call-completed")}
+                ]}}
+            })
+        };
+        for (id, agent) in [
+            (
+                "agent_flaky_crm",
+                webhook("Flaky CRM", flaky.url.clone(), true),
+            ),
+            (
+                "agent_strict_crm",
+                webhook("Strict CRM", refusing.url.clone(), true),
+            ),
+            (
+                "agent_paused",
+                webhook("Paused agent", seed_receiver.url.clone(), false),
+            ),
+        ] {
+            queue
+                .set_agent(id, &AgentConfig::from_value(agent)?)
+                .await?;
+        }
+        let suffix: String = rand::random::<[u8; 3]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Samples {
+            suffix,
+            _receivers: [flaky, refusing],
+        })
+    }
+
+    fn call_id(&self, kind: &str) -> String {
+        format!("demo_{}_{kind}", self.suffix)
+    }
+
+    async fn push_and_wait(&self, queue: &Queue, max_event_bytes: usize) -> anyhow::Result<()> {
+        println!("\n▸ sample calls, one per outcome:");
+        let mut events = Vec::new();
+        for (agent, _, kind) in SAMPLE_CALLS {
+            let mut event = CallEvent::parse(SEED_CALL.as_bytes(), max_event_bytes)?;
+            event.call_id = self.call_id(kind);
+            event.agent_id = agent.to_string();
+            events.push(event);
+        }
+        queue.enqueue(events).await?;
+        for (agent, shows, kind) in SAMPLE_CALLS {
+            let call_id = self.call_id(kind);
+            let s = wait_until_settled(queue, &call_id, Duration::from_secs(60)).await?;
+            let outcome = if s.actions.is_empty() {
+                format!(
+                    "{} ({})",
+                    s.call_ended.state.state,
+                    s.call_ended.state.reason.as_deref().unwrap_or("")
+                )
+            } else {
+                s.actions
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "{} {} after {} attempt(s)",
+                            a.kind, a.state.state, a.attempts
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!("  {call_id:<22} {agent:<17} {shows}: {outcome}");
+        }
+        Ok(())
+    }
+
+    fn print_next_steps(&self, base: &str) {
+        println!("▸ try next:");
+        println!(
+            "  - replay the dead letter: {base}/ui/dead-letters, open {}'s webhook, Replay (the receiver accepts it now)",
+            self.call_id("refused")
+        );
+        println!("  - edit the agent and watch the preview: {base}/ui/agents/agent_abc123");
+        println!(
+            "  - see a retry, then the delivery: {base}/ui/calls?call_id={}",
+            self.call_id("retry")
+        );
+        println!("  - metrics: curl {base}/metrics");
+    }
 }
 
 async fn wait_until_settled(

@@ -14,6 +14,8 @@ mod proxy;
 mod session;
 mod view;
 
+pub use session::{LOGIN_LINK_TTL, login_link};
+
 use std::sync::Arc;
 
 use aftercall_api::ApiState;
@@ -53,6 +55,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/ui/", get(pages::overview))
         .route("/ui/overview/live", get(pages::overview_live))
         .route("/ui/login", get(session::login_form).post(session::login))
+        .route("/ui/login/{code}", get(session::login_with_link))
         .route("/ui/logout", post(session::logout))
         .route("/ui/agents", get(pages::agents))
         .route("/ui/agents/{agent_id}", get(pages::agent))

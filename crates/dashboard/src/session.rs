@@ -349,6 +349,95 @@ pub(crate) async fn login(
     }
 }
 
+/// How long a one-time login link stays valid if nobody opens it.
+pub const LOGIN_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Makes a one-time login link for `token` (checked with the API's gate, as a login
+/// is): the path `/ui/login/<code>`, whose random code is stored in Redis for
+/// [`LOGIN_LINK_TTL`] and opens one session the first time it is opened, never again.
+/// The token itself is in neither the link nor Redis (only its digest).
+pub async fn login_link(state: &aftercall_api::ApiState, token: &str) -> Result<String, ApiError> {
+    let caller = state.authorize(token, Scope::Read)?;
+    let code = new_session_id();
+    let now = aftercall_queue::now_ms();
+    let record = SessionRecord {
+        token_sha256: token_digest(token),
+        token_name: caller.name.clone(),
+        scope: caller.scope.as_str().to_string(),
+        created_ms: now,
+        expires_ms: now + LOGIN_LINK_TTL.as_millis() as i64,
+    };
+    if !state
+        .queue
+        .create_login_code(&code, &record, LOGIN_LINK_TTL)
+        .await?
+    {
+        return Err(ApiError::Conflict(
+            "a fresh login code was already taken".into(),
+        ));
+    }
+    Ok(format!("/ui/login/{code}"))
+}
+
+/// Opens a one-time login link: takes its code from Redis (so the same link fails from
+/// then on), opens a session for the token it stands for if that token is still
+/// configured, and goes to the overview.
+pub(crate) async fn login_with_link(
+    State(dash): State<Dash>,
+    axum::extract::Path(code): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let used = |status| {
+        login_page(
+            &dash,
+            status,
+            "/ui/",
+            Some("This login link was used already or has expired. Paste an API token instead."),
+        )
+    };
+    if code.len() != 64 || !code.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return used(StatusCode::NOT_FOUND);
+    }
+    let record = match dash
+        .api
+        .queue
+        .take_login_code(&code.to_ascii_lowercase())
+        .await
+    {
+        Ok(Some(r)) => r,
+        Ok(None) => return used(StatusCode::GONE),
+        Err(e) => {
+            tracing::warn!(error = %e, "dashboard login link: the code could not be read");
+            return ApiError::from(e).into_response();
+        }
+    };
+    if record.expires_ms <= aftercall_queue::now_ms()
+        || configured_token(&dash, &record.token_sha256).is_none()
+    {
+        return used(StatusCode::GONE);
+    }
+    let id = new_session_id();
+    let now = aftercall_queue::now_ms();
+    let session = SessionRecord {
+        created_ms: now,
+        expires_ms: now + MAX_AGE_SECS as i64 * 1000,
+        ..record
+    };
+    match dash.api.queue.create_session(&id, &session).await {
+        Ok(true) => {}
+        Ok(false) => return used(StatusCode::INTERNAL_SERVER_ERROR),
+        Err(e) => {
+            tracing::warn!(error = %e, "dashboard login link: the session could not be stored");
+            return ApiError::from(e).into_response();
+        }
+    }
+    tracing::info!(by = %session.token_name, "dashboard login with a one-time link");
+    let mut resp = Redirect::to("/ui/").into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, cookie(&id, MAX_AGE_SECS, &headers));
+    resp
+}
+
 /// Deletes the session in Redis (so the cookie is worthless from now on, wherever it
 /// was copied) and clears the cookie.
 pub(crate) async fn logout(

@@ -23,6 +23,8 @@ mod ids;
 mod intake;
 mod keys;
 mod limits;
+mod login_codes;
+mod oldest;
 mod ops;
 mod scripts;
 mod server;

@@ -31,6 +31,8 @@ pub(crate) struct Ctx {
     pub acker: crate::acker::Acker,
     pub fan_outs: crate::acker::FanOuts,
     pub agents: crate::acker::Agents,
+    /// OpenTelemetry's exporter, when the environment asks for one.
+    pub otel: Option<Arc<crate::otel::Otel>>,
 }
 
 /// Runs one leased job to a recorded outcome, then the action job its fan-out claimed,
@@ -128,6 +130,7 @@ async fn run(
                         }
                     let settled = settle(ctx, &leased, outcome);
                     observe(kind, &settled, &dest, job.created_at, started);
+                    trace(ctx, &job, &leased, kind, &settled, started);
                     Some(record(ctx, &leased, kind, settled, started))
                 }
             },
@@ -212,6 +215,20 @@ fn observe(
     }
 }
 
+/// The attempt's spans (and the job's, after its last), when traces are exported.
+fn trace(
+    ctx: &Ctx,
+    job: &Job,
+    leased: &Leased,
+    kind: &'static str,
+    settled: &Settled,
+    started: Instant,
+) {
+    if let Some(otel) = &ctx.otel {
+        otel.attempt(job, leased.attempt, kind, settled, started);
+    }
+}
+
 /// Settles an action's outcome against the job's budget and the retry policy.
 fn settle(ctx: &Ctx, leased: &Leased, outcome: Outcome) -> Settled {
     aftercall_core::settle(
@@ -278,6 +295,7 @@ async fn run_fan_out(
         Err(e) => {
             let outcome = Outcome::retry(format!("reading agent config: {e}"));
             let settled = settle(ctx, leased, outcome);
+            trace(ctx, job, leased, "call_ended", &settled, started);
             return (
                 Some(record(ctx, leased, "call_ended", settled, started)),
                 None,
@@ -296,6 +314,7 @@ async fn run_fan_out(
             (jobs, settled)
         }
     };
+    trace(ctx, job, leased, "call_ended", &settled, started);
     let (_, _, state, attempt) = stored(settled, w, Some(started));
     // The first action due now is leased to this worker by the fan-out, and run next.
     let claim = jobs.iter().any(|(_, delay)| delay.is_none());

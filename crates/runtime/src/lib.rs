@@ -8,6 +8,7 @@ mod handler;
 mod leases;
 pub mod limits;
 pub mod metrics;
+mod otel;
 mod pool;
 
 use aftercall_queue::{Queue, QueueError};

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the worker: job outcomes and attempts by action, retry delays,
-//! queue depths, lease losses, delivery latency (enqueue to done), per-destination
-//! errors and Redis round-trip time. Recorded through the `metrics` facade; rendered by
+//! queue depths, the oldest queued job's age, workers alive, lease losses, delivery
+//! latency (enqueue to done), per-destination errors and Redis round-trip time. Recorded through the `metrics` facade; rendered by
 //! the exporter's handle at `/metrics`.
 
 use std::time::Duration;
@@ -63,12 +63,22 @@ fn register_all() {
     );
 }
 
-/// Renders the metrics for a scrape, after sampling the queue's depths and Redis's
-/// eviction figures (bounded by 2 s: a slow Redis leaves the previous sample).
+/// Renders the metrics for a scrape, after sampling the queue's depths, the oldest
+/// queued job's age, the workers alive and Redis's eviction figures (bounded by 2 s: a
+/// slow Redis leaves the previous sample).
 pub async fn render(handle: &PrometheusHandle, queue: &aftercall_queue::Queue) -> String {
-    match tokio::time::timeout(Duration::from_secs(2), queue.stats()).await {
-        Ok(Ok(stats)) => queue_depths(&stats),
-        Ok(Err(e)) => tracing::debug!(error = %e, "sampling queue depths for /metrics failed"),
+    let sample = async { tokio::join!(queue.stats(), queue.oldest_queued_age_ms()) };
+    match tokio::time::timeout(Duration::from_secs(2), sample).await {
+        Ok((Ok(stats), oldest)) => {
+            queue_depths(&stats);
+            match oldest {
+                Ok(ms) => oldest_queued(&stats.queue, ms),
+                Err(e) => tracing::debug!(error = %e, "sampling the oldest queued job failed"),
+            }
+        }
+        Ok((Err(e), _)) => {
+            tracing::debug!(error = %e, "sampling queue depths for /metrics failed")
+        }
         Err(_) => tracing::debug!("sampling queue depths for /metrics took over 2 s"),
     }
     let mut text = handle.render();
@@ -139,6 +149,9 @@ pub fn queue_depths(s: &Stats) {
     ] {
         gauge!("aftercall_queue_depth", "queue" => q.clone(), "state" => state).set(v as f64);
     }
+    // Sampled from the heartbeats in Redis, so any replica serving /metrics (an API-only
+    // one too) says whether some worker is alive.
+    gauge!("aftercall_workers_alive", "queue" => q.clone()).set(s.workers_alive as f64);
     // Any eviction may have been a job: alert on it (docs/production.md).
     if let Some(n) = s.redis.evicted_keys {
         gauge!("aftercall_redis_evicted_keys").set(n as f64);
@@ -149,4 +162,11 @@ pub fn queue_depths(s: &Stats) {
         .clone()
         .unwrap_or_else(|| "unknown".into());
     gauge!("aftercall_redis_maxmemory_policy", "policy" => policy).set(1.0);
+}
+
+/// How long the next job to be fetched has been queued (0 when none is): it rises while
+/// nothing fetches, whatever the depth.
+pub fn oldest_queued(queue: &str, age_ms: Option<i64>) {
+    let secs = age_ms.unwrap_or(0) as f64 / 1000.0;
+    gauge!("aftercall_oldest_queued_age_seconds", "queue" => queue.to_string()).set(secs);
 }

@@ -50,6 +50,12 @@ pub async fn run(
     let (fan_outs, fan_outs_task) =
         acker::fan_outs(queue.clone(), leases.clone(), batchers_stop.clone());
     let (agents, agents_task) = acker::agents(queue.clone(), batchers_stop.clone());
+    let otel = crate::otel::Otel::from_env()
+        .map_err(RuntimeError::Worker)?
+        .map(Arc::new);
+    if otel.is_some() {
+        info!("exporting traces over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)");
+    }
     let ctx = Arc::new(Ctx {
         queue: queue.clone(),
         executors,
@@ -58,6 +64,7 @@ pub async fn run(
         acker,
         fan_outs,
         agents,
+        otel: otel.clone(),
     });
     let buffer: Arc<std::sync::Mutex<VecDeque<Leased>>> = Default::default();
 
@@ -160,6 +167,10 @@ pub async fn run(
     side.cancel();
     let _ = tokio::join!(renewer, sweeper);
     let _ = queue.worker_stopped(&cfg.worker_id).await;
+    if let Some(otel) = otel {
+        // Blocking until the last batch is sent, which needs this runtime: off its thread.
+        let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
+    }
     info!("worker stopped");
     result
 }

@@ -1,0 +1,60 @@
+//! One-time dashboard login codes: a random code stored with the session it will open,
+//! under the queue's hash tag, expiring after a short TTL and taken with `GETDEL`, so a
+//! code opens at most one session, on whichever replica it is opened.
+
+use crate::{Keys, Queue, QueueError, SessionRecord};
+
+impl Keys {
+    /// One login code, named by a digest of the code (as sessions are): whoever can list
+    /// the keys learns no usable code.
+    pub fn login_code(&self, code: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::new()
+            .chain_update(b"aftercall-login-code\0")
+            .chain_update(code.as_bytes())
+            .finalize();
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        let tag = self
+            .ready
+            .strip_suffix(":ready")
+            .expect("ready key ends in :ready");
+        format!("{tag}:login_code:{hex}")
+    }
+}
+
+impl Queue {
+    /// Stores `code`, which opens a session like `record`, for `ttl`. False when the code
+    /// is taken (never, for 256 random bits).
+    pub async fn create_login_code(
+        &self,
+        code: &str,
+        record: &SessionRecord,
+        ttl: std::time::Duration,
+    ) -> Result<bool, QueueError> {
+        let json = serde_json::to_string(record)
+            .map_err(|e| QueueError::Invalid(format!("login code record: {e}")))?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.inner.keys.login_code(code))
+            .arg(json)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Takes `code` for good: the session record it stands for the first time, `None`
+    /// ever after (and once it expired). One `GETDEL`, so two concurrent opens of the
+    /// same link cannot both get it.
+    pub async fn take_login_code(&self, code: &str) -> Result<Option<SessionRecord>, QueueError> {
+        let raw: Option<String> = redis::cmd("GETDEL")
+            .arg(self.inner.keys.login_code(code))
+            .query_async(&mut self.conn())
+            .await?;
+        let Some(raw) = raw else { return Ok(None) };
+        let record: SessionRecord = serde_json::from_str(&raw)
+            .map_err(|e| QueueError::Corrupt(format!("login code record: {e}")))?;
+        Ok(Some(record))
+    }
+}
