@@ -41,13 +41,23 @@ impl Keys {
     /// One dashboard session, named by a digest of its id: whoever can list the keys
     /// learns no usable session id.
     pub fn session(&self, session_id: &str) -> String {
+        self.digested("session", session_id)
+    }
+
+    /// One one-time login code, named by a digest of the code, as sessions are.
+    pub fn login_code(&self, code: &str) -> String {
+        self.digested("login_code", code)
+    }
+
+    /// `{tag}:<kind>:<hex SHA-256 of a kind-specific prefix and the secret>`.
+    fn digested(&self, kind: &str, secret: &str) -> String {
         use sha2::{Digest, Sha256};
         let d = Sha256::new()
-            .chain_update(b"aftercall-session\0")
-            .chain_update(session_id.as_bytes())
+            .chain_update(format!("aftercall-{}\0", kind.replace('_', "-")).as_bytes())
+            .chain_update(secret.as_bytes())
             .finalize();
         let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}:session:{hex}", self.tag())
+        format!("{}:{kind}:{hex}", self.tag())
     }
 
     /// The key a script's key list calls `name` (scripts.rs).

@@ -2,25 +2,7 @@
 //! under the queue's hash tag, expiring after a short TTL and taken with `GETDEL`, so a
 //! code opens at most one session, on whichever replica it is opened.
 
-use crate::{Keys, Queue, QueueError, SessionRecord};
-
-impl Keys {
-    /// One login code, named by a digest of the code (as sessions are): whoever can list
-    /// the keys learns no usable code.
-    pub fn login_code(&self, code: &str) -> String {
-        use sha2::{Digest, Sha256};
-        let d = Sha256::new()
-            .chain_update(b"aftercall-login-code\0")
-            .chain_update(code.as_bytes())
-            .finalize();
-        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        let tag = self
-            .ready
-            .strip_suffix(":ready")
-            .expect("ready key ends in :ready");
-        format!("{tag}:login_code:{hex}")
-    }
-}
+use crate::{Queue, QueueError, SessionRecord};
 
 impl Queue {
     /// Stores `code`, which opens a session like `record`, for `ttl`. False when the code
