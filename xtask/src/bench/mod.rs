@@ -23,12 +23,14 @@ use crate::probe::{self, Meter, Sampler, Usage, now_us, round};
 use crate::report::{Report, int, mb};
 
 mod api;
+mod intake;
 mod pipeline;
 mod procs;
 mod queue;
 mod workload;
 
 use api::*;
+use intake::*;
 use pipeline::*;
 use procs::*;
 use queue::*;
@@ -36,7 +38,7 @@ use workload::*;
 
 const SCENARIOS: &[&str] = &[
     "ceiling", "memory", "enqueue", "noop", "pipeline", "latency", "slow", "flatness", "aof",
-    "stalled",
+    "stalled", "intake",
 ];
 
 struct Opts {
@@ -194,6 +196,7 @@ async fn run(opts: Opts, target: PathBuf) -> anyhow::Result<()> {
                 "flatness" => flatness(&mut b).await,
                 "aof" => aof(&mut b).await,
                 "stalled" => stalled(&mut b).await,
+                "intake" => intake(&mut b).await,
                 _ => unreachable!(),
             },
         };
