@@ -222,20 +222,13 @@ async fn serve_api(queue: &Queue, addr: &str, shutdown: CancellationToken) -> an
         }],
         ..Default::default()
     };
+    aftercall_runtime::metrics::install();
     let state = aftercall_api::ApiState::new(queue.clone(), cfg);
     let login_path = aftercall_dashboard::login_link(&state, &token)
         .await
         .context("making the one-time login link")?;
     drop(token);
-    let metrics = aftercall_runtime::metrics::install();
-    let sampled = queue.clone();
-    let extra = aftercall_dashboard::router(state.clone()).route(
-        "/metrics",
-        axum::routing::get(move || {
-            let (m, q) = (metrics.clone(), sampled.clone());
-            async move { aftercall_runtime::metrics::render(&m, &q).await }
-        }),
-    );
+    let extra = crate::ops_routes(&state, &queue);
     let server = tokio::spawn(aftercall_api::serve_with(
         listener,
         state,

@@ -150,7 +150,8 @@ async fn serve(
         role != "api" || api_addr.is_some(),
         "AFTERCALL_ROLE=api needs AFTERCALL_API_ADDR"
     );
-    let metrics = aftercall_runtime::metrics::install();
+    // Before anything counts (the API's counters start at zero when its state is made).
+    aftercall_runtime::metrics::install();
     let api = match api_addr.filter(|_| role != "worker") {
         Some(addr) => {
             let get = |k: &str| std::env::var(k).ok();
@@ -183,14 +184,7 @@ async fn serve(
         let state = aftercall_api::ApiState::new(queue.clone(), api_cfg);
         // The ops dashboard under /ui/ (docs/dashboard.md), and Prometheus metrics,
         // beside the API.
-        let sampled = queue.clone();
-        let extra = aftercall_dashboard::router(state.clone()).route(
-            "/metrics",
-            axum::routing::get(move || {
-                let (m, q) = (metrics.clone(), sampled.clone());
-                async move { aftercall_runtime::metrics::render(&m, &q).await }
-            }),
-        );
+        let extra = ops_routes(&state, &queue);
         drop(routes.send_replace(aftercall_api::full_router(state, extra)));
         server
     });
@@ -311,4 +305,19 @@ pub async fn signal(token: CancellationToken) {
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("shutdown signal received");
     token.cancel();
+}
+
+/// What a worker serves beside the API: the ops dashboard under /ui/
+/// (docs/dashboard.md) and Prometheus metrics, sampled from the queue at each scrape.
+fn ops_routes(state: &aftercall_api::ApiState, queue: &aftercall_queue::Queue) -> axum::Router {
+    // Installed once per process; a second call returns the same handle.
+    let metrics = aftercall_runtime::metrics::install();
+    let sampled = queue.clone();
+    aftercall_dashboard::router(state.clone()).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (m, q) = (metrics.clone(), sampled.clone());
+            async move { aftercall_runtime::metrics::render(&m, &q).await }
+        }),
+    )
 }

@@ -297,14 +297,7 @@ pub(crate) async fn login(
     match dash.api.authorize(token, Scope::Read) {
         Ok(caller) => {
             let id = new_session_id();
-            let now = aftercall_queue::now_ms();
-            let record = SessionRecord {
-                token_sha256: token_digest(token),
-                token_name: caller.name.clone(),
-                scope: caller.scope.as_str().to_string(),
-                created_ms: now,
-                expires_ms: now + MAX_AGE_SECS as i64 * 1000,
-            };
+            let record = session_record(token, &caller, MAX_AGE_SECS as i64 * 1000);
             match dash.api.queue.create_session(&id, &record).await {
                 Ok(true) => {}
                 Ok(false) => {
@@ -352,6 +345,19 @@ pub(crate) async fn login(
 /// How long a one-time login link stays valid if nobody opens it.
 pub const LOGIN_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
+/// What a session (or a login code that will open one) keeps: the token's digest, never
+/// the token, who it is and until when.
+fn session_record(token: &str, caller: &aftercall_api::Caller, ttl_ms: i64) -> SessionRecord {
+    let now = aftercall_queue::now_ms();
+    SessionRecord {
+        token_sha256: token_digest(token),
+        token_name: caller.name.clone(),
+        scope: caller.scope.as_str().to_string(),
+        created_ms: now,
+        expires_ms: now + ttl_ms,
+    }
+}
+
 /// Makes a one-time login link for `token` (checked with the API's gate, as a login
 /// is): the path `/ui/login/<code>`, whose random code is stored in Redis for
 /// [`LOGIN_LINK_TTL`] and opens one session the first time it is opened, never again.
@@ -359,14 +365,7 @@ pub const LOGIN_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(1
 pub async fn login_link(state: &aftercall_api::ApiState, token: &str) -> Result<String, ApiError> {
     let caller = state.authorize(token, Scope::Read)?;
     let code = new_session_id();
-    let now = aftercall_queue::now_ms();
-    let record = SessionRecord {
-        token_sha256: token_digest(token),
-        token_name: caller.name.clone(),
-        scope: caller.scope.as_str().to_string(),
-        created_ms: now,
-        expires_ms: now + LOGIN_LINK_TTL.as_millis() as i64,
-    };
+    let record = session_record(token, &caller, LOGIN_LINK_TTL.as_millis() as i64);
     if !state
         .queue
         .create_login_code(&code, &record, LOGIN_LINK_TTL)

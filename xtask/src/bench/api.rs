@@ -27,6 +27,28 @@ pub(super) async fn healthz_latency(addr: &str, n: usize) -> anyhow::Result<(f64
     Ok((at(0.5), at(0.99), ms[ms.len() - 1]))
 }
 
+/// A worker serving the API on a free port (with an admin token and `env`), once
+/// `/healthz` answers; its address.
+pub(super) async fn api_worker(
+    b: &Bench,
+    q: &Queue,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Proc, String)> {
+    let addr = format!("127.0.0.1:{}", aftercall_testkit::free_port());
+    let mut all = vec![
+        ("AFTERCALL_API_ADDR", addr.as_str()),
+        ("AFTERCALL_API_TOKENS", "admin:bench-token-0123456789abcdef"),
+    ];
+    all.extend_from_slice(env);
+    let w = b.worker(q, &all)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while healthz_latency(&addr, 1).await.is_err() {
+        ensure!(Instant::now() < deadline, "the API never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((w, addr))
+}
+
 /// Hostile clients (issue 14, item 5): 2,000 connections that each send 12 KB of a
 /// request head (under the 16 KB cap, so the server must hold them) and stall. The
 /// worker's RSS with them open and after they close, and `/healthz` latency before and
@@ -35,21 +57,7 @@ pub(super) async fn healthz_latency(addr: &str, n: usize) -> anyhow::Result<(f64
 pub(super) async fn stalled(b: &mut Bench) -> anyhow::Result<Value> {
     let n = b.n(2_000, 2_000);
     let q = b.queue("stalled").await?;
-    let port = aftercall_testkit::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut w = b.worker(
-        &q,
-        &[
-            ("AFTERCALL_API_ADDR", addr.as_str()),
-            ("AFTERCALL_API_TOKENS", "admin:bench-token-0123456789abcdef"),
-            ("AFTERCALL_API_HEADER_TIMEOUT", "300s"),
-        ],
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while healthz_latency(&addr, 1).await.is_err() {
-        ensure!(Instant::now() < deadline, "the API never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut w, addr) = api_worker(b, &q, &[("AFTERCALL_API_HEADER_TIMEOUT", "300s")]).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss0 = probe::status_bytes(w.pid(), "VmRSS:").context("worker RSS")?;
     let (p50_0, p99_0, max_0) = healthz_latency(&addr, 200).await?;

@@ -81,21 +81,7 @@ pub(super) async fn intake(b: &mut Bench) -> anyhow::Result<Value> {
     let rate = 1_000usize;
     let n = b.n(rate * secs, rate * secs);
     let q = b.queue("intake").await?;
-    let port = aftercall_testkit::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut w = b.worker(
-        &q,
-        &[
-            ("AFTERCALL_API_ADDR", addr.as_str()),
-            ("AFTERCALL_API_TOKENS", "admin:bench-token-0123456789abcdef"),
-            ("AFTERCALL_RETELL_API_KEY", RETELL_KEY),
-        ],
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while healthz_latency(&addr, 1).await.is_err() {
-        ensure!(Instant::now() < deadline, "the API never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut w, addr) = api_worker(b, &q, &[("AFTERCALL_RETELL_API_KEY", RETELL_KEY)]).await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let requests: Arc<Vec<Vec<u8>>> =
         Arc::new((0..n).map(|i| retell_request(i, &addr, now_ms)).collect());
