@@ -50,7 +50,13 @@ impl Platform {
             Platform::Bland => bland::read(&raw),
         }?;
         if let Message::Ended { event, .. } | Message::Analyzed { event } = &mut message {
-            attach_raw(event, raw, max_event_bytes);
+            // The message as `raw` adds at most its own bytes (compact JSON is never
+            // longer than the JSON it was read from) and the key: no need to encode it
+            // to know that it fits.
+            let base = serde_json::to_vec(&**event).map(|v| v.len()).unwrap_or(usize::MAX);
+            if base.saturating_add(body.len() + 8) <= max_event_bytes {
+                event.raw = Some(raw);
+            }
         }
         Ok(message)
     }
@@ -151,16 +157,6 @@ impl AgentMap {
     }
 }
 
-/// Keeps the platform's original message with the event when the two fit in
-/// `max_bytes`; a message too large to keep is left out (the event itself is what the
-/// follow-up needs), and so is a message whose event alone is already too large.
-pub fn attach_raw(event: &mut CallEvent, raw: Value, max_bytes: usize) {
-    let size = |e: &CallEvent| serde_json::to_vec(e).map(|v| v.len()).unwrap_or(usize::MAX);
-    event.raw = Some(raw);
-    if size(event) > max_bytes {
-        event.raw = None;
-    }
-}
 
 // ---- helpers shared by the three readers ----
 
@@ -378,13 +374,22 @@ mod tests {
         assert_eq!(AgentMap::parse(" ").unwrap(), AgentMap::default());
     }
 
+    /// The message is kept as `raw` when the event with it fits the event limit, and
+    /// left out (not the call) when it does not.
     #[test]
     fn a_message_too_large_to_keep_is_left_out() {
-        let mut e = CallEvent::parse(br#"{"call_id":"c","agent_id":"a"}"#, 1 << 20).unwrap();
-        attach_raw(&mut e, serde_json::json!({"x": "y".repeat(100)}), 1 << 20);
-        assert!(e.raw.is_some());
-        attach_raw(&mut e, serde_json::json!({"x": "y".repeat(2000)}), 1000);
-        assert!(e.raw.is_none());
+        let body = serde_json::json!({"call_id": "c1", "summary": "s", "pad": "y".repeat(2000)})
+            .to_string();
+        let raw_of = |max| match Platform::Bland.read(body.as_bytes(), max).unwrap() {
+            Message::Ended { event, .. } => {
+                let size = serde_json::to_vec(&*event).unwrap().len();
+                assert!(size <= max, "{size} > {max}");
+                event.raw
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(raw_of(1 << 20).unwrap()["pad"].as_str().map(str::len), Some(2000));
+        assert_eq!(raw_of(1500), None);
     }
 
     #[test]
