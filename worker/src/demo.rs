@@ -228,7 +228,7 @@ async fn serve_api(queue: &Queue, addr: &str, shutdown: CancellationToken) -> an
         .await
         .context("making the one-time login link")?;
     drop(token);
-    let extra = crate::ops_routes(&state, &queue);
+    let extra = crate::ops_routes(&state, queue);
     let server = tokio::spawn(aftercall_api::serve_with(
         listener,
         state,

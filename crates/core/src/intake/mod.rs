@@ -53,7 +53,9 @@ impl Platform {
             // The message as `raw` adds at most its own bytes (compact JSON is never
             // longer than the JSON it was read from) and the key: no need to encode it
             // to know that it fits.
-            let base = serde_json::to_vec(&**event).map(|v| v.len()).unwrap_or(usize::MAX);
+            let base = serde_json::to_vec(&**event)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             if base.saturating_add(body.len() + 8) <= max_event_bytes {
                 event.raw = Some(raw);
             }
@@ -156,7 +158,6 @@ impl AgentMap {
         }
     }
 }
-
 
 // ---- helpers shared by the three readers ----
 
@@ -388,7 +389,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         };
-        assert_eq!(raw_of(1 << 20).unwrap()["pad"].as_str().map(str::len), Some(2000));
+        assert_eq!(
+            raw_of(1 << 20).unwrap()["pad"].as_str().map(str::len),
+            Some(2000)
+        );
         assert_eq!(raw_of(1500), None);
     }
 
