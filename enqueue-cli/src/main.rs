@@ -102,6 +102,9 @@ enum CallsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Erases the call's personal data (event, analysis, attempt errors) and cancels its
+    /// work in flight; its ids, states and outcomes stay, with an audit entry.
+    Erase { call_id: String },
 }
 
 #[derive(Args, Clone, Default)]
@@ -323,6 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.command,
         Command::Agents(AgentsCmd::Set { .. } | AgentsCmd::Delete { .. })
             | Command::Dlq(DlqCmd::Replay(_) | DlqCmd::Purge(_))
+            | Command::Calls(CallsCmd::Erase { .. })
     );
     let queue = connect(cfg, writes).await?;
     match cli.command {
@@ -358,6 +362,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string_pretty(&s.redacted())?)
                 }
                 Some(s) => show::print_call(&s),
+                None => bail!("no call {call_id} is known (never pushed, or past retention)"),
+            }
+        }
+        Command::Calls(CallsCmd::Erase { call_id }) => {
+            let by = format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            );
+            match queue.erase_call(&call_id, &by).await? {
+                Some(e) => println!(
+                    "call {call_id} erased: {} job(s), {} in flight cancelled",
+                    e.jobs, e.cancelled
+                ),
                 None => bail!("no call {call_id} is known (never pushed, or past retention)"),
             }
         }

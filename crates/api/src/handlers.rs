@@ -249,6 +249,18 @@ pub(crate) async fn post_calls(
     }
 }
 
+pub(crate) async fn erase_call(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Id(call_id): Id,
+) -> Result<Response> {
+    let Some(erased) = s.queue.erase_call(&call_id, &caller.name).await? else {
+        return Err(ApiError::NotFound(format!("call `{call_id}` is unknown")));
+    };
+    tracing::info!(call_id = %erased.call_id, jobs = erased.jobs, cancelled = erased.cancelled, by = %caller.name, "call erased");
+    Ok(Json(erased).into_response())
+}
+
 pub(crate) async fn get_call(State(s): State<ApiState>, Id(call_id): Id) -> Result<Response> {
     let Some(mut status) = s.queue.call_status(&call_id).await? else {
         return Err(ApiError::NotFound(format!("call `{call_id}` is unknown")));

@@ -265,6 +265,7 @@ fn build() -> Value {
     answers.subschema_for::<handlers::BulkReplayed>();
     answers.subschema_for::<handlers::BulkPurged>();
     answers.subschema_for::<crate::platforms::IngestAnswer>();
+    answers.subschema_for::<aftercall_queue::Erased>();
     for (name, schema) in answers.take_definitions(true) {
         // A request type answered back (AgentConfig) keeps its reading schema: what the
         // server writes, it reads.

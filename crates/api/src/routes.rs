@@ -239,6 +239,20 @@ pub(crate) fn routes() -> Vec<Route> {
             },
         ),
         route(
+            M::DELETE,
+            "/calls/{call_id}",
+            admin,
+            h::erase_call,
+            Doc {
+                id: "eraseCall",
+                tag: "calls",
+                summary: "Erases the call's personal data (event, analysis, attempt errors and snippets) and cancels its work in flight; ids, states and outcomes stay, and an audit entry says who and when.",
+                ok: &[(200, "What was erased.", Some("Erased"))],
+                errors: &[404],
+                ..DOC
+            },
+        ),
+        route(
             M::GET,
             "/dead-letters",
             read,

@@ -22,6 +22,8 @@ pub struct Keys {
     pub fanout: String,
     /// A call's analysis from its platform (call id -> record), kept as long as the call.
     pub analysis: String,
+    /// Erasures (who, when, how many jobs): a stream, no content.
+    pub audit: String,
     pub notify: String,
     pub agents: String,
     pub workers: String,
@@ -78,6 +80,7 @@ impl Keys {
             "calls_log" => &self.calls_log,
             "fanout" => &self.fanout,
             "analysis" => &self.analysis,
+            "audit" => &self.audit,
             "notify" => &self.notify,
             "agents" => &self.agents,
             "workers" => &self.workers,
@@ -109,6 +112,7 @@ impl Keys {
             calls_log: k("calls_log"),
             fanout: k("fanout"),
             analysis: k("analysis"),
+            audit: k("audit"),
             notify: k("notify"),
             agents: k("agents"),
             workers: k("workers"),

@@ -9,6 +9,7 @@
 //! - `enqueue.rs`: the producer side; `intake.rs`: a call held for its platform's
 //!   analysis, and the analysis joining it; `worker.rs`: fetch, finish, fan-out, renew, sweep;
 //! - `limits.rs`: per-destination limits; `agents.rs`: agent configs;
+//! - `erase.rs`: erasing a call's personal data;
 //! - `ops.rs`: what ops read and repair (dead letters, per-call status, stats);
 //! - `keys.rs`: every key name; `scripts.rs` and `lua/`: the scripts; `conn.rs`: one
 //!   connection type over a single Redis or a Redis Cluster.
@@ -17,6 +18,7 @@ mod agents;
 mod config;
 mod conn;
 mod enqueue;
+mod erase;
 mod error;
 mod handle;
 mod ids;
@@ -36,6 +38,7 @@ use chrono::Utc;
 pub use config::QueueConfig;
 pub use conn::Conn;
 pub use enqueue::Enqueued;
+pub use erase::Erased;
 pub use error::QueueError;
 pub use handle::Queue;
 pub use ids::{JobId, LeaseToken};

@@ -68,10 +68,11 @@ pub struct Scripts {
     pub limit: QueueScript,
     pub agent_cas: QueueScript,
     pub intake: QueueScript,
+    pub erase: QueueScript,
 }
 
 /// Each script's source and key list.
-const SOURCES: [(&str, &str, &[&str]); 11] = [
+const SOURCES: [(&str, &str, &[&str]); 12] = [
     (
         "enqueue",
         include_str!("lua/enqueue.lua"),
@@ -187,6 +188,24 @@ const SOURCES: [(&str, &str, &[&str]); 11] = [
             "analysis",
         ],
     ),
+    (
+        "erase",
+        include_str!("lua/erase.lua"),
+        &[
+            "calls",
+            "fanout",
+            "analysis",
+            "ready",
+            "scheduled",
+            "running",
+            "dead",
+            "done",
+            "state",
+            "log",
+            "lease",
+            "audit",
+        ],
+    ),
 ];
 
 impl Scripts {
@@ -203,6 +222,7 @@ impl Scripts {
             limit,
             agent_cas,
             intake,
+            erase,
         ] = SOURCES.map(|(_, body, keys)| QueueScript::new(body, keys));
         Scripts {
             enqueue,
@@ -216,6 +236,7 @@ impl Scripts {
             limit,
             agent_cas,
             intake,
+            erase,
         }
     }
 }

@@ -1,0 +1,117 @@
+//! Erasing one call's personal data (`erase.lua`): its jobs' events reduced to their
+//! ids, its analysis dropped, its attempt histories without error texts, its work in
+//! flight cancelled, and an audit entry without content.
+
+use aftercall_core::{CallEvent, Job, JobBody};
+use serde::{Deserialize, Serialize};
+
+use crate::{Queue, QueueError, now_ms};
+
+/// What an erasure did.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erased {
+    pub call_id: String,
+    /// The call's jobs whose data was erased (the call-ended job and its actions).
+    pub jobs: u64,
+    /// Of those, the ones still queued, scheduled, running or dead: now `skipped`.
+    pub cancelled: u64,
+}
+
+impl Queue {
+    /// Erases what aftercall stored of `call_id`'s content; `by` names who asked (for
+    /// the job states and the audit entry). `None` for an unknown call. The call's ids,
+    /// states and attempt outcomes stay, so "what happened to call X" still answers.
+    pub async fn erase_call(&self, call_id: &str, by: &str) -> Result<Option<Erased>, QueueError> {
+        let k = &self.inner.keys;
+        for _ in 0..5 {
+            let (parent, fanout): (Option<String>, Option<String>) = redis::pipe()
+                .hget(&k.calls, call_id)
+                .hget(&k.fanout, call_id)
+                .query_async(&mut self.conn())
+                .await?;
+            let Some(parent) = parent else {
+                return Ok(None);
+            };
+            let mut ids = vec![parent];
+            if let Some(f) = &fanout {
+                let actions: Vec<String> = serde_json::from_str(f)
+                    .map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
+                ids.extend(actions);
+            }
+            let data: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&k.data)
+                .arg(&ids)
+                .query_async(&mut self.conn())
+                .await?;
+            let mut writes = Vec::new();
+            for (id, d) in ids.iter().zip(data) {
+                let Some(d) = d else { continue };
+                let cmd = match serde_json::from_slice::<Job>(&d) {
+                    Ok(job) => {
+                        let mut c = redis::cmd("HSET");
+                        c.arg(&k.data).arg(id).arg(stripped(job).to_json());
+                        c
+                    }
+                    // What cannot be read cannot be kept either.
+                    Err(_) => {
+                        let mut c = redis::cmd("HDEL");
+                        c.arg(&k.data).arg(id);
+                        c
+                    }
+                };
+                writes.push(cmd);
+            }
+            let mut inv = self.inner.scripts.erase.invocation(k);
+            inv.arg(call_id)
+                .arg(now_ms())
+                .arg(by)
+                .arg(fanout.as_deref().unwrap_or(""));
+            for id in &ids {
+                inv.arg(id);
+            }
+            let tx = Self::transaction(writes, &inv);
+            let r: Vec<i64> = self.transact(&tx, &inv).await?;
+            if let [jobs, cancelled] = r[..] {
+                return Ok(Some(Erased {
+                    call_id: call_id.to_string(),
+                    jobs: jobs as u64,
+                    cancelled: cancelled as u64,
+                }));
+            }
+        }
+        Err(QueueError::Invalid(format!(
+            "call {call_id} kept changing while it was erased; try again"
+        )))
+    }
+}
+
+/// The job with its event reduced to the call's and agent's ids.
+fn stripped(mut job: Job) -> Job {
+    let bare = std::sync::Arc::new(CallEvent {
+        call_id: job.call_id.clone(),
+        agent_id: job.agent_id.clone(),
+        caller_number: None,
+        agent_name: None,
+        started_at: None,
+        ended_at: None,
+        duration_seconds: None,
+        summary: None,
+        transcript: None,
+        recording_url: None,
+        details: None,
+        metadata: Default::default(),
+        traceparent: None,
+        platform: None,
+        ended_reason: None,
+        platform_ended_reason: None,
+        direction: None,
+        analysis: None,
+        raw: None,
+    });
+    match &mut job.body {
+        JobBody::CallEnded { event } => *event = bare,
+        JobBody::Action(a) => a.event = bare,
+    }
+    job
+}

@@ -1,0 +1,202 @@
+//! Erasing a call (issue 18, erasure): through the CLI and the API, with work in flight
+//! and a dead letter, checked against every value Redis holds afterwards.
+
+use std::time::Duration;
+
+use aftercall_tests::{Receiver, Reply, World};
+use serde_json::Value;
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+
+/// Every key's content under the world's Redis, as text (hashes, lists, sets, sorted
+/// sets, streams, strings).
+async fn everything(w: &World) -> String {
+    let mut c = w.raw().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut out = String::new();
+    for k in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let v: redis::Value = match kind.as_str() {
+            "hash" => redis::cmd("HGETALL")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            "list" => redis::cmd("LRANGE")
+                .arg(&k)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&k)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            "set" => redis::cmd("SMEMBERS")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            "stream" => redis::cmd("XRANGE")
+                .arg(&k)
+                .arg("-")
+                .arg("+")
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            _ => redis::cmd("GET").arg(&k).query_async(&mut c).await.unwrap(),
+        };
+        out.push_str(&format!("{k}: "));
+        flatten(&v, &mut out);
+        out.push('\n');
+    }
+    out
+}
+
+fn flatten(v: &redis::Value, out: &mut String) {
+    match v {
+        redis::Value::BulkString(b) => out.push_str(&String::from_utf8_lossy(b)),
+        redis::Value::SimpleString(s) => out.push_str(s),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            for i in items {
+                flatten(i, out);
+                out.push(' ');
+            }
+        }
+        redis::Value::Map(pairs) => {
+            for (k, v) in pairs {
+                flatten(k, out);
+                out.push('=');
+                flatten(v, out);
+                out.push(' ');
+            }
+        }
+        other => out.push_str(&format!("{other:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
+    let mut w = World::new().await;
+    let port = aftercall_testkit::free_port();
+    w.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
+    w.set("AFTERCALL_API_TOKENS", &format!("admin:{ADMIN}"));
+    // Each call's one action waits for its retry: the receiver failed with the
+    // caller's e-mail in its answer, which the attempt keeps as its snippet.
+    w.set("AFTERCALL_RETRY_BASE", "1h");
+    let rx = Receiver::start().await.unwrap();
+    rx.set_default(Reply::status(503).body("no such contact ann@example.com"));
+    w.webhook_agent("agent_e", &rx.url).await;
+    let _worker = w.worker();
+    w.push("e-1", "agent_e").await;
+    w.push("e-2", "agent_e").await;
+    for call in ["e-1", "e-2"] {
+        let s = w
+            .wait_call(call, Duration::from_secs(20), |s| {
+                s.actions.len() == 1 && s.actions[0].state.state.as_str() == "scheduled"
+            })
+            .await;
+        assert_eq!(s.actions[0].state.state.as_str(), "scheduled", "{s:?}");
+    }
+    let before = everything(&w).await;
+    for personal in ["+14155551234", "ann@example.com", "\"Ann\""] {
+        assert!(
+            before.contains(personal),
+            "the test's own premise: {personal}"
+        );
+    }
+
+    // Through the CLI: the scheduled retry is cancelled, visibly.
+    let out = w.cli(&["calls", "erase", "e-1"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("call e-1 erased: 2 job(s), 1 in flight cancelled"),
+        "{text}"
+    );
+    let s = w.queue.call_status("e-1").await.unwrap().unwrap();
+    assert_eq!(s.actions[0].state.state.as_str(), "skipped");
+    let reason = s.actions[0].state.reason.clone().unwrap_or_default();
+    assert!(reason.starts_with("erased by cli:"), "{reason}");
+    assert_eq!(s.actions[0].history.len(), 1, "the attempt's outcome stays");
+    assert_eq!(s.actions[0].history[0].status, Some(503));
+    assert!(s.actions[0].history[0].response.is_none());
+    assert_eq!(s.call_ended.state.state.as_str(), "fanned_out");
+
+    // Through the API.
+    let http = {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let r = http
+        .delete(format!("{base}/calls/e-2"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["jobs"].as_u64(), body["cancelled"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let r = http
+        .delete(format!("{base}/calls/nope"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .get(format!("{base}/calls/e-2"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["actions"][0]["state"]["reason"], "erased by admin-1");
+    assert_eq!(
+        status["call_ended"]["job"]["event"],
+        serde_json::json!({"call_id": "e-2", "agent_id": "agent_e"})
+    );
+
+    // Nothing of either call's content is left anywhere in Redis; the audit says who.
+    let after = everything(&w).await;
+    for personal in [
+        "+14155551234",
+        "ann@example.com",
+        "\"Ann\"",
+        "duration_seconds",
+    ] {
+        assert!(
+            !after.contains(personal),
+            "{personal} is still in Redis:\n{after}"
+        );
+    }
+    assert!(
+        after.contains("erase") && after.contains("admin-1") && after.contains("cli:"),
+        "{after}"
+    );
+
+    // Nothing is delivered afterwards: the cancelled retries never run.
+    let sent = rx.count();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), sent);
+}
