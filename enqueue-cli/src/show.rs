@@ -46,6 +46,9 @@ pub fn print_call(s: &CallStatus) {
     } else {
         println!("call {} ({})", s.call_id, facts.join(", "));
     }
+    if let Some(why) = event.and_then(|e| e["metadata"]["payload"].as_str()) {
+        println!("  payload {why}: the call's content is gone; ids, states and outcomes stay");
+    }
     if let Some(a) = &s.analysis {
         let mut line = format!("  analysis arrived {}", time(a.at));
         if let Some(an) = &a.analysis {

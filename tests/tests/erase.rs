@@ -174,8 +174,11 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
     assert_eq!(status["actions"][0]["state"]["reason"], "erased by admin-1");
     assert_eq!(
         status["call_ended"]["job"]["event"],
-        serde_json::json!({"call_id": "e-2", "agent_id": "agent_e"})
+        serde_json::json!({"call_id": "e-2", "agent_id": "agent_e", "metadata": {"payload": "erased"}})
     );
+    let shown = w.cli(&["calls", "show", "e-1"], "");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("payload erased"), "{shown}");
 
     // Nothing of either call's content is left anywhere in Redis; the audit says who.
     let after = everything(&w).await;
@@ -199,4 +202,70 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
     let sent = rx.count();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.count(), sent);
+}
+
+/// Payload retention: a settled call's content goes, its outcomes stay; a dead letter
+/// keeps its content (to be replayed); a second pass has nothing left to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn settled_jobs_lose_their_content_after_the_payload_retention_and_dead_letters_keep_it() {
+    let w = World::new().await;
+    let ok = Receiver::start().await.unwrap();
+    ok.set_default(Reply::status(200));
+    let refusing = Receiver::start().await.unwrap();
+    refusing.set_default(Reply::status(400).body("rejected ann@example.com"));
+    w.webhook_agent("agent_ok", &ok.url).await;
+    w.webhook_agent("agent_no", &refusing.url).await;
+    let _worker = w.worker();
+    w.push("p-1", "agent_ok").await;
+    w.push("p-2", "agent_no").await;
+    for call in ["p-1", "p-2"] {
+        let s = w
+            .wait_call(call, Duration::from_secs(20), aftercall_tests::settled)
+            .await;
+        assert!(aftercall_tests::settled(&s), "{s:?}");
+    }
+    // Not yet due: nothing changes.
+    assert_eq!(
+        w.queue
+            .expire_payloads(Duration::from_secs(3600), 1000)
+            .await
+            .unwrap(),
+        0
+    );
+    // Due (a retention of zero): the delivered call's jobs and the refused call's
+    // call-ended job lose their content; its dead action keeps it.
+    let n = w.queue.expire_payloads(Duration::ZERO, 1000).await.unwrap();
+    assert_eq!(n, 3, "p-1's two jobs and p-2's call-ended job");
+    let s = w.queue.call_status("p-1").await.unwrap().unwrap();
+    for job in std::iter::once(&s.call_ended).chain(&s.actions) {
+        let event = job
+            .job
+            .as_ref()
+            .map(|j| j["event"].clone())
+            .unwrap_or_default();
+        let event = if event.is_null() {
+            job.job.as_ref().unwrap()["event"].clone()
+        } else {
+            event
+        };
+        assert_eq!(event["metadata"]["payload"], "expired", "{job:?}");
+        assert!(event.get("caller_number").is_none(), "{event}");
+    }
+    assert_eq!(s.actions[0].state.state.as_str(), "delivered");
+    let dead = w.queue.call_status("p-2").await.unwrap().unwrap();
+    assert_eq!(dead.actions[0].state.state.as_str(), "dead");
+    let kept = &dead.actions[0].job.as_ref().unwrap()["event"];
+    assert_eq!(
+        kept["caller_number"], "+14155551234",
+        "a dead letter keeps its payload"
+    );
+    assert_eq!(
+        dead.call_ended.job.as_ref().unwrap()["event"]["metadata"]["payload"],
+        "expired"
+    );
+    // Where the last pass stopped, the next one goes on: nothing left.
+    assert_eq!(
+        w.queue.expire_payloads(Duration::ZERO, 1000).await.unwrap(),
+        0
+    );
 }

@@ -2,7 +2,9 @@
 //! ids, its analysis dropped, its attempt histories without error texts, its work in
 //! flight cancelled, and an audit entry without content.
 
-use aftercall_core::{CallEvent, Job, JobBody};
+use aftercall_core::Job;
+
+use crate::retention::stripped;
 use serde::{Deserialize, Serialize};
 
 use crate::{Queue, QueueError, now_ms};
@@ -50,7 +52,9 @@ impl Queue {
                 let cmd = match serde_json::from_slice::<Job>(&d) {
                     Ok(job) => {
                         let mut c = redis::cmd("HSET");
-                        c.arg(&k.data).arg(id).arg(stripped(job).to_json());
+                        c.arg(&k.data)
+                            .arg(id)
+                            .arg(stripped(job, "erased").to_json());
                         c
                     }
                     // What cannot be read cannot be kept either.
@@ -84,34 +88,4 @@ impl Queue {
             "call {call_id} kept changing while it was erased; try again"
         )))
     }
-}
-
-/// The job with its event reduced to the call's and agent's ids.
-fn stripped(mut job: Job) -> Job {
-    let bare = std::sync::Arc::new(CallEvent {
-        call_id: job.call_id.clone(),
-        agent_id: job.agent_id.clone(),
-        caller_number: None,
-        agent_name: None,
-        started_at: None,
-        ended_at: None,
-        duration_seconds: None,
-        summary: None,
-        transcript: None,
-        recording_url: None,
-        details: None,
-        metadata: Default::default(),
-        traceparent: None,
-        platform: None,
-        ended_reason: None,
-        platform_ended_reason: None,
-        direction: None,
-        analysis: None,
-        raw: None,
-    });
-    match &mut job.body {
-        JobBody::CallEnded { event } => *event = bare,
-        JobBody::Action(a) => a.event = bare,
-    }
-    job
 }

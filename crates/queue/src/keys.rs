@@ -24,6 +24,8 @@ pub struct Keys {
     pub analysis: String,
     /// Erasures (who, when, how many jobs): a stream, no content.
     pub audit: String,
+    /// How far payload retention got through `done` (a score).
+    pub payload_cursor: String,
     pub notify: String,
     pub agents: String,
     pub workers: String,
@@ -81,6 +83,7 @@ impl Keys {
             "fanout" => &self.fanout,
             "analysis" => &self.analysis,
             "audit" => &self.audit,
+            "payload_cursor" => &self.payload_cursor,
             "notify" => &self.notify,
             "agents" => &self.agents,
             "workers" => &self.workers,
@@ -113,6 +116,7 @@ impl Keys {
             fanout: k("fanout"),
             analysis: k("analysis"),
             audit: k("audit"),
+            payload_cursor: k("payload_cursor"),
             notify: k("notify"),
             agents: k("agents"),
             workers: k("workers"),

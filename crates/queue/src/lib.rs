@@ -9,7 +9,7 @@
 //! - `enqueue.rs`: the producer side; `intake.rs`: a call held for its platform's
 //!   analysis, and the analysis joining it; `worker.rs`: fetch, finish, fan-out, renew, sweep;
 //! - `limits.rs`: per-destination limits; `agents.rs`: agent configs;
-//! - `erase.rs`: erasing a call's personal data;
+//! - `erase.rs`: erasing a call's personal data; `retention.rs`: payload retention;
 //! - `ops.rs`: what ops read and repair (dead letters, per-call status, stats);
 //! - `keys.rs`: every key name; `scripts.rs` and `lua/`: the scripts; `conn.rs`: one
 //!   connection type over a single Redis or a Redis Cluster.
@@ -28,6 +28,7 @@ mod limits;
 mod login_codes;
 mod oldest;
 mod ops;
+mod retention;
 mod scripts;
 mod server;
 mod session;

@@ -69,10 +69,11 @@ pub struct Scripts {
     pub agent_cas: QueueScript,
     pub intake: QueueScript,
     pub erase: QueueScript,
+    pub expire: QueueScript,
 }
 
 /// Each script's source and key list.
-const SOURCES: [(&str, &str, &[&str]); 12] = [
+const SOURCES: [(&str, &str, &[&str]); 13] = [
     (
         "enqueue",
         include_str!("lua/enqueue.lua"),
@@ -206,6 +207,11 @@ const SOURCES: [(&str, &str, &[&str]); 12] = [
             "audit",
         ],
     ),
+    (
+        "expire",
+        include_str!("lua/expire.lua"),
+        &["done", "data", "log", "analysis", "payload_cursor"],
+    ),
 ];
 
 impl Scripts {
@@ -223,6 +229,7 @@ impl Scripts {
             agent_cas,
             intake,
             erase,
+            expire,
         ] = SOURCES.map(|(_, body, keys)| QueueScript::new(body, keys));
         Scripts {
             enqueue,
@@ -237,6 +244,7 @@ impl Scripts {
             agent_cas,
             intake,
             erase,
+            expire,
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// How long finished jobs and call ids are kept for status queries and idempotency.
     pub retention: Duration,
+    /// How long a settled job keeps its personal content (AFTERCALL_PAYLOAD_RETENTION);
+    /// then only ids, states and outcomes stay, for `retention`.
+    pub payload_retention: Duration,
     pub actions: ActionsConfig,
     /// Unique per process start, so a restart never collides with an old instance's leases.
     pub worker_id: String,
@@ -36,6 +39,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             grace: Duration::from_secs(20),
             retention: Duration::from_secs(7 * 86_400),
+            payload_retention: Duration::from_secs(86_400),
             actions: ActionsConfig::default(),
             worker_id: new_worker_id(),
             limits: limits::Limits::default(),
@@ -97,6 +101,9 @@ impl WorkerConfig {
             lease,
             grace: s.duration("AFTERCALL_GRACE")?.unwrap_or(d.grace),
             retention: s.duration("AFTERCALL_RETENTION")?.unwrap_or(d.retention),
+            payload_retention: s
+                .duration("AFTERCALL_PAYLOAD_RETENTION")?
+                .unwrap_or(d.payload_retention),
             actions,
             worker_id: s.string("AFTERCALL_WORKER_ID").unwrap_or(d.worker_id),
             limits: limits::Limits::parse(&s.string("AFTERCALL_LIMITS").unwrap_or_default())?,

@@ -362,7 +362,7 @@ async fn renew_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
 }
 
 /// Writes the worker's heartbeat every few seconds, and applies the retention period
-/// every minute. (Queue depths are sampled when `/metrics` is scraped.)
+/// and the payload retention every minute. (Queue depths are sampled when `/metrics` is scraped.)
 async fn sweep_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut ticks = 0u32;
     loop {
@@ -381,6 +381,15 @@ async fn sweep_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
             Ok(0) => {}
             Ok(n) => debug!(removed = n, "retention sweep"),
             Err(e) => warn!(error = %e, "retention sweep failed"),
+        }
+        match ctx
+            .queue
+            .expire_payloads(ctx.cfg.payload_retention, 1000)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => debug!(expired = n, "payload retention"),
+            Err(e) => warn!(error = %e, "payload retention failed"),
         }
     }
 }
