@@ -55,6 +55,9 @@ enum Command {
     /// Dead letters: list, show, replay, purge.
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Encryption at rest (AFTERCALL_ENCRYPTION_KEYS).
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Queue depths and recent throughput.
     Stats {
         #[arg(long)]
@@ -105,6 +108,14 @@ enum CallsCmd {
     /// Erases the call's personal data (event, analysis, attempt errors) and cancels its
     /// work in flight; its ids, states and outcomes stay, with an audit entry.
     Erase { call_id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Seal every job's data and agent config with the first key of
+    /// AFTERCALL_ENCRYPTION_KEYS (older keys and plaintext are rewritten, live traffic
+    /// is safe); afterwards the older keys can be removed.
+    Rotate,
 }
 
 #[derive(Args, Clone, Default)]
@@ -327,6 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents(AgentsCmd::Set { .. } | AgentsCmd::Delete { .. })
             | Command::Dlq(DlqCmd::Replay(_) | DlqCmd::Purge(_))
             | Command::Calls(CallsCmd::Erase { .. })
+            | Command::Keys(KeysCmd::Rotate)
     );
     let queue = connect(cfg, writes).await?;
     match cli.command {
@@ -379,6 +391,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Dlq(cmd) => dlq(&queue, cmd).await?,
+        Command::Keys(KeysCmd::Rotate) => {
+            let mut shown = std::time::Instant::now();
+            let r = queue
+                .rotate_keys(|r| {
+                    if shown.elapsed() >= std::time::Duration::from_secs(1) {
+                        eprintln!(
+                            "rotating: {} of ~{} values looked at, {} sealed again",
+                            r.scanned, r.total, r.rewritten
+                        );
+                        shown = std::time::Instant::now();
+                    }
+                })
+                .await?;
+            println!(
+                "keys rotated: {} values looked at, {} sealed again with the current key",
+                r.scanned, r.rewritten
+            );
+        }
         Command::Stats { json, watch } => stats(&queue, json, watch).await?,
     }
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,7 @@ impl Queue {
         let _: () = redis::cmd("HSET")
             .arg(&self.inner.keys.agents)
             .arg(agent_id)
-            .arg(json)
+            .arg(self.seal_agent(agent_id, json))
             .query_async(&mut self.conn())
             .await?;
         Ok(())
@@ -25,7 +25,7 @@ impl Queue {
             .query_async(&mut self.conn())
             .await?;
         raw.map(|r| {
-            serde_json::from_str(&r)
+            serde_json::from_str(&self.open_agent(agent_id, r)?)
                 .map_err(|e| QueueError::Corrupt(format!("agent {agent_id}: {e}")))
         })
         .transpose()
@@ -36,11 +36,15 @@ impl Queue {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(redis::cmd("HMGET")
+        let raw: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(&self.inner.keys.agents)
             .arg(ids)
             .query_async(&mut self.conn())
-            .await?)
+            .await?;
+        raw.into_iter()
+            .zip(ids)
+            .map(|(r, id)| r.map(|r| self.open_agent(id, r)).transpose())
+            .collect()
     }
 
     /// An agent's config and its stored form, for [`Queue::set_agent_if`].
@@ -54,9 +58,9 @@ impl Queue {
             .query_async(&mut self.conn())
             .await?;
         let cfg = raw
-            .as_deref()
+            .clone()
             .map(|r| {
-                serde_json::from_str(r)
+                serde_json::from_str(&self.open_agent(agent_id, r)?)
                     .map_err(|e| QueueError::Corrupt(format!("agent {agent_id}: {e}")))
             })
             .transpose()?;
@@ -76,7 +80,7 @@ impl Queue {
         inv.arg(agent_id)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or(""))
-            .arg(json);
+            .arg(self.seal_agent(agent_id, json));
         let ok: i64 = inv.invoke_async(&mut self.conn()).await?;
         Ok(ok == 1)
     }

@@ -27,6 +27,8 @@ pub struct QueueConfig {
     /// Run on a Redis whose `maxmemory-policy` is not `noeviction` (with a warning)
     /// instead of refusing to ([`server`]'s reasons).
     pub allow_eviction: bool,
+    /// AFTERCALL_ENCRYPTION_KEYS: seal job data and agent configs at rest (crypt.rs).
+    pub encryption: Option<crate::Keyring>,
 }
 
 impl Default for QueueConfig {
@@ -41,6 +43,7 @@ impl Default for QueueConfig {
             cluster: false,
             wait_replicas: 0,
             allow_eviction: false,
+            encryption: None,
         }
     }
 }
@@ -75,6 +78,17 @@ impl QueueConfig {
                 .parse("AFTERCALL_REDIS_WAIT_REPLICAS")?
                 .unwrap_or(d.wait_replicas),
             allow_eviction: s.bool(ALLOW_EVICTION)?.unwrap_or(d.allow_eviction),
+            encryption: match s.string("AFTERCALL_ENCRYPTION_KEYS") {
+                Some(v) if !v.trim().is_empty() => {
+                    Some(crate::Keyring::parse(&v).map_err(|message| {
+                        aftercall_core::settings::SettingError {
+                            name: "AFTERCALL_ENCRYPTION_KEYS".into(),
+                            message,
+                        }
+                    })?)
+                }
+                _ => None,
+            },
         })
     }
 }

@@ -238,7 +238,7 @@ impl Queue {
             data.arg(&k.data);
             let mut jobs = Vec::with_capacity(CHUNK);
             for job in it.by_ref().take(CHUNK) {
-                data.arg(&job.id).arg(job.json);
+                data.arg(&job.id).arg(self.seal_data(&job.id, job.json));
                 inv.arg(&job.call_id);
                 jobs.push((job.call_id, job.id));
             }

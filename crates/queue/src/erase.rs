@@ -49,16 +49,19 @@ impl Queue {
             let mut writes = Vec::new();
             for (id, d) in ids.iter().zip(data) {
                 let Some(d) = d else { continue };
-                let cmd = match serde_json::from_slice::<Job>(&d) {
-                    Ok(job) => {
+                let job = self
+                    .open_data(id, &d)
+                    .ok()
+                    .and_then(|plain| serde_json::from_slice::<Job>(&plain).ok());
+                let cmd = match job {
+                    Some(job) => {
                         let mut c = redis::cmd("HSET");
-                        c.arg(&k.data)
-                            .arg(id)
-                            .arg(stripped(job, "erased").to_json());
+                        let json = stripped(job, "erased").to_json().into_bytes();
+                        c.arg(&k.data).arg(id).arg(self.seal_data(id, json));
                         c
                     }
                     // What cannot be read cannot be kept either.
-                    Err(_) => {
+                    None => {
                         let mut c = redis::cmd("HDEL");
                         c.arg(&k.data).arg(id);
                         c

@@ -107,7 +107,7 @@ impl Queue {
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        Ok(Queue {
+        let queue = Queue {
             inner: Arc::new(Inner {
                 client,
                 conn,
@@ -118,7 +118,9 @@ impl Queue {
                 singles: Default::default(),
                 warnings,
             }),
-        })
+        };
+        queue.check_keys(writes).await?;
+        Ok(queue)
     }
 
     /// What is wrong with the Redis, found at connect: eviction allowed on an evicting

@@ -151,7 +151,9 @@ impl Queue {
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<(i64, String), QueueError> {
         let mut data = redis::cmd("HSET");
-        data.arg(&self.inner.keys.data).arg(id).arg(json);
+        data.arg(&self.inner.keys.data)
+            .arg(id)
+            .arg(self.seal_data(id, json));
         let tx = Self::transaction(vec![data], inv);
         let res = match self.transact(&tx, inv).await {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {

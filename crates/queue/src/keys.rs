@@ -26,6 +26,8 @@ pub struct Keys {
     pub audit: String,
     /// How far payload retention got through `done` (a score).
     pub payload_cursor: String,
+    /// One sealed canary per encryption key version (crypt.rs).
+    pub keycheck: String,
     pub notify: String,
     pub agents: String,
     pub workers: String,
@@ -84,6 +86,7 @@ impl Keys {
             "analysis" => &self.analysis,
             "audit" => &self.audit,
             "payload_cursor" => &self.payload_cursor,
+            "keycheck" => &self.keycheck,
             "notify" => &self.notify,
             "agents" => &self.agents,
             "workers" => &self.workers,
@@ -117,6 +120,7 @@ impl Keys {
             analysis: k("analysis"),
             audit: k("audit"),
             payload_cursor: k("payload_cursor"),
+            keycheck: k("keycheck"),
             notify: k("notify"),
             agents: k("agents"),
             workers: k("workers"),

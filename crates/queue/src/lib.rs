@@ -17,6 +17,7 @@
 mod agents;
 mod config;
 mod conn;
+mod crypt;
 mod enqueue;
 mod erase;
 mod error;
@@ -38,6 +39,7 @@ use chrono::Utc;
 
 pub use config::QueueConfig;
 pub use conn::Conn;
+pub use crypt::{CryptError, Keyring, Rotation};
 pub use enqueue::Enqueued;
 pub use erase::Erased;
 pub use error::QueueError;

@@ -270,7 +270,14 @@ impl Queue {
             p.query_async(&mut self.conn()).await?;
         let data: Col = data
             .into_iter()
-            .map(|d| d.map(|b| String::from_utf8_lossy(&b).into_owned()))
+            .zip(ids)
+            .map(|(d, id)| {
+                d.map(|b| match self.open_data(id, &b) {
+                    Ok(plain) => String::from_utf8_lossy(&plain).into_owned(),
+                    // Shown as the undecodable payload it is, with why.
+                    Err(e) => format!("stored data {e}"),
+                })
+            })
             .collect();
         let mut out = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {

@@ -102,14 +102,18 @@ impl Queue {
         let mut inv = self.inner.scripts.expire.invocation(k);
         inv.arg(reached as i64);
         for ((id, d), log) in ids.iter().zip(data).zip(logs) {
-            let job = d.and_then(|d| serde_json::from_slice::<Job>(&d).ok());
-            let (json, call) = match job {
+            let job = d
+                .and_then(|d| self.open_data(id, &d).ok().map(|p| p.into_owned()))
+                .and_then(|plain| serde_json::from_slice::<Job>(&plain).ok());
+            let (data, call) = match job {
                 Some(j) if !is_stripped(&j) => {
-                    let call =
-                        matches!(j.body, JobBody::CallEnded { .. }).then(|| j.call_id.clone());
-                    (stripped(j, "expired").to_json(), call.unwrap_or_default())
+                    let call = matches!(j.body, JobBody::CallEnded { .. })
+                        .then(|| j.call_id.clone())
+                        .unwrap_or_default();
+                    let json = stripped(j, "expired").to_json().into_bytes();
+                    (self.seal_data(id, json), call)
                 }
-                _ => (String::new(), String::new()),
+                _ => (Vec::new(), String::new()),
             };
             let log = log
                 .and_then(|l| serde_json::from_str::<Vec<Attempt>>(&l).ok())
@@ -122,7 +126,7 @@ impl Queue {
                     serde_json::to_string(&h).expect("a history always serializes")
                 })
                 .unwrap_or_default();
-            inv.arg(*id).arg(json).arg(log).arg(call);
+            inv.arg(*id).arg(data).arg(log).arg(call);
         }
         Ok(inv.invoke_async(&mut self.conn()).await?)
     }

@@ -70,10 +70,11 @@ pub struct Scripts {
     pub intake: QueueScript,
     pub erase: QueueScript,
     pub expire: QueueScript,
+    pub rewrap: QueueScript,
 }
 
 /// Each script's source and key list.
-const SOURCES: [(&str, &str, &[&str]); 13] = [
+const SOURCES: [(&str, &str, &[&str]); 14] = [
     (
         "enqueue",
         include_str!("lua/enqueue.lua"),
@@ -212,6 +213,8 @@ const SOURCES: [(&str, &str, &[&str]); 13] = [
         include_str!("lua/expire.lua"),
         &["done", "data", "log", "analysis", "payload_cursor"],
     ),
+    // The hash being rotated (the job data or the agent configs), given per call.
+    ("rewrap", include_str!("lua/rewrap.lua"), &["target"]),
 ];
 
 impl Scripts {
@@ -230,6 +233,7 @@ impl Scripts {
             intake,
             erase,
             expire,
+            rewrap,
         ] = SOURCES.map(|(_, body, keys)| QueueScript::new(body, keys));
         Scripts {
             enqueue,
@@ -245,6 +249,7 @@ impl Scripts {
             intake,
             erase,
             expire,
+            rewrap,
         }
     }
 }

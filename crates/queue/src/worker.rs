@@ -13,6 +13,9 @@ use crate::{JobId, LeaseToken, Queue, QueueError, now_ms};
 pub struct Leased {
     pub id: JobId,
     pub data: String,
+    /// Why the stored data cannot be read (sealed with a key this process lacks): the
+    /// job is dead-lettered with it, in view.
+    pub unreadable: Option<String>,
     /// 1-based number of this attempt.
     pub attempt: u32,
     pub max_attempts: u32,
@@ -177,12 +180,18 @@ impl Queue {
         for ((id, attempt, max_attempts), data) in leased.into_iter().zip(data) {
             // Bytes, not String: a payload that is not UTF-8 must fail as its own job
             // (undecodable, dead-lettered), not fail the fetch of its whole batch.
-            let data = String::from_utf8(data.unwrap_or_default())
+            let (data, unreadable) = match data.as_deref().map(|d| self.open_data(&id, d)) {
+                Some(Ok(plain)) => (plain.into_owned(), None),
+                Some(Err(e)) => (Vec::new(), Some(format!("stored data {e}"))),
+                None => (Vec::new(), None),
+            };
+            let data = String::from_utf8(data)
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             let token = LeaseToken::new(worker, attempt);
             jobs.push(Leased {
                 id: id.into(),
                 data,
+                unreadable,
                 attempt,
                 max_attempts,
                 token,
@@ -267,6 +276,7 @@ impl Queue {
                     Ok(FannedOut::Claimed(Leased {
                         id: id.into(),
                         data: String::new(),
+                        unreadable: None,
                         attempt: 1,
                         max_attempts: self.inner.cfg.retry.max_attempts,
                         token: LeaseToken::new(worker, 1),
@@ -313,7 +323,7 @@ impl Queue {
             let mut data = redis::cmd("HSETNX");
             data.arg(&self.inner.keys.data)
                 .arg(&job.id)
-                .arg(job.to_json());
+                .arg(self.seal_data(&job.id, job.to_json().into_bytes()));
             writes.push(data);
             inv.arg(&job.id).arg(max).arg(run_at);
         }

@@ -39,7 +39,9 @@ pub(crate) struct Ctx {
 /// if any. Never fails: infrastructure errors while recording leave the lease to expire,
 /// which re-runs the job and counts the attempt.
 pub(crate) async fn process(ctx: &Ctx, mut leased: Leased) {
-    let decoded = if leased.data.is_empty() {
+    let decoded = if let Some(why) = leased.unreadable.take() {
+        Err(why)
+    } else if leased.data.is_empty() {
         // Leased from the ready list without data (a corrupt queue): dead-lettered here,
         // in view, rather than dropped by the fetch.
         Err("no data is stored under its id".to_string())

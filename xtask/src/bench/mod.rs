@@ -267,9 +267,18 @@ impl Bench {
     /// A queue handle on a fresh prefix.
     async fn queue(&mut self, name: &str) -> anyhow::Result<Queue> {
         self.seq += 1;
+        // With AFTERCALL_ENCRYPTION_KEYS in the environment (which the workers inherit),
+        // every figure is measured with encryption at rest.
+        let encryption = match std::env::var("AFTERCALL_ENCRYPTION_KEYS") {
+            Ok(k) if !k.trim().is_empty() => {
+                Some(aftercall_queue::Keyring::parse(&k).map_err(anyhow::Error::msg)?)
+            }
+            _ => None,
+        };
         Ok(Queue::connect(QueueConfig {
             url: self.redis.url(),
             prefix: format!("b{}{name}", self.seq),
+            encryption,
             ..Default::default()
         })
         .await?)

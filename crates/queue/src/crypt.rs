@@ -1,0 +1,435 @@
+//! Encryption at rest (`AFTERCALL_ENCRYPTION_KEYS`): job data (the call's event) and
+//! agent configs (their webhook secrets and header values) are sealed with AES-256-GCM
+//! (`ring`, already in the build through rustls) before they reach Redis; ids, states,
+//! times and histories stay in the clear, so the scripts work unchanged.
+//!
+//! Keys are versioned (`v2:<base64 of 32 bytes>,v1:<...>`): the first is used for new
+//! writes, the others are read. A sealed value names its key: job data is
+//! `0x01, len, version, nonce, ciphertext and tag` (JSON never starts with 0x01), an
+//! agent config the same in text, `enc:<version>:<base64>`. The job's id (or the agent's)
+//! is the associated data, so a value moved to another id does not open. A plaintext
+//! value (written before encryption was turned on) is read as it is, and rewritten
+//! sealed by `aftercall keys rotate`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::{Queue, QueueError};
+
+const MARK: u8 = 0x01;
+const TEXT_MARK: &str = "enc:";
+
+/// The configured keys, the first one current.
+#[derive(Clone)]
+pub struct Keyring(Arc<Inner>);
+
+struct Inner {
+    keys: Vec<(String, LessSafeKey)>,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let versions: Vec<&str> = self.0.keys.iter().map(|(v, _)| v.as_str()).collect();
+        f.debug_struct("Keyring")
+            .field("versions", &versions)
+            .finish()
+    }
+}
+
+/// Why a sealed value did not open.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CryptError {
+    #[error("sealed with key {0}, which AFTERCALL_ENCRYPTION_KEYS does not have")]
+    UnknownKey(String),
+    #[error("sealed with key {0}, but AFTERCALL_ENCRYPTION_KEYS is not set")]
+    NoKeys(String),
+    #[error("does not open with key {0} (a wrong key, or the value was altered)")]
+    Tampered(String),
+    #[error("a sealed value is cut short")]
+    Truncated,
+}
+
+impl Keyring {
+    /// `v2:<base64>,v1:<base64>`: each key 32 bytes; versions unique, short, no `:`.
+    pub fn parse(s: &str) -> Result<Keyring, String> {
+        let mut keys: Vec<(String, LessSafeKey)> = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (version, b64) = part
+                .split_once(':')
+                .ok_or("each key is <version>:<base64 of 32 bytes>")?;
+            let version = version.trim();
+            if version.is_empty()
+                || version.len() > 32
+                || !version
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(format!(
+                    "`{version}` is not a key version (letters, digits, - and _)"
+                ));
+            }
+            if keys.iter().any(|(v, _)| v == version) {
+                return Err(format!("key {version} is listed twice"));
+            }
+            let bytes = B64
+                .decode(b64.trim())
+                .map_err(|_| format!("key {version} is not base64"))?;
+            if bytes.len() != 32 {
+                return Err(format!(
+                    "key {version} is {} bytes; AES-256 needs 32 (openssl rand -base64 32)",
+                    bytes.len()
+                ));
+            }
+            let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| "bad key")?;
+            keys.push((version.to_string(), LessSafeKey::new(key)));
+        }
+        if keys.is_empty() {
+            return Err("no key: set v1:<base64 of 32 bytes>".into());
+        }
+        Ok(Keyring(Arc::new(Inner {
+            keys,
+            rng: SystemRandom::new(),
+        })))
+    }
+
+    /// The version new writes use.
+    pub fn current(&self) -> &str {
+        &self.0.keys[0].0
+    }
+
+    pub fn versions(&self) -> impl Iterator<Item = &str> {
+        self.0.keys.iter().map(|(v, _)| v.as_str())
+    }
+
+    fn key(&self, version: &str) -> Option<&LessSafeKey> {
+        self.0
+            .keys
+            .iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, k)| k)
+    }
+
+    /// Seals `plain` with the current key, bound to `aad` (the id it is stored under).
+    pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        self.seal_with(self.current(), aad, plain)
+    }
+
+    fn seal_with(&self, version: &str, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let key = self.key(version).expect("a configured version");
+        let mut nonce = [0u8; NONCE_LEN];
+        self.0
+            .rng
+            .fill(&mut nonce)
+            .expect("the system's random source works");
+        let mut out = Vec::with_capacity(2 + version.len() + NONCE_LEN + plain.len() + 16);
+        out.push(MARK);
+        out.push(version.len() as u8);
+        out.extend_from_slice(version.as_bytes());
+        out.extend_from_slice(&nonce);
+        let at = out.len();
+        out.extend_from_slice(plain);
+        let mut body = out.split_off(at);
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body,
+        )
+        .expect("sealing fits in memory");
+        out.append(&mut body);
+        out
+    }
+
+    /// Seals as text (agent configs are read as strings).
+    pub fn seal_text(&self, aad: &[u8], plain: &str) -> String {
+        let sealed = self.seal(aad, plain.as_bytes());
+        format!("{TEXT_MARK}{}:{}", self.current(), B64.encode(sealed))
+    }
+}
+
+/// The key version a stored value was sealed with (`None`: plaintext).
+pub fn version_of(data: &[u8]) -> Option<&str> {
+    if let Some(rest) = data.strip_prefix(TEXT_MARK.as_bytes()) {
+        let end = rest.iter().position(|b| *b == b':')?;
+        return std::str::from_utf8(&rest[..end]).ok();
+    }
+    match data {
+        [MARK, n, rest @ ..] if rest.len() >= *n as usize => {
+            std::str::from_utf8(&rest[..*n as usize]).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Opens a stored value: a sealed one with `ring`'s key of its version, a plaintext one
+/// as it is.
+pub fn open<'a>(
+    ring: Option<&Keyring>,
+    aad: &[u8],
+    data: &'a [u8],
+) -> Result<Cow<'a, [u8]>, CryptError> {
+    if let Some(rest) = data.strip_prefix(TEXT_MARK.as_bytes()) {
+        let s = std::str::from_utf8(rest).map_err(|_| CryptError::Truncated)?;
+        let (_, b64) = s.split_once(':').ok_or(CryptError::Truncated)?;
+        let sealed = B64.decode(b64).map_err(|_| CryptError::Truncated)?;
+        return open(ring, aad, &sealed).map(|c| Cow::Owned(c.into_owned()));
+    }
+    let [MARK, n, rest @ ..] = data else {
+        return Ok(Cow::Borrowed(data));
+    };
+    let n = *n as usize;
+    if rest.len() < n + NONCE_LEN + 16 {
+        return Err(CryptError::Truncated);
+    }
+    let version = String::from_utf8_lossy(&rest[..n]).into_owned();
+    let ring = ring.ok_or_else(|| CryptError::NoKeys(version.clone()))?;
+    let key = ring
+        .key(&version)
+        .ok_or_else(|| CryptError::UnknownKey(version.clone()))?;
+    let nonce = Nonce::try_assume_unique_for_key(&rest[n..n + NONCE_LEN])
+        .map_err(|_| CryptError::Truncated)?;
+    let mut body = rest[n + NONCE_LEN..].to_vec();
+    let plain = key
+        .open_in_place(nonce, Aad::from(aad), &mut body)
+        .map_err(|_| CryptError::Tampered(version.clone()))?;
+    Ok(Cow::Owned(plain.to_vec()))
+}
+
+impl From<CryptError> for QueueError {
+    fn from(e: CryptError) -> QueueError {
+        QueueError::Corrupt(e.to_string())
+    }
+}
+
+impl Queue {
+    fn keyring(&self) -> Option<&Keyring> {
+        self.inner.cfg.encryption.as_ref()
+    }
+
+    /// A job's data as stored: sealed when keys are configured.
+    pub(crate) fn seal_data(&self, id: &str, json: Vec<u8>) -> Vec<u8> {
+        match self.keyring() {
+            Some(k) => k.seal(id.as_bytes(), &json),
+            None => json,
+        }
+    }
+
+    /// A job's data as read.
+    pub(crate) fn open_data<'a>(
+        &self,
+        id: &str,
+        data: &'a [u8],
+    ) -> Result<Cow<'a, [u8]>, CryptError> {
+        open(self.keyring(), id.as_bytes(), data)
+    }
+
+    /// An agent config as stored.
+    pub(crate) fn seal_agent(&self, agent_id: &str, json: String) -> String {
+        match self.keyring() {
+            Some(k) => k.seal_text(agent_id.as_bytes(), &json),
+            None => json,
+        }
+    }
+
+    /// An agent config as read.
+    pub(crate) fn open_agent(&self, agent_id: &str, stored: String) -> Result<String, QueueError> {
+        if !stored.starts_with(TEXT_MARK) {
+            return Ok(stored);
+        }
+        let plain = open(self.keyring(), agent_id.as_bytes(), stored.as_bytes())?;
+        String::from_utf8(plain.into_owned())
+            .map_err(|_| QueueError::Corrupt(format!("agent {agent_id}: not UTF-8")))
+    }
+
+    /// At connect: every configured key must open what it sealed before (a canary per
+    /// version in `{p}:keycheck`, written the first time a key is seen), and a queue
+    /// whose data was sealed needs keys. A wrong key stops the process here, with the
+    /// setting's name, rather than dead-lettering jobs one by one.
+    pub(crate) async fn check_keys(&self, writes: bool) -> Result<(), QueueError> {
+        let k = &self.inner.keys;
+        let stored: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(&k.keycheck)
+            .query_async(&mut self.conn())
+            .await?;
+        let Some(ring) = self.keyring() else {
+            if let Some((v, _)) = stored.first() {
+                return Err(QueueError::Invalid(format!(
+                    "this queue's data is encrypted (key {v}); set AFTERCALL_ENCRYPTION_KEYS"
+                )));
+            }
+            return Ok(());
+        };
+        for version in ring.versions() {
+            let aad = format!("keycheck:{version}");
+            match stored.iter().find(|(v, _)| v == version) {
+                Some((_, canary)) => {
+                    if open(Some(ring), aad.as_bytes(), canary).is_err() {
+                        return Err(QueueError::Invalid(format!(
+                            "AFTERCALL_ENCRYPTION_KEYS: key {version} is not the key {version} this queue's data was sealed with"
+                        )));
+                    }
+                }
+                None if writes => {
+                    let canary = ring.seal_with(version, aad.as_bytes(), b"aftercall");
+                    let _: i64 = redis::cmd("HSETNX")
+                        .arg(&k.keycheck)
+                        .arg(version)
+                        .arg(canary)
+                        .query_async(&mut self.conn())
+                        .await?;
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How far a key rotation got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// Values looked at, of about `total` (the hashes' sizes when it started).
+    pub scanned: u64,
+    pub total: u64,
+    /// Values sealed again with the current key (or sealed for the first time).
+    pub rewritten: u64,
+}
+
+impl Queue {
+    /// Seals every job's data and agent config with the current key: values sealed
+    /// with an older key, or stored in the clear, are rewritten (each only if unchanged
+    /// since read, so live traffic is safe). `progress` is called after each batch.
+    /// Once done, older keys can be removed from AFTERCALL_ENCRYPTION_KEYS.
+    pub async fn rotate_keys(
+        &self,
+        mut progress: impl FnMut(&Rotation),
+    ) -> Result<Rotation, QueueError> {
+        let ring = self
+            .keyring()
+            .ok_or_else(|| QueueError::Invalid("AFTERCALL_ENCRYPTION_KEYS is not set".into()))?
+            .clone();
+        let k = &self.inner.keys;
+        let mut r = Rotation::default();
+        for key in [&k.data, &k.agents] {
+            let n: u64 = redis::cmd("HLEN")
+                .arg(key)
+                .query_async(&mut self.conn())
+                .await?;
+            r.total += n;
+        }
+        for (key, text) in [(&k.data, false), (&k.agents, true)] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                    .arg(key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(200)
+                    .query_async(&mut self.conn())
+                    .await?;
+                let mut inv = self.inner.scripts.rewrap.invocation_with(&[key.as_str()]);
+                let mut any = false;
+                for (id, value) in &pairs {
+                    r.scanned += 1;
+                    if version_of(value) == Some(ring.current()) {
+                        continue;
+                    }
+                    let plain = open(Some(&ring), id.as_bytes(), value)?;
+                    let sealed = if text {
+                        let plain = std::str::from_utf8(&plain)
+                            .map_err(|_| QueueError::Corrupt(format!("agent {id}: not UTF-8")))?;
+                        ring.seal_text(id.as_bytes(), plain).into_bytes()
+                    } else {
+                        ring.seal(id.as_bytes(), &plain)
+                    };
+                    inv.arg(id).arg(value.as_slice()).arg(sealed);
+                    any = true;
+                }
+                if any {
+                    let n: u64 = inv.invoke_async(&mut self.conn()).await?;
+                    r.rewritten += n;
+                }
+                progress(&r);
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(s: &str) -> Keyring {
+        Keyring::parse(s).unwrap()
+    }
+
+    const K1: &str = "v1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K2: &str = "v2:HxwdHhscGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
+
+    #[test]
+    fn sealed_values_open_with_their_key_and_id_only() {
+        let r = ring(&format!("{K2},{K1}"));
+        let sealed = r.seal(b"job_1", b"{\"call_id\":\"c\"}");
+        assert_eq!(version_of(&sealed), Some("v2"));
+        assert!(
+            !sealed.windows(8).any(|w| w == b"call_id\""),
+            "no plaintext"
+        );
+        assert_eq!(
+            &*open(Some(&r), b"job_1", &sealed).unwrap(),
+            b"{\"call_id\":\"c\"}"
+        );
+        assert_eq!(
+            open(Some(&r), b"job_2", &sealed),
+            Err(CryptError::Tampered("v2".into()))
+        );
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(open(Some(&r), b"job_1", &altered).is_err());
+        // An older key still opens what it sealed; a ring without it says which.
+        let old = ring(K1).seal(b"job_1", b"x");
+        assert_eq!(&*open(Some(&r), b"job_1", &old).unwrap(), b"x");
+        assert_eq!(
+            open(Some(&ring(K2)), b"job_1", &old),
+            Err(CryptError::UnknownKey("v1".into()))
+        );
+        assert_eq!(
+            open(None, b"job_1", &old),
+            Err(CryptError::NoKeys("v1".into()))
+        );
+        // Plaintext reads as it is.
+        assert_eq!(&*open(Some(&r), b"job_1", b"{}").unwrap(), b"{}");
+        let text = r.seal_text(b"agent", "{\"name\":\"x\"}");
+        assert!(text.starts_with("enc:v2:"));
+        assert_eq!(
+            &*open(Some(&r), b"agent", text.as_bytes()).unwrap(),
+            b"{\"name\":\"x\"}"
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_refused_with_a_reason() {
+        for (bad, want) in [
+            ("", "no key"),
+            ("v1", "<version>:<base64"),
+            ("v1:!!", "not base64"),
+            ("v1:AAAA", "is 3 bytes"),
+            (&format!("{K1},{K1}"), "twice"),
+            ("v 1:AAAA", "not a key version"),
+        ] {
+            let err = Keyring::parse(bad).unwrap_err();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
+    }
+}
