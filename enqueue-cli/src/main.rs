@@ -168,6 +168,16 @@ struct Selection {
     filter: FilterArgs,
 }
 
+#[derive(clap::Args)]
+struct ReplaySelection {
+    #[command(flatten)]
+    sel: Selection,
+    /// Also replay dead letters past their action's `expires_after` (docs/rules.md);
+    /// without it they stay dead and are named.
+    #[arg(long)]
+    force: bool,
+}
+
 #[derive(Subcommand)]
 enum DlqCmd {
     /// List dead letters, oldest first.
@@ -189,7 +199,7 @@ enum DlqCmd {
         json: bool,
     },
     /// Re-run dead letters with a fresh attempt budget.
-    Replay(Selection),
+    Replay(ReplaySelection),
     /// Delete dead letters for good.
     Purge(Selection),
 }
@@ -416,21 +426,32 @@ async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
             Some(r) => show::print_job(&r),
             None => bail!("no job {job_id}"),
         },
-        DlqCmd::Replay(sel) if sel.dry_run => {
-            let n = would_touch(queue, &sel).await?;
+        DlqCmd::Replay(r) if r.sel.dry_run => {
+            let n = would_touch(queue, &r.sel).await?;
             println!("would replay {n} dead letter(s)");
         }
         DlqCmd::Purge(sel) if sel.dry_run => {
             let n = would_touch(queue, &sel).await?;
             println!("would purge {n} dead letter(s)");
         }
-        DlqCmd::Replay(sel) => {
-            let n = if !sel.job_ids.is_empty() {
-                queue.replay(&sel.job_ids).await?
+        DlqCmd::Replay(ReplaySelection { sel, force }) => {
+            let r = if !sel.job_ids.is_empty() {
+                queue.replay_with(&sel.job_ids, force).await?
             } else {
-                queue.replay_matching(&sel.filter()?).await?
+                queue.replay_matching_with(&sel.filter()?, force).await?
             };
-            println!("{n} dead letter(s) replayed");
+            println!("{} dead letter(s) replayed", r.replayed);
+            for id in &r.expired {
+                println!(
+                    "expired   {id}  (past its expires_after; replay with --force to send it anyway)"
+                );
+            }
+            if !r.expired.is_empty() && r.replayed == 0 {
+                bail!(
+                    "{} dead letter(s) expired and not replayed; use --force",
+                    r.expired.len()
+                );
+            }
         }
         DlqCmd::Purge(sel) => {
             let n = if !sel.job_ids.is_empty() {

@@ -294,7 +294,8 @@ pub(crate) fn routes() -> Vec<Route> {
             Doc {
                 id: "replayDeadLetter",
                 tag: "dead-letters",
-                summary: "Re-queues one dead letter with a fresh attempt budget.",
+                summary: "Re-queues one dead letter with a fresh attempt budget (one past its action's `expires_after` only with `force=true`: 409 otherwise).",
+                query: Some(<h::ReplayQuery as JsonSchema>::json_schema),
                 ok: &[(200, "Replayed.", Some("Replayed"))],
                 errors: &[404, 409],
                 ..DOC

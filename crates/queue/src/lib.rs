@@ -43,7 +43,7 @@ pub use intake::{AnalysisRecord, Ingested, IntakeOutcome};
 pub use keys::Keys;
 pub use limits::Limit;
 pub use ops::{
-    BulkFilter, CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats, WORKER_ALIVE_MS,
+    BulkFilter, CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Replay, Stats, WORKER_ALIVE_MS,
     present, redact_job,
 };
 pub use server::{ALLOW_EVICTION, NO_EVICTION, RedisFacts};

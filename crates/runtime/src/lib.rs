@@ -10,6 +10,7 @@ pub mod limits;
 pub mod metrics;
 mod otel;
 mod pool;
+mod rules;
 
 use aftercall_queue::{Queue, QueueError};
 use tokio_util::sync::CancellationToken;

@@ -41,6 +41,7 @@ pub fn job(event: Value, action: Action) -> ActionJob {
         date_format: None,
         utc_offset: None,
         email_from: None,
+        skip: None,
     }
 }
 
