@@ -55,6 +55,9 @@ enum Command {
     /// Dead letters: list, show, replay, purge.
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Opted-out contacts: no SMS or e-mail goes to them from any agent.
+    #[command(subcommand)]
+    OptOuts(OptOutsCmd),
     /// Queue depths and recent throughput.
     Stats {
         #[arg(long)]
@@ -92,6 +95,24 @@ enum AgentsCmd {
     List,
     /// Remove an agent's config.
     Delete { agent_id: String },
+}
+
+#[derive(Subcommand)]
+enum OptOutsCmd {
+    /// Every opt-out, with when and how it was recorded.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record an opt-out.
+    Add {
+        /// `sms` or `email`.
+        channel: String,
+        /// An E.164 number or an e-mail address.
+        address: String,
+    },
+    /// Remove an opt-out (the contact opted in again).
+    Remove { channel: String, address: String },
 }
 
 #[derive(Subcommand)]
@@ -333,6 +354,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.command,
         Command::Agents(AgentsCmd::Set { .. } | AgentsCmd::Delete { .. })
             | Command::Dlq(DlqCmd::Replay(_) | DlqCmd::Purge(_))
+            | Command::OptOuts(OptOutsCmd::Add { .. } | OptOutsCmd::Remove { .. })
     );
     let queue = connect(cfg, writes).await?;
     match cli.command {
@@ -373,8 +395,47 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dlq(cmd) => dlq(&queue, cmd).await?,
         Command::Stats { json, watch } => stats(&queue, json, watch).await?,
+        Command::OptOuts(cmd) => opt_outs(&queue, cmd).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn opt_outs(queue: &Queue, cmd: OptOutsCmd) -> anyhow::Result<()> {
+    use aftercall_core::contact::{Channel, normalize};
+    let contact = |channel: &str, address: &str| -> anyhow::Result<(Channel, String)> {
+        let c = Channel::parse(channel).map_err(anyhow::Error::msg)?;
+        Ok((c, normalize(c, address).map_err(anyhow::Error::msg)?))
+    };
+    match cmd {
+        OptOutsCmd::List { json } => {
+            let all = queue.opt_outs().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            }
+            for o in all.iter().filter(|_| !json) {
+                let at = chrono::DateTime::from_timestamp_millis(o.at)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                    .unwrap_or_default();
+                println!("{:<6} {:<32} {at}  {}", o.channel, o.address, o.source);
+            }
+        }
+        OptOutsCmd::Add { channel, address } => {
+            let (c, a) = contact(&channel, &address)?;
+            if queue.opt_out(c, &a, "cli").await? {
+                println!("opted out  {c} {a}");
+            } else {
+                println!("already opted out  {c} {a}");
+            }
+        }
+        OptOutsCmd::Remove { channel, address } => {
+            let (c, a) = contact(&channel, &address)?;
+            if !queue.opt_in(c, &a).await? {
+                bail!("{c} {a} has no opt-out");
+            }
+            println!("removed  {c} {a}");
+        }
+    }
+    Ok(())
 }
 
 /// Connects; what is wrong with the Redis (no persistence, eviction allowed) goes to

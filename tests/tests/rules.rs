@@ -169,3 +169,153 @@ async fn an_expired_action_is_skipped_and_an_expired_dead_letter_needs_force() {
     assert_eq!(rx.wait_for(2, T).await.len(), 2);
     w.audit_clean().await;
 }
+
+/// Twilio's official Python library signs the request, as Twilio would.
+fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    let params: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json\nfrom twilio.request_validator import RequestValidator\nprint(RequestValidator(sys.argv[1]).compute_signature(sys.argv[2], json.loads(sys.argv[3])))",
+            token,
+            url,
+            &serde_json::Value::Object(params).to_string(),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the twilio library is missing (./dev test installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn sms_agent() -> String {
+    r#"{"voice_tools":{"post_call_follow_up":{"enabled":true,"actions":[{"type":"sms","template":"Thanks for calling!"}]}}}"#.into()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opt_outs_from_the_cli_a_signed_stop_and_twilio_21610_hold_across_agents() {
+    const TOKEN: &str = "twilio-auth-token-0123456789";
+    let mut w = World::new().await;
+    let http = w.with_api(&format!("admin:{ADMIN}"));
+    let twilio = Receiver::start().await.unwrap();
+    twilio.set_default(Reply::status(201).body(r#"{"sid":"SM1","status":"queued"}"#));
+    w.set(
+        "AFTERCALL_TWILIO_ACCOUNT_SID",
+        "AC0123456789abcdef0123456789abcdef",
+    );
+    w.set("AFTERCALL_TWILIO_AUTH_TOKEN", TOKEN);
+    w.set("AFTERCALL_TWILIO_FROM", "+15005550006");
+    w.set("AFTERCALL_TWILIO_BASE_URL", &twilio.url);
+    for agent in ["a1", "a2"] {
+        let out = w.cli_set_agent(agent, &sms_agent());
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let worker = w.worker();
+    worker.wait_status(&http, "/readyz", 200).await;
+    let push = |call: &str, agent: &str| {
+        let out = w.cli(
+            &["enqueue", "-"],
+            &event(call, "").replace(r#""agent_id":"a1""#, &format!(r#""agent_id":"{agent}""#)),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    let sms = async |call: &str| {
+        let s = w.wait_call(call, T, settled).await;
+        (
+            s.actions[0].state.state.clone(),
+            s.actions[0].state.reason.clone().unwrap_or_default(),
+        )
+    };
+
+    // 1. From the CLI (written any way: stored as E.164), then removed.
+    let out = w.cli(&["opt-outs", "add", "sms", "+1 (415) 555-1234"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    push("c1", "a1");
+    let (state, reason) = sms("c1").await;
+    assert_eq!(state, "skipped");
+    assert!(reason.starts_with("opted out (sms since "), "{reason}");
+    assert!(reason.ends_with("via cli)"), "{reason}");
+    assert_eq!(twilio.count(), 0, "nothing sent");
+    let out = w.cli(&["opt-outs", "remove", "sms", "+14155551234"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    push("c2", "a1");
+    assert_eq!(sms("c2").await.0, "delivered");
+    assert_eq!(twilio.count(), 1);
+
+    // 2. A STOP reply, posted by Twilio with its signature: refused unsigned or
+    // mis-signed, then recorded, and it holds for every agent.
+    let url = format!("{}/ingest/twilio/inbound", http.base);
+    let form = [
+        ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
+        ("From", "+14155551234"),
+        ("To", "+15005550006"),
+        ("Body", "Stop"),
+    ];
+    let post = |sig: Option<String>| {
+        let mut r = http
+            .request(Method::POST, "/ingest/twilio/inbound", None)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                form.iter()
+                    .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B")))
+                    .collect::<Vec<_>>()
+                    .join("&"),
+            );
+        if let Some(sig) = sig {
+            r = r.header("x-twilio-signature", sig);
+        }
+        r.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    let wrong = twilio_signature("another-token", &url, &form);
+    assert_eq!(post(Some(wrong)).await.unwrap().status(), 401);
+    assert!(w.queue.opt_outs().await.unwrap().is_empty());
+    let r = post(Some(twilio_signature(TOKEN, &url, &form)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("<Response>"));
+    let list = http.get_json("/opt-outs", ADMIN).await;
+    assert_eq!(list["items"][0]["address"], "+14155551234");
+    assert_eq!(list["items"][0]["source"], "twilio_inbound");
+    push("c3", "a2");
+    let (state, reason) = sms("c3").await;
+    assert_eq!(
+        (state.as_str(), reason.ends_with("via twilio_inbound)")),
+        ("skipped", true)
+    );
+    assert_eq!(twilio.count(), 1, "nothing sent");
+
+    // 3. Removed over the API; then Twilio refuses the send with 21610: a skip, not a
+    // failure, and the number is opted out again.
+    let r = http
+        .request(
+            Method::DELETE,
+            "/opt-outs?channel=sms&address=%2B14155551234",
+            Some(ADMIN),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    twilio.script([Reply::status(400).body(
+        r#"{"code":21610,"message":"Attempt to send to unsubscribed recipient","status":400}"#,
+    )]);
+    push("c4", "a1");
+    let (state, reason) = sms("c4").await;
+    assert_eq!(state, "skipped");
+    assert!(reason.starts_with("opted out: "), "{reason}");
+    let list = w.queue.opt_outs().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].source, "twilio_21610");
+    push("c5", "a2");
+    assert_eq!(sms("c5").await.0, "skipped");
+    assert_eq!(twilio.count(), 2, "c2, then c4's refused attempt only");
+    w.audit_clean().await;
+}

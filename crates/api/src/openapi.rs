@@ -238,6 +238,7 @@ fn build() -> Value {
     generator.subschema_for::<AgentConfig>();
     generator.subschema_for::<CallEvent>();
     generator.subschema_for::<BulkBody>();
+    generator.subschema_for::<crate::contacts::OptOutBody>();
     let mut schemas = generator.take_definitions(true);
     merge_patch_schemas(&mut schemas);
     schemas.insert(
@@ -265,6 +266,8 @@ fn build() -> Value {
     answers.subschema_for::<handlers::BulkReplayed>();
     answers.subschema_for::<handlers::BulkPurged>();
     answers.subschema_for::<crate::platforms::IngestAnswer>();
+    answers.subschema_for::<crate::contacts::OptOutList>();
+    answers.subschema_for::<crate::contacts::OptOutAdded>();
     for (name, schema) in answers.take_definitions(true) {
         // A request type answered back (AgentConfig) keeps its reading schema: what the
         // server writes, it reads.

@@ -287,6 +287,11 @@ pub enum Outcome {
     Skipped {
         reason: String,
     },
+    /// The provider refused the recipient as opted out (Twilio's 21610): recorded as a
+    /// skip, never retried, and the runtime adds the recipient to the opt-outs.
+    OptedOut {
+        reason: String,
+    },
     /// Transient: try again later, at the server's `retry_after` if it gave one.
     Retry {
         error: String,

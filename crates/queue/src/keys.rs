@@ -25,6 +25,8 @@ pub struct Keys {
     pub notify: String,
     pub agents: String,
     pub workers: String,
+    /// Opted-out contacts (`channel:address` -> when and how), across agents.
+    pub optouts: String,
 }
 
 impl Keys {
@@ -81,6 +83,7 @@ impl Keys {
             "notify" => &self.notify,
             "agents" => &self.agents,
             "workers" => &self.workers,
+            "optouts" => &self.optouts,
             _ => return None,
         })
     }
@@ -112,6 +115,7 @@ impl Keys {
             notify: k("notify"),
             agents: k("agents"),
             workers: k("workers"),
+            optouts: k("optouts"),
         }
     }
 }

@@ -26,6 +26,7 @@ mod limits;
 mod login_codes;
 mod oldest;
 mod ops;
+mod optouts;
 mod scripts;
 mod server;
 mod session;
@@ -46,6 +47,7 @@ pub use ops::{
     BulkFilter, CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Replay, Stats, WORKER_ALIVE_MS,
     present, redact_job,
 };
+pub use optouts::OptOut;
 pub use server::{ALLOW_EVICTION, NO_EVICTION, RedisFacts};
 pub use session::SessionRecord;
 pub use worker::{FanOutRecord, FannedOut, Fetched, Finish, FinishMode, Leased, StateInfo};

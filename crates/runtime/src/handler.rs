@@ -136,6 +136,9 @@ async fn run(
                             Outcome::retry(format!("executor panicked: {msg}"))
                         }
                     };
+                    if let Outcome::OptedOut { .. } = &outcome {
+                        Box::pin(crate::rules::provider_opted_out(ctx, action_job)).await;
+                    }
                     if limit.is_some()
                         && let Err(e) = Box::pin(ctx.queue.release_slot(&dest, &slot_token(&leased))).await {
                             warn!(error = %e, "giving back a destination slot failed; it expires on its own");

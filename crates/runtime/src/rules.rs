@@ -1,6 +1,7 @@
 //! The follow-up rules a job meets before its executor (docs/rules.md): a condition
-//! decided false at fan-out, and expiry. Both are read from the job itself; only a job
-//! past its expiry costs a Redis read (was its replay forced?).
+//! decided false at fan-out, expiry, and the contact's opt-out. The first two are read
+//! from the job itself (only a job past its expiry costs a Redis read: was its replay
+//! forced?); an SMS or e-mail costs one `HGET` of the opt-outs.
 
 use aftercall_core::{Job, JobBody, Outcome};
 use chrono::Utc;
@@ -19,6 +20,46 @@ pub(crate) async fn before_start(ctx: &Ctx, id: &str, job: &Job) -> Option<Outco
         crate::metrics::rule_skip(kind, "condition");
         return Some(Outcome::skipped(reason.clone()));
     }
+    if let Some(expired) = expiry(ctx, id, a, job).await {
+        return Some(expired);
+    }
+    let (channel, address) = aftercall_actions::contact(a)?;
+    match Box::pin(ctx.queue.opted_out(channel, &address)).await {
+        Ok(None) => None,
+        Ok(Some(o)) => {
+            crate::metrics::rule_skip(kind, "opted_out");
+            let since = chrono::DateTime::from_timestamp_millis(o.at)
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_default();
+            Some(Outcome::skipped(format!(
+                "opted out ({channel} since {since}, via {})",
+                o.source
+            )))
+        }
+        Err(e) => {
+            warn!(error = %e, "reading the opt-outs failed");
+            Some(Outcome::retry(format!("checking opt-outs: {e}")))
+        }
+    }
+}
+
+/// The provider refused the recipient as opted out (Twilio's 21610): recorded, so no
+/// agent sends to it again.
+pub(crate) async fn provider_opted_out(ctx: &Ctx, a: &aftercall_core::ActionJob) {
+    let Some((channel, address)) = aftercall_actions::contact(a) else {
+        return;
+    };
+    match ctx.queue.opt_out(channel, &address, "twilio_21610").await {
+        Ok(_) => {
+            tracing::info!(channel = %channel, "recipient opted out at the provider: recorded")
+        }
+        Err(e) => warn!(error = %e, "recording the provider's opt-out failed"),
+    }
+}
+
+/// Skipped as expired, when past `expires_after` and the replay was not forced.
+async fn expiry(ctx: &Ctx, id: &str, a: &aftercall_core::ActionJob, job: &Job) -> Option<Outcome> {
+    let kind = a.action.kind();
     let expires_at = a.expires_at(job.created_at)?;
     let now = Utc::now();
     if now < expires_at {

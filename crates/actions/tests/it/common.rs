@@ -66,6 +66,7 @@ pub fn kind(o: &Outcome) -> &'static str {
         Outcome::Retry { .. } => "retry",
         Outcome::Permanent { .. } => "permanent",
         Outcome::Skipped { .. } => "skipped",
+        Outcome::OptedOut { .. } => "opted_out",
     }
 }
 
