@@ -319,3 +319,55 @@ async fn opt_outs_from_the_cli_a_signed_stop_and_twilio_21610_hold_across_agents
     assert_eq!(twilio.count(), 2, "c2, then c4's refused attempt only");
     w.audit_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_frequency_cap_holds_across_agents_and_two_workers() {
+    let mut w = World::new().await;
+    w.set("AFTERCALL_FREQUENCY_CAP_SMS", "1/24h");
+    for agent in ["a1", "a2"] {
+        let out = w.cli_set_agent(agent, &sms_agent());
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (_w1, _w2) = (w.worker(), w.worker());
+    // Eight calls from the same number to two agents, at once, to two workers; and one
+    // from another number.
+    let mut events: Vec<String> = (0..8)
+        .map(|i| {
+            event(&format!("c{i}"), "").replace(
+                r#""agent_id":"a1""#,
+                &format!(r#""agent_id":"a{}""#, 1 + i % 2),
+            )
+        })
+        .collect();
+    events.push(event("other", "").replace("+14155551234", "+14155550000"));
+    let out = w.cli(&["enqueue", "-"], &(events.join("\n") + "\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut delivered = 0;
+    for i in 0..8 {
+        let s = w.wait_call(&format!("c{i}"), T, settled).await;
+        let st = &s.actions[0].state;
+        match st.state.as_str() {
+            "delivered" => delivered += 1,
+            "skipped" => {
+                let reason = st.reason.as_deref().unwrap_or_default();
+                assert!(
+                    reason.starts_with(
+                        "frequency cap: at most 1 sms per 1d to this contact; the earlier message at 20"
+                    ),
+                    "{reason}"
+                );
+            }
+            other => panic!("c{i}: {other}"),
+        }
+    }
+    assert_eq!(
+        delivered, 1,
+        "one SMS per number per day, across agents and workers"
+    );
+    let other = w.wait_call("other", T, settled).await;
+    assert_eq!(
+        other.actions[0].state.state, "delivered",
+        "another number is not capped"
+    );
+    w.audit_clean().await;
+}

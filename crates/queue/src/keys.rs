@@ -40,6 +40,11 @@ impl Keys {
         format!("{}:rate:{destination}:{second}", self.tag())
     }
 
+    /// The recent sends to one contact (channel and address), for its frequency cap.
+    pub fn sent(&self, channel: &str, address: &str) -> String {
+        format!("{}:sent:{channel}:{address}", self.tag())
+    }
+
     /// One dashboard session, named by a digest of its id: whoever can list the keys
     /// learns no usable session id.
     pub fn session(&self, session_id: &str) -> String {

@@ -47,7 +47,7 @@ pub use ops::{
     BulkFilter, CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Replay, Stats, WORKER_ALIVE_MS,
     present, redact_job,
 };
-pub use optouts::OptOut;
+pub use optouts::{Cap, ContactCheck, OptOut};
 pub use server::{ALLOW_EVICTION, NO_EVICTION, RedisFacts};
 pub use session::SessionRecord;
 pub use worker::{FanOutRecord, FannedOut, Fetched, Finish, FinishMode, Leased, StateInfo};

@@ -68,10 +68,11 @@ pub struct Scripts {
     pub limit: QueueScript,
     pub agent_cas: QueueScript,
     pub intake: QueueScript,
+    pub contact: QueueScript,
 }
 
 /// Each script's source and key list.
-const SOURCES: [(&str, &str, &[&str]); 11] = [
+const SOURCES: [(&str, &str, &[&str]); 12] = [
     (
         "enqueue",
         include_str!("lua/enqueue.lua"),
@@ -171,6 +172,11 @@ const SOURCES: [(&str, &str, &[&str]); 11] = [
     // A destination's semaphore (token -> expiry ms) and this second's start counter:
     // made per call by `Keys::limit` and `Keys::rate`.
     ("limit", include_str!("lua/limit.lua"), &["sem", "rate"]),
+    (
+        "contact",
+        include_str!("lua/contact.lua"),
+        &["optouts", "sent"],
+    ),
     ("agent_cas", include_str!("lua/agent_cas.lua"), &["agents"]),
     (
         "intake",
@@ -201,6 +207,7 @@ impl Scripts {
             purge,
             sweep,
             limit,
+            contact,
             agent_cas,
             intake,
         ] = SOURCES.map(|(_, body, keys)| QueueScript::new(body, keys));
@@ -216,6 +223,7 @@ impl Scripts {
             limit,
             agent_cas,
             intake,
+            contact,
         }
     }
 }
@@ -230,7 +238,8 @@ mod tests {
     fn key_lists_resolve_and_match_the_headers() {
         let keys = Keys::new("p");
         for (name, body, list) in SOURCES {
-            if name != "limit" {
+            // Per-destination and per-contact keys are named by the caller (keys.rs).
+            if !matches!(name, "limit" | "contact") {
                 for k in list {
                     assert!(keys.named(k).is_some(), "{name}: {k} is not a key");
                 }

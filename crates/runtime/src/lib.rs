@@ -15,7 +15,7 @@ mod rules;
 use aftercall_queue::{Queue, QueueError};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{WorkerConfig, new_worker_id};
+pub use config::{ContactCaps, WorkerConfig, new_worker_id};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -32,7 +32,7 @@ pub fn install() -> PrometheusHandle {
 /// Job kinds, as the `action` label says them.
 const KINDS: [&str; 5] = ["call_ended", "email", "sms", "webhook", "task"];
 /// Follow-up rules that skip an action, as the `rule` label says them.
-const RULES: [&str; 3] = ["condition", "expired", "opted_out"];
+const RULES: [&str; 4] = ["condition", "expired", "opted_out", "frequency_cap"];
 /// Redis calls timed by `aftercall_redis_round_trip_seconds`.
 const OPS: [&str; 1] = ["fetch"];
 
@@ -135,7 +135,7 @@ pub fn destination_error(action: &'static str, destination: &str) {
 }
 
 /// An action skipped by a follow-up rule (docs/rules.md): `condition`, `expired`,
-/// `opted_out`.
+/// `opted_out`, `frequency_cap`.
 pub fn rule_skip(action: &'static str, rule: &'static str) {
     counter!("aftercall_rule_skips_total", "action" => action, "rule" => rule).increment(1);
 }

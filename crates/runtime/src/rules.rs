@@ -1,9 +1,11 @@
 //! The follow-up rules a job meets before its executor (docs/rules.md): a condition
 //! decided false at fan-out, expiry, and the contact's opt-out. The first two are read
 //! from the job itself (only a job past its expiry costs a Redis read: was its replay
-//! forced?); an SMS or e-mail costs one `HGET` of the opt-outs.
+//! forced?); an SMS or e-mail costs one script call (`contact.lua`: its opt-out, then its
+//! frequency cap).
 
 use aftercall_core::{Job, JobBody, Outcome};
+use aftercall_queue::ContactCheck;
 use chrono::Utc;
 use tracing::warn;
 
@@ -24,21 +26,36 @@ pub(crate) async fn before_start(ctx: &Ctx, id: &str, job: &Job) -> Option<Outco
         return Some(expired);
     }
     let (channel, address) = aftercall_actions::contact(a)?;
-    match Box::pin(ctx.queue.opted_out(channel, &address)).await {
-        Ok(None) => None,
-        Ok(Some(o)) => {
+    let cap = ctx.cfg.caps.for_channel(channel);
+    let check = Box::pin(ctx.queue.check_contact(channel, &address, id, cap)).await;
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default()
+    };
+    match check {
+        Ok(ContactCheck::Send) => None,
+        Ok(ContactCheck::OptedOut(o)) => {
             crate::metrics::rule_skip(kind, "opted_out");
-            let since = chrono::DateTime::from_timestamp_millis(o.at)
-                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-                .unwrap_or_default();
             Some(Outcome::skipped(format!(
-                "opted out ({channel} since {since}, via {})",
+                "opted out ({channel} since {}, via {})",
+                time(o.at),
                 o.source
             )))
         }
+        Ok(ContactCheck::Capped { earliest_ms }) => {
+            crate::metrics::rule_skip(kind, "frequency_cap");
+            let cap = cap.expect("capped only under a cap");
+            Some(Outcome::skipped(format!(
+                "frequency cap: at most {} {channel} per {} to this contact; the earlier message at {}",
+                cap.max,
+                humantime_short(cap.window),
+                time(earliest_ms)
+            )))
+        }
         Err(e) => {
-            warn!(error = %e, "reading the opt-outs failed");
-            Some(Outcome::retry(format!("checking opt-outs: {e}")))
+            warn!(error = %e, "checking the contact's opt-out and cap failed");
+            Some(Outcome::retry(format!("checking the contact rules: {e}")))
         }
     }
 }
