@@ -228,7 +228,7 @@ async fn opt_outs_from_the_cli_a_signed_stop_and_twilio_21610_hold_across_agents
     let sms = async |call: &str| {
         let s = w.wait_call(call, T, settled).await;
         (
-            s.actions[0].state.state.clone(),
+            s.actions[0].state.state,
             s.actions[0].state.reason.clone().unwrap_or_default(),
         )
     };

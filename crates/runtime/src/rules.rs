@@ -105,7 +105,7 @@ async fn expiry(ctx: &Ctx, id: &str, a: &aftercall_core::ActionJob, job: &Job) -
 fn humantime_short(d: std::time::Duration) -> String {
     let s = d.as_secs();
     for (unit, per) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if s >= per && s % per == 0 {
+        if s >= per && s.is_multiple_of(per) {
             return format!("{}{unit}", s / per);
         }
     }
