@@ -279,6 +279,10 @@ fn build() -> Value {
         json!({"type": "object", "description": "The platform's own message, as it sends it (see docs/platforms.md)."}),
     );
     schemas.insert(
+        "TwilioInbound".into(),
+        json!({"type": "object", "description": "Twilio's incoming-message fields, as it posts them (From, To, Body, MessageSid, …).", "properties": {"From": {"type": "string"}, "Body": {"type": "string"}}, "additionalProperties": {"type": "string"}}),
+    );
+    schemas.insert(
         "Ingested".into(),
         json!({"anyOf": [{"$ref": "#/components/schemas/Enqueued"}, {"$ref": "#/components/schemas/BatchResult"}]}),
     );

@@ -408,7 +408,7 @@ pub(crate) fn routes() -> Vec<Route> {
                 id: "ingestTwilioInbound",
                 tag: "intake",
                 summary: "Twilio's incoming-message webhook, signed with `X-Twilio-Signature` (AFTERCALL_TWILIO_AUTH_TOKEN; the URL as AFTERCALL_TWILIO_INBOUND_URL): STOP (and Twilio's other opt-out words) from a number adds its SMS opt-out, START removes it. No bearer token.",
-                body: Some(&[("application/x-www-form-urlencoded", None)]),
+                body: Some(&[("application/x-www-form-urlencoded", Some("TwilioInbound"))]),
                 ok: &[(200, "Empty TwiML.", None)],
                 errors: &[401],
                 ..DOC
