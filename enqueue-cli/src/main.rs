@@ -58,6 +58,9 @@ enum Command {
     /// Encryption at rest (AFTERCALL_ENCRYPTION_KEYS).
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Opted-out contacts: no SMS or e-mail goes to them from any agent.
+    #[command(subcommand)]
+    OptOuts(OptOutsCmd),
     /// Queue depths and recent throughput.
     Stats {
         #[arg(long)]
@@ -95,6 +98,24 @@ enum AgentsCmd {
     List,
     /// Remove an agent's config.
     Delete { agent_id: String },
+}
+
+#[derive(Subcommand)]
+enum OptOutsCmd {
+    /// Every opt-out, with when and how it was recorded.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record an opt-out.
+    Add {
+        /// `sms` or `email`.
+        channel: String,
+        /// An E.164 number or an e-mail address.
+        address: String,
+    },
+    /// Remove an opt-out (the contact opted in again).
+    Remove { channel: String, address: String },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +203,16 @@ struct Selection {
     filter: FilterArgs,
 }
 
+#[derive(clap::Args)]
+struct ReplaySelection {
+    #[command(flatten)]
+    sel: Selection,
+    /// Also replay dead letters past their action's `expires_after` (docs/rules.md);
+    /// without it they stay dead and are named.
+    #[arg(long)]
+    force: bool,
+}
+
 #[derive(Subcommand)]
 enum DlqCmd {
     /// List dead letters, oldest first.
@@ -203,7 +234,7 @@ enum DlqCmd {
         json: bool,
     },
     /// Re-run dead letters with a fresh attempt budget.
-    Replay(Selection),
+    Replay(ReplaySelection),
     /// Delete dead letters for good.
     Purge(Selection),
 }
@@ -339,6 +370,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Dlq(DlqCmd::Replay(_) | DlqCmd::Purge(_))
             | Command::Calls(CallsCmd::Erase { .. })
             | Command::Keys(KeysCmd::Rotate)
+            | Command::OptOuts(OptOutsCmd::Add { .. } | OptOutsCmd::Remove { .. })
     );
     let queue = connect(cfg, writes).await?;
     match cli.command {
@@ -410,8 +442,47 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Stats { json, watch } => stats(&queue, json, watch).await?,
+        Command::OptOuts(cmd) => opt_outs(&queue, cmd).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn opt_outs(queue: &Queue, cmd: OptOutsCmd) -> anyhow::Result<()> {
+    use aftercall_core::contact::{Channel, normalize};
+    let contact = |channel: &str, address: &str| -> anyhow::Result<(Channel, String)> {
+        let c = Channel::parse(channel).map_err(anyhow::Error::msg)?;
+        Ok((c, normalize(c, address).map_err(anyhow::Error::msg)?))
+    };
+    match cmd {
+        OptOutsCmd::List { json } => {
+            let all = queue.opt_outs().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            }
+            for o in all.iter().filter(|_| !json) {
+                let at = chrono::DateTime::from_timestamp_millis(o.at)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                    .unwrap_or_default();
+                println!("{:<6} {:<32} {at}  {}", o.channel, o.address, o.source);
+            }
+        }
+        OptOutsCmd::Add { channel, address } => {
+            let (c, a) = contact(&channel, &address)?;
+            if queue.opt_out(c, &a, "cli").await? {
+                println!("opted out  {c} {a}");
+            } else {
+                println!("already opted out  {c} {a}");
+            }
+        }
+        OptOutsCmd::Remove { channel, address } => {
+            let (c, a) = contact(&channel, &address)?;
+            if !queue.opt_in(c, &a).await? {
+                bail!("{c} {a} has no opt-out");
+            }
+            println!("removed  {c} {a}");
+        }
+    }
+    Ok(())
 }
 
 /// Connects; what is wrong with the Redis (no persistence, eviction allowed) goes to
@@ -463,21 +534,32 @@ async fn dlq(queue: &Queue, cmd: DlqCmd) -> anyhow::Result<()> {
             Some(r) => show::print_job(&r),
             None => bail!("no job {job_id}"),
         },
-        DlqCmd::Replay(sel) if sel.dry_run => {
-            let n = would_touch(queue, &sel).await?;
+        DlqCmd::Replay(r) if r.sel.dry_run => {
+            let n = would_touch(queue, &r.sel).await?;
             println!("would replay {n} dead letter(s)");
         }
         DlqCmd::Purge(sel) if sel.dry_run => {
             let n = would_touch(queue, &sel).await?;
             println!("would purge {n} dead letter(s)");
         }
-        DlqCmd::Replay(sel) => {
-            let n = if !sel.job_ids.is_empty() {
-                queue.replay(&sel.job_ids).await?
+        DlqCmd::Replay(ReplaySelection { sel, force }) => {
+            let r = if !sel.job_ids.is_empty() {
+                queue.replay_with(&sel.job_ids, force).await?
             } else {
-                queue.replay_matching(&sel.filter()?).await?
+                queue.replay_matching_with(&sel.filter()?, force).await?
             };
-            println!("{n} dead letter(s) replayed");
+            println!("{} dead letter(s) replayed", r.replayed);
+            for id in &r.expired {
+                println!(
+                    "expired   {id}  (past its expires_after; replay with --force to send it anyway)"
+                );
+            }
+            if !r.expired.is_empty() && r.replayed == 0 {
+                bail!(
+                    "{} dead letter(s) expired and not replayed; use --force",
+                    r.expired.len()
+                );
+            }
         }
         DlqCmd::Purge(sel) => {
             let n = if !sel.job_ids.is_empty() {

@@ -462,6 +462,7 @@ mod tests {
             Outcome::Retry { .. } => "retry",
             Outcome::Permanent { .. } => "permanent",
             Outcome::Skipped { .. } => "skipped",
+            Outcome::OptedOut { .. } => "opted_out",
         };
         for (status, want) in [
             (200, "delivered"),

@@ -119,6 +119,22 @@ pub fn destination(job: &ActionJob) -> String {
     }
 }
 
+/// The person an SMS or e-mail action of this call reaches (its `to`, rendered and
+/// written as opt-outs store it), for the contact rules (docs/rules.md); `None` for
+/// other actions and for a recipient that renders empty or invalid (the executor then
+/// skips or fails it as it always has).
+pub fn contact(job: &ActionJob) -> Option<(aftercall_core::contact::Channel, String)> {
+    use aftercall_core::contact::{Channel, normalize};
+    let (channel, src) = match &job.action {
+        Action::Sms(s) => (Channel::Sms, s.to.as_deref().unwrap_or(sms::DEFAULT_TO)),
+        Action::Email(e) => (Channel::Email, e.to.as_str()),
+        _ => return None,
+    };
+    let vars = job.vars(chrono::Utc::now());
+    let to = aftercall_core::template::render(src, &vars, false).ok()?;
+    normalize(channel, to.trim()).ok().map(|a| (channel, a))
+}
+
 /// Default timeout for one outbound request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 

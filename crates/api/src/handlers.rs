@@ -344,6 +344,18 @@ pub(crate) struct BulkBody {
     /// Count what would be touched, touch nothing.
     #[serde(default)]
     dry_run: bool,
+    /// Replay only: also replay dead letters past their action's `expires_after`
+    /// (docs/rules.md); without it they stay dead and are listed in `expired`.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /dead-letters/{job_id}/replay` query.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplayQuery {
+    /// Replay even when the action's `expires_after` has passed (docs/rules.md).
+    force: Option<bool>,
 }
 
 /// RFC 3339, Unix milliseconds, or an age such as `2h` (that long ago), as Unix ms.
@@ -464,12 +476,26 @@ pub(crate) async fn replay_one(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Id(id): Id,
+    Params(q): Params<ReplayQuery>,
 ) -> Result<Json<Replayed>> {
-    if s.queue.replay(std::slice::from_ref(&id)).await? == 0 {
+    let force = q.force.unwrap_or(false);
+    let r = s
+        .queue
+        .replay_with(std::slice::from_ref(&id), force)
+        .await?;
+    if !r.expired.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "job `{id}` is past its action's expires_after; replay with ?force=true to send it anyway"
+        )));
+    }
+    if r.replayed == 0 {
         return Err(not_moved(&s, &id).await);
     }
-    tracing::info!(job_id = %id, by = %caller.name, "dead letter replayed");
-    Ok(Json(Replayed { replayed: 1 }))
+    tracing::info!(job_id = %id, by = %caller.name, force, "dead letter replayed");
+    Ok(Json(Replayed {
+        replayed: 1,
+        expired: Vec::new(),
+    }))
 }
 
 pub(crate) async fn delete_dead_letter(
@@ -488,6 +514,9 @@ pub(crate) async fn delete_dead_letter(
 #[derive(Serialize, JsonSchema)]
 pub(crate) struct Replayed {
     replayed: u64,
+    /// Dead letters left dead because their action expired (replay with `force`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    expired: Vec<String>,
 }
 
 /// How many dead letters were purged.
@@ -516,6 +545,11 @@ pub(crate) enum BulkPurged {
 /// The filter of a bulk replay or purge, and whether it is a dry run. An empty filter
 /// (blank fields count as absent) needs `"all": true`: the queue's rule.
 fn bulk_filter(body: &RawBody) -> Result<(BulkFilter, bool)> {
+    bulk_body(body).map(|(f, dry_run, _)| (f, dry_run))
+}
+
+/// [`bulk_filter`], and the body's `force`.
+fn bulk_body(body: &RawBody) -> Result<(BulkFilter, bool, bool)> {
     let value = body.json()?;
     let b: BulkBody = serde_json::from_value(value).map_err(|e| ApiError::BadRequest {
         code: "invalid_filter",
@@ -529,7 +563,7 @@ fn bulk_filter(body: &RawBody) -> Result<(BulkFilter, bool)> {
         },
         e => e.into(),
     })?;
-    Ok((f, b.dry_run))
+    Ok((f, b.dry_run, b.force))
 }
 
 /// `{"replayed": n}`, or with `"dry_run": true`, `{"would_replay": n}` and nothing moved.
@@ -538,14 +572,17 @@ pub(crate) async fn replay_matching(
     axum::Extension(caller): axum::Extension<Caller>,
     body: RawBody,
 ) -> Result<Json<BulkReplayed>> {
-    let (f, dry_run) = bulk_filter(&body)?;
+    let (f, dry_run, force) = bulk_body(&body)?;
     if dry_run {
         let would_replay = s.queue.count_matching(&f).await?;
         return Ok(Json(BulkReplayed::DryRun { would_replay }));
     }
-    let n = s.queue.replay_matching(&f).await?;
-    tracing::info!(replayed = n, by = %caller.name, "dead letters replayed");
-    Ok(Json(BulkReplayed::Done(Replayed { replayed: n })))
+    let r = s.queue.replay_matching_with(&f, force).await?;
+    tracing::info!(replayed = r.replayed, expired = r.expired.len(), force, by = %caller.name, "dead letters replayed");
+    Ok(Json(BulkReplayed::Done(Replayed {
+        replayed: r.replayed,
+        expired: r.expired,
+    })))
 }
 
 /// `{"purged": n}`, or with `"dry_run": true`, `{"would_purge": n}` and nothing deleted.

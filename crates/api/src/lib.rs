@@ -5,6 +5,7 @@
 
 mod auth;
 mod config;
+mod contacts;
 mod error;
 mod extract;
 mod handlers;

@@ -238,6 +238,7 @@ fn build() -> Value {
     generator.subschema_for::<AgentConfig>();
     generator.subschema_for::<CallEvent>();
     generator.subschema_for::<BulkBody>();
+    generator.subschema_for::<crate::contacts::OptOutBody>();
     let mut schemas = generator.take_definitions(true);
     merge_patch_schemas(&mut schemas);
     schemas.insert(
@@ -266,6 +267,8 @@ fn build() -> Value {
     answers.subschema_for::<handlers::BulkPurged>();
     answers.subschema_for::<crate::platforms::IngestAnswer>();
     answers.subschema_for::<aftercall_queue::Erased>();
+    answers.subschema_for::<crate::contacts::OptOutList>();
+    answers.subschema_for::<crate::contacts::OptOutAdded>();
     for (name, schema) in answers.take_definitions(true) {
         // A request type answered back (AgentConfig) keeps its reading schema: what the
         // server writes, it reads.
@@ -275,6 +278,10 @@ fn build() -> Value {
     schemas.insert(
         "PlatformMessage".into(),
         json!({"type": "object", "description": "The platform's own message, as it sends it (see docs/platforms.md)."}),
+    );
+    schemas.insert(
+        "TwilioInbound".into(),
+        json!({"type": "object", "description": "Twilio's incoming-message fields, as it posts them (From, To, Body, MessageSid, …).", "properties": {"From": {"type": "string"}, "Body": {"type": "string"}}, "additionalProperties": {"type": "string"}}),
     );
     schemas.insert(
         "Ingested".into(),

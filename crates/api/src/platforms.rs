@@ -42,6 +42,12 @@ pub struct PlatformConfig {
     /// AFTERCALL_BLAND_WEBHOOK_SECRET: Bland's webhook signing secret
     /// (`X-Webhook-Signature`).
     pub bland_secret: Option<String>,
+    /// AFTERCALL_TWILIO_AUTH_TOKEN (the SMS action's too): signs Twilio's inbound
+    /// messages (`X-Twilio-Signature`, `POST /ingest/twilio/inbound`).
+    pub twilio_auth_token: Option<String>,
+    /// AFTERCALL_TWILIO_INBOUND_URL: the URL Twilio calls, as configured there (the
+    /// signature covers it); unset: built from the request's Host and X-Forwarded-Proto.
+    pub twilio_inbound_url: Option<String>,
     /// AFTERCALL_INGEST_MAX_AGE: how far a signed timestamp may be from now (5 min, as
     /// Retell's own SDK checks).
     pub max_age: Duration,
@@ -59,6 +65,8 @@ impl Default for PlatformConfig {
             vapi_secret: None,
             vapi_hmac_secret: None,
             bland_secret: None,
+            twilio_auth_token: None,
+            twilio_inbound_url: None,
             max_age: Duration::from_secs(300),
             agents: AgentMap::default(),
             rate_limit_per_minute: 60_000,
@@ -74,6 +82,8 @@ impl fmt::Debug for PlatformConfig {
             .field("vapi_secret", &set(&self.vapi_secret))
             .field("vapi_hmac_secret", &set(&self.vapi_hmac_secret))
             .field("bland_secret", &set(&self.bland_secret))
+            .field("twilio_auth_token", &set(&self.twilio_auth_token))
+            .field("twilio_inbound_url", &self.twilio_inbound_url)
             .field("max_age", &self.max_age)
             .field("agents", &self.agents)
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
@@ -97,6 +107,8 @@ impl PlatformConfig {
             vapi_secret: secret("AFTERCALL_VAPI_SECRET"),
             vapi_hmac_secret: secret("AFTERCALL_VAPI_HMAC_SECRET"),
             bland_secret: secret("AFTERCALL_BLAND_WEBHOOK_SECRET"),
+            twilio_auth_token: secret("AFTERCALL_TWILIO_AUTH_TOKEN"),
+            twilio_inbound_url: secret("AFTERCALL_TWILIO_INBOUND_URL"),
             max_age: s.duration("AFTERCALL_INGEST_MAX_AGE")?.unwrap_or(d.max_age),
             agents,
             rate_limit_per_minute: s
@@ -116,6 +128,9 @@ impl PlatformConfig {
         }
         if self.bland_secret.is_some() {
             out.push("bland");
+        }
+        if self.twilio_auth_token.is_some() {
+            out.push("twilio (inbound STOP)");
         }
         out
     }

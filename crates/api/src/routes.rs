@@ -308,7 +308,8 @@ pub(crate) fn routes() -> Vec<Route> {
             Doc {
                 id: "replayDeadLetter",
                 tag: "dead-letters",
-                summary: "Re-queues one dead letter with a fresh attempt budget.",
+                summary: "Re-queues one dead letter with a fresh attempt budget (one past its action's `expires_after` only with `force=true`: 409 otherwise).",
+                query: Some(<h::ReplayQuery as JsonSchema>::json_schema),
                 ok: &[(200, "Replayed.", Some("Replayed"))],
                 errors: &[404, 409],
                 ..DOC
@@ -362,6 +363,68 @@ pub(crate) fn routes() -> Vec<Route> {
                 tag: "stats",
                 summary: "Queue depths and recent throughput.",
                 ok: &[(200, "The numbers.", Some("Stats"))],
+                ..DOC
+            },
+        ),
+        route(
+            M::GET,
+            "/opt-outs",
+            read,
+            crate::contacts::list_opt_outs,
+            Doc {
+                id: "listOptOuts",
+                tag: "contacts",
+                summary: "Every opted-out contact (channel and address), across agents: no SMS or e-mail is sent to them (docs/rules.md).",
+                ok: &[(200, "The opt-outs.", Some("OptOutList"))],
+                ..DOC
+            },
+        ),
+        route(
+            M::POST,
+            "/opt-outs",
+            admin,
+            crate::contacts::add_opt_out,
+            Doc {
+                id: "addOptOut",
+                tag: "contacts",
+                summary: "Records an opt-out: the contact receives no follow-up on that channel from any agent.",
+                body: Some(&[("application/json", Some("OptOutRequest"))]),
+                ok: &[(
+                    200,
+                    "Recorded (or recorded before: `added` false).",
+                    Some("OptOutAdded"),
+                )],
+                errors: &[400, 413, 415, 422],
+                ..DOC
+            },
+        ),
+        route(
+            M::DELETE,
+            "/opt-outs",
+            admin,
+            crate::contacts::remove_opt_out,
+            Doc {
+                id: "removeOptOut",
+                tag: "contacts",
+                summary: "Removes an opt-out (the contact opted in again).",
+                query: Some(<crate::contacts::OptOutQuery as JsonSchema>::json_schema),
+                ok: &[(204, "Removed.", None)],
+                errors: &[400, 404, 422],
+                ..DOC
+            },
+        ),
+        route(
+            M::POST,
+            "/ingest/twilio/inbound",
+            None,
+            crate::contacts::twilio_inbound,
+            Doc {
+                id: "ingestTwilioInbound",
+                tag: "intake",
+                summary: "Twilio's incoming-message webhook, signed with `X-Twilio-Signature` (AFTERCALL_TWILIO_AUTH_TOKEN; the URL as AFTERCALL_TWILIO_INBOUND_URL): STOP (and Twilio's other opt-out words) from a number adds its SMS opt-out, START removes it. No bearer token.",
+                body: Some(&[("application/x-www-form-urlencoded", Some("TwilioInbound"))]),
+                ok: &[(200, "Empty TwiML.", None)],
+                errors: &[401],
                 ..DOC
             },
         ),

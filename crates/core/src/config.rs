@@ -102,6 +102,13 @@ pub struct EmailAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
     pub delay: Option<String>,
+    /// A condition over the call's variables (docs/rules.md); unset: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// How long after the call's end the action may still start, e.g. `1d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
+    pub expires_after: Option<String>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -116,6 +123,13 @@ pub struct SmsAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
     pub delay: Option<String>,
+    /// A condition over the call's variables (docs/rules.md); unset: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// How long after the call's end the action may still start, e.g. `1d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
+    pub expires_after: Option<String>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -136,6 +150,13 @@ pub struct WebhookAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
     pub delay: Option<String>,
+    /// A condition over the call's variables (docs/rules.md); unset: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// How long after the call's end the action may still start, e.g. `1d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
+    pub expires_after: Option<String>,
 }
 
 /// One secret or several (rotation).
@@ -179,6 +200,13 @@ pub struct TaskAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
     pub delay: Option<String>,
+    /// A condition over the call's variables (docs/rules.md); unset: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// How long after the call's end the action may still start, e.g. `1d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
+    pub expires_after: Option<String>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -209,6 +237,31 @@ impl Action {
             Action::Webhook(a) => a.delay.as_deref(),
             Action::Task(a) => a.delay.as_deref(),
         }
+    }
+
+    /// The action's `when` condition, as written.
+    pub fn when(&self) -> Option<&str> {
+        match self {
+            Action::Email(a) => a.when.as_deref(),
+            Action::Sms(a) => a.when.as_deref(),
+            Action::Webhook(a) => a.when.as_deref(),
+            Action::Task(a) => a.when.as_deref(),
+        }
+    }
+
+    fn expires_after_str(&self) -> Option<&str> {
+        match self {
+            Action::Email(a) => a.expires_after.as_deref(),
+            Action::Sms(a) => a.expires_after.as_deref(),
+            Action::Webhook(a) => a.expires_after.as_deref(),
+            Action::Task(a) => a.expires_after.as_deref(),
+        }
+    }
+
+    /// How long after the call's end this action may still start, once validated.
+    pub fn expires_after(&self) -> Option<std::time::Duration> {
+        self.expires_after_str()
+            .and_then(|s| parse_duration(s).ok())
     }
 
     /// The optional delay after the call before this action first runs.
@@ -324,6 +377,18 @@ impl AgentConfig {
             let p = |field: &str| format!("{ACTIONS_PATH}[{i}].{field}");
             if let Some(d) = action.delay_str() {
                 parse_duration(d).map_err(|m| ConfigError::new(p("delay"), m))?;
+            }
+            if let Some(w) = action.when() {
+                template::check_condition(w).map_err(|m| ConfigError::new(p("when"), m))?;
+            }
+            if let Some(e) = action.expires_after_str() {
+                let d = parse_duration(e).map_err(|m| ConfigError::new(p("expires_after"), m))?;
+                if d.is_zero() {
+                    return Err(ConfigError::new(
+                        p("expires_after"),
+                        "must be longer than 0s",
+                    ));
+                }
             }
             match action {
                 Action::Webhook(w) => {
@@ -616,6 +681,18 @@ mod tests {
             (
                 with_action(r#"{"type":"sms","template":"x","delay":"soon"}"#),
                 format!("{p}.delay:"),
+            ),
+            (
+                with_action(r#"{"type":"sms","template":"x","when":"duration_seconds >"}"#),
+                format!("{p}.when: condition syntax error"),
+            ),
+            (
+                with_action(r#"{"type":"sms","template":"x","when":"secret_key == 1"}"#),
+                format!("{p}.when: unknown variable `secret_key`"),
+            ),
+            (
+                with_action(r#"{"type":"sms","template":"x","expires_after":"soon"}"#),
+                format!("{p}.expires_after:"),
             ),
             (
                 with_action(r#"{"type":"task","provider":"github","project":"nope"}"#),

@@ -55,6 +55,11 @@ pub struct ActionJob {
     pub utc_offset: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_from: Option<String>,
+    /// Set when fan-out found the action's `when` false (or not computable): the job is
+    /// recorded as skipped with this reason, never executed. Decided once, at fan-out,
+    /// so a replay does not re-decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<String>,
 }
 
 /// A job as stored: the union of both kinds' fields, read in one pass.
@@ -72,6 +77,7 @@ struct JobWire {
     date_format: Option<String>,
     utc_offset: Option<String>,
     email_from: Option<String>,
+    skip: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +101,7 @@ impl TryFrom<JobWire> for Job {
                 date_format: w.date_format,
                 utc_offset: w.utc_offset,
                 email_from: w.email_from,
+                skip: w.skip,
             }),
         };
         Ok(Job {
@@ -108,6 +115,18 @@ impl TryFrom<JobWire> for Job {
 }
 
 impl ActionJob {
+    /// The time after which this action is skipped as expired: its `expires_after`
+    /// from the call's end (`ended_at`, else `created_at`, the fan-out's time).
+    pub fn expires_at(&self, created_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let after = self.action.expires_after()?;
+        let end = self
+            .event
+            .ended_at
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or(created_at);
+        Some(end + chrono::TimeDelta::from_std(after).ok()?)
+    }
+
     pub fn date_style(&self) -> DateStyle {
         DateStyle {
             format: self.date_format.clone(),
@@ -210,11 +229,23 @@ pub fn fan_out(
     if f.actions.is_empty() {
         return FanOut::Skip("post_call_follow_up has no actions".into());
     }
+    // The call's variables, built only when a condition needs them.
+    let vars = f.actions.iter().any(|a| a.when().is_some()).then(|| {
+        let style = DateStyle {
+            format: config.date_format.clone(),
+            utc_offset: config.utc_offset.clone(),
+        };
+        Vars::new(event, config.name.as_deref(), &style, now)
+    });
     let jobs = f
         .actions
         .iter()
         .enumerate()
         .map(|(index, action)| {
+            let skip = match (action.when(), &vars) {
+                (Some(when), Some(vars)) => condition_skip(when, vars),
+                _ => None,
+            };
             let job = Job {
                 id: format!("{}.{index}", parent.id),
                 call_id: event.call_id.clone(),
@@ -228,12 +259,22 @@ pub fn fan_out(
                     date_format: config.date_format.clone(),
                     utc_offset: config.utc_offset.clone(),
                     email_from: config.email_from.clone(),
+                    skip,
                 }),
             };
             (job, action.delay())
         })
         .collect();
     FanOut::Jobs(jobs)
+}
+
+/// Why an action whose condition is `when` is skipped for a call with `vars`, if it is.
+pub fn condition_skip(when: &str, vars: &Vars) -> Option<String> {
+    match crate::template::eval_condition(when, vars) {
+        Ok(true) => None,
+        Ok(false) => Some(format!("condition false (when: {when})")),
+        Err(e) => Some(format!("condition not evaluated (when: {when}): {e}")),
+    }
 }
 
 /// How one attempt of an action ended, decided where the error is typed.
@@ -244,6 +285,11 @@ pub enum Outcome {
         detail: Option<String>,
     },
     Skipped {
+        reason: String,
+    },
+    /// The provider refused the recipient as opted out (Twilio's 21610): recorded as a
+    /// skip, never retried, and the runtime adds the recipient to the opt-outs.
+    OptedOut {
         reason: String,
     },
     /// Transient: try again later, at the server's `retry_after` if it gave one.
@@ -445,6 +491,56 @@ mod tests {
             jobs.iter().map(|j| &j.0.id).collect::<Vec<_>>(),
             again.iter().map(|j| &j.0.id).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn conditions_are_decided_at_fan_out() {
+        let now = Utc::now();
+        let ev = |reason: &str| {
+            Arc::new(
+                CallEvent::parse(
+                    format!(r#"{{"call_id":"c1","agent_id":"a1","duration_seconds":45,"ended_reason":"{reason}","ended_at":"2026-03-15T10:00:00Z"}}"#).as_bytes(),
+                    1 << 20,
+                )
+                .unwrap(),
+            )
+        };
+        let parent = Job::call_ended(event(), now);
+        let cfg = AgentConfig::parse(br#"{"voice_tools":{"post_call_follow_up":{"enabled":true,"actions":[{"type":"sms","template":"x","when":"ended_reason != \"voicemail\" and duration_seconds > 30","expires_after":"2h"},{"type":"webhook","url":"https://x.example"}]}}}"#).unwrap();
+        let skips = |e| {
+            let FanOut::Jobs(jobs) = fan_out(&parent, &e, Some(&cfg), now) else {
+                panic!()
+            };
+            jobs.into_iter()
+                .map(|(j, _)| match j.body {
+                    JobBody::Action(a) => a.skip,
+                    _ => panic!(),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(skips(ev("completed")), [None, None]);
+        assert_eq!(
+            skips(ev("voicemail")),
+            [
+                Some(r#"condition false (when: ended_reason != "voicemail" and duration_seconds > 30)"#.to_string()),
+                None
+            ]
+        );
+        let FanOut::Jobs(jobs) = fan_out(&parent, &ev("completed"), Some(&cfg), now) else {
+            panic!()
+        };
+        let (JobBody::Action(sms), JobBody::Action(hook)) = (&jobs[0].0.body, &jobs[1].0.body)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            sms.expires_at(now).unwrap().to_rfc3339(),
+            "2026-03-15T12:00:00+00:00"
+        );
+        assert_eq!(hook.expires_at(now), None);
+        // Stored and read back with its decision.
+        let back: Job = serde_json::from_str(&jobs[0].0.to_json()).unwrap();
+        assert_eq!(back, jobs[0].0);
     }
 
     #[test]

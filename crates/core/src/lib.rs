@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod contact;
 pub mod event;
 pub mod intake;
 pub mod job;

@@ -124,7 +124,7 @@ pub fn settle(
             attempt: record(AttemptOutcome::Delivered, status, None, detail.clone()),
             transition: Transition::Delivered { detail },
         },
-        Outcome::Skipped { reason } => Settled {
+        Outcome::Skipped { reason } | Outcome::OptedOut { reason } => Settled {
             attempt: record(AttemptOutcome::Skipped, None, Some(reason.clone()), None),
             transition: Transition::Skipped { reason },
         },

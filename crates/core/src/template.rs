@@ -118,8 +118,12 @@ pub fn check(src: &str) -> Result<(), String> {
             e.detail().unwrap_or(&e.to_string())
         )
     })?;
-    let mut unknown: Vec<String> = tmpl
-        .undeclared_variables(true)
+    unknown_variable(tmpl.undeclared_variables(true))
+}
+
+/// The first variable of `used` that is not one of [`VARIABLES`], as an error.
+fn unknown_variable(used: std::collections::HashSet<String>) -> Result<(), String> {
+    let mut unknown: Vec<String> = used
         .into_iter()
         .filter(|v| {
             let root = v.split('.').next().unwrap_or(v);
@@ -141,6 +145,35 @@ pub fn check(src: &str) -> Result<(), String> {
                 .join(", ")
         )),
     }
+}
+
+/// Compiles an action's `when` (a minijinja expression, e.g.
+/// `ended_reason != "voicemail" and duration_seconds > 30`) and checks that it only
+/// uses known variables.
+pub fn check_condition(src: &str) -> Result<(), String> {
+    if src.trim().is_empty() {
+        return Err("is empty; leave `when` out to always run the action".into());
+    }
+    let env = env(false);
+    let expr = env.compile_expression(src).map_err(|e| {
+        format!(
+            "condition syntax error: {}",
+            e.detail().unwrap_or(&e.to_string())
+        )
+    })?;
+    unknown_variable(expr.undeclared_variables(true))
+}
+
+/// Evaluates a `when` condition against a call's variables: its truthiness, as
+/// minijinja's `if` sees it.
+pub fn eval_condition(src: &str, vars: &Vars) -> Result<bool, String> {
+    let env = env(false);
+    let expr = env
+        .compile_expression(src)
+        .map_err(|e| format!("condition error: {e}"))?;
+    expr.eval(&vars.0)
+        .map(|v| v.is_true())
+        .map_err(|e| format!("condition error: {e}"))
 }
 
 /// How the call's date is shown.
@@ -252,18 +285,11 @@ impl Vars {
         m.insert("caller_name", s(event.caller_name()));
         m.insert("caller_email", s(event.caller_email()));
         // Minutes, rounded up so a 10 second call is "1", as the seed's variable table says.
-        m.insert(
-            "duration",
-            Value::from(
-                duration
-                    .map(|d| d.div_ceil(60).to_string())
-                    .unwrap_or_default(),
-            ),
-        );
-        m.insert(
-            "duration_seconds",
-            Value::from(duration.map(|d| d.to_string()).unwrap_or_default()),
-        );
+        // Numbers, so a condition compares them as numbers (`duration_seconds > 30`);
+        // undefined when unknown, which renders as nothing and compares as false.
+        let number = |n: Option<u64>| n.map(Value::from).unwrap_or(Value::UNDEFINED);
+        m.insert("duration", number(duration.map(|d| d.div_ceil(60))));
+        m.insert("duration_seconds", number(duration));
         m.insert("summary", s(event.summary.as_deref()));
         m.insert("date", Value::from(date));
         m.insert("details", Value::from(details));
@@ -423,12 +449,58 @@ mod tests {
     }
 
     #[test]
+    fn conditions() {
+        let v = vars();
+        let no_duration = CallEvent::parse(
+            br#"{"call_id":"c","agent_id":"a","ended_reason":"voicemail"}"#,
+            1 << 20,
+        )
+        .unwrap();
+        let v2 = Vars::new(&no_duration, None, &DateStyle::default(), Utc::now());
+        let cases = [
+            ("duration_seconds > 30", &v, true),
+            ("duration_seconds > 300", &v, false),
+            ("duration > 3", &v, true),
+            ("duration_seconds > 30", &v2, false),
+            (r#"ended_reason != "voicemail""#, &v, true),
+            (r#"ended_reason != "voicemail""#, &v2, false),
+            (
+                r#"ended_reason == "voicemail" or duration_seconds > 30"#,
+                &v2,
+                true,
+            ),
+            ("metadata.order_id", &v, true),
+            ("metadata.nothing", &v, false),
+            ("analysis.successful", &v, false),
+            ("analysis.data.callback_requested", &v, false),
+            (r#"caller_email != """#, &v, false),
+        ];
+        for (src, vars, want) in cases {
+            check_condition(src).unwrap();
+            assert_eq!(eval_condition(src, vars), Ok(want), "{src}");
+        }
+        assert!(
+            check_condition("duration_seconds >")
+                .unwrap_err()
+                .contains("syntax")
+        );
+        assert!(
+            check_condition("env.x")
+                .unwrap_err()
+                .contains("unknown variable `env")
+        );
+        assert!(check_condition(" ").is_err());
+        assert_eq!(render("[{{duration_seconds}}]", &v2, false).unwrap(), "[]");
+        assert_eq!(render("{{duration_seconds}}", &v, false).unwrap(), "230");
+    }
+
+    #[test]
     fn check_rejects_unknown_and_broken() {
         assert!(check("{{agent_name}} {metadata.x}").is_ok());
         assert!(
             check("{{ env }}")
                 .unwrap_err()
-                .contains("unknown variable `env`")
+                .contains("unknown variable `env")
         );
         assert!(check("{% for %}").unwrap_err().contains("syntax"));
         for name in BUILTIN_NAMES {

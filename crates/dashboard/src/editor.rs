@@ -112,6 +112,14 @@ const DELAY: FieldDef = f("delay", "Delay", Kind::Text)
     .ph("15m")
     .help("Wait this long after the call before the first attempt: 90s, 15m, 2h, 1d.");
 
+const WHEN: FieldDef = f("when", "Only when", Kind::Text)
+    .ph("ended_reason != \"voicemail\" and duration_seconds > 30")
+    .help("A condition over the call's variables; when false the action is skipped (docs/rules.md). Empty: always.");
+
+const EXPIRES_AFTER: FieldDef = f("expires_after", "Expires after", Kind::Text)
+    .ph("1d")
+    .help("Skip the action as expired if it has not started this long after the call ended.");
+
 /// Every action type and its fields, in the order the form shows them (README "Agent
 /// configuration" and docs/actions.md).
 pub(crate) const TYPES: &[TypeDef] = &[
@@ -140,6 +148,8 @@ pub(crate) const TYPES: &[TypeDef] = &[
                 .ph("Acme Support <noreply@acme.example>")
                 .help("Default: the agent's e-mail sender, then AFTERCALL_EMAIL_FROM."),
             DELAY,
+            WHEN,
+            EXPIRES_AFTER,
         ],
     },
     TypeDef {
@@ -155,6 +165,8 @@ pub(crate) const TYPES: &[TypeDef] = &[
                 .tpl()
                 .help("Long messages are sent as several segments."),
             DELAY,
+            WHEN,
+            EXPIRES_AFTER,
         ],
     },
     TypeDef {
@@ -173,6 +185,8 @@ pub(crate) const TYPES: &[TypeDef] = &[
                 .ph("X-Api-Key: …")
                 .help("One `Name: value` per line. ******** keeps the stored value."),
             DELAY,
+            WHEN,
+            EXPIRES_AFTER,
         ],
     },
     TypeDef {
@@ -196,6 +210,8 @@ pub(crate) const TYPES: &[TypeDef] = &[
             f("due_in_days", "Due in (days)", Kind::Number)
                 .help("Due date: the call's date plus this many days."),
             DELAY,
+            WHEN,
+            EXPIRES_AFTER,
         ],
     },
 ];
@@ -433,11 +449,15 @@ mod tests {
                 reply_to: s("a@b.example"),
                 from: s("a@b.example"),
                 delay: s("1m"),
+                when: s("duration_seconds > 30"),
+                expires_after: s("1d"),
             }),
             Action::Sms(SmsAction {
                 to: s("+14155551234"),
                 template: "x".into(),
                 delay: s("1m"),
+                when: s("duration_seconds > 30"),
+                expires_after: s("1d"),
             }),
             Action::Webhook(WebhookAction {
                 url: "https://x.example".into(),
@@ -446,6 +466,8 @@ mod tests {
                 secret: Some(Secrets::One("whsec_x".into())),
                 headers: [("X-A".to_string(), "b".to_string())].into(),
                 delay: s("1m"),
+                when: s("duration_seconds > 30"),
+                expires_after: s("1d"),
             }),
             Action::Task(TaskAction {
                 provider: TaskProvider::Github,
@@ -456,6 +478,8 @@ mod tests {
                 labels: vec!["x".into()],
                 due_in_days: Some(1),
                 delay: s("1m"),
+                when: s("duration_seconds > 30"),
+                expires_after: s("1d"),
             }),
         ]
     }

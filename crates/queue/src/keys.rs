@@ -31,6 +31,8 @@ pub struct Keys {
     pub notify: String,
     pub agents: String,
     pub workers: String,
+    /// Opted-out contacts (`channel:address` -> when and how), across agents.
+    pub optouts: String,
 }
 
 impl Keys {
@@ -42,6 +44,11 @@ impl Keys {
     /// The start counter of one destination for one second.
     pub fn rate(&self, destination: &str, second: i64) -> String {
         format!("{}:rate:{destination}:{second}", self.tag())
+    }
+
+    /// The recent sends to one contact (channel and address), for its frequency cap.
+    pub fn sent(&self, channel: &str, address: &str) -> String {
+        format!("{}:sent:{channel}:{address}", self.tag())
     }
 
     /// One dashboard session, named by a digest of its id: whoever can list the keys
@@ -90,6 +97,7 @@ impl Keys {
             "notify" => &self.notify,
             "agents" => &self.agents,
             "workers" => &self.workers,
+            "optouts" => &self.optouts,
             _ => return None,
         })
     }
@@ -124,6 +132,7 @@ impl Keys {
             notify: k("notify"),
             agents: k("agents"),
             workers: k("workers"),
+            optouts: k("optouts"),
         }
     }
 }

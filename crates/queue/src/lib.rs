@@ -29,6 +29,7 @@ mod limits;
 mod login_codes;
 mod oldest;
 mod ops;
+mod optouts;
 mod retention;
 mod scripts;
 mod server;
@@ -49,9 +50,10 @@ pub use intake::{AnalysisRecord, Ingested, IntakeOutcome};
 pub use keys::Keys;
 pub use limits::Limit;
 pub use ops::{
-    BulkFilter, CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Stats, WORKER_ALIVE_MS,
+    BulkFilter, CallStatus, DeadLetter, DlqFilter, JobRecord, Page, Replay, Stats, WORKER_ALIVE_MS,
     present, redact_job,
 };
+pub use optouts::{Cap, ContactCheck, OptOut};
 pub use server::{ALLOW_EVICTION, NO_EVICTION, RedisFacts};
 pub use session::SessionRecord;
 pub use worker::{FanOutRecord, FannedOut, Fetched, Finish, FinishMode, Leased, StateInfo};

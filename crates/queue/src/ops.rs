@@ -101,6 +101,14 @@ impl CallStatus {
 /// A dead letter as listed.
 pub type DeadLetter = JobRecord;
 
+/// What a replay did: how many dead letters went back to the queue, and which stayed
+/// dead because their action expired (a forced replay sends them anyway).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Replay {
+    pub replayed: u64,
+    pub expired: Vec<String>,
+}
+
 /// Filters for dead-letter listing, replay and purge. All set fields must match; a text
 /// field that is empty or only whitespace counts as absent (see [`DlqFilter::normalized`]),
 /// wherever the filter came from.
@@ -461,9 +469,81 @@ impl Queue {
         }
     }
 
-    /// Re-queues dead letters with a fresh attempt budget. Returns how many moved.
+    /// Re-queues dead letters with a fresh attempt budget, except those past their
+    /// action's `expires_after` (left dead). Returns how many moved.
     pub async fn replay(&self, ids: &[String]) -> Result<u64, QueueError> {
-        self.per_dead_letter(&self.inner.scripts.replay, ids).await
+        Ok(self.replay_with(ids, false).await?.replayed)
+    }
+
+    /// Re-queues dead letters with a fresh attempt budget. Without `force`, a dead letter
+    /// past its action's `expires_after` stays dead and is named in `expired`; with it,
+    /// the replay is recorded as forced and the worker runs the job regardless.
+    pub async fn replay_with(&self, ids: &[String], force: bool) -> Result<Replay, QueueError> {
+        let mut expired = Vec::new();
+        let ids: Vec<String> = if force {
+            ids.to_vec()
+        } else {
+            expired = self.expired(ids).await?;
+            ids.iter()
+                .filter(|id| !expired.contains(id))
+                .cloned()
+                .collect()
+        };
+        let flag = if force { "1" } else { "" };
+        let replayed = self
+            .per_dead_letter(&self.inner.scripts.replay, &ids, Some(flag))
+            .await?;
+        Ok(Replay { replayed, expired })
+    }
+
+    /// Which of `ids` are action jobs past their `expires_after` now. Only jobs whose
+    /// data mentions `expires_after` are decoded.
+    async fn expired(&self, ids: &[String]) -> Result<Vec<String>, QueueError> {
+        let now = chrono::Utc::now();
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let data: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(&self.inner.keys.data)
+                .arg(chunk)
+                .query_async(&mut self.conn())
+                .await?;
+            for (id, d) in chunk.iter().zip(data) {
+                let Some(d) = d.filter(|d| d.contains("\"expires_after\"")) else {
+                    continue;
+                };
+                if let Ok(job) = serde_json::from_str::<Job>(&d)
+                    && let aftercall_core::JobBody::Action(a) = &job.body
+                    && a.expires_at(job.created_at).is_some_and(|t| t <= now)
+                {
+                    out.push(id.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the job's last replay was forced (`replay_with(.., true)`): read by a
+    /// worker only for a job past its expiry, so it costs nothing on the common path.
+    pub async fn replay_forced(&self, id: &str) -> Result<bool, QueueError> {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            outcome: String,
+            #[serde(default)]
+            forced: bool,
+        }
+        let log: Option<String> = redis::cmd("HGET")
+            .arg(&self.inner.keys.log)
+            .arg(id)
+            .query_async(&mut self.conn())
+            .await?;
+        let Some(log) = log else { return Ok(false) };
+        let entries: Vec<Entry> = serde_json::from_str(&log)
+            .map_err(|e| QueueError::Corrupt(format!("history of {id}: {e}")))?;
+        Ok(entries
+            .iter()
+            .rev()
+            .find(|e| e.outcome == "replayed")
+            .is_some_and(|e| e.forced))
     }
 
     /// Runs `script` over dead letters `ids`, 500 per call; sums what it reports.
@@ -471,11 +551,15 @@ impl Queue {
         &self,
         script: &crate::scripts::QueueScript,
         ids: &[String],
+        flag: Option<&str>,
     ) -> Result<u64, QueueError> {
         let mut total = 0;
         for chunk in ids.chunks(500) {
             let mut inv = script.invocation(&self.inner.keys);
             inv.arg(now_ms());
+            if let Some(flag) = flag {
+                inv.arg(flag);
+            }
             for id in chunk {
                 inv.arg(id);
             }
@@ -486,8 +570,17 @@ impl Queue {
     }
 
     pub async fn replay_matching(&self, filter: &BulkFilter) -> Result<u64, QueueError> {
+        Ok(self.replay_matching_with(filter, false).await?.replayed)
+    }
+
+    /// [`Queue::replay_with`] over every dead letter matching `filter`.
+    pub async fn replay_matching_with(
+        &self,
+        filter: &BulkFilter,
+        force: bool,
+    ) -> Result<Replay, QueueError> {
         let ids = self.dlq_ids(filter.filter()).await?;
-        self.replay(&ids).await
+        self.replay_with(&ids, force).await
     }
 
     /// How many dead letters a bulk replay or purge with `filter` would touch now; a dry
@@ -511,7 +604,8 @@ impl Queue {
 
     /// Deletes dead letters for good. Returns how many were purged.
     pub async fn purge(&self, ids: &[String]) -> Result<u64, QueueError> {
-        self.per_dead_letter(&self.inner.scripts.purge, ids).await
+        self.per_dead_letter(&self.inner.scripts.purge, ids, None)
+            .await
     }
 
     pub async fn purge_matching(&self, filter: &BulkFilter) -> Result<u64, QueueError> {

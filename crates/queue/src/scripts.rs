@@ -71,10 +71,11 @@ pub struct Scripts {
     pub erase: QueueScript,
     pub expire: QueueScript,
     pub rewrap: QueueScript,
+    pub contact: QueueScript,
 }
 
 /// Each script's source and key list.
-const SOURCES: [(&str, &str, &[&str]); 14] = [
+const SOURCES: [(&str, &str, &[&str]); 15] = [
     (
         "enqueue",
         include_str!("lua/enqueue.lua"),
@@ -174,6 +175,11 @@ const SOURCES: [(&str, &str, &[&str]); 14] = [
     // A destination's semaphore (token -> expiry ms) and this second's start counter:
     // made per call by `Keys::limit` and `Keys::rate`.
     ("limit", include_str!("lua/limit.lua"), &["sem", "rate"]),
+    (
+        "contact",
+        include_str!("lua/contact.lua"),
+        &["optouts", "sent"],
+    ),
     ("agent_cas", include_str!("lua/agent_cas.lua"), &["agents"]),
     (
         "intake",
@@ -229,6 +235,7 @@ impl Scripts {
             purge,
             sweep,
             limit,
+            contact,
             agent_cas,
             intake,
             erase,
@@ -250,6 +257,7 @@ impl Scripts {
             erase,
             expire,
             rewrap,
+            contact,
         }
     }
 }
@@ -264,7 +272,8 @@ mod tests {
     fn key_lists_resolve_and_match_the_headers() {
         let keys = Keys::new("p");
         for (name, body, list) in SOURCES {
-            if name != "limit" {
+            // Per-destination and per-contact keys are named by the caller (keys.rs).
+            if !matches!(name, "limit" | "contact" | "rewrap") {
                 for k in list {
                     assert!(keys.named(k).is_some(), "{name}: {k} is not a key");
                 }

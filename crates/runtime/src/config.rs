@@ -29,6 +29,42 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Per-destination limits shared by all replicas.
     pub limits: limits::Limits,
+    /// Frequency caps per contact and channel, across agents (docs/rules.md).
+    pub caps: ContactCaps,
+}
+
+/// AFTERCALL_FREQUENCY_CAP_SMS and AFTERCALL_FREQUENCY_CAP_EMAIL, e.g. `1/24h`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContactCaps {
+    pub sms: Option<aftercall_queue::Cap>,
+    pub email: Option<aftercall_queue::Cap>,
+}
+
+impl ContactCaps {
+    fn from_settings(s: &Settings) -> Result<ContactCaps, SettingError> {
+        let cap = |name: &str| {
+            s.string(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| {
+                    aftercall_queue::Cap::parse(&v).map_err(|message| SettingError {
+                        name: name.into(),
+                        message,
+                    })
+                })
+                .transpose()
+        };
+        Ok(ContactCaps {
+            sms: cap("AFTERCALL_FREQUENCY_CAP_SMS")?,
+            email: cap("AFTERCALL_FREQUENCY_CAP_EMAIL")?,
+        })
+    }
+
+    pub fn for_channel(&self, c: aftercall_core::contact::Channel) -> Option<aftercall_queue::Cap> {
+        match c {
+            aftercall_core::contact::Channel::Sms => self.sms,
+            aftercall_core::contact::Channel::Email => self.email,
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -43,6 +79,7 @@ impl Default for WorkerConfig {
             actions: ActionsConfig::default(),
             worker_id: new_worker_id(),
             limits: limits::Limits::default(),
+            caps: ContactCaps::default(),
         }
     }
 }
@@ -107,6 +144,7 @@ impl WorkerConfig {
             actions,
             worker_id: s.string("AFTERCALL_WORKER_ID").unwrap_or(d.worker_id),
             limits: limits::Limits::parse(&s.string("AFTERCALL_LIMITS").unwrap_or_default())?,
+            caps: ContactCaps::from_settings(s)?,
         })
     }
 }

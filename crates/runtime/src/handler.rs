@@ -87,12 +87,24 @@ async fn run(
     async {
         let started = Instant::now();
         let mut claimed = None;
+        let mut ruled = match &decoded {
+            Ok(job) => crate::rules::before_start(ctx, &leased.id, job).await,
+            Err(_) => None,
+        };
         let finish = match decoded {
             Err(e) => {
                 error!(error = %e, "undecodable job: dead-lettering it");
                 let settled = Settled::undecodable(leased.attempt, &e, Utc::now());
                 let (id, token) = (leased.id.clone(), leased.token.clone());
                 Some(finish(id, token, settled, &ctx.cfg.worker_id, Some(started)))
+            }
+            // Skipped (or retried) by a rule before it ran: no executor, no destination.
+            Ok(job) if ruled.is_some() => {
+                let outcome = ruled.take().expect("checked by the guard");
+                let settled = settle(ctx, &leased, outcome);
+                observe(kind, &settled, "", job.created_at, started);
+                trace(ctx, &job, &leased, kind, &settled, started);
+                Some(record(ctx, &leased, kind, settled, started))
             }
             Ok(job) => match &job.body {
                 JobBody::CallEnded { event } => {
@@ -126,6 +138,9 @@ async fn run(
                             Outcome::retry(format!("executor panicked: {msg}"))
                         }
                     };
+                    if let Outcome::OptedOut { .. } = &outcome {
+                        Box::pin(crate::rules::provider_opted_out(ctx, action_job)).await;
+                    }
                     if limit.is_some()
                         && let Err(e) = Box::pin(ctx.queue.release_slot(&dest, &slot_token(&leased))).await {
                             warn!(error = %e, "giving back a destination slot failed; it expires on its own");

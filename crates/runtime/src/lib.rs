@@ -10,11 +10,12 @@ pub mod limits;
 pub mod metrics;
 mod otel;
 mod pool;
+mod rules;
 
 use aftercall_queue::{Queue, QueueError};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{WorkerConfig, new_worker_id};
+pub use config::{ContactCaps, WorkerConfig, new_worker_id};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

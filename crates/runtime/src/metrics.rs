@@ -31,6 +31,8 @@ pub fn install() -> PrometheusHandle {
 
 /// Job kinds, as the `action` label says them.
 const KINDS: [&str; 5] = ["call_ended", "email", "sms", "webhook", "task"];
+/// Follow-up rules that skip an action, as the `rule` label says them.
+const RULES: [&str; 4] = ["condition", "expired", "opted_out", "frequency_cap"];
 /// Redis calls timed by `aftercall_redis_round_trip_seconds`.
 const OPS: [&str; 1] = ["fetch"];
 
@@ -49,6 +51,12 @@ fn register_all() {
             }
         }
         counter!("aftercall_held_back_total", "action" => action).increment(0);
+        if action != "call_ended" {
+            for rule in RULES {
+                counter!("aftercall_rule_skips_total", "action" => action, "rule" => rule)
+                    .increment(0);
+            }
+        }
         let _ = histogram!("aftercall_attempt_duration_seconds", "action" => action);
         let _ = histogram!("aftercall_delivery_latency_seconds", "action" => action);
         let _ = histogram!("aftercall_retry_delay_seconds", "action" => action);
@@ -124,6 +132,12 @@ pub fn retry_delay(action: &'static str, delay: Duration) {
 /// A failed attempt against a destination (a host, an SMS sender, a task provider).
 pub fn destination_error(action: &'static str, destination: &str) {
     counter!("aftercall_destination_errors_total", "action" => action, "destination" => destination.to_string()).increment(1);
+}
+
+/// An action skipped by a follow-up rule (docs/rules.md): `condition`, `expired`,
+/// `opted_out`, `frequency_cap`.
+pub fn rule_skip(action: &'static str, rule: &'static str) {
+    counter!("aftercall_rule_skips_total", "action" => action, "rule" => rule).increment(1);
 }
 
 /// Work held back by a per-destination limit (not an attempt).

@@ -269,6 +269,7 @@ mod tests {
             date_format: None,
             utc_offset: None,
             email_from: None,
+            skip: None,
         }
     }
 
@@ -283,6 +284,8 @@ mod tests {
             reply_to: None,
             from: None,
             delay: None,
+            when: None,
+            expires_after: None,
         }
     }
 

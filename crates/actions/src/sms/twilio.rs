@@ -166,14 +166,14 @@ struct Body {
 fn permanent_code(code: u64) -> Option<&'static str> {
     match code {
         21211 => Some("invalid 'To' phone number"),
-        21610 => Some("recipient has unsubscribed (replied STOP)"),
         21614 => Some("'To' number cannot receive SMS"),
         _ => None,
     }
 }
 
 /// 2xx delivered; 429, code 20429, 408 and 5xx retried (honouring `Retry-After`);
-/// 21211, 21610, 21614 and other 4xx permanent. Numbers in Twilio's text are masked.
+/// 21610 opted out (a skip; the runtime records the opt-out); 21211, 21614 and other
+/// 4xx permanent. Numbers in Twilio's text are masked.
 pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
     let parsed: Body = serde_json::from_str(body).unwrap_or_default();
     let masked = mask_numbers_in(body);
@@ -203,6 +203,11 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
             snippet: snip,
         };
     }
+    if parsed.code == Some(21610) {
+        return Outcome::OptedOut {
+            reason: format!("opted out: recipient has unsubscribed (replied STOP); {described}"),
+        };
+    }
     if let Some(label) = parsed.code.and_then(permanent_code) {
         return Outcome::Permanent {
             error: format!("{label}: {described}"),
@@ -224,6 +229,7 @@ mod tests {
             Outcome::Retry { .. } => "retry",
             Outcome::Permanent { .. } => "permanent",
             Outcome::Skipped { .. } => "skipped",
+            Outcome::OptedOut { .. } => "opted_out",
         }
     }
 
@@ -242,7 +248,7 @@ mod tests {
                 "delivered",
             ),
             (400, err(21211), "permanent"),
-            (400, err(21610), "permanent"),
+            (400, err(21610), "opted_out"),
             (400, err(21614), "permanent"),
             (400, err(21408), "permanent"),
             (

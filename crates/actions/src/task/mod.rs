@@ -371,6 +371,8 @@ mod tests {
             labels: vec![],
             due_in_days: None,
             delay: None,
+            when: None,
+            expires_after: None,
         };
         ActionJob {
             index: 0,
@@ -380,6 +382,7 @@ mod tests {
             date_format: None,
             utc_offset: offset.map(str::to_string),
             email_from: None,
+            skip: None,
         }
     }
 

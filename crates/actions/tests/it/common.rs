@@ -41,6 +41,7 @@ pub fn job(event: Value, action: Action) -> ActionJob {
         date_format: None,
         utc_offset: None,
         email_from: None,
+        skip: None,
     }
 }
 
@@ -65,6 +66,7 @@ pub fn kind(o: &Outcome) -> &'static str {
         Outcome::Retry { .. } => "retry",
         Outcome::Permanent { .. } => "permanent",
         Outcome::Skipped { .. } => "skipped",
+        Outcome::OptedOut { .. } => "opted_out",
     }
 }
 

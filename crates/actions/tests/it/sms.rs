@@ -141,7 +141,7 @@ async fn twilio_errors_are_classified() {
     };
     let cases: Vec<(Reply, &str)> = vec![
         (err(21211, 400), "permanent"),
-        (err(21610, 400), "permanent"),
+        (err(21610, 400), "opted_out"),
         (err(21614, 400), "permanent"),
         (err(20003, 401), "permanent"),
         (err(20429, 429).with_header("retry-after", "3"), "retry"),
@@ -182,9 +182,15 @@ async fn twilio_errors_are_classified() {
                 matches!(out, Outcome::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(3))
             );
         }
-        if status == 400 {
+        if status == 400 && want == "permanent" {
             assert!(
                 matches!(&out, Outcome::Permanent { error, status: Some(400), .. } if error.contains("Twilio error 21")),
+                "{out:?}"
+            );
+        }
+        if want == "opted_out" {
+            assert!(
+                matches!(&out, Outcome::OptedOut { reason } if reason.contains("Twilio error 21610")),
                 "{out:?}"
             );
         }

@@ -1,0 +1,373 @@
+//! Follow-up rules end to end (docs/rules.md): `when` conditions decided at fan-out and
+//! shown as skips, refused at config time with the field's path; `expires_after`, and a
+//! forced replay of an expired dead letter.
+
+use std::time::Duration;
+
+use aftercall_tests::{Receiver, Reply, World, settled, stderr, stdout};
+use reqwest::Method;
+
+const T: Duration = Duration::from_secs(20);
+const ADMIN: &str = "admin-token-0123456789abcdef";
+
+fn event(call_id: &str, extra: &str) -> String {
+    format!(
+        r#"{{"call_id":"{call_id}","agent_id":"a1","caller_number":"+14155551234","duration_seconds":61,"summary":"s"{extra}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_voicemail_skips_the_conditioned_action_visibly_everywhere() {
+    let mut w = World::new().await;
+    let http = w.with_api(&format!("admin:{ADMIN}"));
+    let rx = Receiver::start().await.unwrap();
+    let body = format!(
+        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[
+            {{"type":"webhook","url":"{0}/thanks","when":"ended_reason != \"voicemail\" and duration_seconds > 30"}},
+            {{"type":"webhook","url":"{0}/always"}}]}}}}}}"#,
+        rx.url
+    );
+    let out = w.cli_set_agent("a1", &body);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let worker = w.worker();
+    worker.wait_status(&http, "/readyz", 200).await;
+
+    let out = w.cli(
+        &["enqueue", "-"],
+        &format!(
+            "{}\n{}\n",
+            event("vm", r#","ended_reason":"voicemail""#),
+            event("ok", r#","ended_reason":"completed""#)
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let vm = w.wait_call("vm", T, settled).await;
+    let ok = w.wait_call("ok", T, settled).await;
+    let want = r#"condition false (when: ended_reason != "voicemail" and duration_seconds > 30)"#;
+    assert_eq!(vm.actions[0].state.state, "skipped");
+    assert_eq!(vm.actions[0].state.reason.as_deref(), Some(want));
+    assert_eq!(vm.actions[1].state.state, "delivered");
+    assert_eq!(ok.actions[0].state.state, "delivered");
+    let got = rx.wait_for(3, T).await;
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths.iter().filter(|p| **p == "/thanks").count(),
+        1,
+        "only the completed call is thanked: {paths:?}"
+    );
+
+    // The CLI, the API and the metrics say why.
+    let out = w.cli(&["calls", "show", "vm"], "");
+    assert!(stdout(&out).contains(want), "{}", stdout(&out));
+    let status = http.get_json("/calls/vm", ADMIN).await;
+    assert_eq!(status["actions"][0]["state"]["reason"], want);
+    let metrics = http.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("aftercall_rule_skips_total{")
+                && l.contains(r#"rule="condition""#)
+                && l.contains(r#"action="webhook""#)
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    w.audit_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_condition_is_refused_naming_the_field() {
+    let mut w = World::new().await;
+    let http = w.with_api(&format!("admin:{ADMIN}"));
+    let worker = w.worker();
+    worker.wait_status(&http, "/readyz", 200).await;
+    let body = |when: &str| {
+        format!(
+            r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"https://x.example/a"}},{{"type":"sms","template":"hi","when":"{when}"}}]}}}}}}"#
+        )
+    };
+    let path = "voice_tools.post_call_follow_up.actions[1].when";
+    for (when, says) in [
+        ("duration_seconds >", "syntax error"),
+        ("secret_key == 1", "unknown variable `secret_key`"),
+    ] {
+        let out = w.cli_set_agent("a1", &body(when));
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains(path) && stderr(&out).contains(says),
+            "{}",
+            stderr(&out)
+        );
+        let r = http
+            .json(Method::PATCH, "/agents/a1", ADMIN, body(when))
+            .await;
+        assert_eq!(r.status(), 422);
+        let err: serde_json::Value = r.json().await.unwrap();
+        assert!(err.to_string().contains(path), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    assert!(w.queue.get_agent("a1").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_action_is_skipped_and_an_expired_dead_letter_needs_force() {
+    let mut w = World::new().await;
+    w.set("AFTERCALL_MAX_ATTEMPTS", "1");
+    let rx = Receiver::start().await.unwrap();
+    rx.set_default(Reply::status(400));
+    let body = format!(
+        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}","expires_after":"2s"}}]}}}}}}"#,
+        rx.url
+    );
+    let out = w.cli_set_agent("a1", &body);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _worker = w.worker();
+
+    // A call that ended long ago: not started within 2 s of its end, so expired.
+    let out = w.cli(
+        &["enqueue", "-"],
+        &event("old", r#","ended_at":"2026-01-01T10:00:00Z""#),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let old = w.wait_call("old", T, settled).await;
+    assert_eq!(old.actions[0].state.state, "skipped");
+    let reason = old.actions[0].state.reason.clone().unwrap();
+    assert!(reason.starts_with("expired"), "{reason}");
+
+    // A fresh call (no end time: its fan-out counts) fails at once and is dead.
+    let out = w.cli(&["enqueue", "-"], &event("fresh", ""));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fresh = w.wait_call("fresh", T, settled).await;
+    assert_eq!(fresh.actions[0].state.state, "dead");
+    let id = fresh.actions[0].id.clone();
+    rx.set_default(Reply::status(200));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // Past its expiry: a plain replay leaves it dead and says why.
+    let out = w.cli(&["dlq", "replay", &id], "");
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains(&format!("expired   {id}")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    let s = w.queue.call_status("fresh").await.unwrap().unwrap();
+    assert_eq!(s.actions[0].state.state, "dead");
+
+    // Forced, it runs and is delivered.
+    let out = w.cli(&["dlq", "replay", &id, "--force"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("1 dead letter(s) replayed"),
+        "{}",
+        stdout(&out)
+    );
+    let s = w
+        .wait_call("fresh", T, |s| s.actions[0].state.state == "delivered")
+        .await;
+    assert_eq!(s.actions[0].state.state, "delivered");
+    assert_eq!(rx.wait_for(2, T).await.len(), 2);
+    w.audit_clean().await;
+}
+
+/// Twilio's official Python library signs the request, as Twilio would.
+fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    let params: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json\nfrom twilio.request_validator import RequestValidator\nprint(RequestValidator(sys.argv[1]).compute_signature(sys.argv[2], json.loads(sys.argv[3])))",
+            token,
+            url,
+            &serde_json::Value::Object(params).to_string(),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the twilio library is missing (./dev test installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn sms_agent() -> String {
+    r#"{"voice_tools":{"post_call_follow_up":{"enabled":true,"actions":[{"type":"sms","template":"Thanks for calling!"}]}}}"#.into()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opt_outs_from_the_cli_a_signed_stop_and_twilio_21610_hold_across_agents() {
+    const TOKEN: &str = "twilio-auth-token-0123456789";
+    let mut w = World::new().await;
+    let http = w.with_api(&format!("admin:{ADMIN}"));
+    let twilio = Receiver::start().await.unwrap();
+    twilio.set_default(Reply::status(201).body(r#"{"sid":"SM1","status":"queued"}"#));
+    w.set(
+        "AFTERCALL_TWILIO_ACCOUNT_SID",
+        "AC0123456789abcdef0123456789abcdef",
+    );
+    w.set("AFTERCALL_TWILIO_AUTH_TOKEN", TOKEN);
+    w.set("AFTERCALL_TWILIO_FROM", "+15005550006");
+    w.set("AFTERCALL_TWILIO_BASE_URL", &twilio.url);
+    for agent in ["a1", "a2"] {
+        let out = w.cli_set_agent(agent, &sms_agent());
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let worker = w.worker();
+    worker.wait_status(&http, "/readyz", 200).await;
+    let push = |call: &str, agent: &str| {
+        let out = w.cli(
+            &["enqueue", "-"],
+            &event(call, "").replace(r#""agent_id":"a1""#, &format!(r#""agent_id":"{agent}""#)),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    let sms = async |call: &str| {
+        let s = w.wait_call(call, T, settled).await;
+        (
+            s.actions[0].state.state,
+            s.actions[0].state.reason.clone().unwrap_or_default(),
+        )
+    };
+
+    // 1. From the CLI (written any way: stored as E.164), then removed.
+    let out = w.cli(&["opt-outs", "add", "sms", "+1 (415) 555-1234"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    push("c1", "a1");
+    let (state, reason) = sms("c1").await;
+    assert_eq!(state, "skipped");
+    assert!(reason.starts_with("opted out (sms since "), "{reason}");
+    assert!(reason.ends_with("via cli)"), "{reason}");
+    assert_eq!(twilio.count(), 0, "nothing sent");
+    let out = w.cli(&["opt-outs", "remove", "sms", "+14155551234"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    push("c2", "a1");
+    assert_eq!(sms("c2").await.0, "delivered");
+    assert_eq!(twilio.count(), 1);
+
+    // 2. A STOP reply, posted by Twilio with its signature: refused unsigned or
+    // mis-signed, then recorded, and it holds for every agent.
+    let url = format!("{}/ingest/twilio/inbound", http.base);
+    let form = [
+        ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
+        ("From", "+14155551234"),
+        ("To", "+15005550006"),
+        ("Body", "Stop"),
+    ];
+    let post = |sig: Option<String>| {
+        let mut r = http
+            .request(Method::POST, "/ingest/twilio/inbound", None)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                form.iter()
+                    .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B")))
+                    .collect::<Vec<_>>()
+                    .join("&"),
+            );
+        if let Some(sig) = sig {
+            r = r.header("x-twilio-signature", sig);
+        }
+        r.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    let wrong = twilio_signature("another-token", &url, &form);
+    assert_eq!(post(Some(wrong)).await.unwrap().status(), 401);
+    assert!(w.queue.opt_outs().await.unwrap().is_empty());
+    let r = post(Some(twilio_signature(TOKEN, &url, &form)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("<Response>"));
+    let list = http.get_json("/opt-outs", ADMIN).await;
+    assert_eq!(list["items"][0]["address"], "+14155551234");
+    assert_eq!(list["items"][0]["source"], "twilio_inbound");
+    push("c3", "a2");
+    let (state, reason) = sms("c3").await;
+    assert_eq!(
+        (state.as_str(), reason.ends_with("via twilio_inbound)")),
+        ("skipped", true)
+    );
+    assert_eq!(twilio.count(), 1, "nothing sent");
+
+    // 3. Removed over the API; then Twilio refuses the send with 21610: a skip, not a
+    // failure, and the number is opted out again.
+    let r = http
+        .request(
+            Method::DELETE,
+            "/opt-outs?channel=sms&address=%2B14155551234",
+            Some(ADMIN),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    twilio.script([Reply::status(400).body(
+        r#"{"code":21610,"message":"Attempt to send to unsubscribed recipient","status":400}"#,
+    )]);
+    push("c4", "a1");
+    let (state, reason) = sms("c4").await;
+    assert_eq!(state, "skipped");
+    assert!(reason.starts_with("opted out: "), "{reason}");
+    let list = w.queue.opt_outs().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].source, "twilio_21610");
+    push("c5", "a2");
+    assert_eq!(sms("c5").await.0, "skipped");
+    assert_eq!(twilio.count(), 2, "c2, then c4's refused attempt only");
+    w.audit_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_frequency_cap_holds_across_agents_and_two_workers() {
+    let mut w = World::new().await;
+    w.set("AFTERCALL_FREQUENCY_CAP_SMS", "1/24h");
+    for agent in ["a1", "a2"] {
+        let out = w.cli_set_agent(agent, &sms_agent());
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (_w1, _w2) = (w.worker(), w.worker());
+    // Eight calls from the same number to two agents, at once, to two workers; and one
+    // from another number.
+    let mut events: Vec<String> = (0..8)
+        .map(|i| {
+            event(&format!("c{i}"), "").replace(
+                r#""agent_id":"a1""#,
+                &format!(r#""agent_id":"a{}""#, 1 + i % 2),
+            )
+        })
+        .collect();
+    events.push(event("other", "").replace("+14155551234", "+14155550000"));
+    let out = w.cli(&["enqueue", "-"], &(events.join("\n") + "\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut delivered = 0;
+    for i in 0..8 {
+        let s = w.wait_call(&format!("c{i}"), T, settled).await;
+        let st = &s.actions[0].state;
+        match st.state.as_str() {
+            "delivered" => delivered += 1,
+            "skipped" => {
+                let reason = st.reason.as_deref().unwrap_or_default();
+                assert!(
+                    reason.starts_with(
+                        "frequency cap: at most 1 sms per 1d to this contact; the earlier message at 20"
+                    ),
+                    "{reason}"
+                );
+            }
+            other => panic!("c{i}: {other}"),
+        }
+    }
+    assert_eq!(
+        delivered, 1,
+        "one SMS per number per day, across agents and workers"
+    );
+    let other = w.wait_call("other", T, settled).await;
+    assert_eq!(
+        other.actions[0].state.state, "delivered",
+        "another number is not capped"
+    );
+    w.audit_clean().await;
+}
