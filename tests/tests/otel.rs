@@ -25,9 +25,15 @@ struct Collector {
 
 impl Collector {
     fn start() -> Collector {
+        Collector::start_with(&[])
+    }
+
+    /// `&["grpc"]` for an OTLP/gRPC receiver.
+    fn start_with(args: &[&str]) -> Collector {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("otlp/receiver.py");
         let mut child = Command::new("python3")
             .arg(script)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -208,4 +214,44 @@ async fn jobs_and_attempts_are_exported_as_spans_under_the_events_trace() {
             );
         }
     }
+}
+
+/// The same spans over OTLP/gRPC (`OTEL_EXPORTER_OTLP_PROTOCOL=grpc`), decoded by
+/// grpcio's server with the official service definitions.
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_are_exported_over_grpc_too() {
+    let collector = Collector::start_with(&["grpc"]);
+    let mut w = World::new().await;
+    w.set(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        &format!("http://127.0.0.1:{}", collector.port),
+    );
+    w.set("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    w.set("OTEL_SERVICE_NAME", "aftercall-grpc");
+    w.set("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let rx = Receiver::start().await.unwrap();
+    w.webhook_agent("a1", &format!("{}/hook", rx.url)).await;
+    let mut traced: Value = serde_json::from_str(&call_event("over-grpc", "a1")).unwrap();
+    traced["traceparent"] = format!("00-{TRACE}-{PRODUCER_SPAN}-01").into();
+    w.queue
+        .enqueue_json(traced.to_string().as_bytes())
+        .await
+        .unwrap();
+    let mut worker = w.worker();
+    let s = w
+        .wait_call("over-grpc", Duration::from_secs(30), settled)
+        .await;
+    assert!(settled(&s), "{s:?}");
+    // The call-ended job and its attempt, the webhook job and its attempt.
+    let spans = collector.wait_for(4, Duration::from_secs(20)).await;
+    assert!(worker.terminate(Duration::from_secs(20)).is_some());
+    assert_eq!(spans.len(), 4, "{spans:#?}\n{}", worker.log_text());
+    for s in &spans {
+        assert_eq!(s["resource"]["service.name"], "aftercall-grpc", "{s}");
+        assert_eq!(s["trace_id"], TRACE, "{s}");
+    }
+    assert!(
+        spans.iter().any(|s| s["parent_span_id"] == PRODUCER_SPAN),
+        "the call-ended job continues the producer's span: {spans:#?}"
+    );
 }

@@ -1,4 +1,5 @@
-//! OpenTelemetry traces over OTLP (HTTP/protobuf), on when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! OpenTelemetry traces over OTLP (HTTP/protobuf, or gRPC with
+//! `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`), on when `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (`OTEL_SERVICE_NAME`,
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_SDK_DISABLED` are
 //! read as the SDK reads them). Off, the job path pays one `Option` check.
@@ -58,14 +59,34 @@ impl Otel {
         if !wanted(|k| std::env::var(k).ok()) {
             return Ok(None);
         }
-        let client = OtlpClient::new()?;
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_http_client(client)
-            .with_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT: {e}"))?;
+        // OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL: `http/protobuf` (the default) or `grpc`.
+        let protocol = [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "http/protobuf".into());
+        let exporter = match protocol.trim() {
+            "http/protobuf" => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_http_client(OtlpClient::new()?)
+                .with_timeout(Duration::from_secs(10))
+                .build(),
+            // tonic's own HTTP/2 client; the endpoint and headers are read from the same
+            // variables by the SDK.
+            "grpc" => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_timeout(Duration::from_secs(10))
+                .build(),
+            other => {
+                return Err(format!(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL: `{other}` is not supported; use http/protobuf or grpc"
+                ));
+            }
+        }
+        .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT: {e}"))?;
         // The SDK reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; without either
         // naming the service, it is `aftercall-worker` rather than `unknown_service`.
         let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
