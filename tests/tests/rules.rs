@@ -371,3 +371,59 @@ async fn the_frequency_cap_holds_across_agents_and_two_workers() {
     );
     w.audit_clean().await;
 }
+
+/// Quiet hours: an SMS due inside the agent's window waits for its end, visibly, without
+/// spending an attempt, then goes; a window that cannot be read is refused by name.
+/// The clock is controlled as retry times are: by the window's setting, a few seconds
+/// from now.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sms_inside_quiet_hours_waits_for_their_end_without_spending_an_attempt() {
+    let w = World::new().await;
+    let now = chrono::Utc::now();
+    let (start, end) = (
+        (now - chrono::Duration::minutes(1)).format("%H:%M:%S"),
+        (now + chrono::Duration::seconds(4)).format("%H:%M:%S"),
+    );
+    let agent = format!(
+        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"quiet_hours":{{"start":"{start}","end":"{end}","zone":"UTC"}},"actions":[{{"type":"sms","template":"Thanks for calling!"}},{{"type":"webhook","url":"http://127.0.0.1:9/unused","when":"false"}}]}}}}}}"#
+    );
+    let out = w.cli_set_agent("a1", &agent);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bad = agent.replace(r#""zone":"UTC""#, r#""zone":"Mars/Olympus""#);
+    let out = w.cli_set_agent("a2", &bad);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("voice_tools.post_call_follow_up.quiet_hours.zone"),
+        "{}",
+        stderr(&out)
+    );
+    let _worker = w.worker();
+    let out = w.cli(&["enqueue", "-"], &event("q1", ""));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = w
+        .wait_call("q1", T, |s| {
+            s.actions
+                .first()
+                .is_some_and(|a| a.state.state.as_str() == "scheduled")
+        })
+        .await;
+    let sms = &s.actions[0];
+    let reason = sms.state.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("deferred by quiet hours until "),
+        "{reason}"
+    );
+    assert!(
+        sms.history.is_empty(),
+        "a deferral is not an attempt: {:?}",
+        sms.history
+    );
+    let shown = stdout(&w.cli(&["calls", "show", "q1"], ""));
+    assert!(shown.contains("deferred by quiet hours until"), "{shown}");
+    // After the window: sent, on its first attempt.
+    let s = w.wait_call("q1", Duration::from_secs(30), settled).await;
+    let sms = &s.actions[0];
+    assert_eq!(sms.state.state.as_str(), "delivered", "{s:?}");
+    assert_eq!(sms.history.len(), 1, "{:?}", sms.history);
+    assert_eq!(sms.history[0].attempt, 1);
+}

@@ -51,6 +51,9 @@ pub struct PostCallFollowUp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
     pub wait_for_analysis: Option<String>,
+    /// No SMS or e-mail inside this window; one due inside it waits for its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<crate::quiet::QuietHours>,
 }
 
 /// The longest `wait_for_analysis`: a call's follow-up should not wait longer for it.
@@ -362,6 +365,14 @@ impl AgentConfig {
         let Some(f) = self.follow_up() else {
             return Ok(());
         };
+        if let Some(q) = &f.quiet_hours {
+            q.validate().map_err(|(field, m)| {
+                ConfigError::new(
+                    format!("voice_tools.post_call_follow_up.quiet_hours.{field}"),
+                    m,
+                )
+            })?;
+        }
         if let Some(w) = &f.wait_for_analysis {
             let d = parse_duration(w).map_err(|m| {
                 ConfigError::new("voice_tools.post_call_follow_up.wait_for_analysis", m)

@@ -60,6 +60,9 @@ pub struct ActionJob {
     /// so a replay does not re-decide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip: Option<String>,
+    /// The agent's quiet hours at fan-out: an SMS or e-mail due inside them waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<crate::quiet::QuietHours>,
 }
 
 /// A job as stored: the union of both kinds' fields, read in one pass.
@@ -78,6 +81,7 @@ struct JobWire {
     utc_offset: Option<String>,
     email_from: Option<String>,
     skip: Option<String>,
+    quiet_hours: Option<crate::quiet::QuietHours>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +106,7 @@ impl TryFrom<JobWire> for Job {
                 utc_offset: w.utc_offset,
                 email_from: w.email_from,
                 skip: w.skip,
+                quiet_hours: w.quiet_hours,
             }),
         };
         Ok(Job {
@@ -260,6 +265,7 @@ pub fn fan_out(
                     utc_offset: config.utc_offset.clone(),
                     email_from: config.email_from.clone(),
                     skip,
+                    quiet_hours: f.quiet_hours.clone(),
                 }),
             };
             (job, action.delay())

@@ -9,6 +9,7 @@ pub mod event;
 pub mod intake;
 pub mod job;
 pub mod payload;
+pub mod quiet;
 pub mod retry;
 #[cfg(feature = "schema")]
 pub mod schema;

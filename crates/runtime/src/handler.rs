@@ -113,6 +113,11 @@ async fn run(
                     finish
                 }
                 JobBody::Action(action_job) => {
+                    if let Some(f) = quiet_hours(&leased, kind, action_job) {
+                        apply(ctx, f).await;
+                        ctx.leases.release(&leased.id);
+                        return None;
+                    }
                     let dest = aftercall_actions::destination(action_job);
                     let limit = ctx.cfg.limits.for_destination(&dest);
                     // The limit's round trips boxed: only limited destinations pay for
@@ -160,6 +165,41 @@ async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// An SMS or e-mail due inside its agent's quiet hours: the finish that puts it off to
+/// the window's end, visibly and without counting the attempt.
+fn quiet_hours(
+    leased: &Leased,
+    kind: &'static str,
+    job: &aftercall_core::ActionJob,
+) -> Option<Finish> {
+    if !matches!(
+        job.action,
+        aftercall_core::Action::Sms(_) | aftercall_core::Action::Email(_)
+    ) {
+        return None;
+    }
+    let until = job.quiet_hours.as_ref()?.until(
+        Utc::now(),
+        job.event.caller_number.as_deref(),
+        job.utc_offset.as_deref(),
+    )?;
+    crate::metrics::quiet_deferred(kind);
+    let mut st = StateInfo::new(JobState::Scheduled);
+    st.run_at = Some(until.timestamp_millis());
+    st.reason = Some(format!(
+        "deferred by quiet hours until {}",
+        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    ));
+    Some(Finish {
+        mode: FinishMode::Defer,
+        id: leased.id.clone(),
+        token: leased.token.clone(),
+        run_at_ms: until.timestamp_millis(),
+        state: st,
+        attempt: None,
+    })
 }
 
 /// Takes a slot of a limited destination; when none is free, returns the finish that

@@ -51,6 +51,9 @@ fn register_all() {
             }
         }
         counter!("aftercall_held_back_total", "action" => action).increment(0);
+        if matches!(action, "sms" | "email") {
+            counter!("aftercall_quiet_hours_deferred_total", "action" => action).increment(0);
+        }
         if action != "call_ended" {
             for rule in RULES {
                 counter!("aftercall_rule_skips_total", "action" => action, "rule" => rule)
@@ -138,6 +141,11 @@ pub fn destination_error(action: &'static str, destination: &str) {
 /// `opted_out`, `frequency_cap`.
 pub fn rule_skip(action: &'static str, rule: &'static str) {
     counter!("aftercall_rule_skips_total", "action" => action, "rule" => rule).increment(1);
+}
+
+/// An SMS or e-mail put off to the end of its agent's quiet hours (not an attempt).
+pub fn quiet_deferred(action: &'static str) {
+    counter!("aftercall_quiet_hours_deferred_total", "action" => action).increment(1);
 }
 
 /// Work held back by a per-destination limit (not an attempt).

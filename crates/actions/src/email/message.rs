@@ -270,6 +270,7 @@ mod tests {
             utc_offset: None,
             email_from: None,
             skip: None,
+            quiet_hours: None,
         }
     }
 

@@ -383,6 +383,7 @@ mod tests {
             utc_offset: offset.map(str::to_string),
             email_from: None,
             skip: None,
+            quiet_hours: None,
         }
     }
 

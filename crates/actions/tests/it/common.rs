@@ -42,6 +42,7 @@ pub fn job(event: Value, action: Action) -> ActionJob {
         utc_offset: None,
         email_from: None,
         skip: None,
+        quiet_hours: None,
     }
 }
 
