@@ -12,7 +12,7 @@ impl Queue {
         let _: () = redis::cmd("HSET")
             .arg(&self.inner.keys.agents)
             .arg(agent_id)
-            .arg(self.seal_agent(agent_id, json))
+            .arg(self.seal_text(agent_id, json))
             .query_async(&mut self.conn())
             .await?;
         Ok(())
@@ -25,7 +25,7 @@ impl Queue {
             .query_async(&mut self.conn())
             .await?;
         raw.map(|r| {
-            serde_json::from_str(&self.open_agent(agent_id, r)?)
+            serde_json::from_str(&self.open_text(agent_id, r)?)
                 .map_err(|e| QueueError::Corrupt(format!("agent {agent_id}: {e}")))
         })
         .transpose()
@@ -43,7 +43,7 @@ impl Queue {
             .await?;
         raw.into_iter()
             .zip(ids)
-            .map(|(r, id)| r.map(|r| self.open_agent(id, r)).transpose())
+            .map(|(r, id)| r.map(|r| self.open_text(id, r)).transpose())
             .collect()
     }
 
@@ -60,7 +60,7 @@ impl Queue {
         let cfg = raw
             .clone()
             .map(|r| {
-                serde_json::from_str(&self.open_agent(agent_id, r)?)
+                serde_json::from_str(&self.open_text(agent_id, r)?)
                     .map_err(|e| QueueError::Corrupt(format!("agent {agent_id}: {e}")))
             })
             .transpose()?;
@@ -80,7 +80,7 @@ impl Queue {
         inv.arg(agent_id)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or(""))
-            .arg(self.seal_agent(agent_id, json));
+            .arg(self.seal_text(agent_id, json));
         let ok: i64 = inv.invoke_async(&mut self.conn()).await?;
         Ok(ok == 1)
     }

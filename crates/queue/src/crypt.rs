@@ -229,16 +229,16 @@ impl Queue {
         open(self.keyring(), id.as_bytes(), data)
     }
 
-    /// An agent config as stored.
-    pub(crate) fn seal_agent(&self, agent_id: &str, json: String) -> String {
+    /// A value read as text (agent configs, analysis records) as stored: sealed as text.
+    pub(crate) fn seal_text(&self, agent_id: &str, json: String) -> String {
         match self.keyring() {
             Some(k) => k.seal_text(agent_id.as_bytes(), &json),
             None => json,
         }
     }
 
-    /// An agent config as read.
-    pub(crate) fn open_agent(&self, agent_id: &str, stored: String) -> Result<String, QueueError> {
+    /// A value read as text, as read.
+    pub(crate) fn open_text(&self, agent_id: &str, stored: String) -> Result<String, QueueError> {
         if !stored.starts_with(TEXT_MARK) {
             return Ok(stored);
         }
@@ -316,14 +316,19 @@ impl Queue {
             .clone();
         let k = &self.inner.keys;
         let mut r = Rotation::default();
-        for key in [&k.data, &k.agents] {
+        for key in [&k.data, &k.agents, &k.analysis] {
             let n: u64 = redis::cmd("HLEN")
                 .arg(key)
                 .query_async(&mut self.conn())
                 .await?;
             r.total += n;
         }
-        for (key, text) in [(&k.data, false), (&k.agents, true)] {
+        // (hash, sealed as text, what its values are bound to besides their field)
+        for (key, text, bound) in [
+            (&k.data, false, ""),
+            (&k.agents, true, ""),
+            (&k.analysis, true, "analysis:"),
+        ] {
             let mut cursor = 0u64;
             loop {
                 let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
@@ -340,13 +345,14 @@ impl Queue {
                     if version_of(value) == Some(ring.current()) {
                         continue;
                     }
-                    let plain = open(Some(&ring), id.as_bytes(), value)?;
+                    let aad = format!("{bound}{id}");
+                    let plain = open(Some(&ring), aad.as_bytes(), value)?;
                     let sealed = if text {
                         let plain = std::str::from_utf8(&plain)
-                            .map_err(|_| QueueError::Corrupt(format!("agent {id}: not UTF-8")))?;
-                        ring.seal_text(id.as_bytes(), plain).into_bytes()
+                            .map_err(|_| QueueError::Corrupt(format!("{aad}: not UTF-8")))?;
+                        ring.seal_text(aad.as_bytes(), plain).into_bytes()
                     } else {
-                        ring.seal(id.as_bytes(), &plain)
+                        ring.seal(aad.as_bytes(), &plain)
                     };
                     inv.arg(id).arg(value.as_slice()).arg(sealed);
                     any = true;

@@ -96,6 +96,8 @@ impl Queue {
             ended_reason: event.ended_reason,
         };
         let record = serde_json::to_string(&record).expect("a record always serializes");
+        // Sealed like the event it comes from (its summary is the call's content).
+        let record = self.seal_text(&format!("analysis:{}", event.call_id), record);
         let (job, json) = job_of(event, now);
         let mut inv = self.intake_invocation("join", now, &job);
         inv.arg(record);
@@ -120,11 +122,18 @@ impl Queue {
             .arg(call_id)
             .query_async(&mut self.conn())
             .await?;
-        raw.map(|r| {
-            serde_json::from_str(&r)
-                .map_err(|e| QueueError::Corrupt(format!("analysis of {call_id}: {e}")))
-        })
-        .transpose()
+        raw.map(|r| self.analysis_record(call_id, r)).transpose()
+    }
+
+    /// A stored analysis record, opened and read.
+    pub(crate) fn analysis_record(
+        &self,
+        call_id: &str,
+        stored: String,
+    ) -> Result<AnalysisRecord, QueueError> {
+        let json = self.open_text(&format!("analysis:{call_id}"), stored)?;
+        serde_json::from_str(&json)
+            .map_err(|e| QueueError::Corrupt(format!("analysis of {call_id}: {e}")))
     }
 
     fn intake_invocation<'a>(

@@ -383,10 +383,7 @@ impl Queue {
                 continue;
             }
             let analysis = analysis
-                .map(|a| {
-                    serde_json::from_str(&a)
-                        .map_err(|e| QueueError::Corrupt(format!("analysis of {call_id}: {e}")))
-                })
+                .map(|a| self.analysis_record(call_id, a))
                 .transpose()?;
             return Ok(Some(CallStatus {
                 call_id: call_id.to_string(),
