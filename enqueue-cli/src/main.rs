@@ -98,6 +98,20 @@ enum AgentsCmd {
     List,
     /// Remove an agent's config.
     Delete { agent_id: String },
+    /// What a candidate config would do on the agent's most recent stored calls: each
+    /// action firing or skipped and why, and what it would send. Nothing is sent or
+    /// stored.
+    Preview {
+        agent_id: String,
+        /// The candidate config (the same body as `agents set`).
+        #[arg(long)]
+        file: String,
+        /// How many recent calls.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -383,6 +397,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 queue.set_agent(&agent_id, &cfg).await?;
                 let n = cfg.follow_up().map(|f| f.actions.len()).unwrap_or(0);
                 println!("agent {agent_id} configured with {n} action(s)");
+            }
+            AgentsCmd::Preview {
+                agent_id,
+                file,
+                limit,
+                json,
+            } => {
+                let cfg = AgentConfig::parse(&std::fs::read(&file)?)
+                    .map_err(|e| anyhow::anyhow!("invalid agent config: {e}"))?;
+                let now = chrono::Utc::now();
+                let calls = queue
+                    .recent_calls(&agent_id, limit.clamp(1, 100), 5_000)
+                    .await?;
+                if calls.is_empty() {
+                    println!("agent {agent_id} has no stored calls to preview on");
+                }
+                for event in calls {
+                    let call_id = event.call_id.clone();
+                    let (skipped, actions) = aftercall_actions::preview::call(&cfg, event, now);
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"call_id": call_id, "skipped": skipped, "actions": actions})
+                        );
+                        continue;
+                    }
+                    println!("call {call_id}");
+                    if let Some(why) = skipped {
+                        println!("  nothing: {why}");
+                    }
+                    for a in actions {
+                        let head =
+                            format!("  [{}] {:<8}", a["index"], a["type"].as_str().unwrap_or(""));
+                        if a["fires"] == true {
+                            println!("{head} fires: {}", a["output"]);
+                        } else if let Some(e) = a["error"].as_str() {
+                            println!("{head} would fail: {e}");
+                        } else {
+                            println!("{head} skipped: {}", a["reason"].as_str().unwrap_or(""));
+                        }
+                    }
+                }
             }
             AgentsCmd::Get { agent_id } => match queue.get_agent(&agent_id).await? {
                 Some(cfg) => println!("{}", serde_json::to_string_pretty(&cfg.redacted())?),

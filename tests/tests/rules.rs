@@ -427,3 +427,107 @@ async fn an_sms_inside_quiet_hours_waits_for_their_end_without_spending_an_attem
     assert_eq!(sms.history.len(), 1, "{:?}", sms.history);
     assert_eq!(sms.history[0].attempt, 1);
 }
+
+/// A preview: a candidate config over the agent's recent stored calls, through the API
+/// and the CLI; which actions would fire or skip and why, what they would send; and
+/// nothing sent, nothing stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preview_shows_what_a_candidate_config_would_do_and_sends_nothing() {
+    let mut w = World::new().await;
+    let http = w.with_api(&format!("admin:{ADMIN}"));
+    let rx = Receiver::start().await.unwrap();
+    rx.set_default(Reply::status(200));
+    let agent = format!(
+        r#"{{"name":"Front desk","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}},{{"type":"sms","template":"Thanks {{{{caller_name}}}}, we got your call."}}]}}}}}}"#,
+        rx.url
+    );
+    let out = w.cli_set_agent("a1", &agent);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let worker = w.worker();
+    worker.wait_status(&http, "/readyz", 200).await;
+    let calls = [
+        event(
+            "p1",
+            r#","ended_reason":"voicemail","metadata":{"caller_name":"Ann"}"#,
+        ),
+        event(
+            "p2",
+            r#","ended_reason":"completed","metadata":{"caller_name":"Bo"}"#,
+        ),
+    ];
+    let out = w.cli(&["enqueue", "-"], &(calls.join("\n") + "\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    for c in ["p1", "p2"] {
+        assert!(settled(&w.wait_call(c, T, settled).await));
+    }
+    let sent = rx.count();
+    let before = http.get_json("/agents/a1", ADMIN).await;
+
+    // The candidate: no SMS to voicemails.
+    let patch = r#"{"voice_tools":{"post_call_follow_up":{"actions":[{"type":"webhook","url":"https://crm.example/hook"},{"type":"sms","template":"Thanks {{caller_name}}, we got your call.","when":"ended_reason != \"voicemail\""}]}}}"#;
+    let r = http
+        .json(Method::POST, "/agents/a1/preview?limit=5", ADMIN, patch)
+        .await;
+    assert_eq!(r.status(), 200);
+    let p: serde_json::Value = r.json().await.unwrap();
+    let calls = p["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{p}");
+    assert_eq!(calls[0]["call_id"], "p2", "newest first: {p}");
+    let by = |call: &str, index: usize| {
+        calls.iter().find(|c| c["call_id"] == call).unwrap()["actions"][index].clone()
+    };
+    let sms_p2 = by("p2", 1);
+    assert_eq!(sms_p2["fires"], true, "{sms_p2}");
+    assert_eq!(sms_p2["output"]["text"], "Thanks Bo, we got your call.");
+    assert_eq!(sms_p2["output"]["to"], "+14155551234");
+    assert_eq!(sms_p2["output"]["segments"], 1);
+    let sms_p1 = by("p1", 1);
+    assert_eq!(sms_p1["fires"], false);
+    assert!(
+        sms_p1["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("condition false"),
+        "{sms_p1}"
+    );
+    let hook = by("p1", 0);
+    assert_eq!(hook["output"]["url"], "https://crm.example/hook");
+    assert_eq!(hook["output"]["payload"]["call_id"], "p1");
+    // A candidate that does not validate is refused by name, as a PATCH is.
+    let r = http
+        .json(
+            Method::POST,
+            "/agents/a1/preview",
+            ADMIN,
+            r#"{"voice_tools":{"post_call_follow_up":{"actions":[{"type":"sms","template":"{{nope}}"}]}}}"#,
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+
+    // The CLI prints the same from a whole config.
+    let file = w.dir.join("candidate.json");
+    std::fs::write(
+        &file,
+        agent.replace(
+            r#""template""#,
+            r#""when":"ended_reason != \"voicemail\"","template""#,
+        ),
+    )
+    .unwrap();
+    let out = w.cli(
+        &["agents", "preview", "a1", "--file", file.to_str().unwrap()],
+        "",
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("call p1") && text.contains("skipped: condition false"),
+        "{text}"
+    );
+    assert!(text.contains("Thanks Bo, we got your call."), "{text}");
+
+    // Nothing sent, nothing stored.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), sent);
+    assert_eq!(http.get_json("/agents/a1", ADMIN).await, before);
+}

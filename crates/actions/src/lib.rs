@@ -5,6 +5,7 @@
 pub mod email;
 pub mod http;
 mod outbox;
+pub mod preview;
 mod settings;
 pub mod sms;
 pub mod task;

@@ -350,6 +350,79 @@ pub(crate) struct BulkBody {
     force: bool,
 }
 
+/// `POST /agents/{agent_id}/preview` query.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PreviewQuery {
+    /// How many of the agent's most recent calls (1 to 100; default 20).
+    #[schemars(range(min = 1, max = 100))]
+    limit: Option<usize>,
+}
+
+/// What a candidate config would do, call by call.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct AgentPreview {
+    agent_id: String,
+    /// The agent's most recent stored calls, newest first.
+    calls: Vec<CallPreview>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct CallPreview {
+    call_id: String,
+    /// Why the call would fan out to nothing (follow-up disabled, no actions), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<String>,
+    /// Per action: `index`, `type`, `fires`, and the rendered `output`, or the
+    /// `reason` it would not fire, or the `error` it would end in.
+    actions: Vec<serde_json::Value>,
+}
+
+pub(crate) async fn preview_agent(
+    State(s): State<ApiState>,
+    Id(id): Id,
+    Params(q): Params<PreviewQuery>,
+    body: RawBody,
+) -> Result<Response> {
+    check_agent_id(&id)?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: "limit: must be between 1 and 100".into(),
+        });
+    }
+    let patch = body.json()?;
+    let stored = s.queue.get_agent(&id).await?;
+    let cfg = apply_agent_patch(stored.as_ref(), &patch).map_err(ApiError::InvalidConfig)?;
+    let events = s.queue.recent_calls(&id, limit, 5_000).await?;
+    let now = chrono::Utc::now();
+    let calls = events
+        .into_iter()
+        .map(|event| preview_call(&cfg, event, now))
+        .collect();
+    Ok(Json(AgentPreview {
+        agent_id: id,
+        calls,
+    })
+    .into_response())
+}
+
+/// One stored call under `cfg` (aftercall_actions::preview::call).
+fn preview_call(
+    cfg: &aftercall_core::AgentConfig,
+    event: aftercall_core::CallEvent,
+    now: chrono::DateTime<chrono::Utc>,
+) -> CallPreview {
+    let call_id = event.call_id.clone();
+    let (skipped, actions) = aftercall_actions::preview::call(cfg, event, now);
+    CallPreview {
+        call_id,
+        skipped,
+        actions,
+    }
+}
+
 /// `POST /dead-letters/{job_id}/replay` query.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -267,6 +267,7 @@ fn build() -> Value {
     answers.subschema_for::<handlers::BulkPurged>();
     answers.subschema_for::<crate::platforms::IngestAnswer>();
     answers.subschema_for::<aftercall_queue::Erased>();
+    answers.subschema_for::<handlers::AgentPreview>();
     answers.subschema_for::<crate::contacts::OptOutList>();
     answers.subschema_for::<crate::contacts::OptOutAdded>();
     for (name, schema) in answers.take_definitions(true) {

@@ -182,6 +182,29 @@ pub(crate) fn routes() -> Vec<Route> {
             },
         ),
         route(
+            M::POST,
+            "/agents/{agent_id}/preview",
+            admin,
+            h::preview_agent,
+            Doc {
+                id: "previewAgent",
+                tag: "agents",
+                summary: "What a candidate config (the PATCH body, merged onto the stored config) would do on the agent's most recent stored calls: each action firing or skipped and why, and what it would send. Nothing is sent or stored.",
+                query: Some(<h::PreviewQuery as JsonSchema>::json_schema),
+                body: Some(&[
+                    ("application/json", Some("AgentConfigPatch")),
+                    ("application/merge-patch+json", Some("AgentConfigPatch")),
+                ]),
+                ok: &[(
+                    200,
+                    "One entry per recent call, newest first.",
+                    Some("AgentPreview"),
+                )],
+                errors: &[400, 413, 415, 422],
+                ..DOC
+            },
+        ),
+        route(
             M::DELETE,
             "/agents/{agent_id}",
             admin,

@@ -346,6 +346,63 @@
       formError.focus();
     });
 
+    // What the form's config would do on the agent's recent stored calls (nothing sent).
+    const previewBtn = $('#preview-calls', form);
+    previewBtn?.addEventListener('click', async () => {
+      clearErrors();
+      const { cfg, errors } = collect();
+      if (errors.length) {
+        errors.map((x) => showError(x.path, x.message))[0]?.focus();
+        return;
+      }
+      const out = $('#call-preview', form);
+      const list = $('#call-preview-list', form);
+      let r;
+      try {
+        r = await api('POST', `/ui/api/agents/${enc(form.dataset.agent)}/preview?limit=10`, cfg, 'application/merge-patch+json');
+      } catch {
+        return;
+      }
+      if (!r.ok) {
+        if (r.status === 422 && r.json?.field) showError(r.json.field, r.json.message).focus();
+        else { formError.textContent = `No preview: ${why(r)}`; formError.hidden = false; }
+        return;
+      }
+      list.replaceChildren();
+      const calls = r.json.calls || [];
+      if (!calls.length) {
+        const li = document.createElement('li');
+        li.textContent = 'This agent has no stored calls yet.';
+        list.append(li);
+      }
+      for (const c of calls) {
+        const li = document.createElement('li');
+        li.className = 'preview-call';
+        const h = document.createElement('strong');
+        h.textContent = `Call ${c.call_id}`;
+        li.append(h);
+        const ul = document.createElement('ul');
+        if (c.skipped) {
+          const x = document.createElement('li');
+          x.textContent = `nothing: ${c.skipped}`;
+          ul.append(x);
+        }
+        for (const a of c.actions) {
+          const x = document.createElement('li');
+          x.dataset.fires = a.fires ? 'true' : 'false';
+          const o = a.output || {};
+          const what = o.text ?? o.subject ?? o.title ?? o.url ?? '';
+          x.textContent = a.fires
+            ? `#${a.index} ${a.type}: fires — ${o.subject ? `${o.subject} — ` : ''}${what}${o.segments ? ` (${o.segments} segment${o.segments === 1 ? '' : 's'})` : ''}`
+            : `#${a.index} ${a.type}: ${a.error ? `would fail: ${a.error}` : `skipped: ${a.reason}`}`;
+          ul.append(x);
+        }
+        li.append(ul);
+        list.append(li);
+      }
+      out.hidden = false;
+    });
+
     formError.setAttribute('tabindex', '-1');
     renumber();
     previewAll();

@@ -103,3 +103,71 @@ impl Queue {
         Ok(n == 1)
     }
 }
+
+impl Queue {
+    /// The agent's most recent calls still kept (newest first), up to `limit`: for a
+    /// preview of a candidate config. Reads the enqueue log backwards, at most `scan`
+    /// calls of any agent, so its cost is bounded whatever the backlog.
+    pub async fn recent_calls(
+        &self,
+        agent_id: &str,
+        limit: usize,
+        scan: usize,
+    ) -> Result<Vec<aftercall_core::CallEvent>, QueueError> {
+        let k = &self.inner.keys;
+        let mut found = Vec::new();
+        let mut scanned = 0;
+        let mut end = "+".to_string();
+        while found.len() < limit && scanned < scan {
+            type Entry = (String, Vec<(String, String)>);
+            let entries: Vec<Entry> = redis::cmd("XREVRANGE")
+                .arg(&k.calls_log)
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(16)
+                .query_async(&mut self.conn())
+                .await?;
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            end = format!("({last}");
+            // Within an entry, the last call id was enqueued last.
+            let calls: Vec<String> = entries
+                .into_iter()
+                .flat_map(|(_, fields)| fields.into_iter().rev().map(|(call, _)| call))
+                .collect();
+            scanned += calls.len();
+            let parents: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(&k.calls)
+                .arg(&calls)
+                .query_async(&mut self.conn())
+                .await?;
+            let ids: Vec<String> = parents.into_iter().flatten().collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let data: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&k.data)
+                .arg(&ids)
+                .query_async(&mut self.conn())
+                .await?;
+            for (id, d) in ids.iter().zip(data) {
+                let Some(d) = d else { continue };
+                let Ok(plain) = self.open_data(id, &d) else {
+                    continue;
+                };
+                if let Ok(job) = serde_json::from_slice::<aftercall_core::Job>(&plain)
+                    && job.agent_id == agent_id
+                    && let aftercall_core::JobBody::CallEnded { event } = job.body
+                {
+                    found.push((*event).clone());
+                    if found.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+}

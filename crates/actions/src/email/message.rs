@@ -44,15 +44,15 @@ pub fn message_id(job_id: &str) -> String {
     )
 }
 
-/// Renders and assembles the message. `Err` is the job's outcome: `Skipped` when the
-/// recipient is empty for this call, `Permanent` for anything a retry cannot fix.
-pub fn prepare(
-    job_id: &str,
+/// The message's parts as they would be sent. `Err` is the job's outcome: `Skipped`
+/// when the recipient is empty for this call, `Permanent` for anything a retry cannot
+/// fix. Shared by [`prepare`] and the preview, so a preview is what is sent.
+pub fn render_parts(
     job: &ActionJob,
     action: &EmailAction,
     default_from: Option<&str>,
     vars: &Vars,
-) -> Result<Prepared, Outcome> {
+) -> Result<Parts, Outcome> {
     let to_text = render(&action.to, vars, "to")?;
     let to_text = to_text.trim();
     if to_text.is_empty() {
@@ -124,7 +124,49 @@ pub fn prepare(
         }
     };
     let subject = single_line(&render(subject_src, vars, "subject")?);
+    Ok(Parts {
+        to,
+        cc,
+        bcc,
+        reply_to,
+        from,
+        subject,
+        text,
+        html,
+    })
+}
 
+/// What [`render_parts`] renders.
+pub struct Parts {
+    pub to: Mailbox,
+    pub cc: Vec<Mailbox>,
+    pub bcc: Vec<Mailbox>,
+    pub reply_to: Option<Mailbox>,
+    pub from: Mailbox,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Renders and assembles the message. `Err` is the job's outcome: `Skipped` when the
+/// recipient is empty for this call, `Permanent` for anything a retry cannot fix.
+pub fn prepare(
+    job_id: &str,
+    job: &ActionJob,
+    action: &EmailAction,
+    default_from: Option<&str>,
+    vars: &Vars,
+) -> Result<Prepared, Outcome> {
+    let Parts {
+        to,
+        cc,
+        bcc,
+        reply_to,
+        from,
+        subject,
+        text,
+        html,
+    } = render_parts(job, action, default_from, vars)?;
     let id = message_id(job_id);
     let recipients = 1 + cc.len() + bcc.len();
     let to_masked = mask_email(to.email.as_ref());

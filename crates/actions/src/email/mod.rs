@@ -2,7 +2,7 @@
 //! `Message-ID`, then sends it over SMTP (lettre, pooled) or, without an SMTP server,
 //! writes it to `<outbox>/email/<job_id>.eml`.
 
-mod message;
+pub(crate) mod message;
 mod smtp;
 
 use std::path::{Path, PathBuf};

@@ -144,29 +144,10 @@ impl SmsExecutor {
     }
 
     pub async fn execute(&self, job_id: &str, job: &ActionJob, action: &SmsAction) -> Outcome {
-        let vars = job.vars(chrono::Utc::now());
-        let to_src = action.to.as_deref().unwrap_or(DEFAULT_TO);
-        let to = match template::render(to_src, &vars, false) {
-            Ok(t) => t.trim().to_string(),
-            Err(e) => return Outcome::permanent(format!("to: {e}")),
+        let (to, body, segments) = match render(job, action, chrono::Utc::now()) {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
         };
-        if to.is_empty() {
-            return Outcome::skipped(empty_reason(to_src));
-        }
-        if !is_e164(&to) {
-            return Outcome::permanent(format!(
-                "to: `{}` is not an E.164 number (+ and 2 to 15 digits)",
-                mask_number(&to)
-            ));
-        }
-        let body = match template::render(&action.template, &vars, false) {
-            Ok(b) => b.trim().to_string(),
-            Err(e) => return Outcome::permanent(format!("template: {e}")),
-        };
-        if body.is_empty() {
-            return Outcome::skipped("message is empty for this call");
-        }
-        let segments = segments::count(&body);
         let msg = SmsMessage {
             job_id,
             to: &to,
@@ -195,6 +176,40 @@ impl SmsExecutor {
             other => other,
         }
     }
+}
+
+/// The SMS as it would be sent: recipient, text and segments. `Err` is the job's
+/// outcome (skipped for an empty recipient or text, permanent for a bad template or
+/// number). Shared by the executor and the preview, so a preview is what is sent.
+pub fn render(
+    job: &ActionJob,
+    action: &SmsAction,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(String, String, segments::Segments), Outcome> {
+    let vars = job.vars(now);
+    let to_src = action.to.as_deref().unwrap_or(DEFAULT_TO);
+    let to = match template::render(to_src, &vars, false) {
+        Ok(t) => t.trim().to_string(),
+        Err(e) => return Err(Outcome::permanent(format!("to: {e}"))),
+    };
+    if to.is_empty() {
+        return Err(Outcome::skipped(empty_reason(to_src)));
+    }
+    if !is_e164(&to) {
+        return Err(Outcome::permanent(format!(
+            "to: `{}` is not an E.164 number (+ and 2 to 15 digits)",
+            mask_number(&to)
+        )));
+    }
+    let body = match template::render(&action.template, &vars, false) {
+        Ok(b) => b.trim().to_string(),
+        Err(e) => return Err(Outcome::permanent(format!("template: {e}"))),
+    };
+    if body.is_empty() {
+        return Err(Outcome::skipped("message is empty for this call"));
+    }
+    let segments = segments::count(&body);
+    Ok((to, body, segments))
 }
 
 /// Why an empty recipient skips the action: the variable that was empty for this call.

@@ -276,6 +276,18 @@ try {
     await shot('calls');
   });
 
+  await step('the editor previews the form on the agent\'s recent calls, sending nothing', async () => {
+    const before = (await rust({ cmd: 'received' })).count;
+    await page.goto(`${BASE}/ui/agents/${AGENT}`);
+    await page.click('#preview-calls');
+    await page.waitForSelector('#call-preview:not([hidden])');
+    const text = await page.textContent('#call-preview-list');
+    assert.ok(text.includes(`Call ${SEED_CALL.call_id}`), text);
+    assert.ok(text.includes('sms: fires'), text);
+    await labelled();
+    assert.equal((await rust({ cmd: 'received' })).count, before, 'a preview sends nothing');
+  });
+
   await step('a broken receiver makes a dead letter, inspected on its page', async () => {
     await rust({ cmd: 'receiver', status: 500, body: 'receiver down for maintenance' });
     await pushCall('call_broken_1');
