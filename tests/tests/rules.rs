@@ -216,7 +216,9 @@ async fn opt_outs_from_the_cli_a_signed_stop_and_twilio_21610_hold_across_agents
         let out = w.cli_set_agent(agent, &sms_agent());
         assert!(out.status.success(), "{}", stderr(&out));
     }
+    // Two workers: the opt-outs are in Redis, seen by both.
     let worker = w.worker();
+    let _second = w.worker();
     worker.wait_status(&http, "/readyz", 200).await;
     let push = |call: &str, agent: &str| {
         let out = w.cli(
@@ -397,7 +399,8 @@ async fn an_sms_inside_quiet_hours_waits_for_their_end_without_spending_an_attem
         "{}",
         stderr(&out)
     );
-    let _worker = w.worker();
+    // Two workers: the window is decided from the job and the clock, on either.
+    let (_w1, _w2) = (w.worker(), w.worker());
     let out = w.cli(&["enqueue", "-"], &event("q1", ""));
     assert!(out.status.success(), "{}", stderr(&out));
     let s = w

@@ -513,6 +513,30 @@
     });
   }
 
+  // ---- opt-outs ----
+
+  function initOptOuts() {
+    const form = $('#opt-out-form');
+    form?.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const status = $('#oo-status');
+      const body = { channel: $('#oo-channel').value, address: $('#oo-address').value.trim() };
+      try {
+        const r = await api('POST', '/ui/api/opt-outs', body);
+        if (!r.ok) { status.textContent = why(r); return; }
+        location.reload();
+      } catch { /* signed out: handled by api() */ }
+    });
+    $$('.oo-remove').forEach((b) => b.addEventListener('click', async () => {
+      const q = `channel=${enc(b.dataset.channel)}&address=${enc(b.dataset.address)}`;
+      if (!await confirmDialog(`Remove the opt-out of ${b.dataset.address}? Agents may ${b.dataset.channel === 'sms' ? 'text' : 'e-mail'} it again.`, 'Remove')) return;
+      try {
+        const r = await api('DELETE', `/ui/api/opt-outs?${q}`);
+        if (r.ok) location.reload();
+      } catch { /* signed out */ }
+    }));
+  }
+
   // ---- start ----
 
   $$('[data-refresh-url]').forEach(schedule);
@@ -522,4 +546,5 @@
   if (dlq) initDeadLetters(dlq);
   const one = $('#dl-actions');
   if (one) initDeadLetter(one);
+  if ($('#opt-out-form') || $('#opt-outs')) initOptOuts();
 })();

@@ -63,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/ui/calls", get(pages::calls))
         .route("/ui/calls/live", get(pages::call_live))
         .route("/ui/dead-letters", get(pages::dead_letters))
+        .route("/ui/opt-outs", get(pages::opt_outs))
         .route("/ui/dead-letters/{job_id}", get(pages::dead_letter))
         .route("/ui/assets/{name}", get(assets::serve))
         .route("/ui/api/{*path}", any(proxy::forward))

@@ -173,6 +173,20 @@ pub(crate) async fn agents(
         .page(StatusCode::OK, Some(&session), "Agents", "agents", page)
 }
 
+/// Who may not be contacted: the API's opt-out list, with add and remove for admins.
+pub(crate) async fn opt_outs(State(dash): State<Dash>, Viewer(session): Viewer) -> Response {
+    let (status, body) = proxy::call(&dash, &session, Method::GET, "/opt-outs", None).await;
+    if status != StatusCode::OK {
+        return api_error(&dash, &session, status, &body);
+    }
+    let page = dash.views.render(
+        "opt_outs.html",
+        json!({"items": body["items"], "admin": session.is_admin()}),
+    );
+    dash.views
+        .page(StatusCode::OK, Some(&session), "Opt-outs", "opt-outs", page)
+}
+
 #[derive(Deserialize)]
 pub(crate) struct AgentQuery {
     saved: Option<String>,

@@ -288,6 +288,18 @@ try {
     assert.equal((await rust({ cmd: 'received' })).count, before, 'a preview sends nothing');
   });
 
+  await step('opt-outs are added and removed on their page', async () => {
+    await page.goto(`${BASE}/ui/opt-outs`);
+    await page.selectOption('#oo-channel', 'sms');
+    await page.fill('#oo-address', '+1 (415) 555-0199');
+    await Promise.all([page.waitForEvent('load'), page.click('#opt-out-form button[type=submit]')]);
+    assert.ok((await page.textContent('#opt-outs')).includes('+14155550199'), 'stored as E.164');
+    await labelled();
+    await page.click('.oo-remove');
+    await Promise.all([page.waitForEvent('load'), page.click('dialog button[value="ok"]')]);
+    assert.ok(await page.isVisible('#no-opt-outs'));
+  });
+
   await step('a broken receiver makes a dead letter, inspected on its page', async () => {
     await rust({ cmd: 'receiver', status: 500, body: 'receiver down for maintenance' });
     await pushCall('call_broken_1');
