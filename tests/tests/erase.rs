@@ -24,40 +24,18 @@ async fn everything(w: &World) -> String {
             .query_async(&mut c)
             .await
             .unwrap();
-        let v: redis::Value = match kind.as_str() {
-            "hash" => redis::cmd("HGETALL")
-                .arg(&k)
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            "list" => redis::cmd("LRANGE")
-                .arg(&k)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            "zset" => redis::cmd("ZRANGE")
-                .arg(&k)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            "set" => redis::cmd("SMEMBERS")
-                .arg(&k)
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            "stream" => redis::cmd("XRANGE")
-                .arg(&k)
-                .arg("-")
-                .arg("+")
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            _ => redis::cmd("GET").arg(&k).query_async(&mut c).await.unwrap(),
+        // The command that reads a key of each type whole.
+        let read: &[&str] = match kind.as_str() {
+            "hash" => &["HGETALL"],
+            "list" => &["LRANGE", "0", "-1"],
+            "zset" => &["ZRANGE", "0", "-1"],
+            "set" => &["SMEMBERS"],
+            "stream" => &["XRANGE", "-", "+"],
+            _ => &["GET"],
         };
+        let mut cmd = redis::cmd(read[0]);
+        cmd.arg(&k).arg(&read[1..]);
+        let v: redis::Value = cmd.query_async(&mut c).await.unwrap();
         out.push_str(&format!("{k}: "));
         flatten(&v, &mut out);
         out.push('\n');

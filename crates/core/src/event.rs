@@ -113,6 +113,31 @@ impl EventError {
 pub(crate) const MAX_ID_LEN: usize = 256;
 
 impl CallEvent {
+    /// An event with its two ids and nothing else.
+    pub fn new(call_id: impl Into<String>, agent_id: impl Into<String>) -> CallEvent {
+        CallEvent {
+            call_id: call_id.into(),
+            agent_id: agent_id.into(),
+            caller_number: None,
+            agent_name: None,
+            started_at: None,
+            ended_at: None,
+            duration_seconds: None,
+            summary: None,
+            transcript: None,
+            recording_url: None,
+            details: None,
+            metadata: Map::new(),
+            traceparent: None,
+            platform: None,
+            ended_reason: None,
+            platform_ended_reason: None,
+            direction: None,
+            analysis: None,
+            raw: None,
+        }
+    }
+
     /// Parses and validates one event from JSON bytes, enforcing `max_bytes`.
     pub fn parse(bytes: &[u8], max_bytes: usize) -> Result<CallEvent, EventError> {
         precheck(bytes, max_bytes)?;

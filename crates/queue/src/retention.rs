@@ -16,25 +16,8 @@ pub(crate) fn stripped(mut job: Job, why: &str) -> Job {
     let mut metadata = serde_json::Map::new();
     metadata.insert("payload".into(), why.into());
     let bare = std::sync::Arc::new(CallEvent {
-        call_id: job.call_id.clone(),
-        agent_id: job.agent_id.clone(),
-        caller_number: None,
-        agent_name: None,
-        started_at: None,
-        ended_at: None,
-        duration_seconds: None,
-        summary: None,
-        transcript: None,
-        recording_url: None,
-        details: None,
         metadata,
-        traceparent: None,
-        platform: None,
-        ended_reason: None,
-        platform_ended_reason: None,
-        direction: None,
-        analysis: None,
-        raw: None,
+        ..CallEvent::new(job.call_id.clone(), job.agent_id.clone())
     });
     match &mut job.body {
         JobBody::CallEnded { event } => *event = bare,

@@ -56,24 +56,6 @@ impl QueueScript {
     }
 }
 
-pub struct Scripts {
-    pub enqueue: QueueScript,
-    pub fetch: QueueScript,
-    pub finish: QueueScript,
-    pub fanout: QueueScript,
-    pub renew: QueueScript,
-    pub replay: QueueScript,
-    pub purge: QueueScript,
-    pub sweep: QueueScript,
-    pub limit: QueueScript,
-    pub agent_cas: QueueScript,
-    pub intake: QueueScript,
-    pub erase: QueueScript,
-    pub expire: QueueScript,
-    pub rewrap: QueueScript,
-    pub contact: QueueScript,
-}
-
 /// Each script's source and key list.
 const SOURCES: [(&str, &str, &[&str]); 15] = [
     (
@@ -223,44 +205,30 @@ const SOURCES: [(&str, &str, &[&str]); 15] = [
     ("rewrap", include_str!("lua/rewrap.lua"), &["target"]),
 ];
 
-impl Scripts {
-    pub fn new() -> Scripts {
-        let [
-            enqueue,
-            fetch,
-            finish,
-            fanout,
-            renew,
-            replay,
-            purge,
-            sweep,
-            limit,
-            contact,
-            agent_cas,
-            intake,
-            erase,
-            expire,
-            rewrap,
-        ] = SOURCES.map(|(_, body, keys)| QueueScript::new(body, keys));
-        Scripts {
-            enqueue,
-            fetch,
-            finish,
-            fanout,
-            renew,
-            replay,
-            purge,
-            sweep,
-            limit,
-            agent_cas,
-            intake,
-            erase,
-            expire,
-            rewrap,
-            contact,
+/// The scripts by name, built from [`SOURCES`] in its order (a test holds the names
+/// and the order together).
+macro_rules! scripts {
+    ($($name:ident),* $(,)?) => {
+        pub struct Scripts {
+            $(pub $name: QueueScript,)*
         }
-    }
+
+        impl Scripts {
+            pub fn new() -> Scripts {
+                let [$($name,)*] = SOURCES.map(|(_, body, keys)| QueueScript::new(body, keys));
+                Scripts { $($name,)* }
+            }
+        }
+
+        #[cfg(test)]
+        const NAMES: &[&str] = &[$(stringify!($name),)*];
+    };
 }
+
+scripts!(
+    enqueue, fetch, finish, fanout, renew, replay, purge, sweep, limit, contact, agent_cas, intake,
+    erase, expire, rewrap,
+);
 
 #[cfg(test)]
 mod tests {
@@ -268,6 +236,12 @@ mod tests {
 
     /// Every name resolves to a key of the queue (but the limit's, made per call), and
     /// each script's header comment lists the same names in the same order.
+    #[test]
+    fn the_fields_are_the_sources_in_order() {
+        let names: Vec<&str> = SOURCES.iter().map(|(name, _, _)| *name).collect();
+        assert_eq!(names, NAMES);
+    }
+
     #[test]
     fn key_lists_resolve_and_match_the_headers() {
         let keys = Keys::new("p");

@@ -157,35 +157,29 @@ pub fn prepare(
     default_from: Option<&str>,
     vars: &Vars,
 ) -> Result<Prepared, Outcome> {
-    let Parts {
-        to,
-        cc,
-        bcc,
-        reply_to,
-        from,
-        subject,
-        text,
-        html,
-    } = render_parts(job, action, default_from, vars)?;
+    let p = render_parts(job, action, default_from, vars)?;
     let id = message_id(job_id);
-    let recipients = 1 + cc.len() + bcc.len();
-    let to_masked = mask_email(to.email.as_ref());
+    let recipients = 1 + p.cc.len() + p.bcc.len();
+    let to_masked = mask_email(p.to.email.as_ref());
     let mut builder = Message::builder()
-        .from(from)
-        .to(to)
-        .subject(subject)
+        .from(p.from)
+        .to(p.to)
+        .subject(p.subject)
         .message_id(Some(id.clone()));
-    for m in cc {
+    for m in p.cc {
         builder = builder.cc(m);
     }
-    for m in bcc {
+    for m in p.bcc {
         builder = builder.bcc(m);
     }
-    if let Some(r) = reply_to {
+    if let Some(r) = p.reply_to {
         builder = builder.reply_to(r);
     }
     let message = builder
-        .multipart(MultiPart::alternative_plain_html(text, wrap_html(&html)))
+        .multipart(MultiPart::alternative_plain_html(
+            p.text,
+            wrap_html(&p.html),
+        ))
         .map_err(|e| Outcome::permanent(format!("building the message: {e}")))?;
     Ok(Prepared {
         message,

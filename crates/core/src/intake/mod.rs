@@ -329,8 +329,6 @@ impl Draft {
             .unwrap_or_else(|| self.platform.as_str().to_string());
         let analysis = (!self.analysis.is_empty()).then_some(self.analysis);
         let event = CallEvent {
-            call_id: self.call_id,
-            agent_id,
             caller_number,
             agent_name: self.agent_name,
             started_at,
@@ -339,15 +337,13 @@ impl Draft {
             summary: self.summary,
             transcript: self.transcript,
             recording_url,
-            details: None,
             metadata,
-            traceparent: None,
             platform: Some(self.platform.as_str().to_string()),
             ended_reason: self.ended_reason,
             platform_ended_reason: self.platform_ended_reason,
             direction: self.direction,
             analysis,
-            raw: None,
+            ..CallEvent::new(self.call_id, agent_id)
         };
         event.validate()?;
         Ok(event)
