@@ -268,13 +268,12 @@ impl Queue {
         for version in ring.versions() {
             let aad = format!("keycheck:{version}");
             match stored.iter().find(|(v, _)| v == version) {
-                Some((_, canary)) => {
-                    if open(Some(ring), aad.as_bytes(), canary).is_err() {
-                        return Err(QueueError::Invalid(format!(
-                            "AFTERCALL_ENCRYPTION_KEYS: key {version} is not the key {version} this queue's data was sealed with"
-                        )));
-                    }
+                Some((_, canary)) if open(Some(ring), aad.as_bytes(), canary).is_err() => {
+                    return Err(QueueError::Invalid(format!(
+                        "AFTERCALL_ENCRYPTION_KEYS: key {version} is not the key {version} this queue's data was sealed with"
+                    )));
                 }
+                Some(_) => {}
                 None if writes => {
                     let canary = ring.seal_with(version, aad.as_bytes(), b"aftercall");
                     let _: i64 = redis::cmd("HSETNX")
