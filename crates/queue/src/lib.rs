@@ -8,7 +8,8 @@
 //!   Redis's eviction policy and persistence), the shared connection, script plumbing;
 //! - `enqueue.rs`: the producer side; `intake.rs`: a call held for its platform's
 //!   analysis, and the analysis joining it; `worker.rs`: fetch, finish, fan-out, renew, sweep;
-//! - `limits.rs`: per-destination limits; `agents.rs`: agent configs;
+//! - `limits.rs`: per-destination limits; `destinations.rs`: destination health
+//!   (circuit breakers, 429 pauses, operators' pauses); `agents.rs`: agent configs;
 //! - `ops.rs`: what ops read and repair (dead letters, per-call status, stats);
 //! - `keys.rs`: every key name; `scripts.rs` and `lua/`: the scripts; `conn.rs`: one
 //!   connection type over a single Redis or a Redis Cluster.
@@ -16,6 +17,7 @@
 mod agents;
 mod config;
 mod conn;
+mod destinations;
 mod enqueue;
 mod error;
 mod handle;
@@ -35,6 +37,9 @@ use chrono::Utc;
 
 pub use config::QueueConfig;
 pub use conn::Conn;
+pub use destinations::{
+    BreakerEvent, DestinationHealth, Gate, GateArgs, Health, Pause, PauseScope, Reported, Verdict,
+};
 pub use enqueue::Enqueued;
 pub use error::QueueError;
 pub use handle::Queue;

@@ -68,10 +68,11 @@ pub struct Scripts {
     pub limit: QueueScript,
     pub agent_cas: QueueScript,
     pub intake: QueueScript,
+    pub destination: QueueScript,
 }
 
 /// Each script's source and key list.
-const SOURCES: [(&str, &str, &[&str]); 11] = [
+const SOURCES: [(&str, &str, &[&str]); 12] = [
     (
         "enqueue",
         include_str!("lua/enqueue.lua"),
@@ -187,6 +188,20 @@ const SOURCES: [(&str, &str, &[&str]); 11] = [
             "analysis",
         ],
     ),
+    // A destination's health hash and held set (`Keys::health`, `Keys::held`), made per
+    // call; the pauses and the destinations seen (`Keys::paused`, `Keys::destinations`).
+    (
+        "destination",
+        include_str!("lua/destination.lua"),
+        &[
+            "health",
+            "held",
+            "paused",
+            "destinations",
+            "scheduled",
+            "notify",
+        ],
+    ),
 ];
 
 impl Scripts {
@@ -203,6 +218,7 @@ impl Scripts {
             limit,
             agent_cas,
             intake,
+            destination,
         ] = SOURCES.map(|(_, body, keys)| QueueScript::new(body, keys));
         Scripts {
             enqueue,
@@ -216,6 +232,7 @@ impl Scripts {
             limit,
             agent_cas,
             intake,
+            destination,
         }
     }
 }
@@ -224,16 +241,17 @@ impl Scripts {
 mod tests {
     use super::*;
 
-    /// Every name resolves to a key of the queue (but the limit's, made per call), and
+    /// Key names of the scripts' lists that `Keys` makes per call rather than names.
+    const MADE_PER_CALL: [&str; 6] = ["sem", "rate", "health", "held", "paused", "destinations"];
+
+    /// Every name resolves to a key of the queue (but those made per call), and
     /// each script's header comment lists the same names in the same order.
     #[test]
     fn key_lists_resolve_and_match_the_headers() {
         let keys = Keys::new("p");
         for (name, body, list) in SOURCES {
-            if name != "limit" {
-                for k in list {
-                    assert!(keys.named(k).is_some(), "{name}: {k} is not a key");
-                }
+            for k in list.iter().filter(|k| !MADE_PER_CALL.contains(k)) {
+                assert!(keys.named(k).is_some(), "{name}: {k} is not a key");
             }
             let header = body
                 .lines()

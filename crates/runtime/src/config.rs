@@ -7,7 +7,7 @@ use aftercall_actions::ActionsConfig;
 use aftercall_core::settings::{SettingError, Settings};
 use aftercall_queue::QueueConfig;
 
-use crate::limits;
+use crate::{breakers, limits};
 
 /// Everything a worker process needs.
 #[derive(Debug, Clone)]
@@ -26,6 +26,11 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Per-destination limits shared by all replicas.
     pub limits: limits::Limits,
+    /// Per-destination circuit breakers, their state shared by all replicas.
+    pub breakers: breakers::Breakers,
+    /// How long a job may be held by its destination's health or a pause before it is
+    /// dead-lettered ("destination unavailable since T"), counted from its creation.
+    pub max_hold: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -39,6 +44,8 @@ impl Default for WorkerConfig {
             actions: ActionsConfig::default(),
             worker_id: new_worker_id(),
             limits: limits::Limits::default(),
+            breakers: breakers::Breakers::default(),
+            max_hold: Duration::from_secs(3 * 86_400),
         }
     }
 }
@@ -100,6 +107,11 @@ impl WorkerConfig {
             actions,
             worker_id: s.string("AFTERCALL_WORKER_ID").unwrap_or(d.worker_id),
             limits: limits::Limits::parse(&s.string("AFTERCALL_LIMITS").unwrap_or_default())?,
+            breakers: match s.string("AFTERCALL_BREAKERS") {
+                Some(spec) => breakers::Breakers::parse(&spec)?,
+                None => d.breakers,
+            },
+            max_hold: s.duration("AFTERCALL_MAX_HOLD")?.unwrap_or(d.max_hold),
         })
     }
 }

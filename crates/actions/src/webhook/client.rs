@@ -53,6 +53,8 @@ pub enum Error {
 pub struct Response {
     pub status: u16,
     pub retry_after: Option<String>,
+    /// The receiver asked not to be retried (`Aftercall-No-Retry`).
+    pub no_retry: bool,
     /// At most the snippet limit given to [`Client::post`], as text.
     pub body: String,
 }
@@ -343,6 +345,7 @@ async fn exchange(
             Response {
                 status: head.status,
                 retry_after: head.retry_after,
+                no_retry: head.no_retry,
                 body: String::from_utf8_lossy(&body.kept).into_owned(),
             },
             reusable,

@@ -73,17 +73,38 @@ impl WebhookExecutor {
             headers.push((k, v));
         }
         match self.client.post(&url, &headers, body, BODY_LIMIT).await {
-            Ok(resp) => http::classify_status(
-                resp.status,
-                resp.retry_after
-                    .as_deref()
-                    .and_then(http::parse_retry_after),
-                &resp.body,
+            Ok(resp) => no_retry(
+                resp.no_retry,
+                http::classify_status(
+                    resp.status,
+                    resp.retry_after
+                        .as_deref()
+                        .and_then(http::parse_retry_after),
+                    &resp.body,
+                ),
             ),
             Err(client::Error::Blocked(b)) => Outcome::permanent(b.to_string()),
             Err(client::Error::Invalid(e)) => Outcome::permanent(e),
             Err(e) => Outcome::retry(e.to_string()),
         }
+    }
+}
+
+/// A failure the receiver asked not to retry (`Aftercall-No-Retry`) is permanent: the
+/// message is dead-lettered now, with the reason.
+pub fn no_retry(asked: bool, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Retry {
+            error,
+            status,
+            snippet,
+            ..
+        } if asked => Outcome::Permanent {
+            error: format!("{error}; the receiver asked not to retry (Aftercall-No-Retry)"),
+            status,
+            snippet,
+        },
+        other => other,
     }
 }
 

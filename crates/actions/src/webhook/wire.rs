@@ -109,6 +109,9 @@ pub(super) async fn read_more<S: AsyncRead + Unpin>(
     stream.read_buf(buf).await
 }
 
+/// The header a receiver answers with to stop a message's retries (docs/actions.md).
+pub const NO_RETRY: &str = "aftercall-no-retry";
+
 pub(super) struct Head {
     pub len: usize,
     pub status: u16,
@@ -116,6 +119,8 @@ pub(super) struct Head {
     pub chunked: bool,
     pub close: bool,
     pub retry_after: Option<String>,
+    /// `Aftercall-No-Retry` present with any value but `0` or `false`.
+    pub no_retry: bool,
 }
 
 /// The answer's head, once all of it is in `buf`.
@@ -135,6 +140,7 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
         // HTTP/1.0 closes unless told otherwise; it is rare enough not to pool.
         close: r.version != Some(1),
         retry_after: None,
+        no_retry: false,
     };
     for h in r.headers.iter() {
         let value = || String::from_utf8_lossy(h.value).trim().to_string();
@@ -164,6 +170,9 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
             }
         } else if h.name.eq_ignore_ascii_case("retry-after") {
             head.retry_after = Some(value());
+        } else if h.name.eq_ignore_ascii_case(NO_RETRY) {
+            let v = value();
+            head.no_retry = !(v == "0" || v.eq_ignore_ascii_case("false"));
         }
     }
     if head.chunked {
@@ -323,6 +332,12 @@ mod tests {
         );
         assert_eq!(h.retry_after.as_deref(), Some("7"));
         assert_eq!(h.len, 56);
+        assert!(!h.no_retry);
+        for (value, stop) in [("1", true), ("true", true), ("0", false), ("False", false)] {
+            let raw = format!("HTTP/1.1 503 Busy\r\nAftercall-No-Retry: {value}\r\n\r\n");
+            let h = parse_head(raw.as_bytes()).unwrap().unwrap();
+            assert_eq!(h.no_retry, stop, "{value}");
+        }
         assert!(
             parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
                 .unwrap()
