@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use aftercall_tests::{Reply, World, action_states, poll, settled};
+use aftercall_tests::{Reply, World, action_states, poll, settled, stderr, stdout};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flapping_destination_is_held_then_probed_then_closed() {
@@ -144,4 +144,70 @@ async fn a_receiver_stops_retries_with_a_header() {
     let err = a.state.error.as_deref().unwrap_or_default();
     assert!(err.contains("asked not to retry"), "{err}");
     assert_eq!(rx.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paused_work_waits_and_goes_when_resumed() {
+    let w = World::new().await;
+    let rx = w.receiver_for("a1", Reply::ok()).await;
+    let out = w.cli(&["destinations", "pause", "--agent", "a1"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("paused agent:a1"), "{}", stdout(&out));
+    let _w1 = w.worker();
+    w.enqueue_range("z", "a1", 0..5).await;
+    // Held: nothing sent, no attempt spent, nothing failed.
+    let held = poll(Duration::from_secs(10), || async {
+        let list = w.queue.destinations().await.expect("destinations");
+        list.into_iter()
+            .find(|d| d.destination == "127.0.0.1" && d.held == 5)
+    })
+    .await;
+    assert!(held.is_some(), "the five jobs are held");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rx.count(), 0);
+    for i in 0..5 {
+        let s = w
+            .queue
+            .call_status(&format!("z{i}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let a = &s.actions[0];
+        assert_eq!(
+            (a.state.state.as_str(), a.attempts),
+            ("scheduled", 0),
+            "z{i}"
+        );
+        assert!(
+            a.state
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("held: paused"),
+            "{:?}",
+            a.state
+        );
+    }
+    let list = w.cli(&["destinations", "list"], "");
+    let text = stdout(&list);
+    assert!(
+        text.contains("127.0.0.1") && text.contains("held 5"),
+        "{text}"
+    );
+    assert!(text.contains("paused agent:a1 since"), "{text}");
+    let json = w.cli(&["destinations", "list", "--json"], "");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(v["pauses"][0]["scope"], "agent:a1");
+
+    let out = w.cli(&["destinations", "resume", "--agent", "a1"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 0..5 {
+        let s = w
+            .wait_call(&format!("z{i}"), Duration::from_secs(10), settled)
+            .await;
+        assert_eq!(action_states(&s), vec![("webhook", "delivered")], "z{i}");
+        assert_eq!(s.actions[0].attempts, 1, "z{i}");
+    }
+    let again = w.cli(&["destinations", "resume", "--agent", "a1"], "");
+    assert!(!again.status.success(), "resuming what is not paused fails");
 }

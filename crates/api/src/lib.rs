@@ -5,6 +5,7 @@
 
 mod auth;
 mod config;
+mod destinations;
 mod error;
 mod extract;
 mod handlers;
