@@ -35,6 +35,7 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "call_live.html",
     "dead_letters.html",
     "dead_letter.html",
+    "destinations.html",
 ];
 
 impl Views {
