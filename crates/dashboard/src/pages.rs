@@ -466,6 +466,41 @@ pub(crate) async fn dead_letter(
     )
 }
 
+// ---- destinations ----
+
+pub(crate) async fn destinations(State(dash): State<Dash>, Viewer(session): Viewer) -> Response {
+    let (status, body) = proxy::call(&dash, &session, Method::GET, "/destinations", None).await;
+    if status != StatusCode::OK {
+        return api_error(&dash, &session, status, &body);
+    }
+    // Each pause's kind and name apart, for its resume button.
+    let pauses: Vec<Value> = body["pauses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let scope = p["scope"].as_str().unwrap_or_default();
+            let (kind, value) = scope.split_once(':').unwrap_or(("destination", scope));
+            json!({"scope": scope, "at": p["at"], "kind": kind, "value": value})
+        })
+        .collect();
+    let page = dash.views.render(
+        "destinations.html",
+        json!({
+            "destinations": body["destinations"],
+            "pauses": pauses,
+            "admin": session.is_admin(),
+        }),
+    );
+    dash.views.page(
+        StatusCode::OK,
+        Some(&session),
+        "Destinations",
+        "destinations",
+        page,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,39 +537,4 @@ mod tests {
         assert!(!settled(&call("fanned_out", &["delivered", "scheduled"])));
         assert!(!settled(&call("fanned_out", &["running"])));
     }
-}
-
-// ---- destinations ----
-
-pub(crate) async fn destinations(State(dash): State<Dash>, Viewer(session): Viewer) -> Response {
-    let (status, body) = proxy::call(&dash, &session, Method::GET, "/destinations", None).await;
-    if status != StatusCode::OK {
-        return api_error(&dash, &session, status, &body);
-    }
-    // Each pause's kind and name apart, for its resume button.
-    let pauses: Vec<Value> = body["pauses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let scope = p["scope"].as_str().unwrap_or_default();
-            let (kind, value) = scope.split_once(':').unwrap_or(("destination", scope));
-            json!({"scope": scope, "at": p["at"], "kind": kind, "value": value})
-        })
-        .collect();
-    let page = dash.views.render(
-        "destinations.html",
-        json!({
-            "destinations": body["destinations"],
-            "pauses": pauses,
-            "admin": session.is_admin(),
-        }),
-    );
-    dash.views.page(
-        StatusCode::OK,
-        Some(&session),
-        "Destinations",
-        "destinations",
-        page,
-    )
 }

@@ -110,7 +110,7 @@ async fn run(
                         match Box::pin(gate(ctx, &leased, &job, kind, &dest, started)).await {
                             Gated::Run { probe } => probe,
                             Gated::Stop(f) => {
-                                apply(ctx, f).await;
+                                apply(ctx, *f).await;
                                 ctx.leases.release(&leased.id);
                                 return None;
                             }
@@ -212,7 +212,7 @@ enum Gated {
     /// Run it (`probe`: as the half-open breaker's probe).
     Run { probe: bool },
     /// Record this instead: held, or dead-lettered past its horizon.
-    Stop(Finish),
+    Stop(Box<Finish>),
 }
 
 /// Asks whether the job's destination may be sent to now (its breaker, its 429 pause,
@@ -296,7 +296,7 @@ async fn gate(
             let settled = settle(ctx, leased, Outcome::permanent(error));
             observe(kind, &settled, dest, job.created_at, started);
             trace(ctx, job, leased, kind, &settled, started);
-            return Gated::Stop(record(ctx, leased, kind, settled, started));
+            return Gated::Stop(Box::new(record(ctx, leased, kind, settled, started)));
         }
         Verdict::Open => format!(
             "held: {dest} is unavailable (circuit open since {})",
@@ -310,7 +310,7 @@ async fn gate(
     debug!(destination = dest, reason = %reason, "held");
     // Spread over a moment, so a destination's held jobs do not all come back at once.
     let run_at = g.until_ms.max(now_ms()) + (rand::random::<u64>() % 500) as i64;
-    Gated::Stop(held(leased, run_at, reason))
+    Gated::Stop(Box::new(held(leased, run_at, reason)))
 }
 
 /// The finish that runs a held job again at `run_at` (Unix ms), its attempt not counted.
