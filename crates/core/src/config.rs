@@ -136,6 +136,55 @@ pub struct WebhookAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
     pub delay: Option<String>,
+    /// POST (the default), PUT or PATCH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<WebhookMethod>,
+    /// A template producing the request's JSON body, sent instead of the standard payload
+    /// (`{{summary|tojson}}` writes a value as JSON). Checked at config time: it must
+    /// render to JSON for the sample call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// A webhook's HTTP method.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum WebhookMethod {
+    #[default]
+    Post,
+    Put,
+    Patch,
+}
+
+impl WebhookMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookMethod::Post => "POST",
+            WebhookMethod::Put => "PUT",
+            WebhookMethod::Patch => "PATCH",
+        }
+    }
+}
+
+/// The call templates are checked against at config time: the dashboard's sample call.
+const SAMPLE_CALL: &str = include_str!("../../dashboard/assets/sample-call.json");
+
+/// Renders a webhook's `body` template for the sample call and checks it is JSON.
+pub fn check_json_body(src: &str) -> Result<(), String> {
+    template::check(src)?;
+    let event = crate::CallEvent::parse(SAMPLE_CALL.as_bytes(), 1 << 20)
+        .map_err(|e| format!("the sample call does not parse: {e}"))?;
+    let vars = template::Vars::new(
+        &event,
+        Some("Acme Support"),
+        &template::DateStyle::default(),
+        chrono::Utc::now(),
+    );
+    let text = template::render(src, &vars, false)?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map(|_| ())
+        .map_err(|e| format!("does not render to JSON for the sample call ({e}): {text}"))
 }
 
 /// One secret or several (rotation).
@@ -332,6 +381,9 @@ impl AgentConfig {
                         for secret in s.all() {
                             check_secret(secret).map_err(|m| ConfigError::new(p("secret"), m))?;
                         }
+                    }
+                    if let Some(body) = &w.body {
+                        check_json_body(body).map_err(|m| ConfigError::new(p("body"), m))?;
                     }
                     for (k, v) in &w.headers {
                         let bad = |s: &str| s.is_empty() || s.chars().any(|c| c.is_control());
@@ -551,6 +603,36 @@ mod tests {
       }
     }
   }"#;
+
+    #[test]
+    fn webhook_bodies_are_templates_of_json_and_methods_are_named() {
+        let p = "voice_tools.post_call_follow_up.actions[1]";
+        let ok = with_action(
+            r#"{"type":"webhook","url":"https://crm.example/calls","method":"PUT","body":"{\"name\": {{caller_name|tojson}}, \"summary\": {{ summary | tojson }}, \"secs\": {{duration_seconds}}}"}"#,
+        );
+        let cfg = AgentConfig::parse(ok.as_bytes()).unwrap();
+        let Some(Action::Webhook(w)) = cfg.follow_up().map(|f| &f.actions[1]) else {
+            panic!("a webhook")
+        };
+        assert_eq!(w.method, Some(WebhookMethod::Put));
+        for (action, want) in [
+            (
+                r#"{"type":"webhook","url":"https://x.example","body":"{\"name\": {{caller_name}}}"}"#,
+                format!("{p}.body: does not render to JSON for the sample call"),
+            ),
+            (
+                r#"{"type":"webhook","url":"https://x.example","body":"{\"a\": {{nope|tojson}}}"}"#,
+                format!("{p}.body: unknown variable `nope`"),
+            ),
+            (
+                r#"{"type":"webhook","url":"https://x.example","method":"DELETE"}"#,
+                format!("{p}: unknown variant `DELETE`"),
+            ),
+        ] {
+            let e = AgentConfig::parse(with_action(action).as_bytes()).unwrap_err();
+            assert!(e.to_string().starts_with(&want), "{e} (wanted {want})");
+        }
+    }
 
     #[test]
     fn seed_body_parses() {

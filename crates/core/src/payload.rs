@@ -60,6 +60,8 @@ mod tests {
             secret: None,
             headers: Default::default(),
             delay: None,
+            method: None,
+            body: None,
         }
     }
 
@@ -105,6 +107,8 @@ mod float_tests {
             secret: None,
             headers: Default::default(),
             delay: None,
+            method: None,
+            body: None,
         };
         let body = String::from_utf8(WebhookPayload::new(&e, &a).to_bytes()).unwrap();
         assert!(

@@ -446,6 +446,8 @@ mod tests {
                 secret: Some(Secrets::One("whsec_x".into())),
                 headers: [("X-A".to_string(), "b".to_string())].into(),
                 delay: s("1m"),
+                method: None,
+                body: None,
             }),
             Action::Task(TaskAction {
                 provider: TaskProvider::Github,

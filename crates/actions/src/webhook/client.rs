@@ -145,8 +145,20 @@ impl Client {
         body: Vec<u8>,
         limit: usize,
     ) -> Result<Response, Error> {
+        self.request("POST", url, headers, body, limit).await
+    }
+
+    /// [`Client::post`] with another method (`PUT`, `PATCH`).
+    pub async fn request(
+        &self,
+        method: &str,
+        url: &reqwest::Url,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        limit: usize,
+    ) -> Result<Response, Error> {
         let key = key(url)?;
-        let request = encode(url, &key, headers, &body, &self.user_agent)?;
+        let request = encode(method, url, &key, headers, &body, &self.user_agent)?;
         drop(body);
         match tokio::time::timeout(self.cfg.timeout, self.send(&key, request, limit)).await {
             Ok(r) => r,

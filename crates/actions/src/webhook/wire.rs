@@ -32,6 +32,7 @@ const RESERVED: [&str; 7] = [
 /// The request head and body in one buffer. Header names and values are checked as
 /// `http` checks them (no CR, LF or NUL can reach the wire).
 pub(super) fn encode(
+    method: &str,
     url: &reqwest::Url,
     key: &Key,
     headers: &[(&str, &str)],
@@ -44,7 +45,7 @@ pub(super) fn encode(
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
     };
-    let _ = write!(out, "POST {path} HTTP/1.1\r\n");
+    let _ = write!(out, "{method} {path} HTTP/1.1\r\n");
     let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
     if !has("host") {
         let default = if key.https { 443 } else { 80 };
@@ -373,7 +374,9 @@ mod tests {
     fn configured_headers_cannot_break_the_framing() {
         let url = reqwest::Url::parse("http://example.com:8080/hook?x=1").unwrap();
         let k = key(&url).unwrap();
-        let req = encode(&url, &k, &[("x-a", "1")], b"{}", "ua").unwrap();
+        let req = encode("POST", &url, &k, &[("x-a", "1")], b"{}", "ua").unwrap();
+        let patch = encode("PATCH", &url, &k, &[], b"{}", "ua").unwrap();
+        assert!(patch.starts_with(b"PATCH /hook?x=1 HTTP/1.1\r\n"));
         let text = String::from_utf8(req).unwrap();
         assert!(text.starts_with("POST /hook?x=1 HTTP/1.1\r\nhost: example.com:8080\r\nuser-agent: ua\r\nx-a: 1\r\ncontent-length: 2\r\n\r\n{}"), "{text}");
         for bad in [
@@ -384,11 +387,14 @@ mod tests {
             ("x-a", "\0"),
         ] {
             assert!(
-                matches!(encode(&url, &k, &[bad], b"", "ua"), Err(Error::Invalid(_))),
+                matches!(
+                    encode("POST", &url, &k, &[bad], b"", "ua"),
+                    Err(Error::Invalid(_))
+                ),
                 "{bad:?}"
             );
         }
-        let own_host = encode(&url, &k, &[("Host", "other")], b"", "ua").unwrap();
+        let own_host = encode("POST", &url, &k, &[("Host", "other")], b"", "ua").unwrap();
         assert_eq!(
             String::from_utf8(own_host).unwrap().matches("ost:").count(),
             1
