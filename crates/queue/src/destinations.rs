@@ -45,7 +45,7 @@ pub struct GateArgs<'a> {
     pub action: &'a str,
     /// How long a probe may take before another job probes instead.
     pub probe: Duration,
-    /// How often paused work looks again.
+    /// How often paused work (and work waiting on another job's probe) looks again.
     pub recheck: Duration,
     /// Unix ms past which a held job is dead-lettered instead (0: never).
     pub deadline_ms: i64,
@@ -253,20 +253,27 @@ impl Queue {
             .query_async(&mut self.conn())
             .await?;
         let paused = self.pauses().await?;
-        let mut out = Vec::with_capacity(seen.len());
-        for (destination, last_seen) in seen {
-            let mut pipe = redis::pipe();
+        // One round trip for all of them (their keys share the queue's hash tag).
+        let mut pipe = redis::pipe();
+        for (destination, _) in &seen {
             pipe.cmd("HGETALL")
-                .arg(k.health(&destination))
+                .arg(k.health(destination))
                 .cmd("ZREMRANGEBYSCORE")
-                .arg(k.held(&destination))
+                .arg(k.held(destination))
                 .arg("-inf")
                 .arg(now - HELD_STALE_MS)
                 .ignore()
                 .cmd("ZCARD")
-                .arg(k.held(&destination));
-            let (h, held): (std::collections::HashMap<String, String>, u64) =
-                pipe.query_async(&mut self.conn()).await?;
+                .arg(k.held(destination));
+        }
+        type Health = (std::collections::HashMap<String, String>, u64);
+        let read: Vec<Health> = if seen.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut self.conn()).await?
+        };
+        let mut out = Vec::with_capacity(seen.len());
+        for ((destination, last_seen), (h, held)) in seen.into_iter().zip(read) {
             let num = |f: &str| h.get(f).and_then(|v| v.parse::<i64>().ok());
             let mut state = h.get("state").cloned().unwrap_or_else(|| "closed".into());
             let scope = PauseScope::Destination(destination.clone()).key();

@@ -242,13 +242,16 @@ async fn gate(
             }
         },
     };
-    let scopes = [
-        PauseScope::Destination(dest.to_string()),
-        PauseScope::Agent(job.agent_id.clone()),
-        PauseScope::Action(kind.to_string()),
-    ]
-    .map(|s| s.key());
-    let paused = pauses.iter().any(|p| scopes.contains(&p.scope));
+    // Usually none: then no scope is built.
+    let paused = !pauses.is_empty() && {
+        let scopes = [
+            PauseScope::Destination(dest.to_string()),
+            PauseScope::Agent(job.agent_id.clone()),
+            PauseScope::Action(kind.to_string()),
+        ]
+        .map(|s| s.key());
+        pauses.iter().any(|p| scopes.contains(&p.scope))
+    };
     if !paused && ctx.health.healthy(dest) {
         return GO;
     }

@@ -48,8 +48,9 @@ if op == 'gate' then
     local untl = tonumber(h[3] or '0')
     if now < untl then return hold('open', untl, since) end
   elseif probe ~= id and probe_until > now then
-    -- Half-open, and another job is the probe: wait for its answer.
-    return hold('open', probe_until, since)
+    -- Half-open, and another job is the probe: look again shortly (a success lets held
+    -- jobs go at once, but not one whose hold is being recorded at that moment).
+    return hold('open', math.min(probe_until, now + recheck_ms), since)
   end
   -- The cool-down is over (or the probe's holder went quiet): this job is the probe.
   rcall('HSET', health_key, 'state', 'half_open', 'probe', id, 'probe_until', now + probe_ms)
