@@ -75,6 +75,25 @@ pub enum Action {
     Sms(SmsAction),
     Webhook(WebhookAction),
     Task(TaskAction),
+    Slack(SlackAction),
+}
+
+/// A message to a Slack channel through an incoming webhook.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackAction {
+    /// The incoming webhook's URL (`https://hooks.slack.com/services/…`).
+    pub url: String,
+    /// The message's text template (also the notification's fallback with `blocks`).
+    pub text: String,
+    /// A template producing Slack Block Kit blocks (a JSON array), checked at config time
+    /// against the sample call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
+    pub delay: Option<String>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -172,6 +191,20 @@ const SAMPLE_CALL: &str = include_str!("../../dashboard/assets/sample-call.json"
 
 /// Renders a webhook's `body` template for the sample call and checks it is JSON.
 pub fn check_json_body(src: &str) -> Result<(), String> {
+    sample_json(src).map(|_| ())
+}
+
+/// Renders a Slack action's `blocks` template for the sample call and checks it is a
+/// JSON array.
+pub fn check_blocks(src: &str) -> Result<(), String> {
+    match sample_json(src)? {
+        serde_json::Value::Array(_) => Ok(()),
+        _ => Err("must render to a JSON array of blocks for the sample call".into()),
+    }
+}
+
+/// A template rendered for the sample call, read as JSON.
+fn sample_json(src: &str) -> Result<serde_json::Value, String> {
     template::check(src)?;
     let event = crate::CallEvent::parse(SAMPLE_CALL.as_bytes(), 1 << 20)
         .map_err(|e| format!("the sample call does not parse: {e}"))?;
@@ -183,7 +216,6 @@ pub fn check_json_body(src: &str) -> Result<(), String> {
     );
     let text = template::render(src, &vars, false)?;
     serde_json::from_str::<serde_json::Value>(&text)
-        .map(|_| ())
         .map_err(|e| format!("does not render to JSON for the sample call ({e}): {text}"))
 }
 
@@ -247,6 +279,7 @@ impl Action {
             Action::Email(_) => "email",
             Action::Sms(_) => "sms",
             Action::Webhook(_) => "webhook",
+            Action::Slack(_) => "slack",
             Action::Task(_) => "task",
         }
     }
@@ -256,6 +289,7 @@ impl Action {
             Action::Email(a) => a.delay.as_deref(),
             Action::Sms(a) => a.delay.as_deref(),
             Action::Webhook(a) => a.delay.as_deref(),
+            Action::Slack(a) => a.delay.as_deref(),
             Action::Task(a) => a.delay.as_deref(),
         }
     }
@@ -393,6 +427,13 @@ impl AgentConfig {
                                 "is not a valid header",
                             ));
                         }
+                    }
+                }
+                Action::Slack(s) => {
+                    check_url(&s.url).map_err(|m| ConfigError::new(p("url"), m))?;
+                    template::check(&s.text).map_err(|m| ConfigError::new(p("text"), m))?;
+                    if let Some(b) = &s.blocks {
+                        check_blocks(b).map_err(|m| ConfigError::new(p("blocks"), m))?;
                     }
                 }
                 Action::Sms(s) => {
@@ -627,6 +668,37 @@ mod tests {
             (
                 r#"{"type":"webhook","url":"https://x.example","method":"DELETE"}"#,
                 format!("{p}: unknown variant `DELETE`"),
+            ),
+        ] {
+            let e = AgentConfig::parse(with_action(action).as_bytes()).unwrap_err();
+            assert!(e.to_string().starts_with(&want), "{e} (wanted {want})");
+        }
+    }
+
+    #[test]
+    fn slack_actions_check_their_templates_and_blocks() {
+        let p = "voice_tools.post_call_follow_up.actions[1]";
+        let ok = with_action(
+            r#"{"type":"slack","url":"https://hooks.slack.com/services/T/B/x","text":"Call from {caller_name}","blocks":"[{\"type\": \"section\", \"text\": {\"type\": \"mrkdwn\", \"text\": {{ summary|tojson }}}}]"}"#,
+        );
+        let cfg = AgentConfig::parse(ok.as_bytes()).unwrap();
+        assert_eq!(cfg.follow_up().unwrap().actions[1].kind(), "slack");
+        for (action, want) in [
+            (
+                r#"{"type":"slack","url":"https://hooks.slack.com/x","text":"Hi {{nope}}"}"#,
+                format!("{p}.text: unknown variable `nope`"),
+            ),
+            (
+                r#"{"type":"slack","url":"https://hooks.slack.com/x","text":"x","blocks":"{\"type\": \"section\"}"}"#,
+                format!("{p}.blocks: must render to a JSON array"),
+            ),
+            (
+                r#"{"type":"slack","url":"https://hooks.slack.com/x","text":"x","blocks":"[{{summary}}]"}"#,
+                format!("{p}.blocks: does not render to JSON"),
+            ),
+            (
+                r#"{"type":"slack","url":"not a url","text":"x"}"#,
+                format!("{p}.url:"),
             ),
         ] {
             let e = AgentConfig::parse(with_action(action).as_bytes()).unwrap_err();

@@ -417,7 +417,7 @@ pub(crate) async fn dead_letters(
         "admin": session.is_admin(),
         "flash": flash(q.done.as_deref()),
         "agents": agents["agents"],
-        "actions": ["email", "sms", "webhook", "task", "call_ended"],
+        "actions": ["email", "sms", "webhook", "task", "slack", "call_ended"],
         "error_classes": ["http_4xx", "http_5xx", "http_429", "timeout", "connection", "blocked", "lease_expired", "undecodable"],
     });
     let page = dash.views.render("dead_letters.html", ctx);

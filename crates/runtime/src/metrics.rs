@@ -30,7 +30,7 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// Job kinds, as the `action` label says them.
-const KINDS: [&str; 5] = ["call_ended", "email", "sms", "webhook", "task"];
+const KINDS: [&str; 6] = ["call_ended", "email", "sms", "webhook", "task", "slack"];
 /// Redis calls timed by `aftercall_redis_round_trip_seconds`.
 const OPS: [&str; 1] = ["fetch"];
 
