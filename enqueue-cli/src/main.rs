@@ -1,5 +1,6 @@
 //! `aftercall`: push call-ended events, configure agents, and inspect what happened:
-//! per-call status, dead letters (list, show, replay, purge) and queue stats. Also prints
+//! per-call status, dead letters (list, show, replay, purge), destination health and
+//! pauses, and queue stats. Also prints
 //! its own shell completions and manual page.
 
 mod input;
@@ -61,6 +62,9 @@ enum Command {
     /// Opted-out contacts: no SMS or e-mail goes to them from any agent.
     #[command(subcommand)]
     OptOuts(OptOutsCmd),
+    /// Destination health and pauses: list, pause, resume.
+    #[command(subcommand)]
+    Destinations(DestinationsCmd),
     /// Queue depths and recent throughput.
     Stats {
         #[arg(long)]
@@ -253,6 +257,47 @@ enum DlqCmd {
     Purge(Selection),
 }
 
+#[derive(Subcommand)]
+enum DestinationsCmd {
+    /// Each destination's state (closed, open, half_open, paused), failure streak, last
+    /// error and held jobs, then the pauses in force.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold the work of a destination, an agent or an action type: it waits, its
+    /// attempts are not spent, nothing fails (until `AFTERCALL_MAX_HOLD`).
+    Pause(ScopeArgs),
+    /// Let paused work go again (within a few seconds).
+    Resume(ScopeArgs),
+}
+
+/// One of a destination (`crm.example.com`, `smtp`, `sms`, `task:github`), an agent or
+/// an action type.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ScopeArgs {
+    #[arg(long)]
+    destination: Option<String>,
+    #[arg(long)]
+    agent: Option<String>,
+    /// webhook, email, sms or task (and any later type).
+    #[arg(long)]
+    action: Option<String>,
+}
+
+impl ScopeArgs {
+    fn scope(self) -> aftercall_queue::PauseScope {
+        use aftercall_queue::PauseScope;
+        match (self.destination, self.agent, self.action) {
+            (Some(d), _, _) => PauseScope::Destination(d),
+            (_, Some(a), _) => PauseScope::Agent(a),
+            (_, _, Some(t)) => PauseScope::Action(t),
+            _ => unreachable!("clap requires one"),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -385,6 +430,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Calls(CallsCmd::Erase { .. })
             | Command::Keys(KeysCmd::Rotate)
             | Command::OptOuts(OptOutsCmd::Add { .. } | OptOutsCmd::Remove { .. })
+            | Command::Destinations(DestinationsCmd::Pause(_) | DestinationsCmd::Resume(_))
     );
     let queue = connect(cfg, writes).await?;
     match cli.command {
@@ -497,6 +543,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.scanned, r.rewritten
             );
         }
+        Command::Destinations(cmd) => destinations(&queue, cmd).await?,
         Command::Stats { json, watch } => stats(&queue, json, watch).await?,
         Command::OptOuts(cmd) => opt_outs(&queue, cmd).await?,
     }
@@ -536,6 +583,35 @@ async fn opt_outs(queue: &Queue, cmd: OptOutsCmd) -> anyhow::Result<()> {
                 bail!("{c} {a} has no opt-out");
             }
             println!("removed  {c} {a}");
+        }
+    }
+    Ok(())
+}
+
+async fn destinations(queue: &Queue, cmd: DestinationsCmd) -> anyhow::Result<()> {
+    match cmd {
+        DestinationsCmd::List { json } => {
+            let (list, pauses) = (queue.destinations().await?, queue.pauses().await?);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "destinations": list, "pauses": pauses })
+                );
+            } else {
+                show::print_destinations(&list, &pauses);
+            }
+        }
+        DestinationsCmd::Pause(scope) => {
+            let scope = scope.scope();
+            queue.pause(&scope).await?;
+            println!("paused {}: its work waits", scope.key());
+        }
+        DestinationsCmd::Resume(scope) => {
+            let scope = scope.scope();
+            if !queue.resume(&scope).await? {
+                bail!("{} is not paused", scope.key());
+            }
+            println!("resumed {}", scope.key());
         }
     }
     Ok(())

@@ -136,3 +136,33 @@ pub fn print_dlq(items: &[JobRecord]) {
         );
     }
 }
+
+/// Destinations, one a line, then the pauses in force.
+pub fn print_destinations(
+    list: &[aftercall_queue::DestinationHealth],
+    pauses: &[aftercall_queue::Pause],
+) {
+    if list.is_empty() {
+        println!("no destination seen yet");
+    }
+    for d in list {
+        let mut line = format!(
+            "{:<32} {:<9} streak {:<3} held {:<5}",
+            d.destination, d.state, d.failure_streak, d.held
+        );
+        if let Some(since) = d.open_since {
+            line.push_str(&format!(" open since {}", time(since)));
+        }
+        if let Some(until) = d.throttled_until {
+            line.push_str(&format!(" throttled until {}", time(until)));
+        }
+        if let Some(e) = &d.last_error {
+            let at = d.last_error_at.map(time).unwrap_or_default();
+            line.push_str(&format!(" last error {at}: {e}"));
+        }
+        println!("{}", line.trim_end());
+    }
+    for p in pauses {
+        println!("paused {} since {}", p.scope, time(p.at));
+    }
+}

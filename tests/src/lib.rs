@@ -89,6 +89,10 @@ impl World {
             ("AFTERCALL_MAX_ATTEMPTS".into(), "4".into()),
             ("AFTERCALL_LEASE".into(), "2s".into()),
             ("AFTERCALL_GRACE".into(), "5s".into()),
+            // Every receiver of a test is 127.0.0.1, one destination: tests of retries
+            // and dead letters would otherwise open its breaker for each other. The
+            // breaker's own tests turn it on (tests/tests/destinations.rs).
+            ("AFTERCALL_BREAKERS".into(), "off".into()),
             (
                 "AFTERCALL_OUTBOX".into(),
                 t.dir.join("outbox").display().to_string(),

@@ -7,6 +7,7 @@ pub mod http;
 mod outbox;
 pub mod preview;
 mod settings;
+pub mod slack;
 pub mod sms;
 pub mod task;
 pub mod webhook;
@@ -64,6 +65,7 @@ pub struct Executors {
     pub email: email::EmailExecutor,
     pub sms: sms::SmsExecutor,
     pub task: task::TaskExecutor,
+    pub slack: slack::SlackExecutor,
 }
 
 impl Executors {
@@ -81,6 +83,7 @@ impl Executors {
                 &cfg.sms,
                 &cfg.outbox_dir,
             )?,
+            slack: slack::SlackExecutor::new(client.clone(), cfg.http.clone()),
             task: task::TaskExecutor::new(client, cfg.http.clone(), &cfg.task)?,
         })
     }
@@ -95,6 +98,7 @@ impl Executors {
             Action::Email(a) => Box::pin(self.email.execute(job_id, job, a)).await,
             Action::Sms(a) => Box::pin(self.sms.execute(job_id, job, a)).await,
             Action::Task(a) => Box::pin(self.task.execute(job_id, job, a)).await,
+            Action::Slack(a) => Box::pin(self.slack.execute(job, a)).await,
         }
     }
 }
@@ -108,6 +112,10 @@ pub fn destination(job: &ActionJob) -> String {
             .ok()
             .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_else(|| "webhook".into()),
+        Action::Slack(s) => http::parse_url(&s.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "slack".into()),
         Action::Email(_) => "smtp".into(),
         Action::Sms(_) => "sms".into(),
         Action::Task(t) => format!(

@@ -79,11 +79,22 @@ pub fn render(
             })
         }),
         Action::Webhook(a) => {
-            let payload: Value =
-                serde_json::from_slice(&WebhookPayload::new(&job.event, a).to_bytes())
-                    .unwrap_or(Value::Null);
-            Ok(json!({"url": a.url, "payload": payload}))
+            // The user's body template when there is one, else the standard payload.
+            let body = match &a.body {
+                Some(src) => crate::webhook::render_body(src, job).map_err(Outcome::permanent),
+                None => Ok(WebhookPayload::new(&job.event, a).to_bytes()),
+            };
+            body.map(|b| {
+                json!({
+                    "url": a.url,
+                    "method": a.method.unwrap_or_default().as_str(),
+                    "payload": serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
+                })
+            })
         }
+        Action::Slack(a) => crate::slack::message(job, a)
+            .map(|m| json!({"message": m}))
+            .map_err(Outcome::permanent),
         Action::Task(a) => crate::task::draft(job_id, job, a, now).map(|d| {
             json!({
                 "provider": a.provider,

@@ -272,7 +272,7 @@ pub(crate) async fn get_call(State(s): State<ApiState>, Id(call_id): Id) -> Resu
 
 // ---- dead letters ----
 
-pub(crate) const KINDS: &[&str] = &["email", "sms", "webhook", "task", "call_ended"];
+pub(crate) const KINDS: &[&str] = &["email", "sms", "webhook", "task", "slack", "call_ended"];
 
 /// `GET /dead-letters` query. Its schema is the document's query parameters.
 #[derive(Deserialize, JsonSchema)]

@@ -6,6 +6,7 @@
 mod auth;
 mod config;
 mod contacts;
+mod destinations;
 mod error;
 mod extract;
 mod handlers;

@@ -270,12 +270,31 @@ fn build() -> Value {
     answers.subschema_for::<handlers::AgentPreview>();
     answers.subschema_for::<crate::contacts::OptOutList>();
     answers.subschema_for::<crate::contacts::OptOutAdded>();
+    answers.subschema_for::<crate::destinations::DestinationList>();
+    answers.subschema_for::<crate::destinations::Scoped>();
     for (name, schema) in answers.take_definitions(true) {
         // A request type answered back (AgentConfig) keeps its reading schema: what the
         // server writes, it reads.
         schemas.entry(name).or_insert(schema);
     }
     schemas.insert("DeadLetterPage".into(), page.to_value());
+    let one = |name: &str, what: &str| {
+        let mut v = aftercall_core::schema::id_schema();
+        v["description"] = json!(what);
+        json!({"type": "object", "required": [name], "additionalProperties": false,
+               "properties": {name: v}})
+    };
+    schemas.insert(
+        "PauseScope".into(),
+        json!({
+            "description": "What to pause or resume: exactly one of a destination, an agent or an action type.",
+            "oneOf": [
+                one("destination", "A destination: a webhook host, `smtp`, `sms`, `task:<provider>`."),
+                one("agent", "An agent id."),
+                one("action", "An action type: webhook, email, sms, task."),
+            ],
+        }),
+    );
     schemas.insert(
         "PlatformMessage".into(),
         json!({"type": "object", "description": "The platform's own message, as it sends it (see docs/platforms.md)."}),

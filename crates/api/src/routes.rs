@@ -58,6 +58,7 @@ const DOC: Doc = Doc {
 };
 
 const FILTER: &[(&str, Option<&str>)] = &[("application/json", Some("BulkFilter"))];
+const SCOPE: &[(&str, Option<&str>)] = &[("application/json", Some("PauseScope"))];
 
 fn route<H, T>(
     method: Method,
@@ -373,6 +374,49 @@ pub(crate) fn routes() -> Vec<Route> {
                     Some("BulkPurged"),
                 )],
                 errors: &[400, 413, 415],
+                ..DOC
+            },
+        ),
+        route(
+            M::GET,
+            "/destinations",
+            read,
+            crate::destinations::list,
+            Doc {
+                id: "listDestinations",
+                tag: "destinations",
+                summary: "Each destination's health (state, failure streak, last error, held jobs) and the pauses in force.",
+                ok: &[(200, "The destinations and pauses.", Some("DestinationList"))],
+                ..DOC
+            },
+        ),
+        route(
+            M::POST,
+            "/destinations/pause",
+            admin,
+            crate::destinations::pause,
+            Doc {
+                id: "pauseDestinations",
+                tag: "destinations",
+                summary: "Pauses the work of a destination, an agent or an action type: it waits (no attempt spent, nothing fails) until resumed.",
+                body: Some(SCOPE),
+                ok: &[(200, "Paused.", Some("Scoped"))],
+                errors: &[400, 413, 415],
+                ..DOC
+            },
+        ),
+        route(
+            M::POST,
+            "/destinations/resume",
+            admin,
+            crate::destinations::resume,
+            Doc {
+                id: "resumeDestinations",
+                tag: "destinations",
+                summary: "Lets paused work go again.",
+                body: Some(SCOPE),
+                ok: &[(200, "Resumed.", Some("Scoped"))],
+                errors: &[400, 404, 413, 415],
                 ..DOC
             },
         ),

@@ -290,7 +290,7 @@ async fn the_document_and_the_server_agree_where_schemathesis_found_them_apart()
     assert_eq!(
         filter["properties"]["action"]["anyOf"],
         json!([
-            {"type": "string", "enum": ["email", "sms", "webhook", "task", "call_ended"]},
+            {"type": "string", "enum": ["email", "sms", "webhook", "task", "slack", "call_ended"]},
             blank,
             {"type": "null"},
         ])

@@ -78,6 +78,32 @@ pub enum Action {
     Sms(SmsAction),
     Webhook(WebhookAction),
     Task(TaskAction),
+    Slack(SlackAction),
+}
+
+/// A message to a Slack channel through an incoming webhook.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackAction {
+    /// The incoming webhook's URL (`https://hooks.slack.com/services/…`).
+    pub url: String,
+    /// The message's text template (also the notification's fallback with `blocks`).
+    pub text: String,
+    /// A template producing Slack Block Kit blocks (a JSON array), checked at config time
+    /// against the sample call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
+    pub delay: Option<String>,
+    /// A condition over the call's variables (docs/rules.md); unset: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// How long after the call's end the action may still start, e.g. `1d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
+    pub expires_after: Option<String>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -160,6 +186,68 @@ pub struct WebhookAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
     pub expires_after: Option<String>,
+    /// POST (the default), PUT or PATCH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<WebhookMethod>,
+    /// A template producing the request's JSON body, sent instead of the standard payload
+    /// (`{{summary|tojson}}` writes a value as JSON). Checked at config time: it must
+    /// render to JSON for the sample call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// A webhook's HTTP method.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum WebhookMethod {
+    #[default]
+    Post,
+    Put,
+    Patch,
+}
+
+impl WebhookMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookMethod::Post => "POST",
+            WebhookMethod::Put => "PUT",
+            WebhookMethod::Patch => "PATCH",
+        }
+    }
+}
+
+/// The call templates are checked against at config time: the dashboard's sample call.
+const SAMPLE_CALL: &str = include_str!("../../dashboard/assets/sample-call.json");
+
+/// Renders a webhook's `body` template for the sample call and checks it is JSON.
+pub fn check_json_body(src: &str) -> Result<(), String> {
+    sample_json(src).map(|_| ())
+}
+
+/// Renders a Slack action's `blocks` template for the sample call and checks it is a
+/// JSON array.
+pub fn check_blocks(src: &str) -> Result<(), String> {
+    match sample_json(src)? {
+        serde_json::Value::Array(_) => Ok(()),
+        _ => Err("must render to a JSON array of blocks for the sample call".into()),
+    }
+}
+
+/// A template rendered for the sample call, read as JSON.
+fn sample_json(src: &str) -> Result<serde_json::Value, String> {
+    template::check(src)?;
+    let event = crate::CallEvent::parse(SAMPLE_CALL.as_bytes(), 1 << 20)
+        .map_err(|e| format!("the sample call does not parse: {e}"))?;
+    let vars = template::Vars::new(
+        &event,
+        Some("Acme Support"),
+        &template::DateStyle::default(),
+        chrono::Utc::now(),
+    );
+    let text = template::render(src, &vars, false)?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| format!("does not render to JSON for the sample call ({e}): {text}"))
 }
 
 /// One secret or several (rotation).
@@ -229,6 +317,7 @@ impl Action {
             Action::Email(_) => "email",
             Action::Sms(_) => "sms",
             Action::Webhook(_) => "webhook",
+            Action::Slack(_) => "slack",
             Action::Task(_) => "task",
         }
     }
@@ -238,6 +327,7 @@ impl Action {
             Action::Email(a) => a.delay.as_deref(),
             Action::Sms(a) => a.delay.as_deref(),
             Action::Webhook(a) => a.delay.as_deref(),
+            Action::Slack(a) => a.delay.as_deref(),
             Action::Task(a) => a.delay.as_deref(),
         }
     }
@@ -248,6 +338,7 @@ impl Action {
             Action::Email(a) => a.when.as_deref(),
             Action::Sms(a) => a.when.as_deref(),
             Action::Webhook(a) => a.when.as_deref(),
+            Action::Slack(a) => a.when.as_deref(),
             Action::Task(a) => a.when.as_deref(),
         }
     }
@@ -257,6 +348,7 @@ impl Action {
             Action::Email(a) => a.expires_after.as_deref(),
             Action::Sms(a) => a.expires_after.as_deref(),
             Action::Webhook(a) => a.expires_after.as_deref(),
+            Action::Slack(a) => a.expires_after.as_deref(),
             Action::Task(a) => a.expires_after.as_deref(),
         }
     }
@@ -409,6 +501,9 @@ impl AgentConfig {
                             check_secret(secret).map_err(|m| ConfigError::new(p("secret"), m))?;
                         }
                     }
+                    if let Some(body) = &w.body {
+                        check_json_body(body).map_err(|m| ConfigError::new(p("body"), m))?;
+                    }
                     for (k, v) in &w.headers {
                         let bad = |s: &str| s.is_empty() || s.chars().any(|c| c.is_control());
                         if bad(k) || bad(v) || k.contains(':') || k.contains(' ') {
@@ -417,6 +512,13 @@ impl AgentConfig {
                                 "is not a valid header",
                             ));
                         }
+                    }
+                }
+                Action::Slack(s) => {
+                    check_url(&s.url).map_err(|m| ConfigError::new(p("url"), m))?;
+                    template::check(&s.text).map_err(|m| ConfigError::new(p("text"), m))?;
+                    if let Some(b) = &s.blocks {
+                        check_blocks(b).map_err(|m| ConfigError::new(p("blocks"), m))?;
                     }
                 }
                 Action::Sms(s) => {
@@ -627,6 +729,67 @@ mod tests {
       }
     }
   }"#;
+
+    #[test]
+    fn webhook_bodies_are_templates_of_json_and_methods_are_named() {
+        let p = "voice_tools.post_call_follow_up.actions[1]";
+        let ok = with_action(
+            r#"{"type":"webhook","url":"https://crm.example/calls","method":"PUT","body":"{\"name\": {{caller_name|tojson}}, \"summary\": {{ summary | tojson }}, \"secs\": {{duration_seconds}}}"}"#,
+        );
+        let cfg = AgentConfig::parse(ok.as_bytes()).unwrap();
+        let Some(Action::Webhook(w)) = cfg.follow_up().map(|f| &f.actions[1]) else {
+            panic!("a webhook")
+        };
+        assert_eq!(w.method, Some(WebhookMethod::Put));
+        for (action, want) in [
+            (
+                r#"{"type":"webhook","url":"https://x.example","body":"{\"name\": {{caller_name}}}"}"#,
+                format!("{p}.body: does not render to JSON for the sample call"),
+            ),
+            (
+                r#"{"type":"webhook","url":"https://x.example","body":"{\"a\": {{nope|tojson}}}"}"#,
+                format!("{p}.body: unknown variable `nope`"),
+            ),
+            (
+                r#"{"type":"webhook","url":"https://x.example","method":"DELETE"}"#,
+                format!("{p}: unknown variant `DELETE`"),
+            ),
+        ] {
+            let e = AgentConfig::parse(with_action(action).as_bytes()).unwrap_err();
+            assert!(e.to_string().starts_with(&want), "{e} (wanted {want})");
+        }
+    }
+
+    #[test]
+    fn slack_actions_check_their_templates_and_blocks() {
+        let p = "voice_tools.post_call_follow_up.actions[1]";
+        let ok = with_action(
+            r#"{"type":"slack","url":"https://hooks.slack.com/services/T/B/x","text":"Call from {caller_name}","blocks":"[{\"type\": \"section\", \"text\": {\"type\": \"mrkdwn\", \"text\": {{ summary|tojson }}}}]"}"#,
+        );
+        let cfg = AgentConfig::parse(ok.as_bytes()).unwrap();
+        assert_eq!(cfg.follow_up().unwrap().actions[1].kind(), "slack");
+        for (action, want) in [
+            (
+                r#"{"type":"slack","url":"https://hooks.slack.com/x","text":"Hi {{nope}}"}"#,
+                format!("{p}.text: unknown variable `nope`"),
+            ),
+            (
+                r#"{"type":"slack","url":"https://hooks.slack.com/x","text":"x","blocks":"{\"type\": \"section\"}"}"#,
+                format!("{p}.blocks: must render to a JSON array"),
+            ),
+            (
+                r#"{"type":"slack","url":"https://hooks.slack.com/x","text":"x","blocks":"[{{summary}}]"}"#,
+                format!("{p}.blocks: does not render to JSON"),
+            ),
+            (
+                r#"{"type":"slack","url":"not a url","text":"x"}"#,
+                format!("{p}.url:"),
+            ),
+        ] {
+            let e = AgentConfig::parse(with_action(action).as_bytes()).unwrap_err();
+            assert!(e.to_string().starts_with(&want), "{e} (wanted {want})");
+        }
+    }
 
     #[test]
     fn seed_body_parses() {

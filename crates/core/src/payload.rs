@@ -62,6 +62,8 @@ mod tests {
             delay: None,
             when: None,
             expires_after: None,
+            method: None,
+            body: None,
         }
     }
 
@@ -109,6 +111,8 @@ mod float_tests {
             delay: None,
             when: None,
             expires_after: None,
+            method: None,
+            body: None,
         };
         let body = String::from_utf8(WebhookPayload::new(&e, &a).to_bytes()).unwrap();
         assert!(

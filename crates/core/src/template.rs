@@ -105,6 +105,14 @@ fn env(html: bool) -> Environment<'static> {
         }
     });
     env.set_recursion_limit(50);
+    // A value as JSON (a webhook's `body` template): quoted and escaped, never HTML-escaped.
+    env.add_filter("tojson", |v: Value| {
+        serde_json::to_string(&v)
+            .map(Value::from_safe_string)
+            .map_err(|e| {
+                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+            })
+    });
     env
 }
 

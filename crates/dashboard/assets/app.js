@@ -1,5 +1,5 @@
 // aftercall dashboard: the little behaviour the server-rendered pages need (live
-// refresh, the agent editor, replay and purge). No dependencies, no build step.
+// refresh, the agent editor, replay and purge, pause and resume). No dependencies, no build step.
 'use strict';
 
 (() => {
@@ -535,6 +535,27 @@
         if (r.ok) location.reload();
       } catch { /* signed out */ }
     }));
+  // ---- destinations: pause and resume ----
+
+  function initDestinations(box) {
+    const status = $('#dest-status');
+    const send = async (verb, kind, value) => {
+      const r = await api('POST', `/ui/api/destinations/${verb}`, { [kind]: value });
+      if (r.ok) location.reload();
+      else if (status) status.textContent = why(r);
+    };
+    box.addEventListener('click', async (e) => {
+      const b = e.target.closest('button[data-scope-verb]');
+      if (!b) return;
+      try { await send(b.dataset.scopeVerb, b.dataset.scopeKind, b.dataset.scopeValue); } catch { /* signed out */ }
+    });
+    const form = $('#pause-form');
+    if (form) {
+      form.addEventListener('submit', async (e) => {
+        e.preventDefault();
+        try { await send('pause', form.elements.kind.value, form.elements.value.value.trim()); } catch { /* signed out */ }
+      });
+    }
   }
 
   // ---- start ----
@@ -547,4 +568,6 @@
   const one = $('#dl-actions');
   if (one) initDeadLetter(one);
   if ($('#opt-out-form') || $('#opt-outs')) initOptOuts();
+  const dests = $('#destinations');
+  if (dests) initDestinations(dests);
 })();

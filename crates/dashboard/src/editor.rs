@@ -184,6 +184,26 @@ pub(crate) const TYPES: &[TypeDef] = &[
             f("headers", "Extra headers", Kind::Headers)
                 .ph("X-Api-Key: …")
                 .help("One `Name: value` per line. ******** keeps the stored value."),
+            f("method", "Method", Kind::Select)
+                .opts(&["", "POST", "PUT", "PATCH"])
+                .help("Default: POST."),
+            f("body", "Body (JSON template)", Kind::Area).tpl().help(
+                "Instead of the standard payload: a template producing JSON, e.g. {\"phone\": {{ caller_number|tojson }}}.",
+            ),
+            DELAY,
+        ],
+    },
+    TypeDef {
+        kind: "slack",
+        title: "Slack",
+        fields: &[
+            f("url", "Incoming webhook URL", Kind::Text)
+                .req()
+                .ph("https://hooks.slack.com/services/…"),
+            f("text", "Message", Kind::Area).req().tpl(),
+            f("blocks", "Blocks (JSON template)", Kind::Area)
+                .tpl()
+                .help("Optional Block Kit blocks: a template producing a JSON array."),
             DELAY,
             WHEN,
             EXPIRES_AFTER,
@@ -465,6 +485,16 @@ mod tests {
                 include_recording_url: true,
                 secret: Some(Secrets::One("whsec_x".into())),
                 headers: [("X-A".to_string(), "b".to_string())].into(),
+                delay: s("1m"),
+                when: s("duration_seconds > 30"),
+                expires_after: s("1d"),
+                method: Some(aftercall_core::config::WebhookMethod::Put),
+                body: s("{}"),
+            }),
+            Action::Slack(aftercall_core::config::SlackAction {
+                url: "https://hooks.slack.com/services/x".into(),
+                text: "x".into(),
+                blocks: s("[]"),
                 delay: s("1m"),
                 when: s("duration_seconds > 30"),
                 expires_after: s("1d"),

@@ -65,6 +65,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/ui/dead-letters", get(pages::dead_letters))
         .route("/ui/opt-outs", get(pages::opt_outs))
         .route("/ui/dead-letters/{job_id}", get(pages::dead_letter))
+        .route("/ui/destinations", get(pages::destinations))
         .route("/ui/assets/{name}", get(assets::serve))
         .route("/ui/api/{*path}", any(proxy::forward))
         .route("/ui/{*rest}", get(pages::not_found))

@@ -1,4 +1,4 @@
-//! The pages: overview, agents, agent editor, calls, dead letters. Each reads what it
+//! The pages: overview, agents, agent editor, calls, dead letters, destinations. Each reads what it
 //! shows from the API (in-process, as the signed-in caller) and renders a template.
 
 use aftercall_api::{ApiError, Scope};
@@ -431,7 +431,7 @@ pub(crate) async fn dead_letters(
         "admin": session.is_admin(),
         "flash": flash(q.done.as_deref()),
         "agents": agents["agents"],
-        "actions": ["email", "sms", "webhook", "task", "call_ended"],
+        "actions": ["email", "sms", "webhook", "task", "slack", "call_ended"],
         "error_classes": ["http_4xx", "http_5xx", "http_429", "timeout", "connection", "blocked", "lease_expired", "undecodable"],
     });
     let page = dash.views.render("dead_letters.html", ctx);
@@ -476,6 +476,41 @@ pub(crate) async fn dead_letter(
         Some(&session),
         &format!("Dead letter {job_id}"),
         "dead-letters",
+        page,
+    )
+}
+
+// ---- destinations ----
+
+pub(crate) async fn destinations(State(dash): State<Dash>, Viewer(session): Viewer) -> Response {
+    let (status, body) = proxy::call(&dash, &session, Method::GET, "/destinations", None).await;
+    if status != StatusCode::OK {
+        return api_error(&dash, &session, status, &body);
+    }
+    // Each pause's kind and name apart, for its resume button.
+    let pauses: Vec<Value> = body["pauses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let scope = p["scope"].as_str().unwrap_or_default();
+            let (kind, value) = scope.split_once(':').unwrap_or(("destination", scope));
+            json!({"scope": scope, "at": p["at"], "kind": kind, "value": value})
+        })
+        .collect();
+    let page = dash.views.render(
+        "destinations.html",
+        json!({
+            "destinations": body["destinations"],
+            "pauses": pauses,
+            "admin": session.is_admin(),
+        }),
+    );
+    dash.views.page(
+        StatusCode::OK,
+        Some(&session),
+        "Destinations",
+        "destinations",
         page,
     )
 }

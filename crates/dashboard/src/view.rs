@@ -36,6 +36,7 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "dead_letters.html",
     "dead_letter.html",
     "opt_outs.html",
+    "destinations.html",
 ];
 
 impl Views {

@@ -126,6 +126,9 @@ async fn dashboard_in_a_browser() -> anyhow::Result<()> {
         .env("AFTERCALL_RETRY_BASE", "100ms")
         .env("AFTERCALL_RETRY_FACTOR", "2")
         .env("AFTERCALL_MAX_ATTEMPTS", "2")
+        // Every receiver here is 127.0.0.1, one destination: the calls it fails on purpose
+        // would open its circuit and hold the replays that follow for the cool-down.
+        .env("AFTERCALL_BREAKERS", "off")
         .env("AFTERCALL_OUTBOX", dir.join("outbox"))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())

@@ -218,6 +218,7 @@ async fn pages_need_a_session_and_login_sets_a_strict_http_only_cookie() {
         "/ui/calls?call_id=unknown",
         "/ui/dead-letters",
         "/ui/dead-letters?since=nonsense",
+        "/ui/destinations",
     ] {
         let r = h.get(page, Some(&cookie)).await;
         assert_eq!(r.status, StatusCode::OK, "{page}: {}", r.text);
@@ -488,4 +489,43 @@ async fn a_call_from_a_platform_shows_its_source_and_its_analysis() {
         (again.outcome, again.job_id),
         (IntakeOutcome::Duplicate, r.job_id)
     );
+}
+
+#[tokio::test]
+async fn destinations_show_their_health_and_pauses_with_buttons_for_admins() {
+    let h = start(tokens()).await;
+    let q = &h._t.queue;
+    q.report(
+        "crm.example",
+        aftercall_queue::Health::Fail,
+        "HTTP 503",
+        1,
+        std::time::Duration::from_secs(30),
+        0,
+    )
+    .await
+    .unwrap();
+    q.pause(&aftercall_queue::PauseScope::Agent("a1".into()))
+        .await
+        .unwrap();
+    let admin = h.login(ADMIN).await;
+    let r = h.get("/ui/destinations", Some(&admin)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    for want in [
+        "<code>crm.example</code>",
+        "HTTP 503",
+        "<code>agent:a1</code>",
+        r#"data-scope-verb="resume" data-scope-kind="agent" data-scope-value="a1""#,
+        r#"data-scope-verb="pause" data-scope-kind="destination" data-scope-value="crm.example""#,
+    ] {
+        assert!(r.text.contains(want), "lacks {want}: {}", r.text);
+    }
+    let reader = h.login(READ).await;
+    let r = h.get("/ui/destinations", Some(&reader)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        !r.text.contains("data-scope-verb"),
+        "no buttons for a reader"
+    );
+    assert!(r.text.contains("need an <code>admin</code> token"));
 }

@@ -51,6 +51,26 @@ impl Keys {
         format!("{}:sent:{channel}:{address}", self.tag())
     }
 
+    /// One destination's health: its circuit breaker and its pause after a 429.
+    pub fn health(&self, destination: &str) -> String {
+        format!("{}:health:{destination}", self.tag())
+    }
+
+    /// The jobs one destination holds (job id -> when its hold ends).
+    pub fn held(&self, destination: &str) -> String {
+        format!("{}:held:{destination}", self.tag())
+    }
+
+    /// The operators' pauses: `destination:<d>`, `agent:<id>` or `action:<type>` -> JSON.
+    pub fn paused(&self) -> String {
+        format!("{}:paused", self.tag())
+    }
+
+    /// Every destination seen (destination -> last seen, ms).
+    pub fn destinations(&self) -> String {
+        format!("{}:destinations", self.tag())
+    }
+
     /// One dashboard session, named by a digest of its id: whoever can list the keys
     /// learns no usable session id.
     pub fn session(&self, session_id: &str) -> String {

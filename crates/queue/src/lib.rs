@@ -10,6 +10,8 @@
 //!   analysis, and the analysis joining it; `worker.rs`: fetch, finish, fan-out, renew, sweep;
 //! - `limits.rs`: per-destination limits; `agents.rs`: agent configs;
 //! - `erase.rs`: erasing a call's personal data; `retention.rs`: payload retention;
+//! - `limits.rs`: per-destination limits; `destinations.rs`: destination health
+//!   (circuit breakers, 429 pauses, operators' pauses); `agents.rs`: agent configs;
 //! - `ops.rs`: what ops read and repair (dead letters, per-call status, stats);
 //! - `keys.rs`: every key name; `scripts.rs` and `lua/`: the scripts; `conn.rs`: one
 //!   connection type over a single Redis or a Redis Cluster.
@@ -18,6 +20,7 @@ mod agents;
 mod config;
 mod conn;
 mod crypt;
+mod destinations;
 mod enqueue;
 mod erase;
 mod error;
@@ -41,6 +44,9 @@ use chrono::Utc;
 pub use config::QueueConfig;
 pub use conn::Conn;
 pub use crypt::{CryptError, Keyring, Rotation};
+pub use destinations::{
+    BreakerEvent, DestinationHealth, Gate, GateArgs, Health, Pause, PauseScope, Reported, Verdict,
+};
 pub use enqueue::Enqueued;
 pub use erase::Erased;
 pub use error::QueueError;

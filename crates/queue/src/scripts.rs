@@ -57,7 +57,7 @@ impl QueueScript {
 }
 
 /// Each script's source and key list.
-const SOURCES: [(&str, &str, &[&str]); 15] = [
+const SOURCES: [(&str, &str, &[&str]); 16] = [
     (
         "enqueue",
         include_str!("lua/enqueue.lua"),
@@ -203,6 +203,20 @@ const SOURCES: [(&str, &str, &[&str]); 15] = [
     ),
     // The hash being rotated (the job data or the agent configs), given per call.
     ("rewrap", include_str!("lua/rewrap.lua"), &["target"]),
+    // A destination's health hash and held set (`Keys::health`, `Keys::held`), made per
+    // call; the pauses and the destinations seen (`Keys::paused`, `Keys::destinations`).
+    (
+        "destination",
+        include_str!("lua/destination.lua"),
+        &[
+            "health",
+            "held",
+            "paused",
+            "destinations",
+            "scheduled",
+            "notify",
+        ],
+    ),
 ];
 
 /// The scripts by name, built from [`SOURCES`] in its order (a test holds the names
@@ -226,15 +240,32 @@ macro_rules! scripts {
 }
 
 scripts!(
-    enqueue, fetch, finish, fanout, renew, replay, purge, sweep, limit, contact, agent_cas, intake,
-    erase, expire, rewrap,
+    enqueue,
+    fetch,
+    finish,
+    fanout,
+    renew,
+    replay,
+    purge,
+    sweep,
+    limit,
+    contact,
+    agent_cas,
+    intake,
+    erase,
+    expire,
+    rewrap,
+    destination,
 );
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every name resolves to a key of the queue (but the limit's, made per call), and
+    /// Key names of the scripts' lists that `Keys` makes per call rather than names.
+    const MADE_PER_CALL: [&str; 6] = ["sem", "rate", "health", "held", "paused", "destinations"];
+
+    /// Every name resolves to a key of the queue (but those made per call), and
     /// each script's header comment lists the same names in the same order.
     #[test]
     fn the_fields_are_the_sources_in_order() {
@@ -246,9 +277,9 @@ mod tests {
     fn key_lists_resolve_and_match_the_headers() {
         let keys = Keys::new("p");
         for (name, body, list) in SOURCES {
-            // Per-destination and per-contact keys are named by the caller (keys.rs).
-            if !matches!(name, "limit" | "contact" | "rewrap") {
-                for k in list {
+            // Keys made per call (a destination's, a contact's, the hash being rotated).
+            if !matches!(name, "contact" | "rewrap") {
+                for k in list.iter().filter(|k| !MADE_PER_CALL.contains(k)) {
                     assert!(keys.named(k).is_some(), "{name}: {k} is not a key");
                 }
             }

@@ -7,7 +7,7 @@ use aftercall_actions::ActionsConfig;
 use aftercall_core::settings::{SettingError, Settings};
 use aftercall_queue::QueueConfig;
 
-use crate::limits;
+use crate::{breakers, limits};
 
 /// Everything a worker process needs.
 #[derive(Debug, Clone)]
@@ -31,6 +31,11 @@ pub struct WorkerConfig {
     pub limits: limits::Limits,
     /// Frequency caps per contact and channel, across agents (docs/rules.md).
     pub caps: ContactCaps,
+    /// Per-destination circuit breakers, their state shared by all replicas.
+    pub breakers: breakers::Breakers,
+    /// How long a job may be held by its destination's health or a pause before it is
+    /// dead-lettered ("destination unavailable since T"), counted from its creation.
+    pub max_hold: Duration,
 }
 
 /// AFTERCALL_FREQUENCY_CAP_SMS and AFTERCALL_FREQUENCY_CAP_EMAIL, e.g. `1/24h`.
@@ -80,6 +85,8 @@ impl Default for WorkerConfig {
             worker_id: new_worker_id(),
             limits: limits::Limits::default(),
             caps: ContactCaps::default(),
+            breakers: breakers::Breakers::default(),
+            max_hold: Duration::from_secs(3 * 86_400),
         }
     }
 }
@@ -145,6 +152,11 @@ impl WorkerConfig {
             worker_id: s.string("AFTERCALL_WORKER_ID").unwrap_or(d.worker_id),
             limits: limits::Limits::parse(&s.string("AFTERCALL_LIMITS").unwrap_or_default())?,
             caps: ContactCaps::from_settings(s)?,
+            breakers: match s.string("AFTERCALL_BREAKERS") {
+                Some(spec) => breakers::Breakers::parse(&spec)?,
+                None => d.breakers,
+            },
+            max_hold: s.duration("AFTERCALL_MAX_HOLD")?.unwrap_or(d.max_hold),
         })
     }
 }

@@ -11,7 +11,8 @@ use aftercall_core::{
     Attempt, AttemptOutcome, Job, JobBody, JobState, Outcome, Settled, Transition,
 };
 use aftercall_queue::{
-    FannedOut, Finish, FinishMode, JobId, LeaseToken, Leased, Queue, StateInfo, now_ms,
+    BreakerEvent, FannedOut, Finish, FinishMode, GateArgs, Health, JobId, LeaseToken, Leased,
+    PauseScope, Queue, StateInfo, Verdict, now_ms,
 };
 use chrono::Utc;
 use futures::FutureExt;
@@ -33,6 +34,8 @@ pub(crate) struct Ctx {
     pub agents: crate::acker::Agents,
     /// OpenTelemetry's exporter, when the environment asks for one.
     pub otel: Option<Arc<crate::otel::Otel>>,
+    /// This process's recent view of destination health (the state is in Redis).
+    pub health: crate::breakers::View,
 }
 
 /// Runs one leased job to a recorded outcome, then the action job its fan-out claimed,
@@ -119,6 +122,18 @@ async fn run(
                         return None;
                     }
                     let dest = aftercall_actions::destination(action_job);
+                    // The destination's health and the operators' pauses first: a job
+                    // they hold is not an attempt (boxed, as the limit's below).
+                    let breaker = ctx.cfg.breakers.for_destination(&dest);
+                    let probe =
+                        match Box::pin(gate(ctx, &leased, &job, kind, &dest, started)).await {
+                            Gated::Run { probe } => probe,
+                            Gated::Stop(f) => {
+                                apply(ctx, *f).await;
+                                ctx.leases.release(&leased.id);
+                                return None;
+                            }
+                        };
                     let limit = ctx.cfg.limits.for_destination(&dest);
                     // The limit's round trips boxed: only limited destinations pay for
                     // their futures, not every job's (see `process`).
@@ -150,6 +165,17 @@ async fn run(
                         && let Err(e) = Box::pin(ctx.queue.release_slot(&dest, &slot_token(&leased))).await {
                             warn!(error = %e, "giving back a destination slot failed; it expires on its own");
                         }
+                    Box::pin(report(ctx, &dest, breaker, &outcome)).await;
+                    if probe && let Outcome::Retry { error, .. } = &outcome {
+                        // A failed probe is the breaker's, not the job's: held again,
+                        // its attempt not counted.
+                        warn!(destination = %dest, error = %error, "probe failed: the circuit stays open");
+                        let run_at = now_ms() + 100 + (rand::random::<u64>() % 400) as i64;
+                        let reason = format!("held: the probe of {dest} failed: {error}");
+                        apply(ctx, held(&leased, run_at, reason)).await;
+                        ctx.leases.release(&leased.id);
+                        return None;
+                    }
                     let settled = settle(ctx, &leased, outcome);
                     observe(kind, &settled, &dest, job.created_at, started);
                     trace(ctx, &job, &leased, kind, &settled, started);
@@ -235,6 +261,192 @@ async fn hold_back(
                 attempt: None,
             })
         }
+    }
+}
+
+/// What the gate decided of one job.
+enum Gated {
+    /// Run it (`probe`: as the half-open breaker's probe).
+    Run { probe: bool },
+    /// Record this instead: held, or dead-lettered past its horizon.
+    Stop(Box<Finish>),
+}
+
+/// Asks whether the job's destination may be sent to now (its breaker, its 429 pause,
+/// the operators' pauses); when not, returns the finish that holds the job without
+/// counting the attempt, or, past its horizon (`AFTERCALL_MAX_HOLD`), dead-letters it.
+/// A destination this process saw healthy within the last moment, with no pause that
+/// could apply, costs no Redis call. A failing Redis lets the job run.
+async fn gate(
+    ctx: &Ctx,
+    leased: &Leased,
+    job: &Job,
+    kind: &'static str,
+    dest: &str,
+    started: Instant,
+) -> Gated {
+    const GO: Gated = Gated::Run { probe: false };
+    let pauses = match ctx.health.pauses() {
+        Some(p) => p,
+        None => match ctx.queue.pauses().await {
+            Ok(p) => {
+                ctx.health.saw_pauses(p.clone());
+                p
+            }
+            Err(e) => {
+                warn!(error = %e, "reading pauses failed; running the job");
+                return GO;
+            }
+        },
+    };
+    // Usually none: then no scope is built.
+    let paused = !pauses.is_empty() && {
+        let scopes = [
+            PauseScope::Destination(dest.to_string()),
+            PauseScope::Agent(job.agent_id.clone()),
+            PauseScope::Action(kind.to_string()),
+        ]
+        .map(|s| s.key());
+        pauses.iter().any(|p| scopes.contains(&p.scope))
+    };
+    if !paused && ctx.health.healthy(dest) {
+        return GO;
+    }
+    let hold = chrono::TimeDelta::from_std(ctx.cfg.max_hold).unwrap_or(chrono::TimeDelta::MAX);
+    let deadline = job
+        .created_at
+        .checked_add_signed(hold)
+        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+    let args = GateArgs {
+        destination: dest,
+        job_id: &leased.id,
+        agent_id: &job.agent_id,
+        action: kind,
+        probe: ctx.cfg.actions.http.timeout + PROBE_MARGIN,
+        recheck: PAUSED_RECHECK,
+        deadline_ms: deadline.timestamp_millis(),
+    };
+    let g = match ctx.queue.gate(args).await {
+        Ok(g) => g,
+        Err(e) => {
+            warn!(error = %e, "checking the destination's health failed; running the job");
+            return GO;
+        }
+    };
+    let since = || {
+        chrono::DateTime::from_timestamp_millis(g.since_ms)
+            .unwrap_or_else(Utc::now)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let reason = match g.verdict {
+        Verdict::Go => {
+            ctx.health.saw(dest, g.streak == 0);
+            return GO;
+        }
+        Verdict::Probe => {
+            ctx.health.saw(dest, false);
+            info!(
+                destination = dest,
+                "circuit half-open: this job probes the destination"
+            );
+            return Gated::Run { probe: true };
+        }
+        Verdict::Expired => {
+            let error = format!("destination unavailable since {}", since());
+            let settled = settle(ctx, leased, Outcome::permanent(error));
+            observe(kind, &settled, dest, job.created_at, started);
+            trace(ctx, job, leased, kind, &settled, started);
+            return Gated::Stop(Box::new(record(ctx, leased, kind, settled, started)));
+        }
+        Verdict::Open => format!(
+            "held: {dest} is unavailable (circuit open since {})",
+            since()
+        ),
+        Verdict::Throttled => format!("held: {dest} asked to wait (429 or Retry-After)"),
+        Verdict::Paused => format!("held: paused since {}", since()),
+    };
+    ctx.health.saw(dest, false);
+    crate::metrics::held_by_destination(kind, g.verdict);
+    debug!(destination = dest, reason = %reason, "held");
+    // Spread over a moment, so a destination's held jobs do not all come back at once.
+    let run_at = g.until_ms.max(now_ms()) + (rand::random::<u64>() % 500) as i64;
+    Gated::Stop(Box::new(held(leased, run_at, reason)))
+}
+
+/// The finish that runs a held job again at `run_at` (Unix ms), its attempt not counted.
+fn held(leased: &Leased, run_at: i64, reason: String) -> Finish {
+    let mut st = StateInfo::new(JobState::Scheduled);
+    st.run_at = Some(run_at);
+    st.reason = Some(reason);
+    Finish {
+        mode: FinishMode::Defer,
+        id: leased.id.clone(),
+        token: leased.token.clone(),
+        run_at_ms: run_at,
+        state: st,
+        attempt: None,
+    }
+}
+
+/// How long past the HTTP timeout a probe may take before another job probes instead.
+const PROBE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often paused work looks again.
+const PAUSED_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Records what an attempt said of its destination's health: failures count towards
+/// its breaker, a 429 or `Retry-After` pauses it for every replica, a success closes it.
+/// A success at a destination seen healthy a moment ago costs nothing.
+async fn report(
+    ctx: &Ctx,
+    dest: &str,
+    breaker: Option<crate::breakers::Breaker>,
+    outcome: &Outcome,
+) {
+    let max_pause = ctx.cfg.queue.retry.max_retry_after;
+    let Some((health, pause_until)) = crate::breakers::health_of(outcome, now_ms(), max_pause)
+    else {
+        return;
+    };
+    if health == Health::Ok && ctx.health.healthy(dest) {
+        return;
+    }
+    let error = match outcome {
+        Outcome::Retry { error, .. } | Outcome::Permanent { error, .. } => error.as_str(),
+        _ => "",
+    };
+    let (threshold, cooldown) =
+        breaker.map_or((0, Default::default()), |b| (b.failures, b.cooldown));
+    match ctx
+        .queue
+        .report(dest, health, error, threshold, cooldown, pause_until)
+        .await
+    {
+        Ok(r) => {
+            ctx.health.saw(
+                dest,
+                r.state == "closed" && r.streak == 0 && pause_until == 0,
+            );
+            match r.event {
+                Some(BreakerEvent::Opened) => {
+                    crate::metrics::circuit(dest, "opened");
+                    warn!(
+                        destination = dest,
+                        failures = r.streak,
+                        cooldown_ms = cooldown.as_millis() as u64,
+                        "circuit opened: holding the destination's jobs"
+                    );
+                }
+                Some(BreakerEvent::Closed) => {
+                    crate::metrics::circuit(dest, "closed");
+                    info!(
+                        destination = dest,
+                        "circuit closed: the destination answers again"
+                    );
+                }
+                None => {}
+            }
+        }
+        Err(e) => warn!(error = %e, "recording the destination's health failed"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! system through this one function.
 
 mod acker;
+pub mod breakers;
 mod config;
 mod handler;
 mod leases;

@@ -30,7 +30,7 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// Job kinds, as the `action` label says them.
-const KINDS: [&str; 5] = ["call_ended", "email", "sms", "webhook", "task"];
+const KINDS: [&str; 6] = ["call_ended", "email", "sms", "webhook", "task", "slack"];
 /// Follow-up rules that skip an action, as the `rule` label says them.
 const RULES: [&str; 4] = ["condition", "expired", "opted_out", "frequency_cap"];
 /// Redis calls timed by `aftercall_redis_round_trip_seconds`.
@@ -60,6 +60,10 @@ fn register_all() {
                     .increment(0);
             }
         }
+        for reason in ["circuit_open", "throttled", "paused"] {
+            counter!("aftercall_destination_held_total", "action" => action, "reason" => reason)
+                .increment(0);
+        }
         let _ = histogram!("aftercall_attempt_duration_seconds", "action" => action);
         let _ = histogram!("aftercall_delivery_latency_seconds", "action" => action);
         let _ = histogram!("aftercall_retry_delay_seconds", "action" => action);
@@ -78,16 +82,26 @@ fn register_all() {
 /// queued job's age, the workers alive and Redis's eviction figures (bounded by 2 s: a
 /// slow Redis leaves the previous sample).
 pub async fn render(handle: &PrometheusHandle, queue: &aftercall_queue::Queue) -> String {
-    let sample = async { tokio::join!(queue.stats(), queue.oldest_queued_age_ms()) };
+    let sample = async {
+        tokio::join!(
+            queue.stats(),
+            queue.oldest_queued_age_ms(),
+            queue.destinations()
+        )
+    };
     match tokio::time::timeout(Duration::from_secs(2), sample).await {
-        Ok((Ok(stats), oldest)) => {
+        Ok((Ok(stats), oldest, dests)) => {
+            match dests {
+                Ok(list) => destinations(&list),
+                Err(e) => tracing::debug!(error = %e, "sampling destinations failed"),
+            }
             queue_depths(&stats);
             match oldest {
                 Ok(ms) => oldest_queued(&stats.queue, ms),
                 Err(e) => tracing::debug!(error = %e, "sampling the oldest queued job failed"),
             }
         }
-        Ok((Err(e), _)) => {
+        Ok((Err(e), _, _)) => {
             tracing::debug!(error = %e, "sampling queue depths for /metrics failed")
         }
         Err(_) => tracing::debug!("sampling queue depths for /metrics took over 2 s"),
@@ -104,11 +118,33 @@ pub async fn render(handle: &PrometheusHandle, queue: &aftercall_queue::Queue) -
 }
 
 /// Families whose series appear only with their first label values (a destination).
-const LABELLED_LATER: [(&str, &str, &str); 1] = [(
-    "aftercall_destination_errors_total",
-    "counter",
-    DESTINATION_ERRORS_HELP,
-)];
+const LABELLED_LATER: [(&str, &str, &str); 5] = [
+    (
+        "aftercall_destination_errors_total",
+        "counter",
+        DESTINATION_ERRORS_HELP,
+    ),
+    (
+        "aftercall_circuit_transitions_total",
+        "counter",
+        "Destination circuits opened or closed (label to), by destination",
+    ),
+    (
+        "aftercall_destination_state",
+        "gauge",
+        "1 for each destination's current state (closed, open, half_open, paused)",
+    ),
+    (
+        "aftercall_destination_failure_streak",
+        "gauge",
+        "Consecutive failed attempts per destination",
+    ),
+    (
+        "aftercall_destination_held",
+        "gauge",
+        "Jobs held per destination by its circuit, a 429 pause or an operator's pause",
+    ),
+];
 
 const DESTINATION_ERRORS_HELP: &str =
     "Failed attempts per destination (a host, an SMS sender, a task provider)";
@@ -151,6 +187,38 @@ pub fn quiet_deferred(action: &'static str) {
 /// Work held back by a per-destination limit (not an attempt).
 pub fn held_back(action: &'static str) {
     counter!("aftercall_held_back_total", "action" => action).increment(1);
+}
+
+/// A job held by its destination's health or a pause (not an attempt).
+pub fn held_by_destination(action: &'static str, verdict: aftercall_queue::Verdict) {
+    use aftercall_queue::Verdict;
+    let reason = match verdict {
+        Verdict::Throttled => "throttled",
+        Verdict::Paused => "paused",
+        _ => "circuit_open",
+    };
+    counter!("aftercall_destination_held_total", "action" => action, "reason" => reason)
+        .increment(1);
+}
+
+/// A destination's circuit opened or closed.
+pub fn circuit(destination: &str, to: &'static str) {
+    counter!("aftercall_circuit_transitions_total", "destination" => destination.to_string(), "to" => to).increment(1);
+}
+
+/// Each destination's health, sampled from Redis at a scrape.
+pub fn destinations(list: &[aftercall_queue::DestinationHealth]) {
+    for d in list {
+        let dest = d.destination.clone();
+        for state in ["closed", "open", "half_open", "paused"] {
+            let v = if d.state == state { 1.0 } else { 0.0 };
+            gauge!("aftercall_destination_state", "destination" => dest.clone(), "state" => state)
+                .set(v);
+        }
+        gauge!("aftercall_destination_failure_streak", "destination" => dest.clone())
+            .set(d.failure_streak as f64);
+        gauge!("aftercall_destination_held", "destination" => dest).set(d.held as f64);
+    }
 }
 
 pub fn lease_lost() {

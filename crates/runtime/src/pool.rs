@@ -65,6 +65,7 @@ pub async fn run(
         fan_outs,
         agents,
         otel: otel.clone(),
+        health: Default::default(),
     });
     let buffer: Arc<std::sync::Mutex<VecDeque<Leased>>> = Default::default();
 

@@ -53,6 +53,8 @@ pub enum Error {
 pub struct Response {
     pub status: u16,
     pub retry_after: Option<String>,
+    /// The receiver asked not to be retried (`Aftercall-No-Retry`).
+    pub no_retry: bool,
     /// At most the snippet limit given to [`Client::post`], as text.
     pub body: String,
 }
@@ -143,8 +145,20 @@ impl Client {
         body: Vec<u8>,
         limit: usize,
     ) -> Result<Response, Error> {
+        self.request("POST", url, headers, body, limit).await
+    }
+
+    /// [`Client::post`] with another method (`PUT`, `PATCH`).
+    pub async fn request(
+        &self,
+        method: &str,
+        url: &reqwest::Url,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        limit: usize,
+    ) -> Result<Response, Error> {
         let key = key(url)?;
-        let request = encode(url, &key, headers, &body, &self.user_agent)?;
+        let request = encode(method, url, &key, headers, &body, &self.user_agent)?;
         drop(body);
         match tokio::time::timeout(self.cfg.timeout, self.send(&key, request, limit)).await {
             Ok(r) => r,
@@ -343,6 +357,7 @@ async fn exchange(
             Response {
                 status: head.status,
                 retry_after: head.retry_after,
+                no_retry: head.no_retry,
                 body: String::from_utf8_lossy(&body.kept).into_owned(),
             },
             reusable,

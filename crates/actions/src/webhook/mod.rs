@@ -1,4 +1,5 @@
-//! The webhook action: POSTs the seed's payload, signed per the Standard Webhooks spec.
+//! The webhook action: POSTs the seed's payload (or PUTs/PATCHes a body of the user's
+//! template), signed per the Standard Webhooks spec.
 //! `webhook-id` is the job id, stable across retries, so receivers can de-duplicate.
 
 use aftercall_core::config::WebhookAction;
@@ -41,7 +42,14 @@ impl WebhookExecutor {
         if let Err(o) = http::check_url(&url, &self.cfg) {
             return o;
         }
-        let body = WebhookPayload::new(&job.event, action).to_bytes();
+        let body = match &action.body {
+            None => WebhookPayload::new(&job.event, action).to_bytes(),
+            Some(src) => match render_body(src, job) {
+                Ok(b) => b,
+                Err(e) => return Outcome::permanent(e),
+            },
+        };
+        let method = action.method.unwrap_or_default().as_str();
         let timestamp = chrono::Utc::now().timestamp();
         let (ts, try_n) = (timestamp.to_string(), attempt.to_string());
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(6 + action.headers.len());
@@ -72,18 +80,53 @@ impl WebhookExecutor {
         for (k, v) in &action.headers {
             headers.push((k, v));
         }
-        match self.client.post(&url, &headers, body, BODY_LIMIT).await {
-            Ok(resp) => http::classify_status(
-                resp.status,
-                resp.retry_after
-                    .as_deref()
-                    .and_then(http::parse_retry_after),
-                &resp.body,
+        match self
+            .client
+            .request(method, &url, &headers, body, BODY_LIMIT)
+            .await
+        {
+            Ok(resp) => no_retry(
+                resp.no_retry,
+                http::classify_status(
+                    resp.status,
+                    resp.retry_after
+                        .as_deref()
+                        .and_then(http::parse_retry_after),
+                    &resp.body,
+                ),
             ),
             Err(client::Error::Blocked(b)) => Outcome::permanent(b.to_string()),
             Err(client::Error::Invalid(e)) => Outcome::permanent(e),
             Err(e) => Outcome::retry(e.to_string()),
         }
+    }
+}
+
+/// A webhook's `body` template rendered for the job's call; it must be JSON (checked for
+/// the sample call when the config was stored, but a real call's values may differ).
+pub fn render_body(src: &str, job: &ActionJob) -> Result<Vec<u8>, String> {
+    let text = aftercall_core::template::render(src, &job.vars(chrono::Utc::now()), false)
+        .map_err(|e| format!("body: {e}"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        .map_err(|e| format!("body: the template did not render to JSON for this call: {e}"))?;
+    Ok(text.into_bytes())
+}
+
+/// A failure the receiver asked not to retry (`Aftercall-No-Retry`) is permanent: the
+/// message is dead-lettered now, with the reason.
+pub fn no_retry(asked: bool, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Retry {
+            error,
+            status,
+            snippet,
+            ..
+        } if asked => Outcome::Permanent {
+            error: format!("{error}; the receiver asked not to retry (Aftercall-No-Retry)"),
+            status,
+            snippet,
+        },
+        other => other,
     }
 }
 

@@ -32,6 +32,7 @@ const RESERVED: [&str; 7] = [
 /// The request head and body in one buffer. Header names and values are checked as
 /// `http` checks them (no CR, LF or NUL can reach the wire).
 pub(super) fn encode(
+    method: &str,
     url: &reqwest::Url,
     key: &Key,
     headers: &[(&str, &str)],
@@ -44,7 +45,7 @@ pub(super) fn encode(
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
     };
-    let _ = write!(out, "POST {path} HTTP/1.1\r\n");
+    let _ = write!(out, "{method} {path} HTTP/1.1\r\n");
     let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
     if !has("host") {
         let default = if key.https { 443 } else { 80 };
@@ -109,6 +110,9 @@ pub(super) async fn read_more<S: AsyncRead + Unpin>(
     stream.read_buf(buf).await
 }
 
+/// The header a receiver answers with to stop a message's retries (docs/actions.md).
+pub const NO_RETRY: &str = "aftercall-no-retry";
+
 pub(super) struct Head {
     pub len: usize,
     pub status: u16,
@@ -116,6 +120,8 @@ pub(super) struct Head {
     pub chunked: bool,
     pub close: bool,
     pub retry_after: Option<String>,
+    /// `Aftercall-No-Retry` present with any value but `0` or `false`.
+    pub no_retry: bool,
 }
 
 /// The answer's head, once all of it is in `buf`.
@@ -135,6 +141,7 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
         // HTTP/1.0 closes unless told otherwise; it is rare enough not to pool.
         close: r.version != Some(1),
         retry_after: None,
+        no_retry: false,
     };
     for h in r.headers.iter() {
         let value = || String::from_utf8_lossy(h.value).trim().to_string();
@@ -164,6 +171,9 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
             }
         } else if h.name.eq_ignore_ascii_case("retry-after") {
             head.retry_after = Some(value());
+        } else if h.name.eq_ignore_ascii_case(NO_RETRY) {
+            let v = value();
+            head.no_retry = !(v == "0" || v.eq_ignore_ascii_case("false"));
         }
     }
     if head.chunked {
@@ -323,6 +333,12 @@ mod tests {
         );
         assert_eq!(h.retry_after.as_deref(), Some("7"));
         assert_eq!(h.len, 56);
+        assert!(!h.no_retry);
+        for (value, stop) in [("1", true), ("true", true), ("0", false), ("False", false)] {
+            let raw = format!("HTTP/1.1 503 Busy\r\nAftercall-No-Retry: {value}\r\n\r\n");
+            let h = parse_head(raw.as_bytes()).unwrap().unwrap();
+            assert_eq!(h.no_retry, stop, "{value}");
+        }
         assert!(
             parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
                 .unwrap()
@@ -358,7 +374,9 @@ mod tests {
     fn configured_headers_cannot_break_the_framing() {
         let url = reqwest::Url::parse("http://example.com:8080/hook?x=1").unwrap();
         let k = key(&url).unwrap();
-        let req = encode(&url, &k, &[("x-a", "1")], b"{}", "ua").unwrap();
+        let req = encode("POST", &url, &k, &[("x-a", "1")], b"{}", "ua").unwrap();
+        let patch = encode("PATCH", &url, &k, &[], b"{}", "ua").unwrap();
+        assert!(patch.starts_with(b"PATCH /hook?x=1 HTTP/1.1\r\n"));
         let text = String::from_utf8(req).unwrap();
         assert!(text.starts_with("POST /hook?x=1 HTTP/1.1\r\nhost: example.com:8080\r\nuser-agent: ua\r\nx-a: 1\r\ncontent-length: 2\r\n\r\n{}"), "{text}");
         for bad in [
@@ -369,11 +387,14 @@ mod tests {
             ("x-a", "\0"),
         ] {
             assert!(
-                matches!(encode(&url, &k, &[bad], b"", "ua"), Err(Error::Invalid(_))),
+                matches!(
+                    encode("POST", &url, &k, &[bad], b"", "ua"),
+                    Err(Error::Invalid(_))
+                ),
                 "{bad:?}"
             );
         }
-        let own_host = encode(&url, &k, &[("Host", "other")], b"", "ua").unwrap();
+        let own_host = encode("POST", &url, &k, &[("Host", "other")], b"", "ua").unwrap();
         assert_eq!(
             String::from_utf8(own_host).unwrap().matches("ost:").count(),
             1

@@ -1,0 +1,40 @@
+//! A webhook with a `body` template and a `method`: the receiver gets the JSON it asked
+//! for, with the call's values, by PUT, still signed per Standard Webhooks.
+
+use std::time::Duration;
+
+use aftercall_testkit::Receiver;
+use aftercall_tests::{Reply, World, action_states, settled};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_templated_body_is_sent_with_its_method() {
+    let w = World::new().await;
+    let rx = Receiver::start().await.unwrap();
+    rx.set_default(Reply::ok());
+    let body = r#"{\"call\": {{ call_id|tojson }}, \"caller\": {{ caller_number|tojson }}, \"agent\": {{ agent_name|tojson }}, \"seconds\": {{ duration_seconds }}}"#;
+    let cfg = format!(
+        r#"{{"name":"Acme \"Support\"","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[
+            {{"type":"webhook","url":"{}/crm","method":"PUT","body":"{body}","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}]}}}}}}"#,
+        rx.url
+    );
+    let cfg = aftercall_core::AgentConfig::parse(cfg.as_bytes()).expect("config");
+    w.queue.set_agent("a1", &cfg).await.unwrap();
+    let _w1 = w.worker();
+    w.push("tb1", "a1").await;
+    let s = w.wait_call("tb1", Duration::from_secs(10), settled).await;
+    assert_eq!(action_states(&s), vec![("webhook", "delivered")]);
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("PUT", "/crm"));
+    let v = r.json();
+    assert_eq!(v["call"], "tb1");
+    assert_eq!(v["agent"], "Acme \"Support\"", "{v}");
+    assert_eq!(v["seconds"], 61, "{v}");
+    assert_eq!(v["caller"], "+14155551234");
+    assert!(
+        r.header("webhook-signature")
+            .is_some_and(|s| s.starts_with("v1,"))
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+}
