@@ -535,6 +535,8 @@
         if (r.ok) location.reload();
       } catch { /* signed out */ }
     }));
+  }
+
   // ---- destinations: pause and resume ----
 
   function initDestinations(box) {

@@ -191,6 +191,8 @@ pub(crate) const TYPES: &[TypeDef] = &[
                 "Instead of the standard payload: a template producing JSON, e.g. {\"phone\": {{ caller_number|tojson }}}.",
             ),
             DELAY,
+            WHEN,
+            EXPIRES_AFTER,
         ],
     },
     TypeDef {
