@@ -139,6 +139,43 @@ impl PlatformConfig {
 /// The intake's per-platform rate limit.
 pub(crate) struct Intake {
     limiter: Option<RateLimiter>,
+    /// Each agent's `wait_for_analysis`, as read within the last second: a Retell
+    /// `call_ended` does not pay a Redis round trip for it (a config change shows
+    /// within a second).
+    waits: std::sync::Mutex<std::collections::HashMap<String, (Instant, Option<Duration>)>>,
+}
+
+/// How long an agent's `wait_for_analysis` is reused.
+const WAIT_TTL: Duration = Duration::from_secs(1);
+
+impl Intake {
+    async fn wait_for_analysis(
+        &self,
+        queue: &aftercall_queue::Queue,
+        agent_id: &str,
+    ) -> Result<Option<Duration>, ApiError> {
+        let now = Instant::now();
+        if let Some((at, wait)) = self
+            .waits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(agent_id)
+            && now.duration_since(*at) < WAIT_TTL
+        {
+            return Ok(*wait);
+        }
+        let wait = queue
+            .get_agent(agent_id)
+            .await?
+            .and_then(|a| a.follow_up().and_then(|f| f.wait_for_analysis()));
+        let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: agents come and go; a full map starts over.
+        if waits.len() >= 10_000 {
+            waits.clear();
+        }
+        waits.insert(agent_id.to_string(), (now, wait));
+        Ok(wait)
+    }
 }
 
 impl Intake {
@@ -153,6 +190,7 @@ impl Intake {
         Intake {
             limiter: (cfg.rate_limit_per_minute > 0)
                 .then(|| RateLimiter::new(cfg.rate_limit_per_minute)),
+            waits: Default::default(),
         }
     }
 }
@@ -257,10 +295,9 @@ async fn ingest(
         } => {
             s.cfg.platforms.agents.apply(platform, &mut event);
             let wait = if analysis_follows {
-                s.queue
-                    .get_agent(&event.agent_id)
+                s.intake
+                    .wait_for_analysis(&s.queue, &event.agent_id)
                     .await?
-                    .and_then(|a| a.follow_up().and_then(|f| f.wait_for_analysis()))
             } else {
                 None
             };

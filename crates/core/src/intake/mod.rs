@@ -51,12 +51,16 @@ impl Platform {
         }?;
         if let Message::Ended { event, .. } | Message::Analyzed { event } = &mut message {
             // The message as `raw` adds at most its own bytes (compact JSON is never
-            // longer than the JSON it was read from) and the key: no need to encode it
-            // to know that it fits.
-            let base = serde_json::to_vec(&**event)
-                .map(|v| v.len())
-                .unwrap_or(usize::MAX);
-            if base.saturating_add(body.len() + 8) <= max_event_bytes {
+            // longer than the JSON it was read from) and the key; the event's own fields
+            // are copied from the message, so (escapes aside) they take no more than it
+            // either. Only a message near the limit is measured exactly.
+            let fits = body.len() * 3 + 4096 <= max_event_bytes || {
+                let base = serde_json::to_vec(&**event)
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX);
+                base.saturating_add(body.len() + 8) <= max_event_bytes
+            };
+            if fits {
                 event.raw = Some(raw);
             }
         }
