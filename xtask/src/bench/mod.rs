@@ -311,6 +311,10 @@ impl Bench {
             .env("AFTERCALL_ALLOW_CIDRS", "127.0.0.0/8")
             .env("AFTERCALL_OUTBOX", self.scratch.join("outbox"))
             .env("RUST_LOG", "info");
+        // Encryption at rest measured as configured for the harness's own queue.
+        if let Ok(k) = std::env::var("AFTERCALL_ENCRYPTION_KEYS") {
+            cmd.env("AFTERCALL_ENCRYPTION_KEYS", k);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
