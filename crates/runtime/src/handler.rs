@@ -212,20 +212,11 @@ fn quiet_hours(
         job.utc_offset.as_deref(),
     )?;
     crate::metrics::quiet_deferred(kind);
-    let mut st = StateInfo::new(JobState::Scheduled);
-    st.run_at = Some(until.timestamp_millis());
-    st.reason = Some(format!(
+    let reason = format!(
         "deferred by quiet hours until {}",
         until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    ));
-    Some(Finish {
-        mode: FinishMode::Defer,
-        id: leased.id.clone(),
-        token: leased.token.clone(),
-        run_at_ms: until.timestamp_millis(),
-        state: st,
-        attempt: None,
-    })
+    );
+    Some(held(leased, until.timestamp_millis(), reason))
 }
 
 /// Takes a slot of a limited destination; when none is free, returns the finish that
@@ -249,17 +240,11 @@ async fn hold_back(
             }
             crate::metrics::held_back(kind);
             let run_at = now_ms() + 100 + (rand::random::<u64>() % 400) as i64;
-            let mut st = StateInfo::new(JobState::Scheduled);
-            st.run_at = Some(run_at);
-            st.reason = Some(format!("held back by the limit for {dest}"));
-            Some(Finish {
-                mode: FinishMode::Defer,
-                id: leased.id.clone(),
-                token: leased.token.clone(),
-                run_at_ms: run_at,
-                state: st,
-                attempt: None,
-            })
+            Some(held(
+                leased,
+                run_at,
+                format!("held back by the limit for {dest}"),
+            ))
         }
     }
 }
