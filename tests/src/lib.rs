@@ -282,6 +282,41 @@ impl World {
             .expect("raw redis connection")
     }
 
+    /// Every key's content under the world's Redis, as text (hashes, lists, sets, sorted
+    /// sets, streams, strings).
+    pub async fn dump(&self) -> String {
+        let mut c = self.raw().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let mut out = String::new();
+        for k in keys {
+            let kind: String = redis::cmd("TYPE")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            // The command that reads a key of each type whole.
+            let read: &[&str] = match kind.as_str() {
+                "hash" => &["HGETALL"],
+                "list" => &["LRANGE", "0", "-1"],
+                "zset" => &["ZRANGE", "0", "-1"],
+                "set" => &["SMEMBERS"],
+                "stream" => &["XRANGE", "-", "+"],
+                _ => &["GET"],
+            };
+            let mut cmd = redis::cmd(read[0]);
+            cmd.arg(&k).arg(&read[1..]);
+            let v: redis::Value = cmd.query_async(&mut c).await.unwrap();
+            out.push_str(&format!("{k}: "));
+            flatten(&v, &mut out);
+            out.push('\n');
+        }
+        out
+    }
+
     /// One section of Redis's `INFO` (`server`, `commandstats`, ...).
     pub async fn info(&self, section: &str) -> String {
         redis::cmd("INFO")
@@ -610,5 +645,27 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+fn flatten(v: &redis::Value, out: &mut String) {
+    match v {
+        redis::Value::BulkString(b) => out.push_str(&String::from_utf8_lossy(b)),
+        redis::Value::SimpleString(s) => out.push_str(s),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            for i in items {
+                flatten(i, out);
+                out.push(' ');
+            }
+        }
+        redis::Value::Map(pairs) => {
+            for (k, v) in pairs {
+                flatten(k, out);
+                out.push('=');
+                flatten(v, out);
+                out.push(' ');
+            }
+        }
+        other => out.push_str(&format!("{other:?}")),
     }
 }

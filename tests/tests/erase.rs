@@ -8,63 +8,6 @@ use serde_json::Value;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 
-/// Every key's content under the world's Redis, as text (hashes, lists, sets, sorted
-/// sets, streams, strings).
-async fn everything(w: &World) -> String {
-    let mut c = w.raw().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let mut out = String::new();
-    for k in keys {
-        let kind: String = redis::cmd("TYPE")
-            .arg(&k)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        // The command that reads a key of each type whole.
-        let read: &[&str] = match kind.as_str() {
-            "hash" => &["HGETALL"],
-            "list" => &["LRANGE", "0", "-1"],
-            "zset" => &["ZRANGE", "0", "-1"],
-            "set" => &["SMEMBERS"],
-            "stream" => &["XRANGE", "-", "+"],
-            _ => &["GET"],
-        };
-        let mut cmd = redis::cmd(read[0]);
-        cmd.arg(&k).arg(&read[1..]);
-        let v: redis::Value = cmd.query_async(&mut c).await.unwrap();
-        out.push_str(&format!("{k}: "));
-        flatten(&v, &mut out);
-        out.push('\n');
-    }
-    out
-}
-
-fn flatten(v: &redis::Value, out: &mut String) {
-    match v {
-        redis::Value::BulkString(b) => out.push_str(&String::from_utf8_lossy(b)),
-        redis::Value::SimpleString(s) => out.push_str(s),
-        redis::Value::Array(items) | redis::Value::Set(items) => {
-            for i in items {
-                flatten(i, out);
-                out.push(' ');
-            }
-        }
-        redis::Value::Map(pairs) => {
-            for (k, v) in pairs {
-                flatten(k, out);
-                out.push('=');
-                flatten(v, out);
-                out.push(' ');
-            }
-        }
-        other => out.push_str(&format!("{other:?}")),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
     let mut w = World::new().await;
@@ -88,7 +31,7 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
             .await;
         assert_eq!(s.actions[0].state.state.as_str(), "scheduled", "{s:?}");
     }
-    let before = everything(&w).await;
+    let before = w.dump().await;
     for personal in ["+14155551234", "ann@example.com", "\"Ann\""] {
         assert!(
             before.contains(personal),
@@ -159,7 +102,7 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
     assert!(shown.contains("payload erased"), "{shown}");
 
     // Nothing of either call's content is left anywhere in Redis; the audit says who.
-    let after = everything(&w).await;
+    let after = w.dump().await;
     for personal in [
         "+14155551234",
         "ann@example.com",
@@ -210,22 +153,14 @@ async fn settled_jobs_lose_their_content_after_the_payload_retention_and_dead_le
             .unwrap(),
         0
     );
-    // Due (a retention of zero): the delivered call's jobs and the refused call's
-    // call-ended job lose their content; its dead action keeps it.
+    // Due (a retention of zero): the delivered call's jobs lose their content. The
+    // refused call's dead action keeps it, and so does its call-ended job: that is where
+    // the call's one copy of the event is stored, which the dead letter reads.
     let n = w.queue.expire_payloads(Duration::ZERO, 1000).await.unwrap();
-    assert_eq!(n, 3, "p-1's two jobs and p-2's call-ended job");
+    assert_eq!(n, 2, "p-1's two jobs");
     let s = w.queue.call_status("p-1").await.unwrap().unwrap();
     for job in std::iter::once(&s.call_ended).chain(&s.actions) {
-        let event = job
-            .job
-            .as_ref()
-            .map(|j| j["event"].clone())
-            .unwrap_or_default();
-        let event = if event.is_null() {
-            job.job.as_ref().unwrap()["event"].clone()
-        } else {
-            event
-        };
+        let event = &job.job.as_ref().unwrap()["event"];
         assert_eq!(event["metadata"]["payload"], "expired", "{job:?}");
         assert!(event.get("caller_number").is_none(), "{event}");
     }
@@ -238,9 +173,33 @@ async fn settled_jobs_lose_their_content_after_the_payload_retention_and_dead_le
         "a dead letter keeps its payload"
     );
     assert_eq!(
-        dead.call_ended.job.as_ref().unwrap()["event"]["metadata"]["payload"],
-        "expired"
+        dead.call_ended.job.as_ref().unwrap()["event"]["caller_number"],
+        "+14155551234"
     );
+    // Where the last pass stopped, the next one goes on: nothing left.
+    assert_eq!(
+        w.queue.expire_payloads(Duration::ZERO, 1000).await.unwrap(),
+        0
+    );
+    // Replayed and delivered, the dead letter settles its call: the next pass drops the
+    // call's content, from the one copy.
+    refusing.set_default(Reply::status(200));
+    let dead_id = dead.actions[0].id.clone();
+    assert_eq!(w.queue.replay(&[dead_id]).await.unwrap(), 1);
+    w.wait_call("p-2", Duration::from_secs(20), |s| {
+        aftercall_tests::settled(s) && s.actions[0].state.state.as_str() == "delivered"
+    })
+    .await;
+    assert_eq!(
+        w.queue.expire_payloads(Duration::ZERO, 1000).await.unwrap(),
+        2,
+        "p-2's action, then its call-ended job"
+    );
+    let s = w.queue.call_status("p-2").await.unwrap().unwrap();
+    for job in std::iter::once(&s.call_ended).chain(&s.actions) {
+        let event = &job.job.as_ref().unwrap()["event"];
+        assert_eq!(event["metadata"]["payload"], "expired", "{job:?}");
+    }
     // Where the last pass stopped, the next one goes on: nothing left.
     assert_eq!(
         w.queue.expire_payloads(Duration::ZERO, 1000).await.unwrap(),

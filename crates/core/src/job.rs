@@ -44,8 +44,10 @@ pub struct ActionJob {
     /// Position of the action in the agent's config at fan-out time.
     pub index: usize,
     pub action: Action,
-    /// Shared with the call-ended job it came from and the call's other actions: a
-    /// fan-out does not copy the event per action.
+    /// The call's event, shared with the call-ended job it came from and the call's other
+    /// actions. Not stored with the action: the queue keeps one copy per call, under the
+    /// call-ended job ([`call_ended_id`]), and [`Job::decode`] joins the two.
+    #[serde(skip_serializing)]
     pub event: Arc<CallEvent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
@@ -73,7 +75,9 @@ struct JobWire {
     agent_id: String,
     created_at: DateTime<Utc>,
     kind: WireKind,
-    event: Arc<CallEvent>,
+    /// Always there for a call-ended job; for an action job only in data stored before
+    /// actions referred to their call's event.
+    event: Option<Arc<CallEvent>>,
     index: Option<usize>,
     action: Option<Action>,
     agent_name: Option<String>,
@@ -95,12 +99,26 @@ impl TryFrom<JobWire> for Job {
     type Error = &'static str;
 
     fn try_from(w: JobWire) -> Result<Job, &'static str> {
+        w.into_job(None)
+    }
+}
+
+impl JobWire {
+    /// The job, its action's event from `call_event` (the call-ended job's) when the
+    /// action's own data does not carry one.
+    fn into_job(self, call_event: Option<Arc<CallEvent>>) -> Result<Job, &'static str> {
+        let w = self;
         let body = match w.kind {
-            WireKind::CallEnded => JobBody::CallEnded { event: w.event },
+            WireKind::CallEnded => JobBody::CallEnded {
+                event: w.event.ok_or("missing field `event`")?,
+            },
             WireKind::Action => JobBody::Action(ActionJob {
                 index: w.index.ok_or("missing field `index`")?,
                 action: w.action.ok_or("missing field `action`")?,
-                event: w.event,
+                event: w
+                    .event
+                    .or(call_event)
+                    .ok_or("the call's event is not stored (its call-ended job's data is gone)")?,
                 agent_name: w.agent_name,
                 date_format: w.date_format,
                 utc_offset: w.utc_offset,
@@ -151,7 +169,30 @@ impl ActionJob {
     }
 }
 
+/// The id of the call-ended job whose event an action job `id` reads (`<parent>.<index>`,
+/// [`fan_out`]); `None` for an id that is not an action job's.
+pub fn call_ended_id(id: &str) -> Option<&str> {
+    let (parent, index) = id.split_once('.')?;
+    (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())).then_some(parent)
+}
+
 impl Job {
+    /// Reads a stored job. An action job's event is stored once per call, with its
+    /// call-ended job: `call_ended` is that job's stored JSON, read only when the
+    /// action's own data has no event.
+    pub fn decode(data: &[u8], call_ended: Option<&[u8]>) -> Result<Job, String> {
+        let wire: JobWire = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        let event = match (&wire.kind, &wire.event, call_ended) {
+            (WireKind::Action, None, Some(parent)) => {
+                let parent: JobWire =
+                    serde_json::from_slice(parent).map_err(|e| format!("the call's event: {e}"))?;
+                parent.event
+            }
+            _ => None,
+        };
+        wire.into_job(event).map_err(str::to_string)
+    }
+
     /// A new call-ended job for `event`, with a time-ordered id.
     pub fn call_ended(event: CallEvent, now: DateTime<Utc>) -> Job {
         Job {
@@ -544,8 +585,13 @@ mod tests {
             "2026-03-15T12:00:00+00:00"
         );
         assert_eq!(hook.expires_at(now), None);
-        // Stored and read back with its decision.
-        let back: Job = serde_json::from_str(&jobs[0].0.to_json()).unwrap();
+        // Stored and read back with its decision (and the call's event, stored once).
+        let parent = Job::call_ended((*ev("completed")).clone(), now);
+        let back = Job::decode(
+            jobs[0].0.to_json().as_bytes(),
+            Some(parent.to_json().as_bytes()),
+        )
+        .unwrap();
         assert_eq!(back, jobs[0].0);
     }
 
@@ -562,14 +608,28 @@ mod tests {
         let action = &jobs[0].0;
         let json = action.to_json();
         assert!(json.contains(r#""kind":"action""#), "stored flat: {json}");
-        let back: Job = serde_json::from_str(&json).unwrap();
+        // One copy per call: the action's data refers to its call-ended job's event.
+        assert!(
+            !json.contains("\"event\""),
+            "no event in an action's data: {json}"
+        );
+        assert_eq!(call_ended_id(&action.id), Some(j.id.as_str()));
+        assert_eq!(call_ended_id(&j.id), None);
+        assert_eq!(call_ended_id("job_1.c1"), None);
+        let back = Job::decode(json.as_bytes(), Some(j.to_json().as_bytes())).unwrap();
         assert_eq!(action, &back);
         assert_eq!(back.kind(), "webhook");
+        // Without it, an error that says what is missing, not a default event.
+        let err = Job::decode(json.as_bytes(), None).unwrap_err();
+        assert!(err.contains("call's event"), "{err}");
+        // Data stored before (the event in every action job) still reads on its own.
+        let mut legacy: serde_json::Value = serde_json::from_str(&json).unwrap();
+        legacy["event"] = serde_json::to_value(event()).unwrap();
+        let legacy = serde_json::to_vec(&legacy).unwrap();
+        assert_eq!(&Job::decode(&legacy, None).unwrap(), action);
         // An action job without its action is an error naming the field, not a default.
         let broken = json.replace(r#""index":0,"#, "");
-        let err = serde_json::from_str::<Job>(&broken)
-            .unwrap_err()
-            .to_string();
+        let err = Job::decode(broken.as_bytes(), Some(j.to_json().as_bytes())).unwrap_err();
         assert!(err.contains("index"), "{err}");
     }
 

@@ -49,10 +49,13 @@ impl Queue {
             let mut writes = Vec::new();
             for (id, d) in ids.iter().zip(data) {
                 let Some(d) = d else { continue };
-                let job = self
-                    .open_data(id, &d)
-                    .ok()
-                    .and_then(|plain| serde_json::from_slice::<Job>(&plain).ok());
+                let plain = self.open_data(id, &d).ok();
+                // An action job's data holds no event (its call-ended job's is the one
+                // copy): its ids and action config stay as they are.
+                if plain.as_deref().is_some_and(refers_to_event) {
+                    continue;
+                }
+                let job = plain.and_then(|plain| serde_json::from_slice::<Job>(&plain).ok());
                 let cmd = match job {
                     Some(job) => {
                         let mut c = redis::cmd("HSET");
@@ -91,4 +94,16 @@ impl Queue {
             "call {call_id} kept changing while it was erased; try again"
         )))
     }
+}
+
+/// Whether stored job data is an action job's that reads its call's event from its
+/// call-ended job, rather than carrying one.
+fn refers_to_event(data: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Head {
+        kind: String,
+        #[serde(default)]
+        event: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Head>(data).is_ok_and(|h| h.kind == "action" && h.event.is_none())
 }

@@ -20,6 +20,9 @@ pub struct Keys {
     /// (its id the time, its fields the call ids).
     pub calls_log: String,
     pub fanout: String,
+    /// A call-ended job's action jobs not yet forgotten (parent id -> count): its data,
+    /// the call's one copy of the event, stays while any of them may still read it.
+    pub refs: String,
     /// A call's analysis from its platform (call id -> record), kept as long as the call.
     pub analysis: String,
     /// Erasures (who, when, how many jobs): a stream, no content.
@@ -110,6 +113,7 @@ impl Keys {
             "calls" => &self.calls,
             "calls_log" => &self.calls_log,
             "fanout" => &self.fanout,
+            "refs" => &self.refs,
             "analysis" => &self.analysis,
             "audit" => &self.audit,
             "payload_cursor" => &self.payload_cursor,
@@ -145,6 +149,7 @@ impl Keys {
             calls: k("calls"),
             calls_log: k("calls_log"),
             fanout: k("fanout"),
+            refs: k("refs"),
             analysis: k("analysis"),
             audit: k("audit"),
             payload_cursor: k("payload_cursor"),

@@ -1,6 +1,7 @@
 //! Read and repair operations shared by the CLI and the HTTP API: per-call status,
 //! dead letters (list, show, replay, purge) and queue statistics.
 
+use aftercall_core::job::call_ended_id;
 use aftercall_core::{Attempt, Job};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,20 @@ pub struct JobRecord {
 }
 
 /// Blanks `action.secret` and `action.headers` values of a stored job's JSON.
+/// A stored job as shown: an action job's data with its call's event put back in, from
+/// its call-ended job's stored JSON `call_ended` (where the queue keeps the one copy).
+fn with_call_event(mut job: serde_json::Value, call_ended: Option<&str>) -> serde_json::Value {
+    if let Some(obj) = job.as_object_mut()
+        && !obj.contains_key("event")
+        && let Some(parent) = call_ended
+        && let Ok(serde_json::Value::Object(mut p)) = serde_json::from_str(parent)
+        && let Some(event) = p.remove("event")
+    {
+        obj.insert("event".into(), event);
+    }
+    job
+}
+
 pub fn redact_job(job: &mut serde_json::Value) {
     use aftercall_core::config::{REDACTED, REDACTED_HEADER};
     use serde_json::Value;
@@ -267,26 +282,47 @@ impl Queue {
             return Ok(Vec::new());
         }
         let k = &self.inner.keys;
+        // An action job's event is its call-ended job's (one copy per call): read with it.
+        let mut parents: Vec<&str> = Vec::new();
+        for id in ids {
+            if let Some(p) = call_ended_id(id)
+                && !parents.contains(&p)
+            {
+                parents.push(p);
+            }
+        }
         let mut p = redis::pipe();
         for key in [&k.data, &k.state, &k.attempts, &k.max, &k.log] {
             p.cmd("HMGET").arg(key).arg(ids);
         }
+        p.cmd("HMGET").arg(&k.data).arg(&parents).arg("");
         type Col = Vec<Option<String>>;
+        type Bytes = Vec<Option<Vec<u8>>>;
         // Payloads as bytes: one that is not UTF-8 is shown as undecodable, rather than
         // failing every listing that includes it.
-        let (data, state, attempts, max, log): (Vec<Option<Vec<u8>>>, Col, Col, Col, Col) =
+        let (data, state, attempts, max, log, parent_data): (Bytes, Col, Col, Col, Col, Bytes) =
             p.query_async(&mut self.conn()).await?;
+        let open = |d: Option<Vec<u8>>, id: &str| {
+            d.map(|b| match self.open_data(id, &b) {
+                Ok(plain) => String::from_utf8_lossy(&plain).into_owned(),
+                // Shown as the undecodable payload it is, with why.
+                Err(e) => format!("stored data {e}"),
+            })
+        };
         let data: Col = data
             .into_iter()
             .zip(ids)
-            .map(|(d, id)| {
-                d.map(|b| match self.open_data(id, &b) {
-                    Ok(plain) => String::from_utf8_lossy(&plain).into_owned(),
-                    // Shown as the undecodable payload it is, with why.
-                    Err(e) => format!("stored data {e}"),
-                })
-            })
+            .map(|(d, id)| open(d, id))
             .collect();
+        let events: Vec<(&str, Option<String>)> = parents
+            .iter()
+            .zip(parent_data)
+            .map(|(p, d)| (*p, open(d, p)))
+            .collect();
+        let event_of = |id: &str| {
+            let p = call_ended_id(id)?;
+            events.iter().find(|(q, _)| *q == p)?.1.as_deref()
+        };
         let mut out = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             let Some(state_raw) = &state[i] else { continue };
@@ -297,14 +333,17 @@ impl Queue {
                     .map_err(|e| QueueError::Corrupt(format!("history of {id}: {e}")))?,
                 None => Vec::new(),
             };
+            let parent = event_of(id);
             let (kind, call_id, agent_id, action_index, job) = match &data[i] {
-                Some(d) => match serde_json::from_str::<Job>(d) {
+                Some(d) => match Job::decode(d.as_bytes(), parent.map(str::as_bytes)) {
                     Ok(j) => {
                         let index = match &j.body {
                             aftercall_core::JobBody::Action(a) => Some(a.index),
                             _ => None,
                         };
-                        let value = serde_json::from_str(d).ok();
+                        let value = serde_json::from_str(d)
+                            .ok()
+                            .map(|v| with_call_event(v, parent));
                         (
                             j.kind().to_string(),
                             Some(j.call_id),
@@ -493,22 +532,13 @@ impl Queue {
         Ok(Replay { replayed, expired })
     }
 
-    /// Which of `ids` are action jobs past their `expires_after` now. Only jobs whose
-    /// data mentions `expires_after` are decoded.
+    /// Which of `ids` are action jobs past their `expires_after` now.
     async fn expired(&self, ids: &[String]) -> Result<Vec<String>, QueueError> {
         let now = chrono::Utc::now();
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
-            let data: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(&self.inner.keys.data)
-                .arg(chunk)
-                .query_async(&mut self.conn())
-                .await?;
-            for (id, d) in chunk.iter().zip(data) {
-                let Some(d) = d.filter(|d| d.contains("\"expires_after\"")) else {
-                    continue;
-                };
-                if let Ok(job) = serde_json::from_str::<Job>(&d)
+            for (id, job) in chunk.iter().zip(self.decoded(chunk).await?) {
+                if let Some(Ok(job)) = job
                     && let aftercall_core::JobBody::Action(a) = &job.body
                     && a.expires_at(job.created_at).is_some_and(|t| t <= now)
                 {
@@ -517,6 +547,53 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// The stored jobs `ids`, decoded with their call's event (an action job's is its
+    /// call-ended job's, read in the same round trip): `None` where nothing is stored.
+    pub(crate) async fn decoded(
+        &self,
+        ids: &[impl AsRef<str>],
+    ) -> Result<Vec<Option<Result<Job, String>>>, QueueError> {
+        let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
+        let mut parents: Vec<&str> = Vec::new();
+        for id in &ids {
+            if let Some(p) = call_ended_id(id)
+                && !parents.contains(&p)
+            {
+                parents.push(p);
+            }
+        }
+        let mut data: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(&self.inner.keys.data)
+            .arg(&ids)
+            .arg(&parents)
+            .query_async(&mut self.conn())
+            .await?;
+        let open = |id: &str, d: Option<Vec<u8>>| {
+            d.map(|d| {
+                self.open_data(id, &d)
+                    .map(|p| p.into_owned())
+                    .map_err(|e| format!("stored data {e}"))
+            })
+        };
+        let events: Vec<(&str, Option<Result<Vec<u8>, String>>)> = parents
+            .iter()
+            .zip(data.split_off(ids.len()))
+            .map(|(p, d)| (*p, open(p, d)))
+            .collect();
+        Ok(ids
+            .iter()
+            .zip(data)
+            .map(|(id, d)| {
+                let plain = open(id, d)?;
+                let parent = call_ended_id(id)
+                    .and_then(|p| events.iter().find(|(q, _)| *q == p))
+                    .and_then(|(_, e)| e.as_ref())
+                    .and_then(|e| e.as_ref().ok());
+                Some(plain.and_then(|d| Job::decode(&d, parent.map(Vec::as_slice))))
+            })
+            .collect())
     }
 
     /// Whether the job's last replay was forced (`replay_with(.., true)`): read by a

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use aftercall_core::job::call_ended_id;
 use aftercall_core::{Attempt, CallEvent, Job, JobBody};
 
 use crate::{Queue, QueueError, now_ms};
@@ -35,7 +36,16 @@ fn is_stripped(job: &Job) -> bool {
     event.metadata.contains_key("payload") && event.transcript.is_none() && event.summary.is_none()
 }
 
+type Bytes = Vec<Option<Vec<u8>>>;
+
 impl Queue {
+    /// A stored job, opened and decoded on its own (an action job without its call's
+    /// event does not read this way: `None`, as for unreadable data).
+    fn read(&self, id: &str, data: Vec<u8>) -> Option<Job> {
+        let plain = self.open_data(id, &data).ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+
     /// Drops the personal content of up to `limit` jobs that settled more than
     /// `older_than` ago, oldest first, from where the last call stopped. Returns how
     /// many were rewritten.
@@ -65,15 +75,44 @@ impl Queue {
             return Ok(0);
         };
         let ids: Vec<&str> = due.iter().map(|(id, _)| id.as_str()).collect();
-        let (data, logs): (Vec<Option<Vec<u8>>>, Vec<Option<String>>) = redis::pipe()
+        // A call's event is stored once, with its call-ended job: it goes when all the
+        // call's jobs have settled (in `done`), so it is looked at with each of them
+        // and dropped with the last; a dead letter keeps it.
+        let mut calls: Vec<&str> = Vec::new();
+        for id in &ids {
+            let parent = call_ended_id(id).unwrap_or(id);
+            if !calls.contains(&parent) {
+                calls.push(parent);
+            }
+        }
+        let (data, logs, parents): (Bytes, Vec<Option<String>>, Bytes) = redis::pipe()
             .cmd("HMGET")
             .arg(&k.data)
             .arg(&ids)
             .cmd("HMGET")
             .arg(&k.log)
             .arg(&ids)
+            .cmd("HMGET")
+            .arg(&k.data)
+            .arg(&calls)
             .query_async(&mut self.conn())
             .await?;
+        let parents: Vec<(&str, Job)> = calls
+            .iter()
+            .zip(parents)
+            .filter_map(|(id, d)| Some((*id, self.read(id, d?)?)))
+            .filter(|(_, j)| matches!(j.body, JobBody::CallEnded { .. }) && !is_stripped(j))
+            .collect();
+        let fanouts: Vec<Option<String>> = if parents.is_empty() {
+            Vec::new()
+        } else {
+            let call_ids: Vec<&str> = parents.iter().map(|(_, j)| j.call_id.as_str()).collect();
+            redis::cmd("HMGET")
+                .arg(&k.fanout)
+                .arg(&call_ids)
+                .query_async(&mut self.conn())
+                .await?
+        };
         // A full batch may stop inside a millisecond: start again at that millisecond
         // (what was done is skipped as stripped), unless the whole batch was one.
         let first = due[0].1;
@@ -84,20 +123,8 @@ impl Queue {
         };
         let mut inv = self.inner.scripts.expire.invocation(k);
         inv.arg(reached as i64);
+        let mut parent_logs = Vec::new();
         for ((id, d), log) in ids.iter().zip(data).zip(logs) {
-            let job = d
-                .and_then(|d| self.open_data(id, &d).ok().map(|p| p.into_owned()))
-                .and_then(|plain| serde_json::from_slice::<Job>(&plain).ok());
-            let (data, call) = match job {
-                Some(j) if !is_stripped(&j) => {
-                    let call = matches!(j.body, JobBody::CallEnded { .. })
-                        .then(|| j.call_id.clone())
-                        .unwrap_or_default();
-                    let json = stripped(j, "expired").to_json().into_bytes();
-                    (self.seal_data(id, json), call)
-                }
-                _ => (Vec::new(), String::new()),
-            };
             let log = log
                 .and_then(|l| serde_json::from_str::<Vec<Attempt>>(&l).ok())
                 .filter(|h| h.iter().any(|a| a.error.is_some() || a.response.is_some()))
@@ -109,7 +136,38 @@ impl Queue {
                     serde_json::to_string(&h).expect("a history always serializes")
                 })
                 .unwrap_or_default();
-            inv.arg(*id).arg(data).arg(log).arg(call);
+            // A call-ended job is rewritten once, below, with its call's other jobs.
+            if parents.iter().any(|(p, _)| p == id) {
+                parent_logs.push((*id, log));
+                continue;
+            }
+            // A job that carries an event of its own (stored before one copy per call).
+            let data = match d.and_then(|d| self.read(id, d)) {
+                Some(j) if matches!(j.body, JobBody::Action(_)) && !is_stripped(&j) => {
+                    self.seal_data(id, stripped(j, "expired").to_json().into_bytes())
+                }
+                _ => Vec::new(),
+            };
+            inv.arg(*id).arg(data).arg(log).arg("").arg(0);
+        }
+        for ((id, job), fanout) in parents.into_iter().zip(fanouts) {
+            let actions: Vec<String> = fanout
+                .and_then(|f| serde_json::from_str(&f).ok())
+                .unwrap_or_default();
+            let call = job.call_id.clone();
+            let json = stripped(job, "expired").to_json().into_bytes();
+            let log = parent_logs
+                .iter()
+                .find(|(p, _)| *p == id)
+                .map_or("", |(_, l)| l.as_str());
+            inv.arg(id)
+                .arg(self.seal_data(id, json))
+                .arg(log)
+                .arg(call)
+                .arg(actions.len());
+            for a in &actions {
+                inv.arg(a);
+            }
         }
         Ok(inv.invoke_async(&mut self.conn()).await?)
     }

@@ -120,6 +120,7 @@ const SOURCES: [(&str, &str, &[&str]); 16] = [
             "log",
             "lease",
             "fanout",
+            "refs",
             "notify",
         ],
     ),
@@ -136,7 +137,9 @@ const SOURCES: [(&str, &str, &[&str]); 16] = [
     (
         "purge",
         include_str!("lua/purge.lua"),
-        &["dead", "data", "state", "attempts", "max", "log", "lease"],
+        &[
+            "dead", "data", "state", "attempts", "max", "log", "lease", "refs",
+        ],
     ),
     (
         "sweep",
@@ -152,6 +155,7 @@ const SOURCES: [(&str, &str, &[&str]); 16] = [
             "calls_log",
             "fanout",
             "analysis",
+            "refs",
         ],
     ),
     // A destination's semaphore (token -> expiry ms) and this second's start counter:

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use aftercall_core::job::call_ended_id;
 use aftercall_core::{Job, JobState};
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +14,10 @@ use crate::{JobId, LeaseToken, Queue, QueueError, now_ms};
 pub struct Leased {
     pub id: JobId,
     pub data: String,
+    /// For an action job, its call-ended job's stored JSON, which holds the call's event
+    /// (one copy per call, shared by the call's jobs of one fetch): see
+    /// [`aftercall_core::Job::decode`]. `None` if that data is gone.
+    pub call_ended: Option<std::sync::Arc<str>>,
     /// Why the stored data cannot be read (sealed with a key this process lacks): the
     /// job is dead-lettered with it, in view.
     pub unreadable: Option<String>,
@@ -165,32 +170,67 @@ impl Queue {
         }
         // The jobs' data is read here rather than in the script: every string crossing
         // into Lua costs Redis a hash of each of its bytes. Job data is immutable, and a
-        // leased job is neither purged nor swept, so this reads what the script saw.
-        let data: Vec<Option<Vec<u8>>> = if leased.is_empty() {
+        // leased job is neither purged nor swept, so this reads what the script saw; an
+        // action job's call-ended job keeps its data while the action is not forgotten
+        // (`refs`), and is read in the same HMGET, once per call.
+        let mut parents: Vec<String> = Vec::new();
+        for (id, _, _) in &leased {
+            if let Some(p) = call_ended_id(id)
+                && !parents.iter().any(|q| q == p)
+            {
+                parents.push(p.to_string());
+            }
+        }
+        let mut data: Vec<Option<Vec<u8>>> = if leased.is_empty() {
             Vec::new()
         } else {
             let ids: Vec<&str> = leased.iter().map(|(id, _, _)| id.as_str()).collect();
             redis::cmd("HMGET")
                 .arg(&k.data)
                 .arg(&ids)
+                .arg(&parents)
                 .query_async(&mut self.conn())
                 .await?
         };
+        type Event = Result<std::sync::Arc<str>, String>;
+        let events: Vec<(String, Option<Event>)> = parents
+            .into_iter()
+            .zip(data.split_off(leased.len()))
+            .map(|(p, d)| {
+                let event = d.map(|d| match self.open_data(&p, &d) {
+                    Ok(plain) => Ok(String::from_utf8_lossy(&plain).into()),
+                    Err(e) => Err(format!("the call's event: stored data {e}")),
+                });
+                (p, event)
+            })
+            .collect();
         let mut jobs = Vec::with_capacity(leased.len());
         for ((id, attempt, max_attempts), data) in leased.into_iter().zip(data) {
             // Bytes, not String: a payload that is not UTF-8 must fail as its own job
             // (undecodable, dead-lettered), not fail the fetch of its whole batch.
-            let (data, unreadable) = match data.as_deref().map(|d| self.open_data(&id, d)) {
+            let (data, mut unreadable) = match data.as_deref().map(|d| self.open_data(&id, d)) {
                 Some(Ok(plain)) => (plain.into_owned(), None),
                 Some(Err(e)) => (Vec::new(), Some(format!("stored data {e}"))),
                 None => (Vec::new(), None),
             };
             let data = String::from_utf8(data)
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            let event = call_ended_id(&id)
+                .and_then(|p| events.iter().find(|(q, _)| q == p))
+                .and_then(|(_, e)| e.clone());
+            let call_ended = match event {
+                Some(Ok(json)) => Some(json),
+                Some(Err(e)) => {
+                    unreadable.get_or_insert(e);
+                    None
+                }
+                None => None,
+            };
             let token = LeaseToken::new(worker, attempt);
             jobs.push(Leased {
                 id: id.into(),
                 data,
+                call_ended,
                 unreadable,
                 attempt,
                 max_attempts,
@@ -276,6 +316,7 @@ impl Queue {
                     Ok(FannedOut::Claimed(Leased {
                         id: id.into(),
                         data: String::new(),
+                        call_ended: None,
                         unreadable: None,
                         attempt: 1,
                         max_attempts: self.inner.cfg.retry.max_attempts,

@@ -49,10 +49,12 @@ pub(crate) async fn process(ctx: &Ctx, mut leased: Leased) {
         // in view, rather than dropped by the fetch.
         Err("no data is stored under its id".to_string())
     } else {
-        serde_json::from_str::<Box<Job>>(&leased.data).map_err(|e| e.to_string())
+        let call_ended = leased.call_ended.as_deref().map(str::as_bytes);
+        Job::decode(leased.data.as_bytes(), call_ended).map(Box::new)
     };
     // The stored JSON is not needed past here: not kept for the length of a slow request.
     leased.data = String::new();
+    leased.call_ended = None;
     let mut next = Some((leased, decoded));
     // Then the job a fan-out claimed, in this job's slot, as if fetched: no fetch, no
     // decode.

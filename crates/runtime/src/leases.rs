@@ -90,6 +90,7 @@ mod tests {
         Leased {
             id: id.into(),
             data: String::new(),
+            call_ended: None,
             unreadable: None,
             attempt: 1,
             max_attempts: 8,

@@ -23,6 +23,7 @@ use crate::probe::{self, Meter, Sampler, Usage, now_us, round};
 use crate::report::{Report, int, mb};
 
 mod api;
+mod bytes;
 mod intake;
 mod pipeline;
 mod procs;
@@ -30,6 +31,7 @@ mod queue;
 mod workload;
 
 use api::*;
+use bytes::*;
 use intake::*;
 use pipeline::*;
 use procs::*;
@@ -38,7 +40,7 @@ use workload::*;
 
 const SCENARIOS: &[&str] = &[
     "ceiling", "memory", "enqueue", "noop", "pipeline", "latency", "slow", "flatness", "aof",
-    "stalled", "intake",
+    "stalled", "intake", "bytes",
 ];
 
 struct Opts {
@@ -197,6 +199,7 @@ async fn run(opts: Opts, target: PathBuf) -> anyhow::Result<()> {
                 "aof" => aof(&mut b).await,
                 "stalled" => stalled(&mut b).await,
                 "intake" => intake(&mut b).await,
+                "bytes" => bytes(&mut b).await,
                 _ => unreachable!(),
             },
         };

@@ -1,7 +1,7 @@
 -- Atomically creates calls' action jobs and finishes their call-ended jobs, one or many
 -- calls per script call, each as if run in turn. Idempotent: a call fans out once,
 -- whoever holds the lease.
--- KEYS (scripts.rs binds them as locals): ready_key, running_key, scheduled_key, done_key, data_key, state_key, attempts_key, max_key, log_key, lease_key, fanout_key, notify_key
+-- KEYS (scripts.rs binds them as locals): ready_key, running_key, scheduled_key, done_key, data_key, state_key, attempts_key, max_key, log_key, lease_key, fanout_key, refs_key, notify_key
 -- ARGV: now, then per call-ended job: parent_id, token, call_id, parent_state, parent_log,
 --       ids_json, claim_token, claim_deadline_ms, n, then n times: id, max ('' for the
 --       default, which is not stored), run_at_ms (0 = now)
@@ -14,6 +14,9 @@
 -- A claim (claim_token not empty, `worker:1`) leases the call's first action job that
 -- is due now to the fanning-out worker, which runs it next without a fetch: that job
 -- skips the ready list, the rest are queued as usual. Only a call's first fan-out claims.
+-- The action jobs' data does not repeat the call's event: they read the call-ended job's
+-- (one copy per call), which `refs` keeps (parent -> action jobs not yet forgotten;
+-- sweep.lua and purge.lua count down).
 -- Returns per call-ended job: 0 stale lease, 1 applied, or the id of the claimed job.
 local now = tonumber(ARGV[1])
 local now_s = ARGV[1]
@@ -44,6 +47,7 @@ if #ARGV == 10 + 3 * tonumber(ARGV[10]) then
   local queued = false
   if rcall('HSETNX', fanout_key, call_id, ARGV[7]) == 1 then
     local claim_token = ARGV[8]
+    if n > 0 then rcall('HSET', refs_key, parent, n) end
     for i = 11, #ARGV, 3 do
       local id, run_at = ARGV[i], tonumber(ARGV[i + 2])
       if ARGV[i + 1] ~= '' then rcall('HSET', max_key, id, ARGV[i + 1]) end
@@ -92,9 +96,9 @@ local seen = {}
 -- No attempts entry for new jobs: an absent count reads as 0 everywhere.
 -- Explicit counters, not `#t + 1`: Lua finds a table's length by a binary search.
 local maxes, states, ready, scheduled, unapplied = {}, {}, {}, {}, {}
-local finished, done, log_ids, log_entries = {}, {}, {}, {}
+local finished, done, log_ids, log_entries, refs = {}, {}, {}, {}, {}
 local claimed, running, leases, running_states = {}, {}, {}, {}
-local nm, ns, nr, nsc, nf, nl, nc, nu = 0, 0, 0, 0, 0, 0, 0, 0
+local nm, ns, nr, nsc, nf, nl, nc, nu, nrf = 0, 0, 0, 0, 0, 0, 0, 0, 0
 local queued
 for k = 1, np do
   local p = at[k]
@@ -109,6 +113,11 @@ for k = 1, np do
     local n = tonumber(ARGV[p + 8])
     local claim_token = ARGV[p + 6]
     if rcall('HSETNX', fanout_key, ARGV[p + 2], ARGV[p + 5]) == 1 then
+      if n > 0 then
+        refs[nrf + 1] = parent
+        refs[nrf + 2] = n
+        nrf = nrf + 2
+      end
       for j = p + 9, p + 6 + 3 * n, 3 do
         local id, run_at = ARGV[j], tonumber(ARGV[j + 2])
         if ARGV[j + 1] ~= '' then
@@ -167,6 +176,7 @@ end
 
 if nf > 0 then
   if nm > 0 then call_sliced('HSET', max_key, maxes, 2) end
+  if nrf > 0 then call_sliced('HSET', refs_key, refs, 2) end
   if nsc > 0 then call_sliced('ZADD', scheduled_key, scheduled, 2) end
   if nr > 0 then call_sliced('LPUSH', ready_key, ready, 1) end
   call_sliced('ZREM', running_key, finished, 1)

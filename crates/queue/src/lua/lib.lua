@@ -81,3 +81,16 @@ local function notify(key)
     rcall('LPUSH', key, 1)
   end
 end
+
+-- Action job `id` is forgotten (swept or purged): one reader fewer of its call-ended
+-- job's data, the call's one copy of the event, which goes with the last reader once
+-- the call-ended job is forgotten too. (Data from before `refs`, with the event in each
+-- action job, has no count: it reads as none left.)
+local function release_event(refs_key, state_key, data_key, id)
+  local parent = string.match(id, '^(.+)%.%d+$')
+  if not parent then return end
+  if rcall('HINCRBY', refs_key, parent, -1) <= 0 then
+    rcall('HDEL', refs_key, parent)
+    if rcall('HEXISTS', state_key, parent) == 0 then rcall('HDEL', data_key, parent) end
+  end
+end

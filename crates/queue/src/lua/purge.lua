@@ -1,5 +1,5 @@
 -- Deletes dead letters for good, leaving a `purged` state so the call's history says so.
--- KEYS (scripts.rs binds them as locals): dead_key, data_key, state_key, attempts_key, max_key, log_key, lease_key
+-- KEYS (scripts.rs binds them as locals): dead_key, data_key, state_key, attempts_key, max_key, log_key, lease_key, refs_key
 -- ARGV: now, ids...
 local now = tonumber(ARGV[1])
 local n = 0
@@ -12,6 +12,7 @@ for i = 2, #ARGV do
     redis.call('HDEL', log_key, id)
     redis.call('HDEL', lease_key, id)
     redis.call('HSET', state_key, id, state_json('purged', now))
+    release_event(refs_key, state_key, data_key, id)
     n = n + 1
   end
 end

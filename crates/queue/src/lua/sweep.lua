@@ -1,15 +1,19 @@
 -- Retention: forgets finished jobs and call ids older than the cutoff, in bounded steps.
--- KEYS (scripts.rs binds them as locals): done_key, data_key, state_key, attempts_key, max_key, log_key, calls_key, calls_log_key, fanout_key, analysis_key
+-- KEYS (scripts.rs binds them as locals): done_key, data_key, state_key, attempts_key, max_key, log_key, calls_key, calls_log_key, fanout_key, analysis_key, refs_key
 -- ARGV: cutoff_ms, limit, retention_ms
 -- Call ids are forgotten by whole entries of the log (one per enqueue: up to 500 ids),
 -- until `limit` ids are gone.
 local cutoff, limit = ARGV[1], tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', done_key, '-inf', cutoff, 'LIMIT', 0, limit)
+-- A call-ended job's data is the call's event: it stays while an action job of the call
+-- is not forgotten (a retry, a dead letter kept longer, a replay), and goes with the last.
 for _, id in ipairs(ids) do
   redis.call('ZREM', done_key, id)
-  for _, key in ipairs({ data_key, state_key, attempts_key, max_key, log_key }) do
+  for _, key in ipairs({ state_key, attempts_key, max_key, log_key }) do
     redis.call('HDEL', key, id)
   end
+  if redis.call('HEXISTS', refs_key, id) == 0 then redis.call('HDEL', data_key, id) end
+  release_event(refs_key, state_key, data_key, id)
 end
 local forgotten = 0
 -- The log's entry ids are Redis's time (`ms-seq`), so its cutoff is taken by Redis's
