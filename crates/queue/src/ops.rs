@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Queue, QueueError, StateInfo, now_ms};
 
+/// A job's stored data once opened (decrypted): absent, or the bytes, or why not.
+type Opened = Option<Result<Vec<u8>, String>>;
+
 /// Everything stored about one job.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -577,7 +580,7 @@ impl Queue {
                     .map_err(|e| format!("stored data {e}"))
             })
         };
-        let events: Vec<(&str, Option<Result<Vec<u8>, String>>)> = parents
+        let events: Vec<(&str, Opened)> = parents
             .iter()
             .zip(data.split_off(ids.len()))
             .map(|(p, d)| (*p, open(p, d)))
