@@ -2,7 +2,7 @@
 //! port, real HTTP receivers on 127.0.0.1, and the built `aftercall-worker` and
 //! `aftercall` binaries run as processes (so they can be killed with SIGKILL).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -668,4 +668,60 @@ fn flatten(v: &redis::Value, out: &mut String) {
         }
         other => out.push_str(&format!("{other:?}")),
     }
+}
+
+/// Verifies each recorded request with `standardwebhooks.Webhook(secret).verify(body,
+/// headers)`, once per secret; returns per request and secret "ok" or the error.
+const VERIFY_PY: &str = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+reqs = json.load(open(sys.argv[1]))
+out = []
+for r in reqs:
+    body = bytes(r["body"])
+    row = {}
+    for secret in r["secrets"]:
+        try:
+            Webhook(secret).verify(body, r["headers"])
+            row[secret] = "ok"
+        except WebhookVerificationError as e:
+            row[secret] = "fail: " + str(e)
+    out.append(row)
+print(json.dumps(out))
+"#;
+
+/// A recorded request: body bytes and headers.
+pub type Request = (Vec<u8>, Vec<(String, String)>);
+
+pub fn verify_with_python(
+    dir: &Path,
+    reqs: &[Request],
+    secrets: &[&str],
+) -> Vec<serde_json::Value> {
+    let input: Vec<_> = reqs
+        .iter()
+        .map(|(body, headers)| {
+            let h: serde_json::Map<String, serde_json::Value> = headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into()))
+                .collect();
+            serde_json::json!({"body": body, "headers": h, "secrets": secrets})
+        })
+        .collect();
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = dir.join(format!("requests-{}-{n}.json", std::process::id()));
+    std::fs::write(&file, serde_json::to_vec(&input).unwrap()).unwrap();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(VERIFY_PY)
+        .arg(&file)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the verifier failed (is `standardwebhooks` installed? `./dev test` installs it): {}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).expect("verifier output")
 }

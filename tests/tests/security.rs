@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use aftercall_tests::{
-    Receiver, RedisOptions, Reply, World, action_states, assert_failed_with, call_event, free_port,
-    settled, stderr, stdout,
+    Receiver, RedisOptions, Reply, Request, World, action_states, assert_failed_with, call_event,
+    free_port, settled, stderr, stdout, verify_with_python,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -44,56 +44,6 @@ const SECRET_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SECRET_OLD: &str = "whsec_kfqthwQW0P7nP0YnorLnKcwlf34x/T2O";
 const SECRET_NEW: &str = "whsec_OS8FylUIkwbHw44png5oWs8noJ4q9pOA";
 const SECRET_OTHER: &str = "whsec_jX0SrS3l7AUZicLfWGLUHl6sKk5CYSvK";
-
-/// Verifies each recorded request with `standardwebhooks.Webhook(secret).verify(body,
-/// headers)`, once per secret; returns per request and secret "ok" or the error.
-const VERIFY_PY: &str = r#"
-import json, sys
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-reqs = json.load(open(sys.argv[1]))
-out = []
-for r in reqs:
-    body = bytes(r["body"])
-    row = {}
-    for secret in r["secrets"]:
-        try:
-            Webhook(secret).verify(body, r["headers"])
-            row[secret] = "ok"
-        except WebhookVerificationError as e:
-            row[secret] = "fail: " + str(e)
-    out.append(row)
-print(json.dumps(out))
-"#;
-
-/// A recorded request: body bytes and headers.
-type Request = (Vec<u8>, Vec<(String, String)>);
-
-fn verify_with_python(dir: &Path, reqs: &[Request], secrets: &[&str]) -> Vec<serde_json::Value> {
-    let input: Vec<_> = reqs
-        .iter()
-        .map(|(body, headers)| {
-            let h: serde_json::Map<String, serde_json::Value> = headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone().into()))
-                .collect();
-            serde_json::json!({"body": body, "headers": h, "secrets": secrets})
-        })
-        .collect();
-    let file = dir.join(format!("requests-{}.json", uuid_like()));
-    std::fs::write(&file, serde_json::to_vec(&input).unwrap()).unwrap();
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(VERIFY_PY)
-        .arg(&file)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "the verifier failed (is `standardwebhooks` installed? `./dev test` installs it): {}",
-        stderr(&out)
-    );
-    serde_json::from_slice(&out.stdout).expect("verifier output")
-}
 
 fn uuid_like() -> String {
     format!(

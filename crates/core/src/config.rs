@@ -54,6 +54,13 @@ pub struct PostCallFollowUp {
     /// No SMS or e-mail inside this window; one due inside it waits for its end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<crate::quiet::QuietHours>,
+    /// One signed POST per call once every action has settled, listing each action's
+    /// outcome (docs/destinations.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_complete: Option<crate::target::Target>,
+    /// Where this agent's dead letters are announced, beside `AFTERCALL_ALERTS_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<crate::target::Target>,
 }
 
 /// The longest `wait_for_analysis`: a call's follow-up should not wait longer for it.
@@ -266,6 +273,14 @@ impl Secrets {
             Secrets::Many(v) => v.iter().map(String::as_str).collect(),
         }
     }
+
+    /// The same shape with every secret replaced by [`REDACTED`].
+    pub fn redacted(&self) -> Secrets {
+        match self {
+            Secrets::One(_) => Secrets::One(REDACTED.into()),
+            Secrets::Many(v) => Secrets::Many(v.iter().map(|_| REDACTED.into()).collect()),
+        }
+    }
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -403,7 +418,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             path: path.into(),
             message: message.into(),
@@ -505,13 +520,8 @@ impl AgentConfig {
                         check_json_body(body).map_err(|m| ConfigError::new(p("body"), m))?;
                     }
                     for (k, v) in &w.headers {
-                        let bad = |s: &str| s.is_empty() || s.chars().any(|c| c.is_control());
-                        if bad(k) || bad(v) || k.contains(':') || k.contains(' ') {
-                            return Err(ConfigError::new(
-                                p(&format!("headers.{k}")),
-                                "is not a valid header",
-                            ));
-                        }
+                        check_header(k, v)
+                            .map_err(|m| ConfigError::new(p(&format!("headers.{k}")), m))?;
                     }
                 }
                 Action::Slack(s) => {
@@ -600,6 +610,12 @@ impl AgentConfig {
                 }
             }
         }
+        if let Some(t) = &f.on_complete {
+            t.validate("voice_tools.post_call_follow_up.on_complete")?;
+        }
+        if let Some(t) = &f.alerts {
+            t.validate("voice_tools.post_call_follow_up.alerts")?;
+        }
         Ok(())
     }
 
@@ -607,15 +623,13 @@ impl AgentConfig {
     pub fn redacted(&self) -> AgentConfig {
         let mut c = self.clone();
         if let Some(f) = c.voice_tools.post_call_follow_up.as_mut() {
+            for t in f.on_complete.iter_mut().chain(f.alerts.iter_mut()) {
+                t.redact();
+            }
             for a in &mut f.actions {
                 if let Action::Webhook(w) = a {
                     if let Some(s) = &w.secret {
-                        w.secret = Some(match s {
-                            Secrets::One(_) => Secrets::One(REDACTED.into()),
-                            Secrets::Many(v) => {
-                                Secrets::Many(v.iter().map(|_| REDACTED.into()).collect())
-                            }
-                        });
+                        w.secret = Some(s.redacted());
                     }
                     for v in w.headers.values_mut() {
                         *v = REDACTED_HEADER.into();
@@ -627,7 +641,17 @@ impl AgentConfig {
     }
 }
 
-fn check_url(u: &str) -> Result<(), String> {
+/// A custom request header: a name without `:` or spaces, neither part empty or with
+/// control characters.
+pub(crate) fn check_header(k: &str, v: &str) -> Result<(), String> {
+    let bad = |s: &str| s.is_empty() || s.chars().any(|c| c.is_control());
+    if bad(k) || bad(v) || k.contains(':') || k.contains(' ') {
+        return Err("is not a valid header".into());
+    }
+    Ok(())
+}
+
+pub(crate) fn check_url(u: &str) -> Result<(), String> {
     let parsed = url::Url::parse(u).map_err(|e| format!("`{u}` is not a valid URL ({e})"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("`{u}` must use http or https"));
@@ -641,7 +665,7 @@ fn check_url(u: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_secret(s: &str) -> Result<(), String> {
+pub(crate) fn check_secret(s: &str) -> Result<(), String> {
     use base64_lite::decode_len_ok;
     let Some(b64) = s.strip_prefix("whsec_") else {
         return Err("must start with `whsec_` followed by base64".into());

@@ -65,6 +65,11 @@ pub struct ActionJob {
     /// The agent's quiet hours at fan-out: an SMS or e-mail due inside them waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<crate::quiet::QuietHours>,
+    /// The call's completion callback (`on_complete`): its `action` is the webhook that
+    /// reaches the target, its body the call's outcomes ([`crate::payload::Completion`]),
+    /// and it waits until the call's other action jobs have settled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub completion: bool,
 }
 
 /// A job as stored: the union of both kinds' fields, read in one pass.
@@ -86,6 +91,8 @@ struct JobWire {
     email_from: Option<String>,
     skip: Option<String>,
     quiet_hours: Option<crate::quiet::QuietHours>,
+    #[serde(default)]
+    completion: bool,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +132,7 @@ impl JobWire {
                 email_from: w.email_from,
                 skip: w.skip,
                 quiet_hours: w.quiet_hours,
+                completion: w.completion,
             }),
         };
         Ok(Job {
@@ -206,10 +214,12 @@ impl Job {
         }
     }
 
-    /// `call_ended`, `email`, `sms`, `webhook` or `task`.
+    /// `call_ended`, `email`, `sms`, `webhook`, `task`, `slack`, or `on_complete` (a
+    /// call's completion callback).
     pub fn kind(&self) -> &'static str {
         match &self.body {
             JobBody::CallEnded { .. } => "call_ended",
+            JobBody::Action(a) if a.completion => "on_complete",
             JobBody::Action(a) => a.action.kind(),
         }
     }
@@ -283,7 +293,7 @@ pub fn fan_out(
         };
         Vars::new(event, config.name.as_deref(), &style, now)
     });
-    let jobs = f
+    let mut jobs = f
         .actions
         .iter()
         .enumerate()
@@ -307,11 +317,35 @@ pub fn fan_out(
                     email_from: config.email_from.clone(),
                     skip,
                     quiet_hours: f.quiet_hours.clone(),
+                    completion: false,
                 }),
             };
             (job, action.delay())
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // The completion callback: one more job, after the actions, waiting for them.
+    if let Some(target) = &f.on_complete {
+        let index = jobs.len();
+        let job = Job {
+            id: format!("{}.{index}", parent.id),
+            call_id: event.call_id.clone(),
+            agent_id: event.agent_id.clone(),
+            created_at: now,
+            body: JobBody::Action(ActionJob {
+                index,
+                action: Action::Webhook(target.webhook()),
+                event: Arc::clone(event),
+                agent_name: config.name.clone(),
+                date_format: None,
+                utc_offset: None,
+                email_from: None,
+                skip: None,
+                quiet_hours: None,
+                completion: true,
+            }),
+        };
+        jobs.push((job, None));
+    }
     FanOut::Jobs(jobs)
 }
 
@@ -467,6 +501,9 @@ pub enum AttemptOutcome {
     Undecodable,
     /// Not an attempt: an operator replayed the dead letter with a fresh budget.
     Replayed,
+    /// Not an attempt: every other action of the call settled, and this completion
+    /// callback was queued (once per settling: a replayed action settles the call again).
+    Settled,
 }
 
 /// The longest response snippet kept per attempt.

@@ -15,6 +15,7 @@ pub mod retry;
 pub mod schema;
 pub mod settings;
 pub mod settle;
+pub mod target;
 pub mod template;
 
 pub use config::{Action, AgentConfig, ConfigError};

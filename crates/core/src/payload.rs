@@ -48,6 +48,52 @@ impl<'a> WebhookPayload<'a> {
     }
 }
 
+/// The `on_complete` callback's body: once per call per settling, when every action
+/// job of the call is delivered, skipped or dead.
+#[derive(Debug, Serialize)]
+pub struct Completion<'a> {
+    /// Always `post_call_follow_up.completed`.
+    pub event: &'static str,
+    pub call_id: &'a str,
+    pub agent_id: &'a str,
+    /// When the callback was sent (RFC 3339).
+    pub completed_at: String,
+    /// How many actions ended in each state.
+    pub delivered: usize,
+    pub skipped: usize,
+    pub dead: usize,
+    pub actions: Vec<ActionOutcome>,
+}
+
+pub const COMPLETED_EVENT_NAME: &str = "post_call_follow_up.completed";
+
+/// One action's outcome, in the call's completion callback.
+#[derive(Debug, Serialize)]
+pub struct ActionOutcome {
+    /// The action's position in the agent's config.
+    pub index: usize,
+    /// `email`, `sms`, `webhook`, `task` or `slack`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The action job's id (`aftercall calls status`, `GET /calls/{id}`).
+    pub job_id: String,
+    /// `delivered`, `skipped` or `dead`.
+    pub state: String,
+    pub attempts: u32,
+    /// Why it was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The last attempt's error, for a dead action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Completion<'_> {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("the payload always serializes")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

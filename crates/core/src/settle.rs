@@ -20,6 +20,8 @@ pub enum JobState {
     Queued,
     Running,
     Scheduled,
+    /// A call's completion callback (`on_complete`), until the call's actions settle.
+    Waiting,
     Delivered,
     Skipped,
     FannedOut,
@@ -33,6 +35,7 @@ impl JobState {
             JobState::Queued => "queued",
             JobState::Running => "running",
             JobState::Scheduled => "scheduled",
+            JobState::Waiting => "waiting",
             JobState::Delivered => "delivered",
             JobState::Skipped => "skipped",
             JobState::FannedOut => "fanned_out",

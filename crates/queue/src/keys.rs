@@ -23,6 +23,12 @@ pub struct Keys {
     /// A call-ended job's action jobs not yet forgotten (parent id -> count): its data,
     /// the call's one copy of the event, stays while any of them may still read it.
     pub refs: String,
+    /// A call's completion callback (parent id -> the callback job's id), for calls whose
+    /// agent has `on_complete`.
+    pub completion: String,
+    /// Of such calls, the action jobs not yet settled (parent id -> count); `<parent>!`
+    /// marks a call that settled again while its callback was being sent.
+    pub pending: String,
     /// A call's analysis from its platform (call id -> record), kept as long as the call.
     pub analysis: String,
     /// Erasures (who, when, how many jobs): a stream, no content.
@@ -114,6 +120,8 @@ impl Keys {
             "calls_log" => &self.calls_log,
             "fanout" => &self.fanout,
             "refs" => &self.refs,
+            "completion" => &self.completion,
+            "pending" => &self.pending,
             "analysis" => &self.analysis,
             "audit" => &self.audit,
             "payload_cursor" => &self.payload_cursor,
@@ -150,6 +158,8 @@ impl Keys {
             calls_log: k("calls_log"),
             fanout: k("fanout"),
             refs: k("refs"),
+            completion: k("completion"),
+            pending: k("pending"),
             analysis: k("analysis"),
             audit: k("audit"),
             payload_cursor: k("payload_cursor"),

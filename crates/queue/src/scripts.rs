@@ -87,6 +87,9 @@ const SOURCES: [(&str, &str, &[&str]); 16] = [
             "log",
             "lease",
             "notify",
+            "done",
+            "completion",
+            "pending",
         ],
     ),
     (
@@ -103,6 +106,8 @@ const SOURCES: [(&str, &str, &[&str]); 16] = [
             "log",
             "lease",
             "notify",
+            "completion",
+            "pending",
         ],
     ),
     (
@@ -122,6 +127,8 @@ const SOURCES: [(&str, &str, &[&str]); 16] = [
             "fanout",
             "refs",
             "notify",
+            "completion",
+            "pending",
         ],
     ),
     (
@@ -132,7 +139,16 @@ const SOURCES: [(&str, &str, &[&str]); 16] = [
     (
         "replay",
         include_str!("lua/replay.lua"),
-        &["dead", "ready", "state", "attempts", "log", "notify"],
+        &[
+            "dead",
+            "ready",
+            "state",
+            "attempts",
+            "log",
+            "notify",
+            "completion",
+            "pending",
+        ],
     ),
     (
         "purge",
@@ -156,6 +172,8 @@ const SOURCES: [(&str, &str, &[&str]); 16] = [
             "fanout",
             "analysis",
             "refs",
+            "completion",
+            "pending",
         ],
     ),
     // A destination's semaphore (token -> expiry ms) and this second's start counter:
@@ -198,6 +216,8 @@ const SOURCES: [(&str, &str, &[&str]); 16] = [
             "log",
             "lease",
             "audit",
+            "completion",
+            "pending",
         ],
     ),
     (

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use aftercall_core::job::call_ended_id;
-use aftercall_core::{Job, JobState};
+use aftercall_core::{Job, JobBody, JobState};
 use serde::{Deserialize, Serialize};
 
 use crate::{JobId, LeaseToken, Queue, QueueError, now_ms};
@@ -360,7 +360,13 @@ impl Queue {
             .arg(deadline)
             .arg(r.jobs.len());
         for (job, delay) in &r.jobs {
-            let run_at = delay.map(|d| now + d.as_millis() as i64).unwrap_or(0);
+            // -1: the call's completion callback, waiting for the others (fanout.lua).
+            let completion = matches!(&job.body, JobBody::Action(a) if a.completion);
+            let run_at = match delay {
+                _ if completion => -1,
+                Some(d) => now + d.as_millis() as i64,
+                None => 0,
+            };
             let mut data = redis::cmd("HSETNX");
             data.arg(&self.inner.keys.data)
                 .arg(&job.id)

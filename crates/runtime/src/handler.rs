@@ -145,9 +145,22 @@ async fn run(
                             ctx.leases.release(&leased.id);
                             return None;
                         }
-                    let run = ctx
-                        .executors
-                        .execute(&leased.id, leased.attempt, action_job);
+                    let run = async {
+                        if action_job.completion {
+                            Box::pin(crate::completion::run(
+                                ctx,
+                                &leased.id,
+                                leased.attempt,
+                                &job,
+                                action_job,
+                            ))
+                            .await
+                        } else {
+                            ctx.executors
+                                .execute(&leased.id, leased.attempt, action_job)
+                                .await
+                        }
+                    };
                     let outcome = match AssertUnwindSafe(run).catch_unwind().await {
                         Ok(o) => o,
                         Err(panic) => {

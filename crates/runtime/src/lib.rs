@@ -4,6 +4,7 @@
 
 mod acker;
 pub mod breakers;
+mod completion;
 mod config;
 mod handler;
 mod leases;

@@ -384,6 +384,7 @@ mod tests {
             email_from: None,
             skip: None,
             quiet_hours: None,
+            completion: false,
         }
     }
 

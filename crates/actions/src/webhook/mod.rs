@@ -35,13 +35,6 @@ impl WebhookExecutor {
         job: &ActionJob,
         action: &WebhookAction,
     ) -> Outcome {
-        let url = match http::parse_url(&action.url) {
-            Ok(u) => u,
-            Err(e) => return Outcome::permanent(format!("invalid url: {e}")),
-        };
-        if let Err(o) = http::check_url(&url, &self.cfg) {
-            return o;
-        }
         let body = match &action.body {
             None => WebhookPayload::new(&job.event, action).to_bytes(),
             Some(src) => match render_body(src, job) {
@@ -49,6 +42,27 @@ impl WebhookExecutor {
                 Err(e) => return Outcome::permanent(e),
             },
         };
+        self.send_body(job_id, attempt, job, action, body).await
+    }
+
+    /// Sends `body` to `action`'s URL, signed, with its method and headers: what
+    /// [`execute`](Self::execute) does once the body is made; also the completion
+    /// callback's send, whose body is the call's outcomes.
+    pub async fn send_body(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        job: &ActionJob,
+        action: &WebhookAction,
+        body: Vec<u8>,
+    ) -> Outcome {
+        let url = match http::parse_url(&action.url) {
+            Ok(u) => u,
+            Err(e) => return Outcome::permanent(format!("invalid url: {e}")),
+        };
+        if let Err(o) = http::check_url(&url, &self.cfg) {
+            return o;
+        }
         let method = action.method.unwrap_or_default().as_str();
         let timestamp = chrono::Utc::now().timestamp();
         let (ts, try_n) = (timestamp.to_string(), attempt.to_string());

@@ -43,6 +43,7 @@ pub fn job(event: Value, action: Action) -> ActionJob {
         email_from: None,
         skip: None,
         quiet_hours: None,
+        completion: false,
     }
 }
 

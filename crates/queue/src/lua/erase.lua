@@ -1,5 +1,5 @@
 -- Erases a call's personal data (`aftercall calls erase`, `DELETE /calls/{id}`).
--- KEYS (scripts.rs binds them as locals): calls_key, fanout_key, analysis_key, ready_key, scheduled_key, running_key, dead_key, done_key, state_key, log_key, lease_key, audit_key
+-- KEYS (scripts.rs binds them as locals): calls_key, fanout_key, analysis_key, ready_key, scheduled_key, running_key, dead_key, done_key, state_key, log_key, lease_key, audit_key, completion_key, pending_key
 -- ARGV: call_id, now, by, fanout_seen ('' for none), then the call's job ids (the
 --       call-ended job first). Their data was rewritten without the event's content by
 --       an HSET in the same MULTI, before this script.
@@ -14,6 +14,9 @@ local call_id, now, by, seen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if rcall('HGET', calls_key, call_id) ~= ARGV[5] then return { -1 } end
 if (rcall('HGET', fanout_key, call_id) or '') ~= seen then return { -1 } end
 rcall('HDEL', analysis_key, call_id)
+-- No completion callback after an erasure: it is cancelled with the rest.
+rcall('HDEL', completion_key, ARGV[5])
+rcall('HDEL', pending_key, ARGV[5], ARGV[5] .. '!')
 local erased = state_json('skipped', now, { reason = 'erased by ' .. by })
 local jobs, cancelled = 0, 0
 for i = 5, #ARGV do
@@ -31,7 +34,7 @@ for i = 5, #ARGV do
     rcall('HDEL', lease_key, id)
   elseif name == 'dead' then
     rcall('ZREM', dead_key, id)
-  else
+  elseif name ~= 'waiting' then
     live = false
   end
   if live then

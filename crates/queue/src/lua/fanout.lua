@@ -1,10 +1,11 @@
 -- Atomically creates calls' action jobs and finishes their call-ended jobs, one or many
 -- calls per script call, each as if run in turn. Idempotent: a call fans out once,
 -- whoever holds the lease.
--- KEYS (scripts.rs binds them as locals): ready_key, running_key, scheduled_key, done_key, data_key, state_key, attempts_key, max_key, log_key, lease_key, fanout_key, refs_key, notify_key
+-- KEYS (scripts.rs binds them as locals): ready_key, running_key, scheduled_key, done_key, data_key, state_key, attempts_key, max_key, log_key, lease_key, fanout_key, refs_key, notify_key, completion_key, pending_key
 -- ARGV: now, then per call-ended job: parent_id, token, call_id, parent_state, parent_log,
 --       ids_json, claim_token, claim_deadline_ms, n, then n times: id, max ('' for the
---       default, which is not stored), run_at_ms (0 = now)
+--       default, which is not stored), run_at_ms (0 = now; -1 = the call's completion
+--       callback, `waiting` until its other action jobs have settled: lib.lua `settled`)
 -- The action jobs' data is written by HSETNXs in the same MULTI, before this script: a
 -- job's JSON never becomes a Lua string (Redis hashes every byte of those: 28 % of this
 -- script's cost when it passed through here), and HSETNX never rewrites a job that
@@ -51,7 +52,11 @@ if #ARGV == 10 + 3 * tonumber(ARGV[10]) then
     for i = 11, #ARGV, 3 do
       local id, run_at = ARGV[i], tonumber(ARGV[i + 2])
       if ARGV[i + 1] ~= '' then rcall('HSET', max_key, id, ARGV[i + 1]) end
-      if run_at > now then
+      if run_at < 0 then
+        rcall('HSET', completion_key, parent, id)
+        rcall('HSET', pending_key, parent, n - 1)
+        rcall('HSET', state_key, id, state_json('waiting', now))
+      elseif run_at > now then
         rcall('ZADD', scheduled_key, run_at, id)
         rcall('HSET', state_key, id, state_json('scheduled', now, { run_at = run_at }))
         queued = true
@@ -126,7 +131,11 @@ for k = 1, np do
           nm = nm + 2
         end
         local st
-        if run_at > now then
+        if run_at < 0 then
+          rcall('HSET', completion_key, parent, id)
+          rcall('HSET', pending_key, parent, n - 1)
+          st = state_json('waiting', now)
+        elseif run_at > now then
           scheduled[nsc + 1] = ARGV[j + 2]
           scheduled[nsc + 2] = id
           nsc = nsc + 2

@@ -1,5 +1,5 @@
 -- Promote due scheduled jobs, reap expired leases, then lease up to `batch` ready jobs.
--- KEYS (scripts.rs binds them as locals): ready_key, running_key, scheduled_key, dead_key, data_key, state_key, attempts_key, max_key, log_key, lease_key, notify_key
+-- KEYS (scripts.rs binds them as locals): ready_key, running_key, scheduled_key, dead_key, data_key, state_key, attempts_key, max_key, log_key, lease_key, notify_key, done_key, completion_key, pending_key
 -- ARGV: now, batch, lease_ms, worker, default_max (a job's budget when none is stored)
 -- Returns: { next_due_ms or -1, id, attempts, max, id, attempts, max, ... }; the caller
 -- reads the jobs' data itself (HMGET), since a string crossing into Lua costs Redis a
@@ -39,6 +39,13 @@ for _, id in ipairs(expired) do
   if n >= max then
     rcall('ZADD', dead_key, now, id)
     rcall('HSET', state_key, id, state_json('dead', now, { error = err }))
+    if rcall('EXISTS', completion_key) == 1 then
+      settled({
+        completion = completion_key, pending = pending_key, ready = ready_key,
+        running = running_key, scheduled = scheduled_key, done = done_key,
+        dead = dead_key, state = state_key, attempts = attempts_key, log = log_key, notify = notify_key,
+      }, id, now)
+    end
   else
     rcall('RPUSH', ready_key, id)
     rcall('HSET', state_key, id, state_json('queued', now))

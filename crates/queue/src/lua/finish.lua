@@ -1,11 +1,18 @@
 -- Ends attempts of leased jobs. A finish only applies while the caller still holds the
 -- job's lease token, so a worker whose lease expired cannot overwrite a newer attempt.
--- KEYS (scripts.rs binds them as locals): ready_key, running_key, scheduled_key, dead_key, done_key, state_key, attempts_key, log_key, lease_key, notify_key
+-- KEYS (scripts.rs binds them as locals): ready_key, running_key, scheduled_key, dead_key, done_key, state_key, attempts_key, log_key, lease_key, notify_key, completion_key, pending_key
 -- ARGV: now, then per job: mode (done|retry|dead|release|defer), id, token, score, state_json, log_entry
 -- Returns per job: 1 applied, 0 stale lease.
 -- Batched: the lease check is one HMGET, and each kind of write one command per call.
 local now = ARGV[1]
 local n = (#ARGV - 1) / 6
+-- Completion callbacks wait for their calls' action jobs (lib.lua `settled`); a queue
+-- none of whose agents has `on_complete` pays one EXISTS per call for them.
+local completions = rcall('EXISTS', completion_key) == 1 and {
+  completion = completion_key, pending = pending_key, ready = ready_key,
+  running = running_key, scheduled = scheduled_key, done = done_key, dead = dead_key,
+  state = state_key, attempts = attempts_key, log = log_key, notify = notify_key,
+}
 if n == 1 then
   -- One job (a quiet worker's case): the same writes without the batch's tables.
   local mode, id, token = ARGV[2], ARGV[3], ARGV[4]
@@ -35,6 +42,7 @@ if n == 1 then
   else
     rcall('ZADD', dead_key, now, id)
   end
+  if completions and mode ~= 'retry' then settled(completions, id, now) end
   return { 1 }
 end
 local ids = {}
@@ -112,4 +120,12 @@ if na > 0 then
   if released then call_sliced('RPUSH', ready_key, released, 1) end
 end
 if wake then notify(notify_key) end
+if completions then
+  for k = 1, n do
+    local mode = ARGV[6 * k - 4]
+    if out[k] == 1 and (mode == 'done' or mode == 'dead') then
+      settled(completions, ARGV[6 * k - 3], now)
+    end
+  end
+end
 return out

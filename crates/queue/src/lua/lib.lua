@@ -94,3 +94,49 @@ local function release_event(refs_key, state_key, data_key, id)
     if rcall('HEXISTS', state_key, parent) == 0 then rcall('HDEL', data_key, parent) end
   end
 end
+
+-- Job `id` settled (delivered, skipped or dead). For a call whose agent has
+-- `on_complete` (`completion` holds its callback job's id): an action job is one fewer
+-- to wait for, and the last one queues the callback, once per settling: from `waiting`
+-- (its first), from done or dead (a replayed action settled again, with a fresh budget);
+-- one being sent now is marked (`<parent>!`) and queued again when it ends; one queued
+-- or scheduled and not yet sent will read the latest outcomes anyway.
+-- Each queuing is logged (`settled`) in the callback's history: the callback's
+-- `webhook-id` counts them, so a receiver tells settlings apart and retries alike.
+-- `k`: the script's keys by name (completion, pending, ready, running, scheduled, done,
+-- dead, state, attempts, log, notify). Returns nothing; one HGET for a call without callback.
+local function settled(k, id, now)
+  local parent = string.match(id, '^(.+)%.%d+$')
+  if not parent then return end
+  local cb = rcall('HGET', k.completion, parent)
+  if not cb then return end
+  if cb ~= id then
+    if rcall('HINCRBY', k.pending, parent, -1) > 0 then return end
+    rcall('HDEL', k.pending, parent)
+  elseif rcall('HDEL', k.pending, parent .. '!') == 0 then
+    return
+  end
+  if rcall('ZSCORE', k.running, cb) then
+    rcall('HSET', k.pending, parent .. '!', 1)
+    return
+  end
+  if rcall('ZSCORE', k.scheduled, cb) then return end
+  local was = rcall('ZREM', k.done, cb) + rcall('ZREM', k.dead, cb)
+  if was == 0 and not string.find(rcall('HGET', k.state, cb) or '', '"state":"waiting"', 1, true) then
+    return
+  end
+  local attempts = tonumber(rcall('HGET', k.attempts, cb) or '0')
+  append_log(k.log, cb, cjson.encode({ attempt = attempts, at = tonumber(now), outcome = 'settled' }))
+  rcall('HSET', k.attempts, cb, 0)
+  rcall('LPUSH', k.ready, cb)
+  rcall('HSET', k.state, cb, state_json('queued', now))
+  notify(k.notify)
+end
+
+-- A dead action job `id` was replayed: its call waits for it again before its callback.
+local function unsettled(k, id)
+  local parent = string.match(id, '^(.+)%.%d+$')
+  if not parent then return end
+  local cb = rcall('HGET', k.completion, parent)
+  if cb and cb ~= id then rcall('HINCRBY', k.pending, parent, 1) end
+end

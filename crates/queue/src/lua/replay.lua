@@ -1,5 +1,5 @@
 -- Moves dead letters back to the ready queue with a fresh attempt budget.
--- KEYS (scripts.rs binds them as locals): dead_key, ready_key, state_key, attempts_key, log_key, notify_key
+-- KEYS (scripts.rs binds them as locals): dead_key, ready_key, state_key, attempts_key, log_key, notify_key, completion_key, pending_key
 -- ARGV: now, force ('1': the replay entry says so, and the worker runs the job even
 --       past its expiry; '' otherwise), ids...
 local now = tonumber(ARGV[1])
@@ -15,6 +15,7 @@ for i = 3, #ARGV do
     entry.attempt = attempts
     append_log(log_key, id, cjson.encode(entry))
     rcall('LPUSH', ready_key, id)
+    unsettled({ completion = completion_key, pending = pending_key }, id)
     n = n + 1
   end
 end

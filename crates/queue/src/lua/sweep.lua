@@ -1,5 +1,5 @@
 -- Retention: forgets finished jobs and call ids older than the cutoff, in bounded steps.
--- KEYS (scripts.rs binds them as locals): done_key, data_key, state_key, attempts_key, max_key, log_key, calls_key, calls_log_key, fanout_key, analysis_key, refs_key
+-- KEYS (scripts.rs binds them as locals): done_key, data_key, state_key, attempts_key, max_key, log_key, calls_key, calls_log_key, fanout_key, analysis_key, refs_key, completion_key, pending_key
 -- ARGV: cutoff_ms, limit, retention_ms
 -- Call ids are forgotten by whole entries of the log (one per enqueue: up to 500 ids),
 -- until `limit` ids are gone.
@@ -13,6 +13,8 @@ for _, id in ipairs(ids) do
     redis.call('HDEL', key, id)
   end
   if redis.call('HEXISTS', refs_key, id) == 0 then redis.call('HDEL', data_key, id) end
+  redis.call('HDEL', completion_key, id)
+  redis.call('HDEL', pending_key, id, id .. '!')
   release_event(refs_key, state_key, data_key, id)
 end
 local forgotten = 0
