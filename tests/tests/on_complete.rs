@@ -171,3 +171,50 @@ async fn on_complete_is_checked_at_config_time() {
     let e = aftercall_core::AgentConfig::parse(bad.as_bytes()).unwrap_err();
     assert_eq!(e.path, "voice_tools.post_call_follow_up.on_complete.secret");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_calls_at_once_each_call_back_exactly_once() {
+    let mut w = World::new().await;
+    w.set("AFTERCALL_RETRY_BASE", "50ms");
+    let crm = Receiver::start().await.unwrap();
+    let flaky = Receiver::start().await.unwrap();
+    let done = Receiver::start().await.unwrap();
+    crm.set_default(Reply::ok());
+    // Every third request to the flaky action fails once: some calls settle after a retry.
+    flaky.set_default(Reply::ok());
+    flaky.script((0..60).map(|i| {
+        if i % 3 == 0 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    }));
+    done.set_default(Reply::ok());
+    set_agent(&w, &crm, &flaky, &done).await;
+    // Enqueued before the workers start, so fan-outs and finishes come in batches.
+    w.enqueue_range("m", "a1", 0..60).await;
+    let _w1 = w.worker();
+    let _w2 = w.worker();
+    let got = callbacks(&done, 60).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut calls: Vec<String> = done
+        .received()
+        .iter()
+        .map(|r| r.json()["call_id"].as_str().unwrap().to_string())
+        .collect();
+    calls.sort();
+    calls.dedup();
+    assert_eq!(
+        (done.count(), calls.len()),
+        (60, 60),
+        "one callback per call"
+    );
+    for r in &got {
+        let v = r.json();
+        assert_eq!(
+            (v["delivered"].as_u64(), v["skipped"].as_u64()),
+            (Some(2), Some(1)),
+            "{v}"
+        );
+    }
+}

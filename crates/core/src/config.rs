@@ -612,6 +612,12 @@ impl AgentConfig {
         }
         if let Some(t) = &f.on_complete {
             t.validate("voice_tools.post_call_follow_up.on_complete")?;
+            if t.format == Some(crate::target::TargetFormat::Slack) {
+                return Err(ConfigError::new(
+                    "voice_tools.post_call_follow_up.on_complete.format",
+                    "a completion callback is always signed JSON (`standard`)",
+                ));
+            }
         }
         if let Some(t) = &f.alerts {
             t.validate("voice_tools.post_call_follow_up.alerts")?;

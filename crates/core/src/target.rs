@@ -22,6 +22,31 @@ pub struct Target {
     /// Extra request headers (e.g. an API key the receiver expects).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// `standard` (signed JSON) or `slack` (`{"text": …}`); unset: `slack` for a
+    /// `hooks.slack.com` URL, else `standard`. Alerts only: a completion callback is
+    /// always signed JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<TargetFormat>,
+}
+
+/// How a target's messages are written.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetFormat {
+    Standard,
+    Slack,
+}
+
+impl std::str::FromStr for TargetFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "standard" => Ok(TargetFormat::Standard),
+            "slack" => Ok(TargetFormat::Slack),
+            _ => Err(format!("`{s}` is not `standard` or `slack`")),
+        }
+    }
 }
 
 impl Target {
@@ -38,12 +63,16 @@ impl Target {
         Ok(())
     }
 
-    /// Whether the URL is a Slack incoming webhook's (alerts are then Slack messages).
+    /// Whether messages to this target are Slack messages: its `format`, or by default
+    /// whether the URL is a Slack incoming webhook's.
     pub fn is_slack(&self) -> bool {
-        url::Url::parse(&self.url)
-            .ok()
-            .and_then(|u| u.host_str().map(|h| h == "hooks.slack.com"))
-            .unwrap_or(false)
+        match self.format {
+            Some(f) => f == TargetFormat::Slack,
+            None => url::Url::parse(&self.url)
+                .ok()
+                .and_then(|u| u.host_str().map(|h| h == "hooks.slack.com"))
+                .unwrap_or(false),
+        }
     }
 
     /// The same target with its secrets and header values blanked, for display.

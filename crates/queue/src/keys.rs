@@ -29,6 +29,9 @@ pub struct Keys {
     /// Of such calls, the action jobs not yet settled (parent id -> count); `<parent>!`
     /// marks a call that settled again while its callback was being sent.
     pub pending: String,
+    /// Operational alerts raised and not yet lowered (name -> when), so that one
+    /// replica, once, announces a threshold crossed.
+    pub alerted: String,
     /// A call's analysis from its platform (call id -> record), kept as long as the call.
     pub analysis: String,
     /// Erasures (who, when, how many jobs): a stream, no content.
@@ -122,6 +125,7 @@ impl Keys {
             "refs" => &self.refs,
             "completion" => &self.completion,
             "pending" => &self.pending,
+            "alerted" => &self.alerted,
             "analysis" => &self.analysis,
             "audit" => &self.audit,
             "payload_cursor" => &self.payload_cursor,
@@ -160,6 +164,7 @@ impl Keys {
             refs: k("refs"),
             completion: k("completion"),
             pending: k("pending"),
+            alerted: k("alerted"),
             analysis: k("analysis"),
             audit: k("audit"),
             payload_cursor: k("payload_cursor"),

@@ -17,6 +17,7 @@
 //!   connection type over a single Redis or a Redis Cluster.
 
 mod agents;
+mod alerts;
 mod config;
 mod conn;
 mod crypt;

@@ -24,7 +24,13 @@ pub(crate) async fn run(ctx: &Ctx, id: &JobId, attempt: u32, job: &Job, a: &Acti
     let msg_id = format!("{id}.{settling}");
     ctx.executors
         .webhook
-        .send_body(&msg_id, attempt, a, target, payload.to_bytes())
+        .send_body(
+            &msg_id,
+            attempt,
+            a.event.traceparent.as_deref(),
+            target,
+            payload.to_bytes(),
+        )
         .await
 }
 

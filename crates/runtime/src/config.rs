@@ -36,6 +36,64 @@ pub struct WorkerConfig {
     /// How long a job may be held by its destination's health or a pause before it is
     /// dead-lettered ("destination unavailable since T"), counted from its creation.
     pub max_hold: Duration,
+    /// Operational alerts (AFTERCALL_ALERTS_*): where, and the dead-letter threshold.
+    pub alerts: AlertsConfig,
+}
+
+/// Where the operational alerts go beside each agent's own `alerts` target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    /// AFTERCALL_ALERTS_URL (and AFTERCALL_ALERTS_SECRET): every alert goes there.
+    pub target: Option<aftercall_core::target::Target>,
+    /// AFTERCALL_ALERTS_DEAD_THRESHOLD: one alert when the dead letters waiting go above
+    /// it (again once they have come back to it); 0: none.
+    pub dead_threshold: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            target: None,
+            dead_threshold: 100,
+        }
+    }
+}
+
+impl AlertsConfig {
+    fn from_settings(s: &Settings) -> Result<AlertsConfig, SettingError> {
+        let d = AlertsConfig::default();
+        let target = match s
+            .string("AFTERCALL_ALERTS_URL")
+            .filter(|u| !u.trim().is_empty())
+        {
+            None => None,
+            Some(url) => {
+                let t = aftercall_core::target::Target {
+                    url,
+                    secret: s
+                        .string("AFTERCALL_ALERTS_SECRET")
+                        .filter(|v| !v.trim().is_empty())
+                        .map(aftercall_core::config::Secrets::One),
+                    headers: Default::default(),
+                    format: s.parse("AFTERCALL_ALERTS_FORMAT")?,
+                };
+                t.validate("alerts").map_err(|e| SettingError {
+                    name: match e.path.as_str() {
+                        "alerts.secret" => "AFTERCALL_ALERTS_SECRET".into(),
+                        _ => "AFTERCALL_ALERTS_URL".into(),
+                    },
+                    message: e.message,
+                })?;
+                Some(t)
+            }
+        };
+        Ok(AlertsConfig {
+            target,
+            dead_threshold: s
+                .parse("AFTERCALL_ALERTS_DEAD_THRESHOLD")?
+                .unwrap_or(d.dead_threshold),
+        })
+    }
 }
 
 /// AFTERCALL_FREQUENCY_CAP_SMS and AFTERCALL_FREQUENCY_CAP_EMAIL, e.g. `1/24h`.
@@ -87,6 +145,7 @@ impl Default for WorkerConfig {
             caps: ContactCaps::default(),
             breakers: breakers::Breakers::default(),
             max_hold: Duration::from_secs(3 * 86_400),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -157,6 +216,7 @@ impl WorkerConfig {
                 None => d.breakers,
             },
             max_hold: s.duration("AFTERCALL_MAX_HOLD")?.unwrap_or(d.max_hold),
+            alerts: AlertsConfig::from_settings(s)?,
         })
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct Ctx {
     pub otel: Option<Arc<crate::otel::Otel>>,
     /// This process's recent view of destination health (the state is in Redis).
     pub health: crate::breakers::View,
+    /// Operational alerts, sent off the jobs' path.
+    pub alerts: crate::alerts::Alerts,
 }
 
 /// Runs one leased job to a recorded outcome, then the action job its fan-out claimed,
@@ -429,6 +431,12 @@ async fn report(
             match r.event {
                 Some(BreakerEvent::Opened) => {
                     crate::metrics::circuit(dest, "opened");
+                    ctx.alerts.send(crate::alerts::Alert::Circuit {
+                        destination: dest.to_string(),
+                        opened: true,
+                        failures: r.streak,
+                        error: error.to_string(),
+                    });
                     warn!(
                         destination = dest,
                         failures = r.streak,
@@ -438,6 +446,12 @@ async fn report(
                 }
                 Some(BreakerEvent::Closed) => {
                     crate::metrics::circuit(dest, "closed");
+                    ctx.alerts.send(crate::alerts::Alert::Circuit {
+                        destination: dest.to_string(),
+                        opened: false,
+                        failures: 0,
+                        error: String::new(),
+                    });
                     info!(
                         destination = dest,
                         "circuit closed: the destination answers again"
@@ -682,8 +696,14 @@ fn stored(
 /// retries briefly through Redis blips.
 async fn apply(ctx: &Ctx, f: Finish) {
     ctx.leases.advance(&f.id, Stage::Recording);
+    let dead = (f.mode == FinishMode::Dead).then(|| f.id.clone());
     match ctx.acker.call(f).await {
-        Ok(true) => debug!("outcome recorded"),
+        Ok(true) => {
+            debug!("outcome recorded");
+            if let Some(id) = dead {
+                ctx.alerts.send(crate::alerts::Alert::Dead { id });
+            }
+        }
         Ok(false) => {
             warn!("lease lost before the outcome was recorded; another worker owns the job")
         }

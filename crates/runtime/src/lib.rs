@@ -3,6 +3,7 @@
 //! system through this one function.
 
 mod acker;
+mod alerts;
 pub mod breakers;
 mod completion;
 mod config;
@@ -17,7 +18,7 @@ mod rules;
 use aftercall_queue::{Queue, QueueError};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ContactCaps, WorkerConfig, new_worker_id};
+pub use config::{AlertsConfig, ContactCaps, WorkerConfig, new_worker_id};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

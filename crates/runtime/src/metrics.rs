@@ -30,7 +30,15 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// Job kinds, as the `action` label says them.
-const KINDS: [&str; 6] = ["call_ended", "email", "sms", "webhook", "task", "slack"];
+const KINDS: [&str; 7] = [
+    "call_ended",
+    "email",
+    "sms",
+    "webhook",
+    "task",
+    "slack",
+    "on_complete",
+];
 /// Follow-up rules that skip an action, as the `rule` label says them.
 const RULES: [&str; 4] = ["condition", "expired", "opted_out", "frequency_cap"];
 /// Redis calls timed by `aftercall_redis_round_trip_seconds`.
@@ -72,6 +80,9 @@ fn register_all() {
         let _ = histogram!("aftercall_redis_round_trip_seconds", "op" => op);
     }
     counter!("aftercall_leases_lost_total").increment(0);
+    for result in ["sent", "failed", "dropped"] {
+        counter!("aftercall_alerts_total", "result" => result).increment(0);
+    }
     metrics::describe_counter!(
         "aftercall_destination_errors_total",
         DESTINATION_ERRORS_HELP
@@ -199,6 +210,11 @@ pub fn held_by_destination(action: &'static str, verdict: aftercall_queue::Verdi
     };
     counter!("aftercall_destination_held_total", "action" => action, "reason" => reason)
         .increment(1);
+}
+
+/// An operational alert (or a digest of several) sent, given up on, or dropped.
+pub fn alert(result: &'static str) {
+    counter!("aftercall_alerts_total", "result" => result).increment(1);
 }
 
 /// A destination's circuit opened or closed.

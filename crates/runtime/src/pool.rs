@@ -56,6 +56,7 @@ pub async fn run(
     if otel.is_some() {
         info!("exporting traces over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)");
     }
+    let (alerts, alerts_rx) = crate::alerts::Alerts::channel();
     let ctx = Arc::new(Ctx {
         queue: queue.clone(),
         executors,
@@ -66,6 +67,7 @@ pub async fn run(
         agents,
         otel: otel.clone(),
         health: Default::default(),
+        alerts,
     });
     let buffer: Arc<std::sync::Mutex<VecDeque<Leased>>> = Default::default();
 
@@ -73,6 +75,7 @@ pub async fn run(
     let renewer = tokio::spawn(renew_loop(ctx.clone(), side.clone()));
     let _ = queue.heartbeat(&cfg.worker_id).await;
     let sweeper = tokio::spawn(sweep_loop(ctx.clone(), side.clone()));
+    let alerter = tokio::spawn(crate::alerts::run(ctx.clone(), alerts_rx, side.clone()));
 
     let fetching: Arc<tokio::sync::Mutex<()>> = Default::default();
     let fetcher = Fetcher {
@@ -167,6 +170,13 @@ pub async fn run(
     }
     side.cancel();
     let _ = tokio::join!(renewer, sweeper);
+    // The last alerts (a dead letter recorded during the drain), a few seconds at most.
+    if tokio::time::timeout(Duration::from_secs(5), alerter)
+        .await
+        .is_err()
+    {
+        warn!("operational alerts still unsent at shutdown were dropped");
+    }
     let _ = queue.worker_stopped(&cfg.worker_id).await;
     if let Some(otel) = otel {
         // Blocking until the last batch is sent, which needs this runtime: off its thread.

@@ -42,17 +42,20 @@ impl WebhookExecutor {
                 Err(e) => return Outcome::permanent(e),
             },
         };
-        self.send_body(job_id, attempt, job, action, body).await
+        let traceparent = job.event.traceparent.as_deref();
+        self.send_body(job_id, attempt, traceparent, action, body)
+            .await
     }
 
-    /// Sends `body` to `action`'s URL, signed, with its method and headers: what
-    /// [`execute`](Self::execute) does once the body is made; also the completion
-    /// callback's send, whose body is the call's outcomes.
+    /// Sends `body` to `action`'s URL, signed (message id `job_id`), with its method and
+    /// headers, continuing the producer's trace `traceparent`: what
+    /// [`execute`](Self::execute) does once the body is made; also how the completion
+    /// callback and the operational alerts are sent.
     pub async fn send_body(
         &self,
         job_id: &str,
         attempt: u32,
-        job: &ActionJob,
+        traceparent: Option<&str>,
         action: &WebhookAction,
         body: Vec<u8>,
     ) -> Outcome {
@@ -83,11 +86,7 @@ impl WebhookExecutor {
         if let Some(sig) = &signature {
             headers.push(("webhook-signature", sig));
         }
-        let traceparent = job
-            .event
-            .traceparent
-            .as_deref()
-            .and_then(continue_trace(job_id, attempt));
+        let traceparent = traceparent.and_then(continue_trace(job_id, attempt));
         if let Some(tp) = &traceparent {
             headers.push(("traceparent", tp));
         }
