@@ -4,13 +4,15 @@
 //! its send time as `metadata.sent_us`).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::probe::now_us;
 
 struct State {
     delay: Duration,
+    /// Answer hooks with 503 (a destination down): `POST /_down?on` / `?off`.
+    down: AtomicBool,
     count: AtomicU64,
     first_us: AtomicU64,
     last_us: AtomicU64,
@@ -45,6 +47,7 @@ async fn serve(delay: Duration) -> anyhow::Result<()> {
     println!("listening {}", listener.local_addr()?.port());
     let st: &'static State = Box::leak(Box::new(State {
         delay,
+        down: AtomicBool::new(false),
         count: AtomicU64::new(0),
         first_us: AtomicU64::new(0),
         last_us: AtomicU64::new(0),
@@ -180,6 +183,14 @@ async fn handle(
                 "max_ms": pct(1.0),
             });
             ("200 OK", v.to_string())
+        }
+        ("POST", "/_down") => {
+            st.down.store(query == "on", Ordering::SeqCst);
+            ("200 OK", String::new())
+        }
+        _ if st.down.load(Ordering::SeqCst) => {
+            st.count.fetch_add(1, Ordering::SeqCst);
+            ("503 Service Unavailable", String::new())
         }
         _ => {
             hook(st, body).await;

@@ -24,6 +24,7 @@ use crate::report::{Report, int, mb};
 
 mod api;
 mod bytes;
+mod outage;
 mod intake;
 mod pipeline;
 mod procs;
@@ -32,6 +33,7 @@ mod workload;
 
 use api::*;
 use bytes::*;
+use outage::*;
 use intake::*;
 use pipeline::*;
 use procs::*;
@@ -40,7 +42,7 @@ use workload::*;
 
 const SCENARIOS: &[&str] = &[
     "ceiling", "memory", "enqueue", "noop", "pipeline", "latency", "slow", "flatness", "aof",
-    "stalled", "intake", "bytes",
+    "stalled", "intake", "bytes", "outage",
 ];
 
 struct Opts {
@@ -200,6 +202,7 @@ async fn run(opts: Opts, target: PathBuf) -> anyhow::Result<()> {
                 "stalled" => stalled(&mut b).await,
                 "intake" => intake(&mut b).await,
                 "bytes" => bytes(&mut b).await,
+                "outage" => outage(&mut b).await,
                 _ => unreachable!(),
             },
         };
