@@ -206,3 +206,77 @@ async fn settled_jobs_lose_their_content_after_the_payload_retention_and_dead_le
         0
     );
 }
+
+/// AFTERCALL_DEAD_RETENTION: a dead letter past it loses its payload, visibly (state,
+/// audit), then the payload retention drops the call's event and the retention sweep
+/// forgets the call entirely; one still young keeps everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_past_their_retention_lose_their_payload_visibly() {
+    let w = World::new().await;
+    let refusing = Receiver::start().await.unwrap();
+    refusing.set_default(Reply::status(400).body("rejected"));
+    w.webhook_agent("agent_no", &refusing.url).await;
+    let mut worker = w.worker();
+    w.push("dr-1", "agent_no").await;
+    let s = w
+        .wait_call("dr-1", Duration::from_secs(20), aftercall_tests::settled)
+        .await;
+    assert_eq!(s.actions[0].state.state.as_str(), "dead");
+    worker.terminate(Duration::from_secs(10));
+    // Young: kept.
+    assert_eq!(
+        w.queue
+            .expire_dead(Duration::from_secs(3600), 1000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(w.queue.stats().await.unwrap().dead, 1);
+    // Past the retention: the dead letter's payload goes, saying why.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        w.queue
+            .expire_dead(Duration::from_millis(1), 1000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(w.queue.stats().await.unwrap().dead, 0);
+    let s = w.queue.call_status("dr-1").await.unwrap().unwrap();
+    let a = &s.actions[0];
+    assert_eq!(a.state.state.as_str(), "purged");
+    assert!(
+        a.state
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("AFTERCALL_DEAD_RETENTION"),
+        "{a:?}"
+    );
+    assert!(a.job.is_none(), "its data is gone");
+    assert!(
+        !a.history.is_empty(),
+        "its history stays, for the retention"
+    );
+    let mut raw = w.raw().await;
+    let audit: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(format!("{{{}}}:audit", w.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let text = format!("{audit:?}");
+    assert!(text.contains("dead_expired"), "{text}");
+    // The call has settled: payload retention drops its event; the sweep forgets it.
+    assert_eq!(
+        w.queue.expire_payloads(Duration::ZERO, 1000).await.unwrap(),
+        2
+    );
+    let dump = w.dump().await;
+    assert!(!dump.contains("+14155551234"), "no caller number left");
+    w.queue.sweep(Duration::ZERO, 1000).await.unwrap();
+    assert!(w.queue.call_status("dr-1").await.unwrap().is_none());
+    let dump = w.dump().await;
+    assert!(!dump.contains("dr-1"), "the call is forgotten: {dump}");
+}

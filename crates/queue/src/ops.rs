@@ -624,7 +624,7 @@ impl Queue {
     }
 
     /// Runs `script` over dead letters `ids`, 500 per call; sums what it reports.
-    async fn per_dead_letter(
+    pub(crate) async fn per_dead_letter(
         &self,
         script: &crate::scripts::QueueScript,
         ids: &[String],
@@ -681,7 +681,7 @@ impl Queue {
 
     /// Deletes dead letters for good. Returns how many were purged.
     pub async fn purge(&self, ids: &[String]) -> Result<u64, QueueError> {
-        self.per_dead_letter(&self.inner.scripts.purge, ids, None)
+        self.per_dead_letter(&self.inner.scripts.purge, ids, Some("purge"))
             .await
     }
 

@@ -2,7 +2,8 @@
 //! content (the event: transcript, summary, numbers, e-mail addresses, metadata; its
 //! attempts' error texts and response snippets; the call's analysis) for a while, then
 //! only its ids, state, action config and attempt outcomes, until `AFTERCALL_RETENTION`
-//! forgets it. Dead letters keep theirs until replayed or purged.
+//! forgets it. Dead letters keep theirs until replayed, purged, or `AFTERCALL_DEAD_RETENTION`
+//! ([`Queue::expire_dead`]), never silently.
 
 use std::time::Duration;
 
@@ -170,5 +171,28 @@ impl Queue {
             }
         }
         Ok(inv.invoke_async(&mut self.conn()).await?)
+    }
+}
+
+impl Queue {
+    /// Drops the payload of dead letters older than `retention` (AFTERCALL_DEAD_RETENTION),
+    /// `limit` at a time: each keeps a `purged` state saying why and its history until
+    /// the retention sweep; one audit entry per call. Returns how many.
+    pub async fn expire_dead(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&self.inner.keys.dead)
+            .arg("-inf")
+            .arg(cutoff)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.per_dead_letter(&self.inner.scripts.purge, &ids, Some("expire"))
+            .await
     }
 }

@@ -154,7 +154,7 @@ const SOURCES: [(&str, &str, &[&str]); 16] = [
         "purge",
         include_str!("lua/purge.lua"),
         &[
-            "dead", "data", "state", "attempts", "max", "log", "lease", "refs",
+            "dead", "data", "state", "attempts", "max", "log", "lease", "refs", "done", "audit",
         ],
     ),
     (

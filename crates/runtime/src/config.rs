@@ -24,6 +24,9 @@ pub struct WorkerConfig {
     /// How long a settled job keeps its personal content (AFTERCALL_PAYLOAD_RETENTION);
     /// then only ids, states and outcomes stay, for `retention`.
     pub payload_retention: Duration,
+    /// How long a dead letter keeps its payload (AFTERCALL_DEAD_RETENTION), unless
+    /// replayed or purged before: then it is dropped, logged, counted and audited.
+    pub dead_retention: Duration,
     pub actions: ActionsConfig,
     /// Unique per process start, so a restart never collides with an old instance's leases.
     pub worker_id: String,
@@ -139,6 +142,7 @@ impl Default for WorkerConfig {
             grace: Duration::from_secs(20),
             retention: Duration::from_secs(7 * 86_400),
             payload_retention: Duration::from_secs(86_400),
+            dead_retention: Duration::from_secs(30 * 86_400),
             actions: ActionsConfig::default(),
             worker_id: new_worker_id(),
             limits: limits::Limits::default(),
@@ -207,6 +211,9 @@ impl WorkerConfig {
             payload_retention: s
                 .duration("AFTERCALL_PAYLOAD_RETENTION")?
                 .unwrap_or(d.payload_retention),
+            dead_retention: s
+                .duration("AFTERCALL_DEAD_RETENTION")?
+                .unwrap_or(d.dead_retention),
             actions,
             worker_id: s.string("AFTERCALL_WORKER_ID").unwrap_or(d.worker_id),
             limits: limits::Limits::parse(&s.string("AFTERCALL_LIMITS").unwrap_or_default())?,

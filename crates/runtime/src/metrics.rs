@@ -80,6 +80,7 @@ fn register_all() {
         let _ = histogram!("aftercall_redis_round_trip_seconds", "op" => op);
     }
     counter!("aftercall_leases_lost_total").increment(0);
+    counter!("aftercall_dead_expired_total").increment(0);
     for result in ["sent", "failed", "dropped"] {
         counter!("aftercall_alerts_total", "result" => result).increment(0);
     }
@@ -210,6 +211,11 @@ pub fn held_by_destination(action: &'static str, verdict: aftercall_queue::Verdi
     };
     counter!("aftercall_destination_held_total", "action" => action, "reason" => reason)
         .increment(1);
+}
+
+/// Dead letters whose payload AFTERCALL_DEAD_RETENTION dropped.
+pub fn dead_expired(n: u64) {
+    counter!("aftercall_dead_expired_total").increment(n);
 }
 
 /// An operational alert (or a digest of several) sent, given up on, or dropped.

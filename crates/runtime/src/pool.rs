@@ -402,5 +402,17 @@ async fn sweep_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
             Ok(n) => debug!(expired = n, "payload retention"),
             Err(e) => warn!(error = %e, "payload retention failed"),
         }
+        match ctx.queue.expire_dead(ctx.cfg.dead_retention, 1000).await {
+            Ok(0) => {}
+            Ok(n) => {
+                crate::metrics::dead_expired(n);
+                info!(
+                    jobs = n,
+                    retention_s = ctx.cfg.dead_retention.as_secs(),
+                    "dead letters kept past AFTERCALL_DEAD_RETENTION: their payload was dropped (audited)"
+                );
+            }
+            Err(e) => warn!(error = %e, "dead-letter retention failed"),
+        }
     }
 }

@@ -24,8 +24,8 @@ use crate::report::{Report, int, mb};
 
 mod api;
 mod bytes;
-mod outage;
 mod intake;
+mod outage;
 mod pipeline;
 mod procs;
 mod queue;
@@ -33,8 +33,8 @@ mod workload;
 
 use api::*;
 use bytes::*;
-use outage::*;
 use intake::*;
+use outage::*;
 use pipeline::*;
 use procs::*;
 use queue::*;
