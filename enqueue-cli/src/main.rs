@@ -517,10 +517,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::env::var("USER").unwrap_or_else(|_| "unknown".into())
             );
             match queue.erase_call(&call_id, &by).await? {
-                Some(e) => println!(
-                    "call {call_id} erased: {} job(s), {} in flight cancelled",
-                    e.jobs, e.cancelled
-                ),
+                Some(e) => {
+                    // The outbox folder a worker on this machine writes to.
+                    let get = |k: &str| std::env::var(k).ok();
+                    let dir = aftercall_actions::outbox::dir(&Settings::new(&get));
+                    let files = aftercall_actions::outbox::erase(&dir, &e.ids)
+                        .with_context(|| format!("erasing outbox files in {}", dir.display()))?;
+                    println!(
+                        "call {call_id} erased: {} job(s), {} in flight cancelled, {files} outbox file(s) removed",
+                        e.jobs, e.cancelled
+                    )
+                }
                 None => bail!("no call {call_id} is known (never pushed, or past retention)"),
             }
         }

@@ -280,3 +280,81 @@ async fn dead_letters_past_their_retention_lose_their_payload_visibly() {
     let dump = w.dump().await;
     assert!(!dump.contains("dr-1"), "the call is forgotten: {dump}");
 }
+
+/// An erasure removes the call's e-mail and SMS files from the outbox too (CLI and API),
+/// and no other call's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_removes_the_calls_outbox_files() {
+    let mut w = World::new().await;
+    let port = aftercall_testkit::free_port();
+    w.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
+    w.set("AFTERCALL_API_TOKENS", &format!("admin:{ADMIN}"));
+    let body = serde_json::json!({"name": "Acme", "voice_tools": {"post_call_follow_up": {"enabled": true, "actions": [
+        {"type": "email", "to": "{caller_email}", "subject": "Your call", "body_template": "call_summary"},
+        {"type": "sms", "template": "Thanks {caller_name}!"},
+    ]}}});
+    let cfg = aftercall_core::AgentConfig::parse(body.to_string().as_bytes()).unwrap();
+    w.queue.set_agent("agent_o", &cfg).await.unwrap();
+    let _worker = w.worker();
+    for call in ["o-1", "o-2", "o-3"] {
+        w.push(call, "agent_o").await;
+        let s = w
+            .wait_call(call, Duration::from_secs(20), aftercall_tests::settled)
+            .await;
+        assert!(
+            s.actions
+                .iter()
+                .all(|a| a.state.state.as_str() == "delivered"),
+            "{s:?}"
+        );
+    }
+    let outbox = w.dir.join("outbox");
+    let files = || {
+        let mut v: Vec<String> = ["email", "sms"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(outbox.join(d)).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files().len(), 6, "the test's own premise: {:?}", files());
+    let ids = |call: &str| {
+        let q = w.queue.clone();
+        let call = call.to_string();
+        async move {
+            let s = q.call_status(&call).await.unwrap().unwrap();
+            s.actions.iter().map(|a| a.id.clone()).collect::<Vec<_>>()
+        }
+    };
+    let o1 = ids("o-1").await;
+    let out = w.cli(&["calls", "erase", "o-1"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 outbox file(s) removed"), "{text}");
+    assert!(
+        files()
+            .iter()
+            .all(|f| o1.iter().all(|id| !f.starts_with(&format!("{id}.")))),
+        "{:?}",
+        files()
+    );
+    assert_eq!(files().len(), 4);
+
+    let r = aftercall_testkit::http_client()
+        .delete(format!("http://127.0.0.1:{port}/calls/o-2"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["outbox_files"], 2, "{body}");
+    let o3 = ids("o-3").await;
+    let left = files();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter()
+            .all(|f| o3.iter().any(|id| f.starts_with(&format!("{id}."))))
+    );
+}

@@ -181,7 +181,8 @@ async fn serve(
         None => return Ok(()),
     };
     let api = api.map(|(server, routes, api_cfg)| {
-        let state = aftercall_api::ApiState::new(queue.clone(), api_cfg);
+        let state = aftercall_api::ApiState::new(queue.clone(), api_cfg)
+            .with_outbox(cfg.actions.outbox_dir.clone());
         // The ops dashboard under /ui/ (docs/dashboard.md), and Prometheus metrics,
         // beside the API.
         let extra = ops_routes(&state, &queue);

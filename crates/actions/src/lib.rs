@@ -4,7 +4,7 @@
 
 pub mod email;
 pub mod http;
-mod outbox;
+pub mod outbox;
 pub mod preview;
 mod settings;
 pub mod slack;

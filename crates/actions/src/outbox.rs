@@ -32,6 +32,50 @@ pub(crate) async fn deliver(
     }
 }
 
+/// Removes the outbox files of `job_ids` from `dir` and its folders (`email/`, `sms/`)
+/// (an erasure: `aftercall calls erase`, `DELETE /calls/{id}`), with any temporary file
+/// a write left. Returns how many went; a missing folder has none.
+pub fn erase(dir: &Path, job_ids: &[String]) -> std::io::Result<u64> {
+    let stems: Vec<String> = job_ids
+        .iter()
+        .map(|id| format!("{}.", file_stem(id)))
+        .collect();
+    erase_in(dir, &stems, 1)
+}
+
+fn erase_in(dir: &Path, stems: &[String], depth: u32) -> std::io::Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut n = 0;
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            if depth > 0 {
+                n += erase_in(&entry.path(), stems, depth - 1)?;
+            }
+            continue;
+        }
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let bare = name.strip_prefix('.').unwrap_or(&name);
+        if stems.iter().any(|s| bare.starts_with(s.as_str())) {
+            std::fs::remove_file(entry.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The outbox folder as the worker finds it: `AFTERCALL_OUTBOX`, else `.aftercall/outbox`.
+pub fn dir(s: &aftercall_core::settings::Settings) -> PathBuf {
+    s.string("AFTERCALL_OUTBOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::ActionsConfig::default().outbox_dir)
+}
+
 /// What [`write_once`] did.
 #[derive(Debug)]
 struct Written {
@@ -86,6 +130,36 @@ async fn write_once(dir: &Path, job_id: &str, ext: &str, bytes: &[u8]) -> std::i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn erase_takes_the_jobs_files_only() {
+        let dir = std::env::temp_dir().join(format!("aftercall-outbox-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("sms")).unwrap();
+        for f in [
+            "job_a.1.eml",
+            ".job_a.1.eml.7.tmp",
+            "job_a.10.eml",
+            "job_b.1.txt",
+            "sms/job_a.2.txt",
+        ] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let n = erase(&dir, &["job_a.1".into(), "job_a.2".into()]).unwrap();
+        assert_eq!(n, 3);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["job_a.10.eml", "job_b.1.txt", "sms"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            erase(&dir, &["job_a.1".into()]).unwrap(),
+            0,
+            "no folder, nothing"
+        );
+    }
 
     #[test]
     fn stems_are_safe() {

@@ -74,6 +74,9 @@ pub enum ApiError {
     Unavailable(#[source] QueueError),
     #[error("internal error: {0}")]
     Internal(#[source] QueueError),
+    /// The call was erased from Redis, but its outbox files could not all be removed.
+    #[error("the call was erased from Redis, but not from the outbox: {0}")]
+    Outbox(String),
     /// An enqueue that stopped part-way (or did not start): the first `enqueued` events
     /// of the body are stored, the next one is not. 507 when Redis is out of memory, else
     /// 503. Sending the same body again finishes it (the stored ones are duplicates).
@@ -170,7 +173,7 @@ impl ApiError {
             }
             ApiError::InvalidBatch { status, .. } => *status,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::Outbox(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Incomplete { source, .. } if source.is_out_of_memory() => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
@@ -201,6 +204,7 @@ impl ApiError {
             ApiError::InvalidBatch { .. } => "invalid_events",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::Outbox(_) => "outbox",
             ApiError::Incomplete { source, .. } if source.is_out_of_memory() => {
                 "insufficient_storage"
             }

@@ -254,9 +254,17 @@ pub(crate) async fn erase_call(
     axum::Extension(caller): axum::Extension<Caller>,
     Id(call_id): Id,
 ) -> Result<Response> {
-    let Some(erased) = s.queue.erase_call(&call_id, &caller.name).await? else {
+    let Some(mut erased) = s.queue.erase_call(&call_id, &caller.name).await? else {
         return Err(ApiError::NotFound(format!("call `{call_id}` is unknown")));
     };
+    if let Some(dir) = s.outbox.clone() {
+        let ids = std::mem::take(&mut erased.ids);
+        erased.outbox_files =
+            tokio::task::spawn_blocking(move || aftercall_actions::outbox::erase(&dir, &ids))
+                .await
+                .map_err(|e| ApiError::Outbox(e.to_string()))?
+                .map_err(|e| ApiError::Outbox(e.to_string()))?;
+    }
     tracing::info!(call_id = %erased.call_id, jobs = erased.jobs, cancelled = erased.cancelled, by = %caller.name, "call erased");
     Ok(Json(erased).into_response())
 }

@@ -39,6 +39,8 @@ pub use server::{BodyTimedOut, ServerLimits, serve_routes};
 pub struct ApiState {
     pub queue: Queue,
     pub cfg: Arc<ApiConfig>,
+    /// The worker's outbox folder, where an erasure also removes the call's files.
+    pub outbox: Option<Arc<std::path::Path>>,
     gate: Arc<auth::Gate>,
     intake: Arc<platforms::Intake>,
 }
@@ -50,9 +52,17 @@ impl ApiState {
         ApiState {
             queue,
             cfg: Arc::new(cfg),
+            outbox: None,
             gate,
             intake,
         }
+    }
+
+    /// The state with the outbox folder `dir` (the worker's `AFTERCALL_OUTBOX`), so that
+    /// `DELETE /calls/{id}` removes the call's e-mail and SMS files too.
+    pub fn with_outbox(mut self, dir: impl Into<std::path::PathBuf>) -> ApiState {
+        self.outbox = Some(Arc::from(dir.into().into_boxed_path()));
+        self
     }
 
     /// Checks a bare token as the `Authorization: Bearer` header is checked (constant-time

@@ -18,6 +18,13 @@ pub struct Erased {
     pub jobs: u64,
     /// Of those, the ones still queued, scheduled, running or dead: now `skipped`.
     pub cancelled: u64,
+    /// The e-mail and SMS files of the call's jobs removed from the outbox folder of
+    /// the process that erased (the caller's business: the queue knows no files).
+    #[serde(default)]
+    pub outbox_files: u64,
+    /// The call's job ids, for the caller to erase what it keeps under them.
+    #[serde(skip)]
+    pub ids: Vec<String>,
 }
 
 impl Queue {
@@ -87,6 +94,8 @@ impl Queue {
                     call_id: call_id.to_string(),
                     jobs: jobs as u64,
                     cancelled: cancelled as u64,
+                    outbox_files: 0,
+                    ids,
                 }));
             }
         }
