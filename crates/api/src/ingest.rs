@@ -81,11 +81,7 @@ fn batch_error(e: BatchError<aftercall_core::ValidEvent<'_>>) -> ApiError {
             message,
             line,
             column,
-        } => ApiError::MalformedJson {
-            message,
-            line,
-            column,
-        },
+        } => malformed(message, line, column),
         BatchError::TooLarge { message } => ApiError::EventTooLarge { message },
         BatchError::Invalid { field, message } => ApiError::InvalidEvent { field, message },
         BatchError::Empty => ApiError::BadRequest {
@@ -126,12 +122,17 @@ pub fn json_value(body: &[u8]) -> Result<serde_json::Value, ApiError> {
             message,
             line,
             column,
-        } => ApiError::MalformedJson {
-            message,
-            line,
-            column,
-        },
+        } => malformed(message, line, column),
     })
+}
+
+/// A body that is not JSON, with where it stops being JSON.
+fn malformed(message: String, line: usize, column: usize) -> ApiError {
+    ApiError::MalformedJson {
+        message,
+        line,
+        column,
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ mod view;
 pub use facts::{Analysis, Direction, EndedReason};
 
 /// A call-ended event as producers push it. Unknown top-level fields are rejected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CallEvent {
@@ -118,23 +118,7 @@ impl CallEvent {
         CallEvent {
             call_id: call_id.into(),
             agent_id: agent_id.into(),
-            caller_number: None,
-            agent_name: None,
-            started_at: None,
-            ended_at: None,
-            duration_seconds: None,
-            summary: None,
-            transcript: None,
-            recording_url: None,
-            details: None,
-            metadata: Map::new(),
-            traceparent: None,
-            platform: None,
-            ended_reason: None,
-            platform_ended_reason: None,
-            direction: None,
-            analysis: None,
-            raw: None,
+            ..CallEvent::default()
         }
     }
 

@@ -137,29 +137,13 @@ mod tests {
             ]
         );
     }
-}
-
-#[cfg(test)]
-mod float_tests {
-    use super::*;
 
     /// Metadata reaches the receiver as the producer wrote it, floats included.
     #[test]
     fn metadata_floats_round_trip_exactly() {
         let raw = r#"{"call_id":"c","agent_id":"a","metadata":{"score":0.30000000000000004,"lat":37.774929,"big":1.7976931348623157e308}}"#;
         let e = CallEvent::parse(raw.as_bytes(), 1 << 20).unwrap();
-        let a = WebhookAction {
-            url: "https://x.example".into(),
-            include_transcript: false,
-            include_recording_url: false,
-            secret: None,
-            headers: Default::default(),
-            delay: None,
-            when: None,
-            expires_after: None,
-            method: None,
-            body: None,
-        };
+        let a = action(false, false);
         let body = String::from_utf8(WebhookPayload::new(&e, &a).to_bytes()).unwrap();
         assert!(
             body.contains(r#""score":0.30000000000000004,"lat":37.774929,"#),

@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{
-    ConfigError, REDACTED_HEADER, Secrets, WebhookAction, check_header, check_secret, check_url,
-};
+use crate::config::validate::{check_header, check_secret, check_url};
+use crate::config::{ConfigError, REDACTED_HEADER, Secrets, WebhookAction};
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,7 +12,8 @@
 //! - `erase.rs`: erasing a call's personal data; `retention.rs`: payload retention;
 //! - `limits.rs`: per-destination limits; `destinations.rs`: destination health
 //!   (circuit breakers, 429 pauses, operators' pauses); `agents.rs`: agent configs;
-//! - `ops.rs`: what ops read and repair (dead letters, per-call status, stats);
+//! - `ops.rs`: what ops read and repair (dead letters, per-call status, stats;
+//!   `ops/jobs.rs`: reading stored jobs back as records);
 //! - `keys.rs`: every key name; `scripts.rs` and `lua/`: the scripts; `conn.rs`: one
 //!   connection type over a single Redis or a Redis Cluster.
 

@@ -1,10 +1,10 @@
 //! The Lua scripts, each prefixed with the shared helpers and loaded once per process.
 //!
-//! Each script's keys are named once, here, beside the file they belong to: the list
-//! becomes the `local <name>_key = KEYS[i]` lines that open the script, and the same list
-//! fills the invocation from [`Keys`]. The two sides cannot disagree on a position, and
-//! a script that uses a name its list lacks fails at its first call (Redis refuses
-//! undeclared globals).
+//! Each script's keys are named once, in its `-- KEYS` header line: the list becomes the
+//! `local <name>_key = KEYS[i]` lines that open the script, and the same list fills the
+//! invocation from [`Keys`]. The two sides cannot disagree on a position, and a script
+//! that uses a name its list lacks fails at its first call (Redis refuses undeclared
+//! globals).
 
 use redis::{Script, ScriptInvocation};
 
@@ -12,14 +12,33 @@ use crate::keys::Keys;
 
 const LIB: &str = include_str!("lua/lib.lua");
 
+/// What opens the line of a script that names its keys, in `KEYS` order.
+const KEYS_HEADER: &str = "-- KEYS (scripts.rs binds them as locals): ";
+
+/// The key names of a script's header line: `<name>_key, …`, up to a note in brackets.
+fn header_keys(body: &'static str) -> Option<Vec<&'static str>> {
+    let line = body.lines().find_map(|l| l.strip_prefix(KEYS_HEADER))?;
+    let mut keys = Vec::new();
+    for item in line.split(", ") {
+        let word = item.split(' ').next().unwrap_or_default();
+        keys.push(word.strip_suffix("_key")?);
+        if word.len() < item.len() {
+            break;
+        }
+    }
+    Some(keys)
+}
+
 /// A script and the names of its keys, in `KEYS` order.
 pub struct QueueScript {
     script: Script,
-    keys: &'static [&'static str],
+    keys: Vec<&'static str>,
 }
 
 impl QueueScript {
-    fn new(body: &str, keys: &'static [&'static str]) -> QueueScript {
+    fn new(name: &str, body: &'static str) -> QueueScript {
+        let keys =
+            header_keys(body).unwrap_or_else(|| panic!("{name}.lua has no KEYS header (tested)"));
         let mut src = String::with_capacity(LIB.len() + body.len() + 40 * keys.len());
         src.push_str(LIB);
         src.push('\n');
@@ -36,7 +55,7 @@ impl QueueScript {
     /// A call with the queue's keys of this script's list.
     pub fn invocation<'a>(&'a self, keys: &Keys) -> ScriptInvocation<'a> {
         let mut inv = self.script.prepare_invoke();
-        for name in self.keys {
+        for name in &self.keys {
             inv.key(
                 keys.named(name)
                     .expect("every fixed key name is one of Keys (tested)"),
@@ -56,191 +75,29 @@ impl QueueScript {
     }
 }
 
-/// Each script's source and key list.
-const SOURCES: [(&str, &str, &[&str]); 16] = [
-    (
-        "enqueue",
-        include_str!("lua/enqueue.lua"),
-        &[
-            "calls",
-            "calls_log",
-            "ready",
-            "data",
-            "state",
-            "attempts",
-            "max",
-            "notify",
-        ],
-    ),
-    (
-        "fetch",
-        include_str!("lua/fetch.lua"),
-        &[
-            "ready",
-            "running",
-            "scheduled",
-            "dead",
-            "data",
-            "state",
-            "attempts",
-            "max",
-            "log",
-            "lease",
-            "notify",
-            "done",
-            "completion",
-            "pending",
-        ],
-    ),
-    (
-        "finish",
-        include_str!("lua/finish.lua"),
-        &[
-            "ready",
-            "running",
-            "scheduled",
-            "dead",
-            "done",
-            "state",
-            "attempts",
-            "log",
-            "lease",
-            "notify",
-            "completion",
-            "pending",
-        ],
-    ),
-    (
-        "fanout",
-        include_str!("lua/fanout.lua"),
-        &[
-            "ready",
-            "running",
-            "scheduled",
-            "done",
-            "data",
-            "state",
-            "attempts",
-            "max",
-            "log",
-            "lease",
-            "fanout",
-            "refs",
-            "notify",
-            "completion",
-            "pending",
-        ],
-    ),
-    (
-        "renew",
-        include_str!("lua/renew.lua"),
-        &["running", "lease"],
-    ),
-    (
-        "replay",
-        include_str!("lua/replay.lua"),
-        &[
-            "dead",
-            "ready",
-            "state",
-            "attempts",
-            "log",
-            "notify",
-            "completion",
-            "pending",
-        ],
-    ),
-    (
-        "purge",
-        include_str!("lua/purge.lua"),
-        &[
-            "dead", "data", "state", "attempts", "max", "log", "lease", "refs", "done", "audit",
-        ],
-    ),
-    (
-        "sweep",
-        include_str!("lua/sweep.lua"),
-        &[
-            "done",
-            "data",
-            "state",
-            "attempts",
-            "max",
-            "log",
-            "calls",
-            "calls_log",
-            "fanout",
-            "analysis",
-            "refs",
-            "completion",
-            "pending",
-        ],
-    ),
-    // A destination's semaphore (token -> expiry ms) and this second's start counter:
+/// Each script's name and source (its header names its keys).
+const SOURCES: [(&str, &str); 16] = [
+    ("enqueue", include_str!("lua/enqueue.lua")),
+    ("fetch", include_str!("lua/fetch.lua")),
+    ("finish", include_str!("lua/finish.lua")),
+    ("fanout", include_str!("lua/fanout.lua")),
+    ("renew", include_str!("lua/renew.lua")),
+    ("replay", include_str!("lua/replay.lua")),
+    ("purge", include_str!("lua/purge.lua")),
+    ("sweep", include_str!("lua/sweep.lua")),
+    // Its keys: a destination's semaphore (token -> expiry ms) and this second's start counter:
     // made per call by `Keys::limit` and `Keys::rate`.
-    ("limit", include_str!("lua/limit.lua"), &["sem", "rate"]),
-    (
-        "contact",
-        include_str!("lua/contact.lua"),
-        &["optouts", "sent"],
-    ),
-    ("agent_cas", include_str!("lua/agent_cas.lua"), &["agents"]),
-    (
-        "intake",
-        include_str!("lua/intake.lua"),
-        &[
-            "calls",
-            "calls_log",
-            "ready",
-            "scheduled",
-            "data",
-            "state",
-            "max",
-            "notify",
-            "analysis",
-        ],
-    ),
-    (
-        "erase",
-        include_str!("lua/erase.lua"),
-        &[
-            "calls",
-            "fanout",
-            "analysis",
-            "ready",
-            "scheduled",
-            "running",
-            "dead",
-            "done",
-            "state",
-            "log",
-            "lease",
-            "audit",
-            "completion",
-            "pending",
-        ],
-    ),
-    (
-        "expire",
-        include_str!("lua/expire.lua"),
-        &["done", "data", "log", "analysis", "payload_cursor"],
-    ),
-    // The hash being rotated (the job data or the agent configs), given per call.
-    ("rewrap", include_str!("lua/rewrap.lua"), &["target"]),
-    // A destination's health hash and held set (`Keys::health`, `Keys::held`), made per
+    ("limit", include_str!("lua/limit.lua")),
+    ("contact", include_str!("lua/contact.lua")),
+    ("agent_cas", include_str!("lua/agent_cas.lua")),
+    ("intake", include_str!("lua/intake.lua")),
+    ("erase", include_str!("lua/erase.lua")),
+    ("expire", include_str!("lua/expire.lua")),
+    // Its key: the hash being rotated (the job data or the agent configs), given per call.
+    ("rewrap", include_str!("lua/rewrap.lua")),
+    // Its keys: a destination's health hash and held set (`Keys::health`, `Keys::held`), made per
     // call; the pauses and the destinations seen (`Keys::paused`, `Keys::destinations`).
-    (
-        "destination",
-        include_str!("lua/destination.lua"),
-        &[
-            "health",
-            "held",
-            "paused",
-            "destinations",
-            "scheduled",
-            "notify",
-        ],
-    ),
+    ("destination", include_str!("lua/destination.lua")),
 ];
 
 /// The scripts by name, built from [`SOURCES`] in its order (a test holds the names
@@ -253,7 +110,7 @@ macro_rules! scripts {
 
         impl Scripts {
             pub fn new() -> Scripts {
-                let [$($name,)*] = SOURCES.map(|(_, body, keys)| QueueScript::new(body, keys));
+                let [$($name,)*] = SOURCES.map(|(name, body)| QueueScript::new(name, body));
                 Scripts { $($name,)* }
             }
         }
@@ -289,41 +146,43 @@ mod tests {
     /// Key names of the scripts' lists that `Keys` makes per call rather than names.
     const MADE_PER_CALL: [&str; 6] = ["sem", "rate", "health", "held", "paused", "destinations"];
 
-    /// Every name resolves to a key of the queue (but those made per call), and
-    /// each script's header comment lists the same names in the same order.
     #[test]
     fn the_fields_are_the_sources_in_order() {
-        let names: Vec<&str> = SOURCES.iter().map(|(name, _, _)| *name).collect();
+        let names: Vec<&str> = SOURCES.iter().map(|(name, _)| *name).collect();
         assert_eq!(names, NAMES);
     }
 
+    /// Every script's header names its keys, each one a key of the queue (but those
+    /// made per call), and the script never indexes `KEYS` itself.
     #[test]
-    fn key_lists_resolve_and_match_the_headers() {
+    fn key_lists_are_read_from_the_headers_and_resolve() {
         let keys = Keys::new("p");
-        for (name, body, list) in SOURCES {
+        for (name, body) in SOURCES {
+            let list = header_keys(body).unwrap_or_else(|| panic!("{name}.lua's KEYS header"));
+            assert!(!list.is_empty(), "{name}.lua lists no key");
             // Keys made per call (a destination's, a contact's, the hash being rotated).
             if !matches!(name, "contact" | "rewrap") {
                 for k in list.iter().filter(|k| !MADE_PER_CALL.contains(k)) {
                     assert!(keys.named(k).is_some(), "{name}: {k} is not a key");
                 }
             }
-            let header = body
-                .lines()
-                .find_map(|l| l.strip_prefix("-- KEYS (scripts.rs binds them as locals): "))
-                .unwrap_or_else(|| panic!("{name}.lua has no KEYS header"));
-            let named: Vec<String> = list.iter().map(|k| format!("{k}_key")).collect();
-            assert!(
-                header.starts_with(&named.join(", ")),
-                "{name}.lua's header says {header}, scripts.rs {named:?}"
-            );
             assert!(!body.contains("KEYS["), "{name}.lua indexes KEYS itself");
         }
+        assert_eq!(
+            header_keys("-- KEYS (scripts.rs binds them as locals): a_key, b_key (x, y_key)"),
+            Some(vec!["a", "b"])
+        );
+        assert_eq!(
+            header_keys("-- KEYS (scripts.rs binds them as locals): a, b"),
+            None
+        );
     }
 
     /// A key a script uses is on its list: every `<name>_key` it mentions is bound.
     #[test]
     fn scripts_use_only_their_own_keys() {
-        for (name, body, list) in SOURCES {
+        for (name, body) in SOURCES {
+            let list = header_keys(body).unwrap();
             let mut rest = body;
             while let Some(at) = rest.find("_key") {
                 let start = rest[..at]
