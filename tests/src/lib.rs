@@ -195,11 +195,7 @@ impl World {
     pub async fn seed_agent(&self, agent_id: &str, webhook_url: &str) {
         let body = fixture("seed-agent.json")
             .replace("https://your-crm.com/api/call-completed", webhook_url);
-        let cfg = aftercall_core::AgentConfig::parse(body.as_bytes()).expect("seed body parses");
-        self.queue
-            .set_agent(agent_id, &cfg)
-            .await
-            .expect("set agent");
+        store_agent(&self.queue, agent_id, &body).await;
     }
 
     /// An agent with one webhook action.
@@ -207,18 +203,13 @@ impl World {
         let body = format!(
             r#"{{"name":"Test","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{url}"}}]}}}}}}"#
         );
-        let cfg = aftercall_core::AgentConfig::parse(body.as_bytes()).expect("agent body");
-        self.queue
-            .set_agent(agent_id, &cfg)
-            .await
-            .expect("set agent");
+        store_agent(&self.queue, agent_id, &body).await;
     }
 
     /// A receiver answering `reply` (unless scripted otherwise), and `agent` with one
     /// webhook action to it.
     pub async fn receiver_for(&self, agent: &str, reply: Reply) -> Receiver {
-        let rx = Receiver::start().await.expect("receiver starts");
-        rx.set_default(reply);
+        let rx = Receiver::answering(reply).await;
         self.webhook_agent(agent, &rx.url).await;
         rx
     }
@@ -246,8 +237,6 @@ impl World {
 }
 
 impl World {
-    /// Enqueues `call_event(prefix{i}, agent)` for `i` in `range`, in batches, through
-    /// the Rust producer API.
     /// Enqueues the test call `call_id` of `agent` (see [`call_event`]).
     pub async fn push(&self, call_id: &str, agent: &str) {
         let event =
@@ -256,6 +245,14 @@ impl World {
         self.queue.enqueue(vec![event]).await.expect("enqueue");
     }
 
+    /// Enqueues the test call `call_id` of `agent` and waits for it to settle.
+    pub async fn push_settled(&self, call_id: &str, agent: &str, timeout: Duration) -> CallStatus {
+        self.push(call_id, agent).await;
+        self.wait_call(call_id, timeout, settled).await
+    }
+
+    /// Enqueues `call_event(prefix{i}, agent)` for `i` in `range`, in batches, through
+    /// the Rust producer API.
     pub async fn enqueue_range(&self, prefix: &str, agent: &str, range: std::ops::Range<usize>) {
         let ids: Vec<usize> = range.collect();
         for chunk in ids.chunks(500) {
@@ -495,6 +492,13 @@ where
     }
 }
 
+/// Stores `body`, an agent config's JSON, as `agent`'s config.
+pub async fn store_agent(queue: &Queue, agent: &str, body: &str) {
+    let cfg = aftercall_core::AgentConfig::parse(body.as_bytes())
+        .unwrap_or_else(|e| panic!("agent body {body}: {e}"));
+    queue.set_agent(agent, &cfg).await.expect("set agent");
+}
+
 /// True when every action of the call has settled (delivered, skipped or dead).
 pub fn settled(s: &CallStatus) -> bool {
     let parent = matches!(
@@ -529,6 +533,25 @@ pub fn assert_job(job: &JobRecord, state: &str, attempts: u32) {
 pub fn assert_failed_with(out: &Output, prefix: &str) {
     assert!(!out.status.success(), "succeeded: {}", stdout(out));
     assert!(stderr(out).starts_with(prefix), "{}", stderr(out));
+}
+
+/// Fails the test unless the process succeeded, with `what` it was and what it printed.
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// Runs `cmd` (`what`) to its end, failing the test unless it succeeded.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what} does not run: {e}"));
+    assert_ok(&out, what);
+    out
 }
 
 /// A process's standard output, as text.

@@ -14,8 +14,7 @@ async fn seed_patch_ingest_and_replay_over_http() {
     let mut w = World::new().await;
     let http = w.with_api(&format!("admin:{ADMIN},read:{READ}"));
     w.set("AFTERCALL_MAX_ATTEMPTS", "1");
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(400).body("crm says no"));
+    let rx = Receiver::answering(Reply::status(400).body("crm says no")).await;
     let worker = w.worker();
     worker.wait_status(&http, "/readyz", 200).await;
 

@@ -4,22 +4,17 @@
 
 use std::process::{Command, Output};
 
-use aftercall_tests::bin;
+use aftercall_tests::{bin, run_ok};
 
 /// The CLI with a configuration that would stop any other command.
 fn aftercall(args: &[&str]) -> Output {
-    let out = Command::new(bin("aftercall"))
-        .args(args)
-        .env("AFTERCALL_REDIS_URL", "redis://127.0.0.1:1")
-        .env("AFTERCALL_REDIS_TIMEOUT", "not-a-duration")
-        .output()
-        .expect("aftercall runs");
-    assert!(
-        out.status.success(),
-        "aftercall {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    run_ok(
+        Command::new(bin("aftercall"))
+            .args(args)
+            .env("AFTERCALL_REDIS_URL", "redis://127.0.0.1:1")
+            .env("AFTERCALL_REDIS_TIMEOUT", "not-a-duration"),
+        &format!("aftercall {args:?}"),
+    )
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aftercall_core::CallEvent;
 use aftercall_queue::{Queue, QueueConfig};
 use aftercall_testkit::{RedisOptions, RedisServer};
-use aftercall_tests::{Receiver, Reply, bin, call_event, settled};
+use aftercall_tests::{Receiver, Reply, bin, call_event, run_ok, settled, store_agent};
 
 const NODE_TIMEOUT_MS: u64 = 1500;
 
@@ -58,17 +58,13 @@ impl Cluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
-        let out = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
-            .expect("redis-cli (Debian's redis-tools)");
-        assert!(
-            out.status.success(),
-            "cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
+        run_ok(
+            Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(&addrs)
+                .args(["--cluster-replicas", "1", "--cluster-yes"]),
+            "redis-cli --cluster create (Debian's redis-tools)",
         );
         let c = Cluster { nodes, dir };
         c.wait_ok(&c.nodes.iter().map(|n| n.port()).collect::<Vec<_>>())
@@ -224,12 +220,7 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
     let qa = queue(&c, pa, 1).await;
     let body = aftercall_tests::fixture("seed-agent.json")
         .replace("https://your-crm.com/api/call-completed", &rx.url);
-    qa.set_agent(
-        "agent_abc123",
-        &aftercall_core::AgentConfig::parse(body.as_bytes()).unwrap(),
-    )
-    .await
-    .unwrap();
+    store_agent(&qa, "agent_abc123", &body).await;
     let mut w = worker(&c, pa, &[]);
 
     // Seed round trip.
@@ -251,18 +242,12 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
     assert_eq!(rx.count(), 1);
 
     // Retries then a dead letter, then replay to delivery.
-    let rx2 = Receiver::start().await.unwrap();
-    rx2.set_default(Reply::status(503));
+    let rx2 = Receiver::answering(Reply::status(503)).await;
     let hook = format!(
         r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}}]}}}}}}"#,
         rx2.url
     );
-    qa.set_agent(
-        "a2",
-        &aftercall_core::AgentConfig::parse(hook.as_bytes()).unwrap(),
-    )
-    .await
-    .unwrap();
+    store_agent(&qa, "a2", &hook).await;
     qa.enqueue(vec![
         CallEvent::parse(call_event("c-dead", "a2").as_bytes(), 1 << 20).unwrap(),
     ])

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use aftercall_queue::{Keyring, Queue, QueueConfig};
-use aftercall_tests::{Receiver, Reply, World, settled};
+use aftercall_tests::{Receiver, Reply, World, assert_ok, settled, store_agent};
 
 const K1: &str = "v1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const K2: &str = "v2:HxwdHhscGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
@@ -55,19 +55,13 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 async fn sealed_at_rest_delivered_in_full_and_rotated_under_traffic() {
     let mut w = World::new().await;
     w.set("AFTERCALL_ENCRYPTION_KEYS", K1);
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(200));
+    let rx = Receiver::answering(Reply::status(200)).await;
     let q1 = keyed(&w, K1).await;
     let agent = format!(
         r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw","headers":{{"Authorization":"Bearer crm-secret-token"}}}}]}}}}}}"#,
         rx.url
     );
-    q1.set_agent(
-        "agent_x",
-        &aftercall_core::AgentConfig::parse(agent.as_bytes()).unwrap(),
-    )
-    .await
-    .unwrap();
+    store_agent(&q1, "agent_x", &agent).await;
     let mut worker = w.worker();
     q1.enqueue(vec![event("x-1")]).await.unwrap();
     let s = w.wait_call("x-1", Duration::from_secs(20), settled).await;
@@ -136,12 +130,8 @@ async fn sealed_at_rest_delivered_in_full_and_rotated_under_traffic() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let out = w.cli(&["keys", "rotate"], "");
+    assert_ok(&out, "aftercall keys rotate");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(text.contains("keys rotated:"), "{text}");
     producer.await.unwrap();
     for i in (0..200).step_by(20) {

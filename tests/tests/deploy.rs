@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aftercall_tests::World;
+use aftercall_tests::{World, run_ok};
 
 const TOKEN: &str = "admin-token-0123456789abcdef";
 
@@ -254,13 +254,9 @@ fn exported(text: &str) -> BTreeMap<String, Vec<BTreeMap<String, String>>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn alerts_and_dashboard_query_only_metrics_a_worker_exports() {
     let mut w = World::new().await;
-    let port = aftercall_testkit::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    w.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
-    w.set("AFTERCALL_API_TOKENS", &format!("admin:{TOKEN}"));
+    let base = w.with_api(&format!("admin:{TOKEN}")).base;
     let _worker = w.worker();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
+    let http = aftercall_testkit::http_client();
 
     // Scrape once the worker has sent its first heartbeat (it counts itself alive).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -375,17 +371,12 @@ assert pod["spec"]["terminationGracePeriodSeconds"] > grace
 assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
 print("ok")
 "#;
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(deploy("kubernetes"))
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(deploy("kubernetes")),
+        "the manifest check",
     );
 }
 
@@ -394,15 +385,11 @@ print("ok")
 #[tokio::test(flavor = "multi_thread")]
 async fn without_workers_the_oldest_queued_job_ages_on_metrics() {
     let mut w = World::new().await;
-    let port = aftercall_testkit::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    w.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
-    w.set("AFTERCALL_API_TOKENS", &format!("admin:{TOKEN}"));
+    let base = w.with_api(&format!("admin:{TOKEN}")).base;
     w.set("AFTERCALL_ROLE", "api");
     w.push("call-waiting", "agent-1").await;
     let _api = w.worker();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
+    let http = aftercall_testkit::http_client();
     let value = |text: &str, name: &str| {
         text.lines()
             .find(|l| l.starts_with(&format!("{name}{{")))

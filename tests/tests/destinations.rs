@@ -137,8 +137,7 @@ async fn a_receiver_stops_retries_with_a_header() {
         )
         .await;
     let _w1 = w.worker();
-    w.push("stop", "a1").await;
-    let s = w.wait_call("stop", Duration::from_secs(10), settled).await;
+    let s = w.push_settled("stop", "a1", Duration::from_secs(10)).await;
     let a = &s.actions[0];
     assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 1));
     let err = a.state.error.as_deref().unwrap_or_default();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World};
+use aftercall_tests::{Receiver, Reply, World, assert_ok};
 use serde_json::Value;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -17,8 +17,7 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
     // Each call's one action waits for its retry: the receiver failed with the
     // caller's e-mail in its answer, which the attempt keeps as its snippet.
     w.set("AFTERCALL_RETRY_BASE", "1h");
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(503).body("no such contact ann@example.com"));
+    let rx = Receiver::answering(Reply::status(503).body("no such contact ann@example.com")).await;
     w.webhook_agent("agent_e", &rx.url).await;
     let _worker = w.worker();
     w.push("e-1", "agent_e").await;
@@ -41,12 +40,8 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
 
     // Through the CLI: the scheduled retry is cancelled, visibly.
     let out = w.cli(&["calls", "erase", "e-1"], "");
+    assert_ok(&out, "aftercall calls erase e-1");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         text.contains("call e-1 erased: 2 job(s), 1 in flight cancelled"),
         "{text}"
@@ -61,37 +56,24 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
     assert_eq!(s.call_ended.state.state.as_str(), "fanned_out");
 
     // Through the API.
-    let http = {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::new()
-    };
-    let base = format!("http://127.0.0.1:{port}");
-    let r = http
-        .delete(format!("{base}/calls/e-2"))
-        .bearer_auth(ADMIN)
+    let api = aftercall_tests::Http::new(format!("http://127.0.0.1:{port}"));
+    let erase = |call: &str| {
+        api.request(
+            reqwest::Method::DELETE,
+            &format!("/calls/{call}"),
+            Some(ADMIN),
+        )
         .send()
-        .await
-        .unwrap();
+    };
+    let r = erase("e-2").await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(
         (body["jobs"].as_u64(), body["cancelled"].as_u64()),
         (Some(2), Some(1))
     );
-    let r = http
-        .delete(format!("{base}/calls/nope"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let r = http
-        .get(format!("{base}/calls/e-2"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    let status: Value = r.json().await.unwrap();
+    assert_eq!(erase("nope").await.unwrap().status(), 404);
+    let status = api.get_json("/calls/e-2", ADMIN).await;
     assert_eq!(status["actions"][0]["state"]["reason"], "erased by admin-1");
     assert_eq!(
         status["call_ended"]["job"]["event"],
@@ -130,10 +112,8 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
 #[tokio::test(flavor = "multi_thread")]
 async fn settled_jobs_lose_their_content_after_the_payload_retention_and_dead_letters_keep_it() {
     let w = World::new().await;
-    let ok = Receiver::start().await.unwrap();
-    ok.set_default(Reply::status(200));
-    let refusing = Receiver::start().await.unwrap();
-    refusing.set_default(Reply::status(400).body("rejected ann@example.com"));
+    let ok = Receiver::answering(Reply::status(200)).await;
+    let refusing = Receiver::answering(Reply::status(400).body("rejected ann@example.com")).await;
     w.webhook_agent("agent_ok", &ok.url).await;
     w.webhook_agent("agent_no", &refusing.url).await;
     let _worker = w.worker();

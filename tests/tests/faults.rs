@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use aftercall_queue::JobRecord;
 use aftercall_tests::{
-    Receiver, Reply, Worker, World, assert_job, call_event, deliveries, poll, settled,
+    Receiver, Reply, Worker, World, assert_job, assert_ok, call_event, deliveries, poll, settled,
 };
 
 fn soak() -> bool {
@@ -542,11 +542,7 @@ async fn outage_scenario(mode: Outage) {
         .map(|i| call_event(&format!("o{i}"), "a1") + "\n")
         .collect();
     let out = w.cli(&["enqueue", "-"], &rest);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out, "aftercall enqueue -");
     drain(&w, n + extra, drain_time(n)).await;
     for (i, wk) in workers.iter_mut().enumerate() {
         assert!(wk.is_running(), "worker {i} after the outage");
@@ -835,11 +831,7 @@ async fn undecodable_payloads_are_dead_lettered_and_the_pool_keeps_working() {
         }
     }
     let out = w.cli(&["dlq", "list", "--error", "undecodable", "--json"], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out, "aftercall dlq list --error undecodable --json");
     let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 3, "{page}");
     // The pool keeps working.
@@ -886,8 +878,7 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_after_its_budge
         ("AFTERCALL_HTTP_TIMEOUT", "60s"),
     ])
     .await;
-    let deadly = Receiver::start().await.unwrap();
-    deadly.set_default(Reply::status(200).delay(Duration::from_secs(3600)));
+    let deadly = Receiver::answering(Reply::status(200).delay(Duration::from_secs(3600))).await;
     let fine = Receiver::start().await.unwrap();
     w.webhook_agent("deadly", &deadly.url).await;
     w.webhook_agent("fine", &fine.url).await;

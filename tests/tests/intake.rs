@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, settled};
+use aftercall_tests::{Receiver, Reply, World, settled, store_agent};
 use serde_json::Value;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -120,8 +120,7 @@ async fn start(w: &mut World, rx: &Receiver) -> (aftercall_tests::Worker, Api) {
             r#"{{"name":"Front desk","voice_tools":{{"post_call_follow_up":{{"enabled":true{wait},"actions":[{{"type":"webhook","url":"{}"}}]}}}}}}"#,
             rx.url
         );
-        let cfg = aftercall_core::AgentConfig::parse(body.as_bytes()).expect("agent body");
-        w.queue.set_agent(agent, &cfg).await.expect("set agent");
+        store_agent(&w.queue, agent, &body).await;
     }
     let worker = w.worker();
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -159,8 +158,7 @@ fn delivered(rx: &Receiver, call_id: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retell_call_waits_for_its_analysis_and_fans_out_once_with_it() {
     let mut w = World::new().await;
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(200));
+    let rx = Receiver::answering(Reply::status(200)).await;
     let (worker, api) = start(&mut w, &rx).await;
     let stale_ts = Some(now_ms() - 6 * 60 * 1000);
     let [
@@ -284,8 +282,7 @@ async fn a_retell_call_waits_for_its_analysis_and_fans_out_once_with_it() {
         (202, Some("joined")),
         "{answer}"
     );
-    let s = w.wait_call("r-1", Duration::from_secs(20), settled).await;
-    assert!(settled(&s), "{s:?}");
+    let s = settled_call(&w, "r-1").await;
     assert_eq!(s.actions.len(), 1);
     assert_eq!(s.actions[0].state.state.as_str(), "delivered");
     let analysis = s.analysis.expect("the analysis is kept with the call");
@@ -322,8 +319,7 @@ async fn a_retell_call_waits_for_its_analysis_and_fans_out_once_with_it() {
         (202, Some("enqueued")),
         "{answer}"
     );
-    let s = w.wait_call("r-2", Duration::from_secs(20), settled).await;
-    assert!(settled(&s), "{s:?}");
+    settled_call(&w, "r-2").await;
     let (status, answer) = api.post("retell", &analyzed_2).await;
     assert_eq!(
         (status, answer["outcome"].as_str()),
@@ -373,8 +369,7 @@ async fn a_retell_call_waits_for_its_analysis_and_fans_out_once_with_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn vapi_and_bland_messages_become_calls_with_every_mapped_field() {
     let mut w = World::new().await;
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(200));
+    let rx = Receiver::answering(Reply::status(200)).await;
     let (_worker, api) = start(&mut w, &rx).await;
 
     let (bearer, hmac) = (format!("bearer:{VAPI_TOKEN}"), format!("hmac:{VAPI_HMAC}"));
@@ -437,35 +432,31 @@ async fn vapi_and_bland_messages_become_calls_with_every_mapped_field() {
     );
     assert!(w.queue.call_status("v-3").await.unwrap().is_none());
 
-    let s = w.wait_call("v-1", Duration::from_secs(20), settled).await;
-    assert!(settled(&s), "{s:?}");
+    let s = settled_call(&w, "v-1").await;
     let e = &s.call_ended.job.as_ref().unwrap()["event"];
-    for (field, want) in [
-        ("/call_id", "v-1"),
-        ("/agent_id", "agent_now"),
-        ("/agent_name", "Sales"),
-        ("/caller_number", "+14155550123"),
-        ("/direction", "outbound"),
-        ("/ended_reason", "caller_hung_up"),
-        ("/platform_ended_reason", "customer-ended-call"),
-        ("/platform", "vapi"),
-        ("/summary", "Grace booked a demo for Friday."),
-        ("/transcript", "AI: Hi Grace.\nUser: Book me a demo."),
-        ("/recording_url", "https://storage.vapi.ai/recording.wav"),
-        ("/started_at", "2025-12-03T12:00:00Z"),
-        ("/ended_at", "2025-12-03T12:01:31Z"),
-        ("/metadata/caller_name", "Grace Hopper"),
-        ("/metadata/caller_email", "grace@example.com"),
-        ("/metadata/dynamic_variables/plan", "pro"),
-        ("/analysis/data/demo_day", "Friday"),
-        ("/raw/message/type", "end-of-call-report"),
-    ] {
-        assert_eq!(
-            e.pointer(field).and_then(Value::as_str),
-            Some(want),
-            "{field} in {e}"
-        );
-    }
+    assert_fields(
+        e,
+        &[
+            ("/call_id", "v-1"),
+            ("/agent_id", "agent_now"),
+            ("/agent_name", "Sales"),
+            ("/caller_number", "+14155550123"),
+            ("/direction", "outbound"),
+            ("/ended_reason", "caller_hung_up"),
+            ("/platform_ended_reason", "customer-ended-call"),
+            ("/platform", "vapi"),
+            ("/summary", "Grace booked a demo for Friday."),
+            ("/transcript", "AI: Hi Grace.\nUser: Book me a demo."),
+            ("/recording_url", "https://storage.vapi.ai/recording.wav"),
+            ("/started_at", "2025-12-03T12:00:00Z"),
+            ("/ended_at", "2025-12-03T12:01:31Z"),
+            ("/metadata/caller_name", "Grace Hopper"),
+            ("/metadata/caller_email", "grace@example.com"),
+            ("/metadata/dynamic_variables/plan", "pro"),
+            ("/analysis/data/demo_day", "Friday"),
+            ("/raw/message/type", "end-of-call-report"),
+        ],
+    );
     assert_eq!(e["analysis"]["successful"], true);
     let got = delivered(&rx, "v-1");
     assert_eq!(got.len(), 1);
@@ -480,36 +471,50 @@ async fn vapi_and_bland_messages_become_calls_with_every_mapped_field() {
     );
     assert_eq!(api.post("bland", &forged).await.0, 401);
     assert!(w.queue.call_status("b-2").await.unwrap().is_none());
-    let s = w.wait_call("b-1", Duration::from_secs(20), settled).await;
-    assert!(settled(&s), "{s:?}");
+    let s = settled_call(&w, "b-1").await;
     let e = &s.call_ended.job.as_ref().unwrap()["event"];
-    for (field, want) in [
-        ("/agent_id", "agent_now"),
-        ("/caller_number", "+14155550222"),
-        ("/direction", "inbound"),
-        ("/ended_reason", "caller_hung_up"),
-        ("/platform_ended_reason", "USER"),
-        ("/platform", "bland"),
-        ("/summary", "The caller asked about opening hours."),
-        (
-            "/transcript",
-            "user: What are your hours? assistant: Nine to five.",
-        ),
-        (
-            "/recording_url",
-            "https://server.aws.dialpad.com/recording.mp3",
-        ),
-        ("/started_at", "2025-12-03T12:00:00Z"),
-        ("/metadata/caller_name", "Lin Wei"),
-        ("/metadata/caller_email", "lin@example.com"),
-        ("/analysis/data/intent", "hours"),
-    ] {
-        assert_eq!(
-            e.pointer(field).and_then(Value::as_str),
-            Some(want),
-            "{field} in {e}"
-        );
-    }
+    assert_fields(
+        e,
+        &[
+            ("/agent_id", "agent_now"),
+            ("/caller_number", "+14155550222"),
+            ("/direction", "inbound"),
+            ("/ended_reason", "caller_hung_up"),
+            ("/platform_ended_reason", "USER"),
+            ("/platform", "bland"),
+            ("/summary", "The caller asked about opening hours."),
+            (
+                "/transcript",
+                "user: What are your hours? assistant: Nine to five.",
+            ),
+            (
+                "/recording_url",
+                "https://server.aws.dialpad.com/recording.mp3",
+            ),
+            ("/started_at", "2025-12-03T12:00:00Z"),
+            ("/metadata/caller_name", "Lin Wei"),
+            ("/metadata/caller_email", "lin@example.com"),
+            ("/analysis/data/intent", "hours"),
+        ],
+    );
     assert_eq!(e["duration_seconds"], 88);
     assert_eq!(delivered(&rx, "b-1").len(), 1);
+}
+
+/// The call once every action has settled, failing the test when it does not in time.
+async fn settled_call(w: &World, call_id: &str) -> aftercall_queue::CallStatus {
+    let s = w.wait_call(call_id, Duration::from_secs(20), settled).await;
+    assert!(settled(&s), "{s:?}");
+    s
+}
+
+/// Fails unless each JSON pointer of `fields` holds its text in `event`.
+fn assert_fields(event: &Value, fields: &[(&str, &str)]) {
+    for (field, want) in fields {
+        assert_eq!(
+            event.pointer(field).and_then(Value::as_str),
+            Some(*want),
+            "{field} in {event}"
+        );
+    }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use aftercall_core::CallEvent;
-use aftercall_tests::{Receiver, Reply, World};
+use aftercall_tests::{Receiver, Reply, World, store_agent};
 
 const MARK: &str = "transcript-mark-7f3a";
 
@@ -27,8 +27,7 @@ async fn agent(w: &World, id: &str, url: &str, n: usize, delay: &str) {
         r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{}]}}}}}}"#,
         vec![action; n].join(",")
     );
-    let cfg = aftercall_core::AgentConfig::parse(body.as_bytes()).unwrap();
-    w.queue.set_agent(id, &cfg).await.unwrap();
+    store_agent(&w.queue, id, &body).await;
 }
 
 async fn hlen(w: &World, key: &str) -> u64 {
@@ -42,8 +41,7 @@ async fn hlen(w: &World, key: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_actions_read_one_stored_event_and_a_config_change_does_not_alter_them() {
     let w = World::new().await;
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(200));
+    let rx = Receiver::answering(Reply::status(200)).await;
     agent(&w, "agent_1", &rx.url, 3, "2s").await;
     let _worker = w.worker();
     push(&w, "c-1", "agent_1").await;
@@ -93,8 +91,7 @@ async fn three_actions_read_one_stored_event_and_a_config_change_does_not_alter_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_keeps_its_call_s_event_past_the_retention_until_replayed_or_purged() {
     let w = World::new().await;
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(400));
+    let rx = Receiver::answering(Reply::status(400)).await;
     agent(&w, "agent_d", &rx.url, 1, "0s").await;
     let _worker = w.worker();
     for call in ["d-1", "d-2"] {

@@ -81,28 +81,39 @@ fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
     &span["attributes"][key]
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn jobs_and_attempts_are_exported_as_spans_under_the_events_trace() {
-    let collector = Collector::start();
+/// A world whose workers export their spans to `collector` as `service`, at once.
+async fn exporting_world(collector: &Collector, service: &str) -> World {
     let mut w = World::new().await;
     w.set(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         &format!("http://127.0.0.1:{}", collector.port),
     );
-    w.set("OTEL_SERVICE_NAME", "aftercall-test");
-    w.set("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test");
+    w.set("OTEL_SERVICE_NAME", service);
     w.set("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let rx = Receiver::start().await.unwrap();
-    rx.script([Reply::status(503)]);
-    w.webhook_agent("a1", &format!("{}/hook", rx.url)).await;
+    w
+}
 
-    // One call continuing a producer's trace; one without a traceparent.
-    let mut traced: Value = serde_json::from_str(&call_event("traced", "a1")).unwrap();
+/// Enqueues the test call `call_id` of agent `a1`, continuing the producer's trace.
+async fn push_traced(w: &World, call_id: &str) {
+    let mut traced: Value = serde_json::from_str(&call_event(call_id, "a1")).unwrap();
     traced["traceparent"] = format!("00-{TRACE}-{PRODUCER_SPAN}-01").into();
     w.queue
         .enqueue_json(traced.to_string().as_bytes())
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_and_attempts_are_exported_as_spans_under_the_events_trace() {
+    let collector = Collector::start();
+    let mut w = exporting_world(&collector, "aftercall-test").await;
+    w.set("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test");
+    let rx = Receiver::start().await.unwrap();
+    rx.script([Reply::status(503)]);
+    w.webhook_agent("a1", &format!("{}/hook", rx.url)).await;
+
+    // One call continuing a producer's trace; one without a traceparent.
+    push_traced(&w, "traced").await;
     w.push("untraced", "a1").await;
     let mut worker = w.worker();
     for call in ["traced", "untraced"] {
@@ -221,22 +232,11 @@ async fn jobs_and_attempts_are_exported_as_spans_under_the_events_trace() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_are_exported_over_grpc_too() {
     let collector = Collector::start_with(&["grpc"]);
-    let mut w = World::new().await;
-    w.set(
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        &format!("http://127.0.0.1:{}", collector.port),
-    );
+    let mut w = exporting_world(&collector, "aftercall-grpc").await;
     w.set("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
-    w.set("OTEL_SERVICE_NAME", "aftercall-grpc");
-    w.set("OTEL_BSP_SCHEDULE_DELAY", "100");
     let rx = Receiver::start().await.unwrap();
     w.webhook_agent("a1", &format!("{}/hook", rx.url)).await;
-    let mut traced: Value = serde_json::from_str(&call_event("over-grpc", "a1")).unwrap();
-    traced["traceparent"] = format!("00-{TRACE}-{PRODUCER_SPAN}-01").into();
-    w.queue
-        .enqueue_json(traced.to_string().as_bytes())
-        .await
-        .unwrap();
+    push_traced(&w, "over-grpc").await;
     let mut worker = w.worker();
     let s = w
         .wait_call("over-grpc", Duration::from_secs(30), settled)

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use aftercall_tests::{
     Receiver, Reply, World, action_states, assert_failed_with, assert_job, call_event, fixture,
-    poll, settled, stderr, stdout,
+    poll, settled, stderr, stdout, store_agent,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -126,8 +126,7 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
         )
         .await;
     let _worker = w.worker();
-    w.push("c1", "a1").await;
-    let s = w.wait_call("c1", T, settled).await;
+    let s = w.push_settled("c1", "a1", T).await;
     let a = &s.actions[0];
     assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 1));
     assert_eq!(rx.count(), 1);
@@ -262,8 +261,7 @@ async fn exhausted_retries_dead_letter_then_replay_delivers() {
     .await;
     let rx = w.receiver_for("a1", Reply::status(503)).await;
     let _worker = w.worker();
-    w.push("c1", "a1").await;
-    let s = w.wait_call("c1", T, settled).await;
+    let s = w.push_settled("c1", "a1", T).await;
     let a = &s.actions[0];
     assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 3));
     assert_eq!(a.history.len(), 3, "every attempt kept");
@@ -527,8 +525,7 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_written() {
 async fn unconfigured_and_disabled_agents_are_visible_skips() {
     let w = World::new().await;
     let _worker = w.worker();
-    w.push("c-none", "nobody").await;
-    let s = w.wait_call("c-none", T, settled).await;
+    let s = w.push_settled("c-none", "nobody", T).await;
     assert_eq!(s.call_ended.state.state, "skipped");
     assert!(
         s.call_ended
@@ -717,8 +714,7 @@ async fn ssrf_guard_blocks_private_targets_by_default() {
     w.set("AFTERCALL_ALLOW_CIDRS", "");
     let rx = w.receiver_for("a1", Reply::ok()).await;
     let _worker = w.worker();
-    w.push("c1", "a1").await;
-    let s = w.wait_call("c1", T, settled).await;
+    let s = w.push_settled("c1", "a1", T).await;
     let a = &s.actions[0];
     assert_eq!(
         (a.state.state.as_str(), a.attempts),
@@ -741,13 +737,7 @@ async fn a_delayed_action_waits_its_delay_through_the_scheduled_set() {
         r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}","delay":"2s"}}]}}}}}}"#,
         rx.url
     );
-    w.queue
-        .set_agent(
-            "a1",
-            &aftercall_core::AgentConfig::parse(body.as_bytes()).unwrap(),
-        )
-        .await
-        .unwrap();
+    store_agent(&w.queue, "a1", &body).await;
     let _worker = w.worker();
     let pushed = std::time::Instant::now();
     w.push("d1", "a1").await;
@@ -889,12 +879,7 @@ async fn webhook_actions(q: &aftercall_queue::Queue, delays: &[&str]) {
         r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{}]}}}}}}"#,
         actions.join(",")
     );
-    q.set_agent(
-        "a1",
-        &aftercall_core::AgentConfig::parse(body.as_bytes()).unwrap(),
-    )
-    .await
-    .unwrap();
+    store_agent(q, "a1", &body).await;
 }
 
 /// The fan-out a worker holding `p` under `token` would record, as the runtime builds it.

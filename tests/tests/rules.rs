@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, settled, stderr, stdout};
+use aftercall_tests::{Receiver, Reply, World, run_ok, settled, stderr, stdout};
 use reqwest::Method;
 
 const T: Duration = Duration::from_secs(20);
@@ -112,8 +112,7 @@ async fn a_bad_condition_is_refused_naming_the_field() {
 async fn an_expired_action_is_skipped_and_an_expired_dead_letter_needs_force() {
     let mut w = World::new().await;
     w.set("AFTERCALL_MAX_ATTEMPTS", "1");
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(400));
+    let rx = Receiver::answering(Reply::status(400)).await;
     let body = format!(
         r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}","expires_after":"2s"}}]}}}}}}"#,
         rx.url
@@ -176,20 +175,15 @@ fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
         .iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
         .collect();
-    let out = std::process::Command::new("python3")
-        .args([
+    let out = run_ok(
+        std::process::Command::new("python3").args([
             "-c",
             "import sys, json\nfrom twilio.request_validator import RequestValidator\nprint(RequestValidator(sys.argv[1]).compute_signature(sys.argv[2], json.loads(sys.argv[3])))",
             token,
             url,
             &serde_json::Value::Object(params).to_string(),
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "the twilio library is missing (./dev test installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        "python3 with the twilio library (./dev test installs it)",
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
@@ -203,8 +197,8 @@ async fn opt_outs_from_the_cli_a_signed_stop_and_twilio_21610_hold_across_agents
     const TOKEN: &str = "twilio-auth-token-0123456789";
     let mut w = World::new().await;
     let http = w.with_api(&format!("admin:{ADMIN}"));
-    let twilio = Receiver::start().await.unwrap();
-    twilio.set_default(Reply::status(201).body(r#"{"sid":"SM1","status":"queued"}"#));
+    let twilio =
+        Receiver::answering(Reply::status(201).body(r#"{"sid":"SM1","status":"queued"}"#)).await;
     w.set(
         "AFTERCALL_TWILIO_ACCOUNT_SID",
         "AC0123456789abcdef0123456789abcdef",
@@ -438,8 +432,7 @@ async fn an_sms_inside_quiet_hours_waits_for_their_end_without_spending_an_attem
 async fn a_preview_shows_what_a_candidate_config_would_do_and_sends_nothing() {
     let mut w = World::new().await;
     let http = w.with_api(&format!("admin:{ADMIN}"));
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(200));
+    let rx = Receiver::answering(Reply::status(200)).await;
     let agent = format!(
         r#"{{"name":"Front desk","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}},{{"type":"sms","template":"Thanks {{{{caller_name}}}}, we got your call."}}]}}}}}}"#,
         rx.url

@@ -15,9 +15,7 @@ use aftercall_tests::{
 const T: Duration = Duration::from_secs(20);
 
 async fn set_agent(w: &World, agent_id: &str, body: &serde_json::Value) {
-    let cfg = aftercall_core::AgentConfig::parse(body.to_string().as_bytes())
-        .unwrap_or_else(|e| panic!("agent body {body}: {e}"));
-    w.queue.set_agent(agent_id, &cfg).await.expect("set agent");
+    aftercall_tests::store_agent(&w.queue, agent_id, &body.to_string()).await;
 }
 
 fn actions(list: serde_json::Value) -> serde_json::Value {
@@ -68,8 +66,7 @@ async fn signatures_verify_with_the_standardwebhooks_package_including_rotation(
     ]));
     set_agent(&w, "a1", &list).await;
     let _worker = w.worker();
-    w.push("sig1", "a1").await;
-    let s = w.wait_call("sig1", T, settled).await;
+    let s = w.push_settled("sig1", "a1", T).await;
     assert!(
         s.actions.iter().all(|a| a.state.state == "delivered"),
         "{:?}",
@@ -224,14 +221,16 @@ async fn internal_targets_are_refused_after_dns_and_as_literals() {
 async fn redirects_are_not_followed() {
     let w = World::new().await; // allows 127.0.0.0/8, so only the redirect rule is tested
     let target = Receiver::start().await.unwrap();
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::status(302).header("location", &format!("{}/stolen", target.url)));
+    let rx = Receiver::answering(
+        Reply::status(302).header("location", &format!("{}/stolen", target.url)),
+    )
+    .await;
     w.webhook_agent("to-loopback", &format!("{}/a", rx.url))
         .await;
-    let rx2 = Receiver::start().await.unwrap();
-    rx2.set_default(
+    let rx2 = Receiver::answering(
         Reply::status(307).header("location", "http://169.254.169.254/latest/meta-data/"),
-    );
+    )
+    .await;
     w.webhook_agent("to-metadata", &format!("{}/b", rx2.url))
         .await;
     let _worker = w.worker();
@@ -373,8 +372,8 @@ fn without_stored_jobs(v: &mut serde_json::Value) {
 async fn secrets_and_personal_data_stay_out_of_logs_and_outputs() {
     let w = World::new().await;
     let ok = Receiver::start().await.unwrap();
-    let bad = Receiver::start().await.unwrap();
-    bad.set_default(Reply::status(400).body(r#"{"error":"missing field crm_id"}"#));
+    let bad =
+        Receiver::answering(Reply::status(400).body(r#"{"error":"missing field crm_id"}"#)).await;
     let flaky = Receiver::start().await.unwrap();
     flaky.script([Reply::status(503).body("try later")]);
     let hook = |url: &str, secret: serde_json::Value| {
@@ -469,8 +468,7 @@ async fn secrets_and_personal_data_stay_out_of_logs_and_outputs() {
     );
     assert!(!out.status.success());
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
+    let http = aftercall_testkit::http_client();
     let auth = format!("Bearer {API_TOKEN}");
     let ready = aftercall_tests::poll(T, || {
         let http = http.clone();

@@ -4,24 +4,21 @@
 use std::time::Duration;
 
 use aftercall_testkit::Receiver;
-use aftercall_tests::{Reply, World, action_states, settled};
+use aftercall_tests::{Reply, World, action_states, store_agent};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slack_message_with_blocks_reaches_the_incoming_webhook() {
     let w = World::new().await;
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::ok().body("ok"));
+    let rx = Receiver::answering(Reply::ok().body("ok")).await;
     let blocks = r#"[{\"type\": \"section\", \"text\": {\"type\": \"mrkdwn\", \"text\": {{ summary|tojson }}}}]"#;
     let cfg = format!(
         r#"{{"name":"Acme","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[
             {{"type":"slack","url":"{}/services/T0/B0/x","text":"Call from {{caller_name}} ({{caller_number}})","blocks":"{blocks}"}}]}}}}}}"#,
         rx.url
     );
-    let cfg = aftercall_core::AgentConfig::parse(cfg.as_bytes()).expect("config");
-    w.queue.set_agent("a1", &cfg).await.unwrap();
+    store_agent(&w.queue, "a1", &cfg).await;
     let _w1 = w.worker();
-    w.push("sl1", "a1").await;
-    let s = w.wait_call("sl1", Duration::from_secs(10), settled).await;
+    let s = w.push_settled("sl1", "a1", Duration::from_secs(10)).await;
     assert_eq!(action_states(&s), vec![("slack", "delivered")]);
     let got = rx.received();
     assert_eq!(got.len(), 1);
@@ -35,8 +32,7 @@ async fn a_slack_message_with_blocks_reaches_the_incoming_webhook() {
 
     // A channel gone for good (Slack's 410) is permanent: dead-lettered at once.
     rx.set_default(Reply::status(410).body("channel_is_archived"));
-    w.push("sl2", "a1").await;
-    let s = w.wait_call("sl2", Duration::from_secs(10), settled).await;
+    let s = w.push_settled("sl2", "a1", Duration::from_secs(10)).await;
     assert_eq!(action_states(&s), vec![("slack", "dead")]);
     assert_eq!(s.actions[0].attempts, 1);
 }

@@ -4,24 +4,21 @@
 use std::time::Duration;
 
 use aftercall_testkit::Receiver;
-use aftercall_tests::{Reply, World, action_states, settled};
+use aftercall_tests::{Reply, World, action_states, store_agent};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_templated_body_is_sent_with_its_method() {
     let w = World::new().await;
-    let rx = Receiver::start().await.unwrap();
-    rx.set_default(Reply::ok());
+    let rx = Receiver::answering(Reply::ok()).await;
     let body = r#"{\"call\": {{ call_id|tojson }}, \"caller\": {{ caller_number|tojson }}, \"agent\": {{ agent_name|tojson }}, \"seconds\": {{ duration_seconds }}}"#;
     let cfg = format!(
         r#"{{"name":"Acme \"Support\"","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[
             {{"type":"webhook","url":"{}/crm","method":"PUT","body":"{body}","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}]}}}}}}"#,
         rx.url
     );
-    let cfg = aftercall_core::AgentConfig::parse(cfg.as_bytes()).expect("config");
-    w.queue.set_agent("a1", &cfg).await.unwrap();
+    store_agent(&w.queue, "a1", &cfg).await;
     let _w1 = w.worker();
-    w.push("tb1", "a1").await;
-    let s = w.wait_call("tb1", Duration::from_secs(10), settled).await;
+    let s = w.push_settled("tb1", "a1", Duration::from_secs(10)).await;
     assert_eq!(action_states(&s), vec![("webhook", "delivered")]);
     let got = rx.received();
     assert_eq!(got.len(), 1);

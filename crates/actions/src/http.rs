@@ -457,13 +457,7 @@ mod tests {
     #[test]
     fn classification_table() {
         let h = HeaderMap::new();
-        let kind = |o: Outcome| match o {
-            Outcome::Delivered { .. } => "delivered",
-            Outcome::Retry { .. } => "retry",
-            Outcome::Permanent { .. } => "permanent",
-            Outcome::Skipped { .. } => "skipped",
-            Outcome::OptedOut { .. } => "opted_out",
-        };
+        let kind = |o: Outcome| aftercall_testkit::outcome_kind(&o);
         for (status, want) in [
             (200, "delivered"),
             (204, "delivered"),

@@ -165,19 +165,17 @@ mod tests {
         }
     }
 
+    /// Each body format reaches core's reader as itself (core tests the reading).
     #[test]
-    fn single_array_and_lines() {
+    fn each_body_format_is_read_as_itself() {
         assert!(
             matches!(parse_calls(OK.as_bytes(), BodyFormat::Json, 200), Ok(Calls::One(e)) if e.call_id == "c1")
         );
-        let arr = format!("[{OK},{}]", OK.replace("c1", "c2"));
-        assert!(
-            matches!(parse_calls(arr.as_bytes(), BodyFormat::Json, 200), Ok(Calls::Many(v)) if v.len() == 2)
-        );
-        let lines = format!("{OK}\r\n\n{}\n", OK.replace("c1", "c2"));
+        let lines = format!("{OK}\n{}\n", OK.replace("c1", "c2"));
         assert!(
             matches!(parse_calls(lines.as_bytes(), BodyFormat::JsonLines, 200), Ok(Calls::Many(v)) if v.len() == 2)
         );
+        assert!(parse_calls(lines.as_bytes(), BodyFormat::Json, 200).is_err());
     }
 
     #[test]

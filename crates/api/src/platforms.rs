@@ -228,31 +228,8 @@ pub(crate) struct IngestAnswer {
     job_id: Option<String>,
 }
 
-pub(crate) async fn retell(
-    s: State<ApiState>,
-    h: HeaderMap,
-    b: RawBody,
-) -> Result<Response, ApiError> {
-    ingest(s, Platform::Retell, h, b).await
-}
-
-pub(crate) async fn vapi(
-    s: State<ApiState>,
-    h: HeaderMap,
-    b: RawBody,
-) -> Result<Response, ApiError> {
-    ingest(s, Platform::Vapi, h, b).await
-}
-
-pub(crate) async fn bland(
-    s: State<ApiState>,
-    h: HeaderMap,
-    b: RawBody,
-) -> Result<Response, ApiError> {
-    ingest(s, Platform::Bland, h, b).await
-}
-
-async fn ingest(
+/// A platform's message on its intake route (`/ingest/<platform>`).
+pub(crate) async fn ingest(
     State(s): State<ApiState>,
     platform: Platform,
     headers: HeaderMap,

@@ -4,10 +4,11 @@
 
 use std::time::Instant;
 
+use aftercall_core::intake::Platform;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler;
-use axum::http::{HeaderValue, Method, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -16,6 +17,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use crate::ApiState;
 use crate::config::Scope;
 use crate::error::ApiError;
+use crate::extract::RawBody;
 use crate::handlers as h;
 use crate::platforms;
 
@@ -499,39 +501,35 @@ pub(crate) fn routes() -> Vec<Route> {
             "/ingest/retell",
             "ingestRetell",
             "Retell's webhook (`call_ended`, `call_analyzed`; others are ignored), signed with `x-retell-signature` (AFTERCALL_RETELL_API_KEY). No bearer token.",
-            platforms::retell,
+            Platform::Retell,
         ),
         ingest_route(
             "/ingest/vapi",
             "ingestVapi",
             "Vapi's server messages (`end-of-call-report`; others are ignored), with a Bearer Token credential, the legacy `x-vapi-secret` (AFTERCALL_VAPI_SECRET) or an HMAC credential (AFTERCALL_VAPI_HMAC_SECRET). No bearer token of the API.",
-            platforms::vapi,
+            Platform::Vapi,
         ),
         ingest_route(
             "/ingest/bland",
             "ingestBland",
             "Bland's post-call webhook, signed with `X-Webhook-Signature` (AFTERCALL_BLAND_WEBHOOK_SECRET). No bearer token.",
-            platforms::bland,
+            Platform::Bland,
         ),
     ]
 }
 
 /// A platform's intake route: public (the platform signs instead of a token).
-fn ingest_route<H, T>(
+fn ingest_route(
     path: &'static str,
     id: &'static str,
     summary: &'static str,
-    handler: H,
-) -> Route
-where
-    H: Handler<T, ApiState>,
-    T: 'static,
-{
+    platform: Platform,
+) -> Route {
     route(
         Method::POST,
         path,
         None,
-        handler,
+        move |s: State<ApiState>, h: HeaderMap, b: RawBody| platforms::ingest(s, platform, h, b),
         Doc {
             id,
             tag: "intake",

@@ -161,30 +161,35 @@ pub(crate) async fn agents(
     if let Some(id) = q.open.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         return Redirect::to(&format!("/ui/agents/{}", path_segment(id))).into_response();
     }
-    let (status, body) = proxy::call(&dash, &session, Method::GET, "/agents", None).await;
+    let page = ("agents.html", "Agents", "agents");
+    list_page(&dash, &session, "/agents", "agents", page).await
+}
+
+/// A page listing what the API answers at `path`: its `key` list, shown by the page's
+/// `(template, title, active menu entry)` with whether the viewer is an admin.
+async fn list_page(
+    dash: &Dash,
+    session: &Session,
+    path: &str,
+    key: &str,
+    (template, title, active): (&str, &str, &str),
+) -> Response {
+    let (status, body) = proxy::call(dash, session, Method::GET, path, None).await;
     if status != StatusCode::OK {
-        return api_error(&dash, &session, status, &body);
+        return api_error(dash, session, status, &body);
     }
     let page = dash.views.render(
-        "agents.html",
-        json!({"agents": body["agents"], "admin": session.is_admin()}),
+        template,
+        json!({key: body[key], "admin": session.is_admin()}),
     );
     dash.views
-        .page(StatusCode::OK, Some(&session), "Agents", "agents", page)
+        .page(StatusCode::OK, Some(session), title, active, page)
 }
 
 /// Who may not be contacted: the API's opt-out list, with add and remove for admins.
 pub(crate) async fn opt_outs(State(dash): State<Dash>, Viewer(session): Viewer) -> Response {
-    let (status, body) = proxy::call(&dash, &session, Method::GET, "/opt-outs", None).await;
-    if status != StatusCode::OK {
-        return api_error(&dash, &session, status, &body);
-    }
-    let page = dash.views.render(
-        "opt_outs.html",
-        json!({"items": body["items"], "admin": session.is_admin()}),
-    );
-    dash.views
-        .page(StatusCode::OK, Some(&session), "Opt-outs", "opt-outs", page)
+    let page = ("opt_outs.html", "Opt-outs", "opt-outs");
+    list_page(&dash, &session, "/opt-outs", "items", page).await
 }
 
 #[derive(Deserialize)]

@@ -27,6 +27,14 @@ async fn start(api: ApiConfig) -> Harness {
     Harness { _t: t, app }
 }
 
+/// An API that asks no one to authenticate (`AFTERCALL_API_INSECURE_NO_AUTH`).
+fn no_auth() -> ApiConfig {
+    ApiConfig {
+        insecure_no_auth: true,
+        ..ApiConfig::default()
+    }
+}
+
 fn tokens() -> ApiConfig {
     ApiConfig {
         tokens: vec![
@@ -421,11 +429,7 @@ async fn the_api_is_untouched_beside_the_dashboard() {
 
 #[tokio::test]
 async fn without_authentication_the_pages_need_no_login() {
-    let h = start(ApiConfig {
-        insecure_no_auth: true,
-        ..ApiConfig::default()
-    })
-    .await;
+    let h = start(no_auth()).await;
     let r = h.get("/ui/", None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.text.contains("anonymous"));
@@ -441,11 +445,7 @@ async fn a_call_from_a_platform_shows_its_source_and_its_analysis() {
     use aftercall_core::CallEvent;
     use aftercall_core::event::Analysis;
     use aftercall_queue::IntakeOutcome;
-    let h = start(ApiConfig {
-        insecure_no_auth: true,
-        ..ApiConfig::default()
-    })
-    .await;
+    let h = start(no_auth()).await;
     let q = &h._t.queue;
     let event = CallEvent::parse(
         br#"{"call_id":"p1","agent_id":"a1","platform":"retell","direction":"inbound","ended_reason":"voicemail"}"#,

@@ -1,14 +1,16 @@
 //! What the tests (and the worker's `demo`, a default feature) run against: a supervised
 //! `redis-server` (installed from Debian's packages when missing), a queue on its own
 //! Redis ([`TestQueue`]), an HTTP receiver that records what it gets and answers as
-//! scripted, and an HTTP client for an API on a socket ([`Http`]). Not linked into a
-//! worker built without `demo`.
+//! scripted, an HTTP client for an API on a socket ([`Http`]), and action jobs for the
+//! executors' tests ([`action_job`]). Not linked into a worker built without `demo`.
 
+mod actions;
 mod http;
 mod receiver;
 mod redis_server;
 mod test_queue;
 
+pub use actions::{action_job, outcome_kind};
 pub use http::{Http, http_client};
 pub use receiver::{Received, Receiver, Reply};
 pub use redis_server::{RedisOptions, RedisServer, ensure_redis_server, free_port, plain_url};

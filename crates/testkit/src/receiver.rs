@@ -113,6 +113,13 @@ impl Receiver {
         Receiver::start_on("127.0.0.1:0").await
     }
 
+    /// Starts one on 127.0.0.1 answering `reply` unless scripted otherwise.
+    pub async fn answering(reply: Reply) -> Receiver {
+        let rx = Receiver::start().await.expect("receiver starts");
+        rx.set_default(reply);
+        rx
+    }
+
     /// Listens on `addr` (e.g. `[::1]:0`); `url` is `http://<bound address>`.
     pub async fn start_on(addr: &str) -> anyhow::Result<Receiver> {
         let listener = TcpListener::bind(addr).await?;

@@ -297,18 +297,8 @@ mod tests {
     use chrono::Utc;
 
     fn job(event: &str, action: EmailAction) -> ActionJob {
-        ActionJob {
-            index: 0,
-            action: Action::Email(action.clone()),
-            event: CallEvent::parse(event.as_bytes(), 1 << 20).unwrap().into(),
-            agent_name: Some("Acme Support".into()),
-            date_format: None,
-            utc_offset: None,
-            email_from: None,
-            skip: None,
-            quiet_hours: None,
-            completion: false,
-        }
+        let event = CallEvent::parse(event.as_bytes(), 1 << 20).unwrap();
+        aftercall_testkit::action_job(event, Action::Email(action))
     }
 
     fn action(to: &str) -> EmailAction {

@@ -223,15 +223,7 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
 mod tests {
     use super::*;
 
-    fn kind(o: &Outcome) -> &'static str {
-        match o {
-            Outcome::Delivered { .. } => "delivered",
-            Outcome::Retry { .. } => "retry",
-            Outcome::Permanent { .. } => "permanent",
-            Outcome::Skipped { .. } => "skipped",
-            Outcome::OptedOut { .. } => "opted_out",
-        }
-    }
+    use aftercall_testkit::outcome_kind as kind;
 
     #[test]
     fn classification_table() {

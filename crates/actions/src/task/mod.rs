@@ -374,17 +374,11 @@ mod tests {
             when: None,
             expires_after: None,
         };
+        let event = CallEvent::parse(event.as_bytes(), 1 << 20).unwrap();
         ActionJob {
-            index: 0,
-            action: Action::Task(action),
-            event: CallEvent::parse(event.as_bytes(), 1 << 20).unwrap().into(),
             agent_name: Some("Acme".into()),
-            date_format: None,
             utc_offset: offset.map(str::to_string),
-            email_from: None,
-            skip: None,
-            quiet_hours: None,
-            completion: false,
+            ..aftercall_testkit::action_job(event, Action::Task(action))
         }
     }
 

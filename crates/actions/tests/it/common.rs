@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aftercall_actions::HttpConfig;
-use aftercall_core::config::Action;
-use aftercall_core::{ActionJob, CallEvent, Outcome};
+use aftercall_core::config::{Action, EmailAction, SmsAction, TaskAction};
+use aftercall_core::{ActionJob, CallEvent};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -31,20 +31,45 @@ pub fn seed_event() -> Value {
 }
 
 pub fn job(event: Value, action: Action) -> ActionJob {
-    ActionJob {
-        index: 0,
-        action,
-        event: CallEvent::from_value(event, 1 << 20)
-            .expect("test event is valid")
-            .into(),
-        agent_name: Some("Acme Support".into()),
-        date_format: None,
-        utc_offset: None,
-        email_from: None,
-        skip: None,
-        quiet_hours: None,
-        completion: false,
-    }
+    let event = CallEvent::from_value(event, 1 << 20).expect("test event is valid");
+    aftercall_testkit::action_job(event, action)
+}
+
+/// An action type's own struct (`EmailAction`, …), out of and into its [`Action`].
+pub trait OneAction: Clone {
+    fn from_action(a: Action) -> Option<Self>;
+    fn into_action(self) -> Action;
+}
+
+macro_rules! one_action {
+    ($($variant:ident($ty:ty)),*) => {$(
+        impl OneAction for $ty {
+            fn from_action(a: Action) -> Option<Self> {
+                match a {
+                    Action::$variant(a) => Some(a),
+                    _ => None,
+                }
+            }
+
+            fn into_action(self) -> Action {
+                Action::$variant(self)
+            }
+        }
+    )*};
+}
+
+one_action!(Email(EmailAction), Sms(SmsAction), Task(TaskAction));
+
+/// The action a config action's JSON describes, failing the test when it is of another
+/// type than the one asked for.
+pub fn parse_action<T: OneAction>(v: Value) -> T {
+    let a: Action = serde_json::from_value(v.clone()).expect("valid action");
+    T::from_action(a).unwrap_or_else(|| panic!("not the type of action asked for: {v}"))
+}
+
+/// The job of `a` for `event`.
+pub fn job_of<T: OneAction>(event: Value, a: &T) -> ActionJob {
+    job(event, a.clone().into_action())
 }
 
 /// HTTP settings that let the SSRF guard through to local test servers.
@@ -61,16 +86,8 @@ pub fn client(cfg: &HttpConfig) -> reqwest::Client {
     aftercall_actions::http::client(cfg).expect("client builds")
 }
 
-/// `delivered`, `retry`, `permanent` or `skipped`.
-pub fn kind(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Delivered { .. } => "delivered",
-        Outcome::Retry { .. } => "retry",
-        Outcome::Permanent { .. } => "permanent",
-        Outcome::Skipped { .. } => "skipped",
-        Outcome::OptedOut { .. } => "opted_out",
-    }
-}
+/// `delivered`, `retry`, `permanent`, `skipped` or `opted_out`.
+pub use aftercall_testkit::outcome_kind as kind;
 
 /// A folder removed when dropped.
 pub struct TempDir(PathBuf);
@@ -211,6 +228,13 @@ impl TestServer {
         let r = self.requests();
         assert_eq!(r.len(), 1, "expected exactly one request, got {r:#?}");
         r.into_iter().next().unwrap()
+    }
+
+    /// The only request, checked to be a `method` to `path`.
+    pub fn single_to(&self, method: Method, path: &str) -> Recorded {
+        let r = self.single();
+        assert_eq!((r.method.clone(), r.path.as_str()), (method, path));
+        r
     }
 }
 

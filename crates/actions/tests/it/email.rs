@@ -6,12 +6,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use aftercall_actions::email::{EmailConfig, EmailExecutor};
-use aftercall_core::config::{Action, EmailAction};
-use aftercall_core::{ActionJob, Outcome};
+use aftercall_core::Outcome;
+use aftercall_core::config::EmailAction;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::common::{TempDir, job, kind, seed_event, silent_server, until};
+use crate::common::{
+    TempDir, job_of as email_job, kind, parse_action, seed_event, silent_server, until,
+};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smtp_server.py");
 
@@ -98,14 +100,7 @@ impl SmtpServer {
 }
 
 fn action(v: Value) -> EmailAction {
-    match serde_json::from_value(v).expect("valid e-mail action") {
-        Action::Email(a) => a,
-        other => panic!("not a email action: {other:?}"),
-    }
-}
-
-fn email_job(event: Value, a: &EmailAction) -> ActionJob {
-    job(event, Action::Email(a.clone()))
+    parse_action(v)
 }
 
 fn smtp_executor(url: String) -> EmailExecutor {

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use aftercall_actions::HttpConfig;
 use aftercall_actions::sms::{SmsConfig, SmsExecutor, TwilioConfig};
-use aftercall_core::config::{Action, SmsAction};
-use aftercall_core::{ActionJob, Outcome};
+use aftercall_core::Outcome;
+use aftercall_core::config::SmsAction;
 use axum::http::Method;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Reply, TempDir, TestServer, basic, client, http_cfg, job, kind, seed_event, silent_server,
+    Reply, TempDir, TestServer, basic, client, http_cfg, job_of as sms_job, kind, parse_action,
+    seed_event, silent_server,
 };
 
 const SID: &str = "ACtest0123456789";
@@ -39,14 +40,7 @@ fn executor(t: TwilioConfig, http: HttpConfig) -> SmsExecutor {
 }
 
 fn sms(v: Value) -> SmsAction {
-    match serde_json::from_value(v).expect("valid SMS action") {
-        Action::Sms(a) => a,
-        other => panic!("not a sms action: {other:?}"),
-    }
-}
-
-fn sms_job(event: Value, a: &SmsAction) -> ActionJob {
-    job(event, Action::Sms(a.clone()))
+    parse_action(v)
 }
 
 fn seed_sms() -> SmsAction {

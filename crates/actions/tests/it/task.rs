@@ -2,13 +2,14 @@
 //! each checks the documented request shape and plays the providers' answers.
 
 use aftercall_actions::task::{TaskConfig, TaskExecutor};
-use aftercall_core::config::{Action, TaskAction};
-use aftercall_core::{ActionJob, Outcome};
+use aftercall_core::Outcome;
+use aftercall_core::config::TaskAction;
 use axum::http::Method;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Reply, TestServer, basic, client, http_cfg, job, kind, seed_event, silent_server,
+    Reply, TestServer, basic, client, http_cfg, job_of, kind, parse_action, seed_event,
+    silent_server,
 };
 
 fn executor(cfg: TaskConfig) -> TaskExecutor {
@@ -17,14 +18,14 @@ fn executor(cfg: TaskConfig) -> TaskExecutor {
 }
 
 fn task(v: Value) -> TaskAction {
-    match serde_json::from_value(v).expect("valid task action") {
-        Action::Task(a) => a,
-        other => panic!("not a task action: {other:?}"),
-    }
+    parse_action(v)
 }
 
-fn task_job(a: &TaskAction) -> ActionJob {
-    job(seed_event(), Action::Task(a.clone()))
+/// `a` run against the providers of `cfg`, for the seed's call.
+async fn run(cfg: TaskConfig, job_id: &str, a: &TaskAction) -> Outcome {
+    executor(cfg)
+        .execute(job_id, &job_of(seed_event(), a), a)
+        .await
 }
 
 fn linear_cfg(base: &str) -> TaskConfig {
@@ -73,19 +74,13 @@ async fn linear_sends_the_issue_create_mutation() {
     let created = json!({"data": {"issueCreate": {"success": true, "issue": {"id": "x", "identifier": "ENG-7", "url": "https://linear.app/acme/issue/ENG-7"}}}});
     let server = TestServer::start(vec![Reply::json(200, created)]).await;
     let a = linear_action();
-    let out = executor(linear_cfg(&server.base))
-        .execute("job_lin.0", &task_job(&a), &a)
-        .await;
+    let out = run(linear_cfg(&server.base), "job_lin.0", &a).await;
     assert!(
         matches!(&out, Outcome::Delivered { status: Some(200), detail: Some(d) } if d.contains("ENG-7")),
         "{out:?}"
     );
 
-    let r = server.single();
-    assert_eq!(
-        (r.method.clone(), r.path.as_str()),
-        (Method::POST, "/graphql")
-    );
+    let r = server.single_to(Method::POST, "/graphql");
     assert_eq!(r.header("authorization"), Some("lin_api_key"));
     let body = r.json();
     assert!(
@@ -122,9 +117,7 @@ async fn linear_graphql_errors_are_not_delivered() {
     let server =
         TestServer::start(vec![Reply::json(200, error), Reply::json(200, not_found)]).await;
     let a = linear_action();
-    let out = executor(linear_cfg(&server.base))
-        .execute("job_lin.1", &task_job(&a), &a)
-        .await;
+    let out = run(linear_cfg(&server.base), "job_lin.1", &a).await;
     assert!(
         matches!(&out, Outcome::Permanent { error, .. } if error.contains("Entity not found: Team")),
         "{out:?}"
@@ -147,9 +140,7 @@ async fn linear_retry_after_a_lost_answer_finds_the_issue() {
     let server =
         TestServer::start(vec![Reply::json(400, duplicate), Reply::json(200, found)]).await;
     let a = linear_action();
-    let out = executor(linear_cfg(&server.base))
-        .execute("job_lin.2", &task_job(&a), &a)
-        .await;
+    let out = run(linear_cfg(&server.base), "job_lin.2", &a).await;
     assert!(
         matches!(&out, Outcome::Delivered { detail: Some(d), .. } if d.contains("ENG-8") && d.contains("already created")),
         "{out:?}"
@@ -161,9 +152,7 @@ async fn linear_rate_limits_retry() {
     let limited = json!({"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATELIMITED"}}]});
     let server = TestServer::start(vec![Reply::json(400, limited)]).await;
     let a = linear_action();
-    let out = executor(linear_cfg(&server.base))
-        .execute("job_lin.3", &task_job(&a), &a)
-        .await;
+    let out = run(linear_cfg(&server.base), "job_lin.3", &a).await;
     assert_eq!(kind(&out), "retry", "{out:?}");
     assert_eq!(server.requests().len(), 1, "no look-up after a rate limit");
 }
@@ -179,19 +168,13 @@ async fn jira_sends_fields_with_an_adf_description() {
         "type": "task", "provider": "jira", "project": "SUP", "title": "Call back {{caller_name}}",
         "description": "{{summary}}\n\nOrder: {{metadata.order_id}}", "labels": ["call back"], "assignee": "5b10ac8d82e05b22cc7d4ef5", "due_in_days": 1
     }));
-    let out = executor(jira_cfg(&server.base))
-        .execute("job_jira.0", &task_job(&a), &a)
-        .await;
+    let out = run(jira_cfg(&server.base), "job_jira.0", &a).await;
     assert!(
         matches!(&out, Outcome::Delivered { status: Some(201), detail: Some(d) } if d.contains("SUP-12") && d.contains("/browse/SUP-12")),
         "{out:?}"
     );
 
-    let r = server.single();
-    assert_eq!(
-        (r.method.clone(), r.path.as_str()),
-        (Method::POST, "/rest/api/3/issue")
-    );
+    let r = server.single_to(Method::POST, "/rest/api/3/issue");
     assert_eq!(
         r.header("authorization"),
         Some(basic("bot@acme.example", "jira-token").as_str())
@@ -222,18 +205,12 @@ async fn asana_sends_the_task_data() {
     let a = task(
         json!({"type": "task", "provider": "asana", "project": "1199", "assignee": "me", "due_in_days": 7, "title": "Follow up {call_id}"}),
     );
-    let out = executor(asana_cfg(&server.base))
-        .execute("job_asana.0", &task_job(&a), &a)
-        .await;
+    let out = run(asana_cfg(&server.base), "job_asana.0", &a).await;
     assert!(
         matches!(&out, Outcome::Delivered { detail: Some(d), .. } if d.contains("1200")),
         "{out:?}"
     );
-    let r = server.single();
-    assert_eq!(
-        (r.method.clone(), r.path.as_str()),
-        (Method::POST, "/api/1.0/tasks")
-    );
+    let r = server.single_to(Method::POST, "/api/1.0/tasks");
     assert_eq!(r.header("authorization"), Some("Bearer asana-pat"));
     let d = &r.json()["data"];
     assert_eq!(d["name"], "Follow up call_xyz789");
@@ -256,9 +233,7 @@ async fn asana_sends_the_task_data() {
         ..asana_cfg(&server.base)
     };
     let a = task(json!({"type": "task", "provider": "asana"}));
-    let out = executor(cfg)
-        .execute("job_asana.1", &task_job(&a), &a)
-        .await;
+    let out = run(cfg, "job_asana.1", &a).await;
     assert_eq!(kind(&out), "delivered", "{out:?}");
     let d = &server.single().json()["data"];
     assert_eq!(d["workspace"], "ws-1");
@@ -275,18 +250,12 @@ async fn github_sends_the_issue() {
     let a = task(
         json!({"type": "task", "provider": "github", "project": "acme/support", "labels": ["follow-up"], "assignee": "octocat", "due_in_days": 3}),
     );
-    let out = executor(github_cfg(&server.base))
-        .execute("job_gh.0", &task_job(&a), &a)
-        .await;
+    let out = run(github_cfg(&server.base), "job_gh.0", &a).await;
     assert!(
         matches!(&out, Outcome::Delivered { status: Some(201), detail: Some(d) } if d.contains("#42")),
         "{out:?}"
     );
-    let r = server.single();
-    assert_eq!(
-        (r.method.clone(), r.path.as_str()),
-        (Method::POST, "/repos/acme/support/issues")
-    );
+    let r = server.single_to(Method::POST, "/repos/acme/support/issues");
     assert_eq!(r.header("authorization"), Some("Bearer ghp_token"));
     assert_eq!(r.header("accept"), Some("application/vnd.github+json"));
     let b = r.json();
@@ -350,9 +319,7 @@ async fn provider_failures_are_classified() {
         for (reply, want) in &plays {
             let server = TestServer::start(vec![reply.clone()]).await;
             let a = task(action.clone());
-            let out = executor(cfg(&server.base))
-                .execute("job_fail.0", &task_job(&a), &a)
-                .await;
+            let out = run(cfg(&server.base), "job_fail.0", &a).await;
             assert_eq!(kind(&out), *want, "{name} HTTP {}: {out:?}", reply.status);
             let shown = format!("{out:?}");
             for secret in ["lin_api_key", "jira-token", "asana-pat", "ghp_token"] {
@@ -370,9 +337,7 @@ async fn provider_failures_are_classified() {
     ])
     .await;
     let a = task(json!({"type": "task", "provider": "github", "project": "acme/support"}));
-    let out = executor(github_cfg(&server.base))
-        .execute("job_fail.1", &task_job(&a), &a)
-        .await;
+    let out = run(github_cfg(&server.base), "job_fail.1", &a).await;
     assert_eq!(kind(&out), "retry", "{out:?}");
 }
 
@@ -387,7 +352,9 @@ async fn a_provider_without_credentials_fails_permanently_naming_the_setting() {
     ];
     for (provider, setting) in cases {
         let a = task(json!({"type": "task", "provider": provider, "project": "acme/support"}));
-        let out = exec.execute("job_cfg.0", &task_job(&a), &a).await;
+        let out = exec
+            .execute("job_cfg.0", &job_of(seed_event(), &a), &a)
+            .await;
         assert!(
             matches!(&out, Outcome::Permanent { error, .. } if error.contains(setting)),
             "{provider}: {out:?}"
@@ -405,7 +372,9 @@ async fn a_silent_provider_times_out_and_is_retried() {
     let exec =
         TaskExecutor::new(client(&http), http, &github_cfg(&format!("http://{addr}"))).unwrap();
     let a = task(json!({"type": "task", "provider": "github", "project": "acme/support"}));
-    let out = exec.execute("job_slow.0", &task_job(&a), &a).await;
+    let out = exec
+        .execute("job_slow.0", &job_of(seed_event(), &a), &a)
+        .await;
     assert!(
         matches!(&out, Outcome::Retry { error, .. } if error.starts_with("timeout")),
         "{out:?}"
