@@ -23,6 +23,21 @@ async fn set_agent(w: &World, crm: &Receiver, flaky: &Receiver, done: &Receiver)
     w.queue.set_agent("a1", &cfg).await.unwrap();
 }
 
+/// The agent's three receivers (the CRM, the flaky one, the callback's), each answering
+/// 200 until a test says otherwise, and the agent pointing at them.
+async fn receivers(w: &World) -> (Receiver, Receiver, Receiver) {
+    let (crm, flaky, done) = (
+        Receiver::start().await.unwrap(),
+        Receiver::start().await.unwrap(),
+        Receiver::start().await.unwrap(),
+    );
+    for r in [&crm, &flaky, &done] {
+        r.set_default(Reply::ok());
+    }
+    set_agent(w, &crm, &flaky, &done).await;
+    (crm, flaky, done)
+}
+
 /// The callback's POSTs so far, waiting until there are `n` of them.
 async fn callbacks(done: &Receiver, n: usize) -> Vec<aftercall_tests::Received> {
     aftercall_tests::poll(T, || async { (done.count() >= n).then(|| done.received()) })
@@ -34,15 +49,9 @@ async fn callbacks(done: &Receiver, n: usize) -> Vec<aftercall_tests::Received> 
 async fn one_signed_callback_per_call_after_a_retry_and_a_skip() {
     let mut w = World::new().await;
     w.set("AFTERCALL_RETRY_BASE", "100ms");
-    let crm = Receiver::start().await.unwrap();
-    let done = Receiver::start().await.unwrap();
-    let flaky = Receiver::start().await.unwrap();
-    crm.set_default(Reply::ok());
+    let (crm, flaky, done) = receivers(&w).await;
     // The flaky action fails once, then is delivered on its retry.
-    flaky.set_default(Reply::ok());
     flaky.script([Reply::status(503)]);
-    set_agent(&w, &crm, &flaky, &done).await;
-    done.set_default(Reply::ok());
     let _w1 = w.worker();
     let _w2 = w.worker();
     w.push("c1", "a1").await;
@@ -107,13 +116,8 @@ async fn one_signed_callback_per_call_after_a_retry_and_a_skip() {
 async fn a_replayed_dead_action_settles_the_call_again_and_calls_back_again() {
     let mut w = World::new().await;
     w.set("AFTERCALL_MAX_ATTEMPTS", "1");
-    let crm = Receiver::start().await.unwrap();
-    let done = Receiver::start().await.unwrap();
-    let flaky = Receiver::start().await.unwrap();
-    crm.set_default(Reply::ok());
+    let (_crm, flaky, done) = receivers(&w).await;
     flaky.set_default(Reply::status(500));
-    set_agent(&w, &crm, &flaky, &done).await;
-    done.set_default(Reply::ok());
     let _w1 = w.worker();
     w.push("c2", "a1").await;
     let s = w.wait_call("c2", T, settled).await;
@@ -176,12 +180,8 @@ async fn on_complete_is_checked_at_config_time() {
 async fn many_calls_at_once_each_call_back_exactly_once() {
     let mut w = World::new().await;
     w.set("AFTERCALL_RETRY_BASE", "50ms");
-    let crm = Receiver::start().await.unwrap();
-    let flaky = Receiver::start().await.unwrap();
-    let done = Receiver::start().await.unwrap();
-    crm.set_default(Reply::ok());
+    let (_crm, flaky, done) = receivers(&w).await;
     // Every third request to the flaky action fails once: some calls settle after a retry.
-    flaky.set_default(Reply::ok());
     flaky.script((0..60).map(|i| {
         if i % 3 == 0 {
             Reply::status(503)
@@ -189,8 +189,6 @@ async fn many_calls_at_once_each_call_back_exactly_once() {
             Reply::ok()
         }
     }));
-    done.set_default(Reply::ok());
-    set_agent(&w, &crm, &flaky, &done).await;
     // Enqueued before the workers start, so fan-outs and finishes come in batches.
     w.enqueue_range("m", "a1", 0..60).await;
     let _w1 = w.worker();

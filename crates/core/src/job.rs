@@ -293,6 +293,14 @@ pub fn fan_out(
         };
         Vars::new(event, config.name.as_deref(), &style, now)
     });
+    // Action job `index` of the call; `action.completion` set for the callback.
+    let job = |index: usize, body: ActionJob| Job {
+        id: format!("{}.{index}", parent.id),
+        call_id: event.call_id.clone(),
+        agent_id: event.agent_id.clone(),
+        created_at: now,
+        body: JobBody::Action(body),
+    };
     let mut jobs = f
         .actions
         .iter()
@@ -302,49 +310,37 @@ pub fn fan_out(
                 (Some(when), Some(vars)) => condition_skip(when, vars),
                 _ => None,
             };
-            let job = Job {
-                id: format!("{}.{index}", parent.id),
-                call_id: event.call_id.clone(),
-                agent_id: event.agent_id.clone(),
-                created_at: now,
-                body: JobBody::Action(ActionJob {
-                    index,
-                    action: action.clone(),
-                    event: Arc::clone(event),
-                    agent_name: config.name.clone(),
-                    date_format: config.date_format.clone(),
-                    utc_offset: config.utc_offset.clone(),
-                    email_from: config.email_from.clone(),
-                    skip,
-                    quiet_hours: f.quiet_hours.clone(),
-                    completion: false,
-                }),
+            let body = ActionJob {
+                index,
+                action: action.clone(),
+                event: Arc::clone(event),
+                agent_name: config.name.clone(),
+                date_format: config.date_format.clone(),
+                utc_offset: config.utc_offset.clone(),
+                email_from: config.email_from.clone(),
+                skip,
+                quiet_hours: f.quiet_hours.clone(),
+                completion: false,
             };
-            (job, action.delay())
+            (job(index, body), action.delay())
         })
         .collect::<Vec<_>>();
     // The completion callback: one more job, after the actions, waiting for them.
     if let Some(target) = &f.on_complete {
         let index = jobs.len();
-        let job = Job {
-            id: format!("{}.{index}", parent.id),
-            call_id: event.call_id.clone(),
-            agent_id: event.agent_id.clone(),
-            created_at: now,
-            body: JobBody::Action(ActionJob {
-                index,
-                action: Action::Webhook(target.webhook()),
-                event: Arc::clone(event),
-                agent_name: config.name.clone(),
-                date_format: None,
-                utc_offset: None,
-                email_from: None,
-                skip: None,
-                quiet_hours: None,
-                completion: true,
-            }),
+        let body = ActionJob {
+            index,
+            action: Action::Webhook(target.webhook()),
+            event: Arc::clone(event),
+            agent_name: config.name.clone(),
+            date_format: None,
+            utc_offset: None,
+            email_from: None,
+            skip: None,
+            quiet_hours: None,
+            completion: true,
         };
-        jobs.push((job, None));
+        jobs.push((job(index, body), None));
     }
     FanOut::Jobs(jobs)
 }
