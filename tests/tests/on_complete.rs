@@ -164,6 +164,24 @@ async fn a_replayed_dead_action_settles_the_call_again_and_calls_back_again() {
         .filter(|a| a.outcome == aftercall_core::AttemptOutcome::Settled)
         .count();
     assert_eq!(settlings, 2);
+
+    // The retention sweep forgets the call's callback bookkeeping with it.
+    let k = w.queue.keys().clone();
+    let mut raw = w.raw().await;
+    let completion: u64 = redis::cmd("HLEN")
+        .arg(&k.completion)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(completion, 1);
+    w.queue.sweep(Duration::ZERO, 1000).await.unwrap();
+    let left: (u64, u64) = redis::pipe()
+        .hlen(&k.completion)
+        .hlen(&k.pending)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(left, (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -197,10 +197,7 @@ impl WorkerConfig {
             email: aftercall_actions::email::EmailConfig::from_settings(s).map_err(setting)?,
             sms: aftercall_actions::sms::SmsConfig::from_settings(s).map_err(setting)?,
             task: aftercall_actions::task::TaskConfig::from_settings(s).map_err(setting)?,
-            outbox_dir: s
-                .string("AFTERCALL_OUTBOX")
-                .map(Into::into)
-                .unwrap_or(d.actions.outbox_dir),
+            outbox_dir: aftercall_actions::outbox::dir(s),
         };
         Ok(WorkerConfig {
             queue: QueueConfig::from_settings(s)?,

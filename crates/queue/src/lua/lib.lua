@@ -82,12 +82,18 @@ local function notify(key)
   end
 end
 
+-- The call-ended job whose event action job `id` reads (`<parent>.<index>`, as Rust's
+-- `call_ended_id`); nil for an id that is not an action job's.
+local function call_ended_of(id)
+  return string.match(id, '^(.+)%.%d+$')
+end
+
 -- Action job `id` is forgotten (swept or purged): one reader fewer of its call-ended
 -- job's data, the call's one copy of the event, which goes with the last reader once
 -- the call-ended job is forgotten too. (Data from before `refs`, with the event in each
 -- action job, has no count: it reads as none left.)
 local function release_event(refs_key, state_key, data_key, id)
-  local parent = string.match(id, '^(.+)%.%d+$')
+  local parent = call_ended_of(id)
   if not parent then return end
   if rcall('HINCRBY', refs_key, parent, -1) <= 0 then
     rcall('HDEL', refs_key, parent)
@@ -106,7 +112,7 @@ end
 -- `k`: the script's keys by name (completion, pending, ready, running, scheduled, done,
 -- dead, state, attempts, log, notify). Returns nothing; one HGET for a call without callback.
 local function settled(k, id, now)
-  local parent = string.match(id, '^(.+)%.%d+$')
+  local parent = call_ended_of(id)
   if not parent then return end
   local cb = rcall('HGET', k.completion, parent)
   if not cb then return end
@@ -135,7 +141,7 @@ end
 
 -- A dead action job `id` was replayed: its call waits for it again before its callback.
 local function unsettled(k, id)
-  local parent = string.match(id, '^(.+)%.%d+$')
+  local parent = call_ended_of(id)
   if not parent then return end
   local cb = rcall('HGET', k.completion, parent)
   if cb and cb ~= id then rcall('HINCRBY', k.pending, parent, 1) end

@@ -13,8 +13,11 @@ for _, id in ipairs(ids) do
     redis.call('HDEL', key, id)
   end
   if redis.call('HEXISTS', refs_key, id) == 0 then redis.call('HDEL', data_key, id) end
-  redis.call('HDEL', completion_key, id)
-  redis.call('HDEL', pending_key, id, id .. '!')
+  if not call_ended_of(id) then
+    -- A call-ended job: its completion callback's bookkeeping, if it had one.
+    redis.call('HDEL', completion_key, id)
+    redis.call('HDEL', pending_key, id, id .. '!')
+  end
   release_event(refs_key, state_key, data_key, id)
 end
 local forgotten = 0
