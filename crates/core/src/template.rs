@@ -126,7 +126,42 @@ pub fn check(src: &str) -> Result<(), String> {
             e.detail().unwrap_or(&e.to_string())
         )
     })?;
+    if let Some(word) = refused_statement(&src) {
+        return Err(format!("template syntax error: unknown statement {word}"));
+    }
     unknown_variable(tmpl.undeclared_variables(true))
+}
+
+/// The statements that reach other templates or declare macros: minijinja knows them
+/// because the dashboard's own pages use them (its `multi_template` and `macros`
+/// features), but a user's template has no other template to reach, so here they stay
+/// unknown statements, as they were before those features were on.
+const REFUSED: [&str; 7] = [
+    "block", "extends", "include", "import", "from", "macro", "call",
+];
+
+/// The first [`REFUSED`] statement of a template that compiles, if any.
+fn refused_statement(src: &str) -> Option<&'static str> {
+    let mut rest = src;
+    loop {
+        rest = &rest[rest.find('{')? + 1..];
+        let end = match rest.as_bytes().first() {
+            Some(b'{') => "}}",
+            Some(b'#') => "#}",
+            Some(b'%') => {
+                let tag = rest[1..].trim_start_matches(['-', '+']).trim_start();
+                let word = &tag[..tag
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tag.len())];
+                if let Some(refused) = REFUSED.iter().find(|r| **r == word) {
+                    return Some(refused);
+                }
+                if word == "raw" { "endraw" } else { "%}" }
+            }
+            _ => continue,
+        };
+        rest = &rest[rest.find(end)?..];
+    }
 }
 
 /// The first variable of `used` that is not one of [`VARIABLES`], as an error.
@@ -511,6 +546,33 @@ mod tests {
                 .contains("unknown variable `env")
         );
         assert!(check("{% for %}").unwrap_err().contains("syntax"));
+        // Known to minijinja for the dashboard's pages, not for a user's template.
+        for src in [
+            "{% include \"x.html\" %}",
+            "{%- extends 'layout.html' %}",
+            "a {%+ import \"m\" as m %}",
+            "{% from \"m\" import f %}",
+            "{% block b %}{% endblock %}",
+            "{%\n macro m() %}x{% endmacro %}",
+            "{% macro m() %}{{ caller() }}{% endmacro %}{% call m() %}x{% endcall %}",
+        ] {
+            let e = check(src).unwrap_err();
+            assert!(
+                e.starts_with("template syntax error: unknown statement "),
+                "{src}: {e}"
+            );
+        }
+        // Only statements count: not text, comments, strings or raw blocks that name one.
+        for src in [
+            "include {{ '{% include' }} {# {% include \"x\" %} #}",
+            "{% raw %}{% include \"x\" %}{% endraw %}{% if call_id %}{% endif %}",
+            "{%- if call_id -%}{{ call_id }}{% endif %}",
+        ] {
+            assert_eq!(check(src), Ok(()), "{src}");
+        }
+        // And were one rendered anyway, there is no other template to reach.
+        let e = render("{% include \"x.html\" %}", &vars(), false).unwrap_err();
+        assert!(e.contains("not found"), "{e}");
         for name in BUILTIN_NAMES {
             let b = builtin(name).unwrap();
             for src in [b.subject, b.text, b.html] {

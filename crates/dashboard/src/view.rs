@@ -24,6 +24,7 @@ macro_rules! templates {
 
 const TEMPLATES: &[(&str, &str)] = templates![
     "layout.html",
+    "table.html",
     "login.html",
     "error.html",
     "overview.html",
