@@ -214,6 +214,12 @@ impl World {
         rx
     }
 
+    /// The status of a call that must be known.
+    pub async fn status(&self, call_id: &str) -> CallStatus {
+        let s = self.queue.call_status(call_id).await.expect("status");
+        s.unwrap_or_else(|| panic!("call {call_id} unknown"))
+    }
+
     /// Polls a call until `done` holds or the deadline passes; returns the last status.
     pub async fn wait_call(
         &self,
@@ -519,6 +525,15 @@ pub fn action_states(s: &CallStatus) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// Fails unless every action of the call is in `state`.
+pub fn assert_all(s: &CallStatus, state: &str) {
+    assert!(
+        s.actions.iter().all(|a| a.state.state == state),
+        "{:?}",
+        s.actions.iter().map(|a| &a.state).collect::<Vec<_>>()
+    );
+}
+
 /// Fails unless the job is in `state` after `attempts` attempts.
 pub fn assert_job(job: &JobRecord, state: &str, attempts: u32) {
     assert_eq!(
@@ -552,6 +567,11 @@ pub fn run_ok(cmd: &mut Command, what: &str) -> Output {
         .unwrap_or_else(|e| panic!("{what} does not run: {e}"));
     assert_ok(&out, what);
     out
+}
+
+/// Fails unless the process printed `text` on standard output.
+pub fn assert_prints(out: &Output, text: &str) {
+    assert!(stdout(out).contains(text), "{}{}", stdout(out), stderr(out));
 }
 
 /// A process's standard output, as text.

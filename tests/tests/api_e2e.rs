@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, fixture, settled};
+use aftercall_tests::{Receiver, Reply, World, assert_all, fixture, settled};
 use reqwest::Method;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -65,11 +65,7 @@ async fn seed_patch_ingest_and_replay_over_http() {
             s.actions.iter().all(|a| a.state.state == "delivered")
         })
         .await;
-    assert!(
-        s.actions.iter().all(|a| a.state.state == "delivered"),
-        "{:?}",
-        s.actions.iter().map(|a| &a.state).collect::<Vec<_>>()
-    );
+    assert_all(&s, "delivered");
     let page = http.get_json("/dead-letters", READ).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 0);
     assert_eq!(rx.count(), 2);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aftercall_core::CallEvent;
 use aftercall_queue::{Queue, QueueConfig};
 use aftercall_testkit::{RedisOptions, RedisServer};
-use aftercall_tests::{Receiver, Reply, bin, call_event, run_ok, settled, store_agent};
+use aftercall_tests::{Receiver, Reply, assert_all, bin, call_event, run_ok, settled, store_agent};
 
 const NODE_TIMEOUT_MS: u64 = 1500;
 
@@ -234,11 +234,7 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
     .await
     .unwrap();
     let s = wait_settled(&qa, "call_xyz789").await;
-    assert!(
-        s.actions.iter().all(|a| a.state.state == "delivered"),
-        "{:?}",
-        s.actions.iter().map(|a| &a.state).collect::<Vec<_>>()
-    );
+    assert_all(&s, "delivered");
     assert_eq!(rx.count(), 1);
 
     // Retries then a dead letter, then replay to delivery.

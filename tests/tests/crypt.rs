@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use aftercall_queue::{Keyring, Queue, QueueConfig};
-use aftercall_tests::{Receiver, Reply, World, assert_ok, settled, store_agent};
+use aftercall_tests::{Receiver, Reply, World, assert_all, assert_ok, settled, store_agent};
 
 const K1: &str = "v1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const K2: &str = "v2:HxwdHhscGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
@@ -139,12 +139,7 @@ async fn sealed_at_rest_delivered_in_full_and_rotated_under_traffic() {
             .wait_call(&format!("y-{i}"), Duration::from_secs(30), settled)
             .await;
         assert!(settled(&s), "{s:?}");
-        assert!(
-            s.actions
-                .iter()
-                .all(|a| a.state.state.as_str() == "delivered"),
-            "{s:?}"
-        );
+        assert_all(&s, "delivered");
     }
     // Whatever was written before or during the rotation is now sealed with v2.
     for v in values(&w, "data").await {

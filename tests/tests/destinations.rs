@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use aftercall_tests::{Reply, World, action_states, poll, settled, stderr, stdout};
+use aftercall_tests::{Reply, World, action_states, assert_prints, poll, settled, stderr, stdout};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flapping_destination_is_held_then_probed_then_closed() {
@@ -151,7 +151,7 @@ async fn paused_work_waits_and_goes_when_resumed() {
     let rx = w.receiver_for("a1", Reply::ok()).await;
     let out = w.cli(&["destinations", "pause", "--agent", "a1"], "");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("paused agent:a1"), "{}", stdout(&out));
+    assert_prints(&out, "paused agent:a1");
     let _w1 = w.worker();
     w.enqueue_range("z", "a1", 0..5).await;
     // Held: nothing sent, no attempt spent, nothing failed.
@@ -165,12 +165,7 @@ async fn paused_work_waits_and_goes_when_resumed() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(rx.count(), 0);
     for i in 0..5 {
-        let s = w
-            .queue
-            .call_status(&format!("z{i}"))
-            .await
-            .unwrap()
-            .unwrap();
+        let s = w.status(&format!("z{i}")).await;
         let a = &s.actions[0];
         assert_eq!(
             (a.state.state.as_str(), a.attempts),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, assert_ok};
+use aftercall_tests::{Receiver, Reply, World, assert_all, assert_ok};
 use serde_json::Value;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -46,7 +46,7 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
         text.contains("call e-1 erased: 2 job(s), 1 in flight cancelled"),
         "{text}"
     );
-    let s = w.queue.call_status("e-1").await.unwrap().unwrap();
+    let s = w.status("e-1").await;
     assert_eq!(s.actions[0].state.state.as_str(), "skipped");
     let reason = s.actions[0].state.reason.clone().unwrap_or_default();
     assert!(reason.starts_with("erased by cli:"), "{reason}");
@@ -138,14 +138,14 @@ async fn settled_jobs_lose_their_content_after_the_payload_retention_and_dead_le
     // the call's one copy of the event is stored, which the dead letter reads.
     let n = w.queue.expire_payloads(Duration::ZERO, 1000).await.unwrap();
     assert_eq!(n, 2, "p-1's two jobs");
-    let s = w.queue.call_status("p-1").await.unwrap().unwrap();
+    let s = w.status("p-1").await;
     for job in std::iter::once(&s.call_ended).chain(&s.actions) {
         let event = &job.job.as_ref().unwrap()["event"];
         assert_eq!(event["metadata"]["payload"], "expired", "{job:?}");
         assert!(event.get("caller_number").is_none(), "{event}");
     }
     assert_eq!(s.actions[0].state.state.as_str(), "delivered");
-    let dead = w.queue.call_status("p-2").await.unwrap().unwrap();
+    let dead = w.status("p-2").await;
     assert_eq!(dead.actions[0].state.state.as_str(), "dead");
     let kept = &dead.actions[0].job.as_ref().unwrap()["event"];
     assert_eq!(
@@ -175,7 +175,7 @@ async fn settled_jobs_lose_their_content_after_the_payload_retention_and_dead_le
         2,
         "p-2's action, then its call-ended job"
     );
-    let s = w.queue.call_status("p-2").await.unwrap().unwrap();
+    let s = w.status("p-2").await;
     for job in std::iter::once(&s.call_ended).chain(&s.actions) {
         let event = &job.job.as_ref().unwrap()["event"];
         assert_eq!(event["metadata"]["payload"], "expired", "{job:?}");
@@ -222,7 +222,7 @@ async fn dead_letters_past_their_retention_lose_their_payload_visibly() {
         1
     );
     assert_eq!(w.queue.stats().await.unwrap().dead, 0);
-    let s = w.queue.call_status("dr-1").await.unwrap().unwrap();
+    let s = w.status("dr-1").await;
     let a = &s.actions[0];
     assert_eq!(a.state.state.as_str(), "purged");
     assert!(
@@ -281,12 +281,7 @@ async fn an_erasure_removes_the_calls_outbox_files() {
         let s = w
             .wait_call(call, Duration::from_secs(20), aftercall_tests::settled)
             .await;
-        assert!(
-            s.actions
-                .iter()
-                .all(|a| a.state.state.as_str() == "delivered"),
-            "{s:?}"
-        );
+        assert_all(&s, "delivered");
     }
     let outbox = w.dir.join("outbox");
     let files = || {

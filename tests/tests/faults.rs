@@ -924,7 +924,7 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_after_its_budge
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let s = w.queue.call_status("poison0").await.unwrap().unwrap();
+    let s = w.status("poison0").await;
     let a = &s.actions[0];
     assert_eq!(
         (a.state.state.as_str(), a.attempts),
@@ -952,12 +952,7 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_after_its_budge
     // The pool kept working throughout.
     drain(&w, good + 1, Duration::from_secs(30)).await;
     for i in 0..good {
-        let s = w
-            .queue
-            .call_status(&format!("ok{i}"))
-            .await
-            .unwrap()
-            .unwrap();
+        let s = w.status(&format!("ok{i}")).await;
         assert_eq!(s.actions[0].state.state, "delivered", "ok{i}");
     }
     let t = conservation(

@@ -262,7 +262,7 @@ async fn a_retell_call_waits_for_its_analysis_and_fans_out_once_with_it() {
         (200, Some("duplicate")),
         "{answer}"
     );
-    let s = w.queue.call_status("r-1").await.unwrap().unwrap();
+    let s = w.status("r-1").await;
     assert_eq!(s.call_ended.state.state.as_str(), "scheduled");
     let reason = s.call_ended.state.reason.clone().unwrap_or_default();
     assert!(
@@ -326,7 +326,7 @@ async fn a_retell_call_waits_for_its_analysis_and_fans_out_once_with_it() {
         (200, Some("late")),
         "{answer}"
     );
-    let s = w.queue.call_status("r-2").await.unwrap().unwrap();
+    let s = w.status("r-2").await;
     assert!(s.analysis.is_some());
     tokio::time::sleep(Duration::from_millis(400)).await;
     let got = delivered(&rx, "r-2");

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use aftercall_core::CallEvent;
-use aftercall_tests::{Receiver, Reply, World, store_agent};
+use aftercall_tests::{Receiver, Reply, World, assert_all, store_agent};
 
 const MARK: &str = "transcript-mark-7f3a";
 
@@ -48,12 +48,7 @@ async fn three_actions_read_one_stored_event_and_a_config_change_does_not_alter_
     let s = w
         .wait_call("c-1", Duration::from_secs(10), |s| s.actions.len() == 3)
         .await;
-    assert!(
-        s.actions
-            .iter()
-            .all(|a| a.state.state.as_str() == "scheduled"),
-        "{s:?}"
-    );
+    assert_all(&s, "scheduled");
     // Fanned out and waiting: the event is in Redis once, under the call-ended job.
     let dump = w.dump().await;
     assert_eq!(dump.matches(MARK).count(), 1, "{dump}");

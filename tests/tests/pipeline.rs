@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use aftercall_tests::{
-    Receiver, Reply, World, action_states, assert_failed_with, assert_job, call_event, fixture,
-    poll, settled, stderr, stdout, store_agent,
+    Receiver, Reply, World, action_states, assert_failed_with, assert_job, assert_prints,
+    call_event, fixture, poll, settled, stderr, stdout, store_agent,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -23,11 +23,7 @@ async fn seed_round_trip_delivers_the_seed_payload() {
     let _worker = w.worker();
     let out = w.cli(&["enqueue", "-"], &fixture("seed-call.json"));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("enqueued  call_xyz789"),
-        "{}",
-        stdout(&out)
-    );
+    assert_prints(&out, "enqueued  call_xyz789");
 
     let got = rx.wait_for(1, T).await;
     assert_eq!(got.len(), 1);
@@ -140,7 +136,7 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
     let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let out = w.cli(&["dlq", "list", "--action", "email"], "");
-    assert!(stdout(&out).contains("no dead letters"));
+    assert_prints(&out, "no dead letters");
     // Purge needs a selection; a filter that matches nothing purges nothing.
     let out = w.cli(&["dlq", "purge"], "");
     assert!(
@@ -149,18 +145,10 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
         stderr(&out)
     );
     let out = w.cli(&["dlq", "purge", "--action", "sms"], "");
-    assert!(
-        stdout(&out).contains("0 dead letter(s) purged"),
-        "{}",
-        stdout(&out)
-    );
+    assert_prints(&out, "0 dead letter(s) purged");
     let out = w.cli(&["dlq", "purge", "--agent", "a1"], "");
-    assert!(
-        stdout(&out).contains("1 dead letter(s) purged"),
-        "{}",
-        stdout(&out)
-    );
-    let s = w.queue.call_status("c1").await.unwrap().unwrap();
+    assert_prints(&out, "1 dead letter(s) purged");
+    let s = w.status("c1").await;
     assert_eq!(
         s.actions[0].state.state, "purged",
         "the call's history says so"
@@ -230,26 +218,16 @@ async fn a_blank_filter_needs_all_and_a_dry_run_touches_nothing() {
         assert!(out.status.success(), "{argv:?}: {}", stderr(&out));
         assert!(stdout(&out).contains(want), "{argv:?}: {}", stdout(&out));
     }
-    let one = w.queue.call_status("c1").await.unwrap().unwrap().actions[0]
-        .id
-        .clone();
+    let one = w.status("c1").await.actions[0].id.clone();
     let out = w.cli(&["dlq", "replay", &one, "job_nope", "--dry-run"], "");
-    assert!(
-        stdout(&out).contains("would replay 1 dead letter(s)"),
-        "{}",
-        stdout(&out)
-    );
+    assert_prints(&out, "would replay 1 dead letter(s)");
     assert_eq!(
         w.queue.stats().await.unwrap().dead,
         2,
         "dry runs touch nothing"
     );
     let out = w.cli(&["dlq", "purge", "--all", "--error", ""], "");
-    assert!(
-        stdout(&out).contains("2 dead letter(s) purged"),
-        "{}",
-        stdout(&out)
-    );
+    assert_prints(&out, "2 dead letter(s) purged");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -275,11 +253,7 @@ async fn exhausted_retries_dead_letter_then_replay_delivers() {
 
     rx.set_default(Reply::status(200));
     let out = w.cli(&["dlq", "replay", &a.id], "");
-    assert!(
-        stdout(&out).contains("1 dead letter(s) replayed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_prints(&out, "1 dead letter(s) replayed");
     let s = w
         .wait_call("c1", T, |s| s.actions[0].state.state == "delivered")
         .await;
@@ -805,7 +779,7 @@ async fn an_attempt_cut_off_by_the_grace_period_is_recorded_and_counted() {
         .terminate(Duration::from_secs(10))
         .expect("exits after the grace period");
     assert!(status.success(), "{}", worker.log_text());
-    let s = w.queue.call_status("g1").await.unwrap().unwrap();
+    let s = w.status("g1").await;
     let a = &s.actions[0];
     assert_job(a, "scheduled", 1);
     assert!(

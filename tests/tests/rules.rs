@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, run_ok, settled, stderr, stdout};
+use aftercall_tests::{Receiver, Reply, World, assert_prints, run_ok, settled, stderr, stdout};
 use reqwest::Method;
 
 const T: Duration = Duration::from_secs(20);
@@ -58,7 +58,7 @@ async fn a_voicemail_skips_the_conditioned_action_visibly_everywhere() {
 
     // The CLI, the API and the metrics say why.
     let out = w.cli(&["calls", "show", "vm"], "");
-    assert!(stdout(&out).contains(want), "{}", stdout(&out));
+    assert_prints(&out, want);
     let status = http.get_json("/calls/vm", ADMIN).await;
     assert_eq!(status["actions"][0]["state"]["reason"], want);
     let metrics = http.get("/metrics", None).await.text().await.unwrap();
@@ -144,23 +144,15 @@ async fn an_expired_action_is_skipped_and_an_expired_dead_letter_needs_force() {
     // Past its expiry: a plain replay leaves it dead and says why.
     let out = w.cli(&["dlq", "replay", &id], "");
     assert!(!out.status.success());
-    assert!(
-        stdout(&out).contains(&format!("expired   {id}")),
-        "{}",
-        stdout(&out)
-    );
+    assert_prints(&out, &format!("expired   {id}"));
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
-    let s = w.queue.call_status("fresh").await.unwrap().unwrap();
+    let s = w.status("fresh").await;
     assert_eq!(s.actions[0].state.state, "dead");
 
     // Forced, it runs and is delivered.
     let out = w.cli(&["dlq", "replay", &id, "--force"], "");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("1 dead letter(s) replayed"),
-        "{}",
-        stdout(&out)
-    );
+    assert_prints(&out, "1 dead letter(s) replayed");
     let s = w
         .wait_call("fresh", T, |s| s.actions[0].state.state == "delivered")
         .await;

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use aftercall_tests::{
-    Receiver, RedisOptions, Reply, Request, World, action_states, assert_failed_with, call_event,
-    free_port, settled, stderr, stdout, verify_with_python,
+    Receiver, RedisOptions, Reply, Request, World, action_states, assert_all, assert_failed_with,
+    call_event, free_port, settled, stderr, stdout, verify_with_python,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -67,11 +67,7 @@ async fn signatures_verify_with_the_standardwebhooks_package_including_rotation(
     set_agent(&w, "a1", &list).await;
     let _worker = w.worker();
     let s = w.push_settled("sig1", "a1", T).await;
-    assert!(
-        s.actions.iter().all(|a| a.state.state == "delivered"),
-        "{:?}",
-        s.actions.iter().map(|a| &a.state).collect::<Vec<_>>()
-    );
+    assert_all(&s, "delivered");
     let single = rx.received();
     let rotated = rx_rotated.received();
     assert_eq!(
@@ -789,8 +785,6 @@ async fn webhooks_over_tls_are_verified_against_the_trusted_authorities() {
         "{:?}",
         s.actions[0].history
     );
-    let got = rx.received();
-    assert_eq!(got.len(), 1);
-    assert!(got[0].header("webhook-id").is_some());
+    assert!(rx.single().header("webhook-id").is_some());
     let _ = std::fs::remove_dir_all(&certs);
 }

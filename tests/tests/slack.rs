@@ -20,13 +20,12 @@ async fn a_slack_message_with_blocks_reaches_the_incoming_webhook() {
     let _w1 = w.worker();
     let s = w.push_settled("sl1", "a1", Duration::from_secs(10)).await;
     assert_eq!(action_states(&s), vec![("slack", "delivered")]);
-    let got = rx.received();
-    assert_eq!(got.len(), 1);
+    let r = rx.single();
     assert_eq!(
-        (got[0].method.as_str(), got[0].path.as_str()),
+        (r.method.as_str(), r.path.as_str()),
         ("POST", "/services/T0/B0/x")
     );
-    let v = got[0].json();
+    let v = r.json();
     assert_eq!(v["text"], "Call from Ann (+14155551234)");
     assert_eq!(v["blocks"][0]["text"]["text"], "s");
 

@@ -20,9 +20,7 @@ async fn a_templated_body_is_sent_with_its_method() {
     let _w1 = w.worker();
     let s = w.push_settled("tb1", "a1", Duration::from_secs(10)).await;
     assert_eq!(action_states(&s), vec![("webhook", "delivered")]);
-    let got = rx.received();
-    assert_eq!(got.len(), 1);
-    let r = &got[0];
+    let r = rx.single();
     assert_eq!((r.method.as_str(), r.path.as_str()), ("PUT", "/crm"));
     let v = r.json();
     assert_eq!(v["call"], "tb1");

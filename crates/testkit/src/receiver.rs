@@ -168,6 +168,13 @@ impl Receiver {
         self.state.lock().expect("lock").received.len()
     }
 
+    /// The one request received so far; fails the test unless there is exactly one.
+    pub fn single(&self) -> Received {
+        let mut got = self.received();
+        assert_eq!(got.len(), 1, "{got:?}");
+        got.remove(0)
+    }
+
     /// Polls until `n` requests arrived or the deadline passed; returns what arrived.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
