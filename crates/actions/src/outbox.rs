@@ -84,19 +84,25 @@ struct Written {
     pub existed: bool,
 }
 
-/// A job id as a safe file stem: anything but ASCII letters, digits, `-`, `_` and `.`
-/// becomes `_`, and a leading dot is escaped so the file is neither hidden nor `..`.
-fn file_stem(job_id: &str) -> String {
-    let mut s: String = job_id
+/// A job id with anything but ASCII letters, digits, `-`, `_` and `.` replaced by
+/// `other`: safe in a file name and in an e-mail's Message-ID.
+pub(crate) fn plain_job_id(job_id: &str, other: char) -> String {
+    job_id
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
                 c
             } else {
-                '_'
+                other
             }
         })
-        .collect();
+        .collect()
+}
+
+/// A job id as a safe file stem: [`plain_job_id`] with `_`, and a leading dot escaped
+/// so the file is neither hidden nor `..`.
+fn file_stem(job_id: &str) -> String {
+    let mut s = plain_job_id(job_id, '_');
     if s.is_empty() || s.starts_with('.') {
         s.insert(0, '_');
     }

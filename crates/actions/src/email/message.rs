@@ -27,16 +27,7 @@ pub struct Prepared {
 
 /// `<{job_id}@aftercall>`: the same on every attempt, so a retried send is recognisable.
 pub fn message_id(job_id: &str) -> String {
-    let local: String = job_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let local = crate::outbox::plain_job_id(job_id, '-');
     let local = local.trim_matches('.');
     format!(
         "<{}@aftercall>",

@@ -72,6 +72,12 @@ pub fn job_of<T: OneAction>(event: Value, a: &T) -> ActionJob {
     job(event, a.clone().into_action())
 }
 
+/// Fails unless less than `limit` passed since `started` (a timeout cut the wait short).
+pub fn assert_within(started: std::time::Instant, limit: Duration) {
+    let took = started.elapsed();
+    assert!(took < limit, "took {took:?}");
+}
+
 /// HTTP settings that let the SSRF guard through to local test servers.
 pub fn http_cfg() -> HttpConfig {
     HttpConfig {

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::common::{
-    TempDir, job_of as email_job, kind, parse_action, seed_event, silent_server, until,
+    TempDir, assert_within, job_of as email_job, kind, parse_action, seed_event, silent_server,
+    until,
 };
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smtp_server.py");
@@ -97,6 +98,11 @@ impl SmtpServer {
         )
         .await
     }
+}
+
+/// `a` for the seed call, as job `job_id`.
+async fn send(exec: &EmailExecutor, job_id: &str, a: &EmailAction) -> Outcome {
+    exec.execute(job_id, &email_job(seed_event(), a), a).await
 }
 
 fn action(v: Value) -> EmailAction {
@@ -279,9 +285,7 @@ async fn a_550_is_permanent_and_does_not_show_the_address() {
     let server = SmtpServer::start("reject").await;
     let exec = smtp_executor(server.url());
     let a = action(json!({"type": "email", "to": "{{caller_email}}"}));
-    let out = exec
-        .execute("job_550.0", &email_job(seed_event(), &a), &a)
-        .await;
+    let out = send(&exec, "job_550.0", &a).await;
     match &out {
         Outcome::Permanent {
             status: Some(550),
@@ -307,9 +311,7 @@ async fn connection_refused_is_retried() {
     };
     let exec = smtp_executor(format!("smtp://127.0.0.1:{port}"));
     let a = action(json!({"type": "email", "to": "team@acme.example"}));
-    let out = exec
-        .execute("job_refused.0", &email_job(seed_event(), &a), &a)
-        .await;
+    let out = send(&exec, "job_refused.0", &a).await;
     assert_eq!(kind(&out), "retry", "{out:?}");
 }
 
@@ -324,15 +326,9 @@ async fn a_silent_server_times_out_and_is_retried() {
     let exec = EmailExecutor::new(&cfg, Path::new("/nonexistent")).unwrap();
     let a = action(json!({"type": "email", "to": "team@acme.example"}));
     let started = std::time::Instant::now();
-    let out = exec
-        .execute("job_slow.0", &email_job(seed_event(), &a), &a)
-        .await;
+    let out = send(&exec, "job_slow.0", &a).await;
     assert_eq!(kind(&out), "retry", "{out:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert_within(started, Duration::from_secs(5));
 }
 
 #[tokio::test]
