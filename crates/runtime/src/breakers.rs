@@ -11,6 +11,8 @@ use aftercall_core::Outcome;
 use aftercall_core::settings::SettingError;
 use aftercall_queue::{Health, Pause};
 
+use crate::limits::per_destination;
+
 /// A destination's breaker: `failures` consecutive failed attempts open it for
 /// `cooldown`, after which one probe is let through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,32 +47,20 @@ impl Breakers {
     /// `destination=failures[/cooldown],...`, e.g. `*=5/30s,crm.example.com=3/10s,sms=0`;
     /// 0 failures (or `off` for the whole setting) turns the breaker off.
     pub fn parse(spec: &str) -> Result<Breakers, SettingError> {
-        let bad = |message: String| SettingError {
-            name: "AFTERCALL_BREAKERS".into(),
-            message,
-        };
         let mut by_destination = BTreeMap::new();
         if spec.trim().eq_ignore_ascii_case("off") {
             return Ok(Breakers { by_destination });
         }
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (dest, rule) = item
-                .split_once('=')
-                .ok_or_else(|| bad(format!("`{item}` is not destination=failures[/cooldown]")))?;
-            let (n, c) = match rule.split_once('/') {
-                Some((n, c)) => (n, Some(c)),
-                None => (rule, None),
-            };
-            let failures = n
-                .trim()
-                .parse::<u32>()
-                .map_err(|_| bad(format!("`{item}`: `{n}` is not a whole number")))?;
-            let cooldown = match c {
-                Some(c) => aftercall_core::config::parse_duration(c.trim())
-                    .map_err(|e| bad(format!("`{item}`: {e}")))?,
+        for item in per_destination("AFTERCALL_BREAKERS", spec, "failures[/cooldown]") {
+            let item = item?;
+            let failures = item.number(item.first)?;
+            let cooldown = match item.second {
+                Some(c) => {
+                    aftercall_core::config::parse_duration(c.trim()).map_err(|e| item.error(e))?
+                }
                 None => Breaker::DEFAULT.cooldown,
             };
-            by_destination.insert(dest.trim().to_string(), Breaker { failures, cooldown });
+            by_destination.insert(item.destination.to_string(), Breaker { failures, cooldown });
         }
         Ok(Breakers { by_destination })
     }

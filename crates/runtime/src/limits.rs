@@ -17,33 +17,72 @@ pub struct Limits {
 /// How long a slot is held at most if its holder dies without giving it back.
 pub const SLOT_HOLD: Duration = Duration::from_secs(120);
 
+/// One `destination=first[/second]` item of a per-destination setting
+/// (`AFTERCALL_LIMITS`, `AFTERCALL_BREAKERS`).
+pub(crate) struct Item<'a> {
+    setting: &'static str,
+    text: &'a str,
+    pub destination: &'a str,
+    pub first: &'a str,
+    pub second: Option<&'a str>,
+}
+
+impl Item<'_> {
+    /// An error of the setting about this item.
+    pub fn error(&self, message: impl std::fmt::Display) -> SettingError {
+        SettingError {
+            name: self.setting.into(),
+            message: format!("`{}`: {message}", self.text),
+        }
+    }
+
+    /// `v`, a part of this item, as a whole number.
+    pub fn number(&self, v: &str) -> Result<u32, SettingError> {
+        v.trim()
+            .parse()
+            .map_err(|_| self.error(format_args!("`{v}` is not a whole number")))
+    }
+}
+
+/// The items of `spec`, a comma-separated list of `destination=<shape>`, in order: an
+/// item that is not one is an error of `setting`.
+pub(crate) fn per_destination<'a>(
+    setting: &'static str,
+    spec: &'a str,
+    shape: &'static str,
+) -> impl Iterator<Item = Result<Item<'a>, SettingError>> {
+    let items = spec.split(',').map(str::trim).filter(|s| !s.is_empty());
+    items.map(move |text| {
+        let (destination, rule) = text.split_once('=').ok_or_else(|| SettingError {
+            name: setting.into(),
+            message: format!("`{text}` is not destination={shape}"),
+        })?;
+        let (first, second) = match rule.split_once('/') {
+            Some((first, second)) => (first, Some(second)),
+            None => (rule, None),
+        };
+        Ok(Item {
+            setting,
+            text,
+            destination: destination.trim(),
+            first,
+            second,
+        })
+    })
+}
+
 impl Limits {
     /// `host=concurrency[/per_second],...`, e.g. `crm.example.com=10/50,sms=1/1,task:github=5,*=20`.
     pub fn parse(spec: &str) -> Result<Limits, SettingError> {
-        let bad = |message: String| SettingError {
-            name: "AFTERCALL_LIMITS".into(),
-            message,
-        };
         let mut by_destination = BTreeMap::new();
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (dest, rule) = item.split_once('=').ok_or_else(|| {
-                bad(format!(
-                    "`{item}` is not destination=concurrency[/per_second]"
-                ))
-            })?;
-            let (c, r) = rule.split_once('/').unwrap_or((rule, "0"));
-            let num = |v: &str| {
-                v.trim()
-                    .parse::<u32>()
-                    .map_err(|_| bad(format!("`{item}`: `{v}` is not a whole number")))
+        let items = per_destination("AFTERCALL_LIMITS", spec, "concurrency[/per_second]");
+        for item in items {
+            let item = item?;
+            let limit = Limit {
+                concurrency: item.number(item.first)?,
+                per_second: item.number(item.second.unwrap_or("0"))?,
             };
-            by_destination.insert(
-                dest.trim().to_string(),
-                Limit {
-                    concurrency: num(c)?,
-                    per_second: num(r)?,
-                },
-            );
+            by_destination.insert(item.destination.to_string(), limit);
         }
         Ok(Limits { by_destination })
     }
@@ -106,5 +145,33 @@ mod tests {
                 .starts_with("AFTERCALL_LIMITS:")
         );
         assert!(Limits::parse("nonsense").is_err());
+    }
+
+    /// Both per-destination settings name themselves, the item and what is wrong with it.
+    #[test]
+    fn errors_name_the_setting_and_the_item() {
+        use crate::breakers::Breakers;
+        for (err, want) in [
+            (
+                Limits::parse("a=1, b").err(),
+                "AFTERCALL_LIMITS: `b` is not destination=concurrency[/per_second]",
+            ),
+            (
+                Limits::parse("a=1/ x").err(),
+                "AFTERCALL_LIMITS: `a=1/ x`: ` x` is not a whole number",
+            ),
+            (
+                Breakers::parse("nonsense").err(),
+                "AFTERCALL_BREAKERS: `nonsense` is not destination=failures[/cooldown]",
+            ),
+            (
+                Breakers::parse("x=five/1s").err(),
+                "AFTERCALL_BREAKERS: `x=five/1s`: `five` is not a whole number",
+            ),
+        ] {
+            assert_eq!(err.map(|e| e.to_string()).as_deref(), Some(want));
+        }
+        let err = Breakers::parse("x=1/soon").unwrap_err().to_string();
+        assert!(err.starts_with("AFTERCALL_BREAKERS: `x=1/soon`: "), "{err}");
     }
 }
