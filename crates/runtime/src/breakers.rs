@@ -168,14 +168,6 @@ mod tests {
             Breakers::default().for_destination("smtp"),
             Some(Breaker::DEFAULT)
         );
-        assert!(
-            Breakers::parse("x=five")
-                .unwrap_err()
-                .to_string()
-                .starts_with("AFTERCALL_BREAKERS:")
-        );
-        assert!(Breakers::parse("x=1/soon").is_err());
-        assert!(Breakers::parse("nonsense").is_err());
     }
 
     #[test]

@@ -105,17 +105,7 @@ struct AnyString;
 
 impl<'de> Deserialize<'de> for AnyString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = AnyString;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E>(self, _: &str) -> Result<AnyString, E> {
-                Ok(AnyString)
-            }
-        }
-        d.deserialize_str(V)
+        d.deserialize_str(Str(|_| Ok(AnyString)))
     }
 }
 
@@ -128,22 +118,26 @@ enum Key {
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
-                match s {
-                    "caller_name" => Ok(Key::CallerName),
-                    "caller_email" => Ok(Key::CallerEmail),
-                    RAW_VALUE_TOKEN => Err(E::custom("left to the full reader")),
-                    _ => Ok(Key::Other),
-                }
-            }
-        }
-        d.deserialize_str(V)
+        d.deserialize_str(Str(|s| match s {
+            "caller_name" => Ok(Key::CallerName),
+            "caller_email" => Ok(Key::CallerEmail),
+            RAW_VALUE_TOKEN => Err("left to the full reader"),
+            _ => Ok(Key::Other),
+        }))
+    }
+}
+
+/// A visitor of a borrowed or passing string, read by the function it holds into what
+/// the view keeps of it.
+struct Str<T>(fn(&str) -> Result<T, &'static str>);
+
+impl<T> Visitor<'_> for Str<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+        (self.0)(s).map_err(E::custom)
     }
 }
 
