@@ -349,27 +349,23 @@ pub(crate) fn sample_event() -> CallEvent {
 }
 
 /// `POST /ui/preview`: one template rendered against the sample call.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Every field may be left out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct PreviewRequest {
     /// A template's source.
-    #[serde(default)]
     pub source: Option<String>,
     /// Or a built-in e-mail body's name.
-    #[serde(default)]
     pub builtin: Option<String>,
     /// The agent's settings as they are in the form (name, date style).
-    #[serde(default)]
     pub agent: AgentStyle,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct AgentStyle {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub date_format: Option<String>,
-    #[serde(default)]
     pub utc_offset: Option<String>,
 }
 
