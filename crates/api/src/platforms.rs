@@ -337,9 +337,9 @@ fn answered(platform: Platform, r: Ingested) -> IngestAnswer {
 
 /// Checks a message's credentials; the error says why, never quoting the body or a
 /// secret.
-pub(crate) fn verify(
+pub(crate) fn verify<'a>(
     platform: Platform,
-    cfg: &PlatformConfig,
+    cfg: &'a PlatformConfig,
     headers: &HeaderMap,
     body: &[u8],
     now_ms: i64,
@@ -350,19 +350,20 @@ pub(crate) fn verify(
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
+    let required = |name: &str| header(name).ok_or_else(|| format!("missing {name}"));
     let unconfigured = |setting: &str| {
         format!(
             "no credentials are configured for {}: set {setting}",
             platform.as_str()
         )
     };
+    let configured = |secret: &'a Option<String>, setting: &str| {
+        secret.as_deref().ok_or_else(|| unconfigured(setting))
+    };
     match platform {
         Platform::Retell => {
-            let key = cfg
-                .retell_api_key
-                .as_deref()
-                .ok_or_else(|| unconfigured("AFTERCALL_RETELL_API_KEY"))?;
-            let sig = header("x-retell-signature").ok_or("missing x-retell-signature")?;
+            let key = configured(&cfg.retell_api_key, "AFTERCALL_RETELL_API_KEY")?;
+            let sig = required("x-retell-signature")?;
             // v=<unix ms>,d=<hex HMAC-SHA256 of the body followed by the timestamp>
             let (v, d) = sig
                 .strip_prefix("v=")
@@ -388,7 +389,7 @@ pub(crate) fn verify(
             if let Some(secret) = &cfg.vapi_hmac_secret
                 && let Some(sig) = header("x-signature")
             {
-                let ts = header("x-timestamp").ok_or("missing x-timestamp")?;
+                let ts = required("x-timestamp")?;
                 let n: i64 = ts.parse().map_err(|_| "x-timestamp is not a number")?;
                 // Seconds or milliseconds: a 13-digit stamp is in ms.
                 fresh(
@@ -422,11 +423,8 @@ pub(crate) fn verify(
             })
         }
         Platform::Bland => {
-            let secret = cfg
-                .bland_secret
-                .as_deref()
-                .ok_or_else(|| unconfigured("AFTERCALL_BLAND_WEBHOOK_SECRET"))?;
-            let sig = header("x-webhook-signature").ok_or("missing x-webhook-signature")?;
+            let secret = configured(&cfg.bland_secret, "AFTERCALL_BLAND_WEBHOOK_SECRET")?;
+            let sig = required("x-webhook-signature")?;
             let mut mac = keyed(secret);
             mac.update(body);
             check_hex(mac, sig)
