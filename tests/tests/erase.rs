@@ -11,9 +11,7 @@ const ADMIN: &str = "admin-token-0123456789abcdef";
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
     let mut w = World::new().await;
-    let port = aftercall_testkit::free_port();
-    w.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
-    w.set("AFTERCALL_API_TOKENS", &format!("admin:{ADMIN}"));
+    let api = w.with_api(&format!("admin:{ADMIN}"));
     // Each call's one action waits for its retry: the receiver failed with the
     // caller's e-mail in its answer, which the attempt keeps as its snippet.
     w.set("AFTERCALL_RETRY_BASE", "1h");
@@ -56,7 +54,6 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
     assert_eq!(s.call_ended.state.state.as_str(), "fanned_out");
 
     // Through the API.
-    let api = aftercall_tests::Http::new(format!("http://127.0.0.1:{port}"));
     let erase = |call: &str| {
         api.request(
             reqwest::Method::DELETE,
@@ -203,24 +200,14 @@ async fn dead_letters_past_their_retention_lose_their_payload_visibly() {
         .await;
     assert_eq!(s.actions[0].state.state.as_str(), "dead");
     worker.terminate(Duration::from_secs(10));
+    // How many dead letters older than `retention` lost their payload.
+    let expire_dead = async |retention| w.queue.expire_dead(retention, 1000).await.unwrap();
     // Young: kept.
-    assert_eq!(
-        w.queue
-            .expire_dead(Duration::from_secs(3600), 1000)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(expire_dead(Duration::from_secs(3600)).await, 0);
     assert_eq!(w.queue.stats().await.unwrap().dead, 1);
     // Past the retention: the dead letter's payload goes, saying why.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(
-        w.queue
-            .expire_dead(Duration::from_millis(1), 1000)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(expire_dead(Duration::from_millis(1)).await, 1);
     assert_eq!(w.queue.stats().await.unwrap().dead, 0);
     let s = w.status("dr-1").await;
     let a = &s.actions[0];
@@ -266,9 +253,7 @@ async fn dead_letters_past_their_retention_lose_their_payload_visibly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erasure_removes_the_calls_outbox_files() {
     let mut w = World::new().await;
-    let port = aftercall_testkit::free_port();
-    w.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
-    w.set("AFTERCALL_API_TOKENS", &format!("admin:{ADMIN}"));
+    let api = w.with_api(&format!("admin:{ADMIN}"));
     let body = serde_json::json!({"name": "Acme", "voice_tools": {"post_call_follow_up": {"enabled": true, "actions": [
         {"type": "email", "to": "{caller_email}", "subject": "Your call", "body_template": "call_summary"},
         {"type": "sms", "template": "Thanks {caller_name}!"},
@@ -316,9 +301,8 @@ async fn an_erasure_removes_the_calls_outbox_files() {
     );
     assert_eq!(files().len(), 4);
 
-    let r = aftercall_testkit::http_client()
-        .delete(format!("http://127.0.0.1:{port}/calls/o-2"))
-        .bearer_auth(ADMIN)
+    let r = api
+        .request(reqwest::Method::DELETE, "/calls/o-2", Some(ADMIN))
         .send()
         .await
         .unwrap();

@@ -104,9 +104,7 @@ impl Api {
 /// A worker serving the API with every platform's credentials, and two agents: one
 /// that waits for Retell's analysis and one that does not, both posting to `rx`.
 async fn start(w: &mut World, rx: &Receiver) -> (aftercall_tests::Worker, Api) {
-    let port = aftercall_testkit::free_port();
-    w.set("AFTERCALL_API_ADDR", &format!("127.0.0.1:{port}"));
-    w.set("AFTERCALL_API_TOKENS", &format!("admin:{ADMIN}"));
+    let base = w.with_api(&format!("admin:{ADMIN}")).base;
     w.set("AFTERCALL_RETELL_API_KEY", RETELL_KEY);
     w.set("AFTERCALL_VAPI_SECRET", VAPI_TOKEN);
     w.set("AFTERCALL_VAPI_HMAC_SECRET", VAPI_HMAC);
@@ -126,7 +124,7 @@ async fn start(w: &mut World, rx: &Receiver) -> (aftercall_tests::Worker, Api) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let api = Api {
         http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
+        base,
     };
     let ready = aftercall_tests::poll(Duration::from_secs(20), || async {
         let r = api
