@@ -7,7 +7,7 @@ impl Queue {
     /// Raises (`up`) or lowers the alert latch `name`. True when this call raised it:
     /// the caller is the one replica to announce it.
     pub async fn latch(&self, name: &str, up: bool) -> Result<bool, QueueError> {
-        let k = &self.inner.keys;
+        let k = self.home();
         let mut conn = self.conn();
         if up {
             let set: bool = redis::cmd("HSETNX")
@@ -29,9 +29,14 @@ impl Queue {
 
     /// How many dead letters wait.
     pub async fn dead_count(&self) -> Result<u64, QueueError> {
-        Ok(redis::cmd("ZCARD")
-            .arg(&self.inner.keys.dead)
-            .query_async(&mut self.conn())
-            .await?)
+        let mut n = 0;
+        for q in self.parts() {
+            let c: u64 = redis::cmd("ZCARD")
+                .arg(&q.keys().dead)
+                .query_async(&mut self.conn())
+                .await?;
+            n += c;
+        }
+        Ok(n)
     }
 }

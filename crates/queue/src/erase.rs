@@ -32,7 +32,11 @@ impl Queue {
     /// the job states and the audit entry). `None` for an unknown call. The call's ids,
     /// states and attempt outcomes stay, so "what happened to call X" still answers.
     pub async fn erase_call(&self, call_id: &str, by: &str) -> Result<Option<Erased>, QueueError> {
-        let k = &self.inner.keys;
+        self.for_call(call_id).erase_here(call_id, by).await
+    }
+
+    async fn erase_here(&self, call_id: &str, by: &str) -> Result<Option<Erased>, QueueError> {
+        let k = self.keys();
         for _ in 0..5 {
             let (parent, fanout): (Option<String>, Option<String>) = redis::pipe()
                 .hget(&k.calls, call_id)

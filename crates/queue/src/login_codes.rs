@@ -16,7 +16,7 @@ impl Queue {
         let json = serde_json::to_string(record)
             .map_err(|e| QueueError::Invalid(format!("login code record: {e}")))?;
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.inner.keys.login_code(code))
+            .arg(self.home().login_code(code))
             .arg(json)
             .arg("PX")
             .arg(ttl.as_millis().max(1) as u64)
@@ -31,7 +31,7 @@ impl Queue {
     /// same link cannot both get it.
     pub async fn take_login_code(&self, code: &str) -> Result<Option<SessionRecord>, QueueError> {
         let raw: Option<String> = redis::cmd("GETDEL")
-            .arg(self.inner.keys.login_code(code))
+            .arg(self.home().login_code(code))
             .query_async(&mut self.conn())
             .await?;
         let Some(raw) = raw else { return Ok(None) };

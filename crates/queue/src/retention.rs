@@ -55,7 +55,19 @@ impl Queue {
         older_than: Duration,
         limit: usize,
     ) -> Result<u64, QueueError> {
-        let k = &self.inner.keys;
+        let mut n = 0;
+        for q in self.parts() {
+            n += q.expire_payloads_here(older_than, limit).await?;
+        }
+        Ok(n)
+    }
+
+    async fn expire_payloads_here(
+        &self,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<u64, QueueError> {
+        let k = self.keys();
         let cutoff = now_ms() - older_than.as_millis() as i64;
         let cursor: Option<String> = redis::cmd("GET")
             .arg(&k.payload_cursor)
@@ -179,9 +191,17 @@ impl Queue {
     /// `limit` at a time: each keeps a `purged` state saying why and its history until
     /// the retention sweep; one audit entry per call. Returns how many.
     pub async fn expire_dead(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
+        let mut n = 0;
+        for q in self.parts() {
+            n += q.expire_dead_here(retention, limit).await?;
+        }
+        Ok(n)
+    }
+
+    async fn expire_dead_here(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
         let cutoff = now_ms() - retention.as_millis() as i64;
         let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&self.inner.keys.dead)
+            .arg(&self.keys().dead)
             .arg("-inf")
             .arg(cutoff)
             .arg("LIMIT")
@@ -192,7 +212,7 @@ impl Queue {
         if ids.is_empty() {
             return Ok(0);
         }
-        self.per_dead_letter(&self.inner.scripts.purge, &ids, Some("expire"))
+        self.per_dead_letter_here(&self.inner.scripts.purge, &ids, Some("expire"))
             .await
     }
 }

@@ -35,7 +35,7 @@ impl Queue {
         let json = serde_json::to_string(record)
             .map_err(|e| QueueError::Invalid(format!("session record: {e}")))?;
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.inner.keys.session(session_id))
+            .arg(self.home().session(session_id))
             .arg(json)
             .arg("PX")
             .arg(ttl_ms)
@@ -49,7 +49,7 @@ impl Queue {
     /// expires the key; the record's own expiry is checked as well, so a key whose TTL
     /// was lost (a restore, a `PERSIST`) still ends on time.
     pub async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, QueueError> {
-        let key = self.inner.keys.session(session_id);
+        let key = self.home().session(session_id);
         let raw: Option<String> = redis::cmd("GET")
             .arg(&key)
             .query_async(&mut self.conn())
@@ -67,7 +67,7 @@ impl Queue {
     /// Ends a session. True if there was one.
     pub async fn delete_session(&self, session_id: &str) -> Result<bool, QueueError> {
         let n: i64 = redis::cmd("DEL")
-            .arg(self.inner.keys.session(session_id))
+            .arg(self.home().session(session_id))
             .query_async(&mut self.conn())
             .await?;
         Ok(n > 0)

@@ -1,12 +1,14 @@
 //! The worker side: fetch (leases), finish (under the lease token), fan-out, lease
 //! renewal and the retention sweep.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aftercall_core::job::call_ended_id;
 use aftercall_core::{Job, JobBody, JobState};
 use serde::{Deserialize, Serialize};
 
+use crate::handle::reassemble;
 use crate::{JobId, LeaseToken, Queue, QueueError, now_ms};
 
 /// A job this worker holds a lease on.
@@ -141,6 +143,9 @@ impl Queue {
 
     /// [`Queue::fetch`] with the clock given: due times and lease expiry are judged
     /// against `now_ms` (model tests drive a virtual clock through this).
+    /// With several partitions, each fetch starts at the next one and takes from the
+    /// first that has work, so every partition is served (and its due jobs promoted, its
+    /// expired leases reaped) in turn.
     pub async fn fetch_at(
         &self,
         worker: &str,
@@ -148,7 +153,37 @@ impl Queue {
         lease: Duration,
         now_ms: i64,
     ) -> Result<Fetched, QueueError> {
-        let k = &self.inner.keys;
+        let n = self.partitions();
+        if n == 1 {
+            return self.fetch_here(worker, batch, lease, now_ms).await;
+        }
+        let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
+        let mut next_due_ms: Option<i64> = None;
+        for i in 0..n {
+            let q = self.partition((start + i) % n);
+            let f = q.fetch_here(worker, batch, lease, now_ms).await?;
+            if !f.jobs.is_empty() {
+                return Ok(f);
+            }
+            next_due_ms = match (next_due_ms, f.next_due_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(Fetched {
+            jobs: Vec::new(),
+            next_due_ms,
+        })
+    }
+
+    async fn fetch_here(
+        &self,
+        worker: &str,
+        batch: usize,
+        lease: Duration,
+        now_ms: i64,
+    ) -> Result<Fetched, QueueError> {
+        let k = self.keys();
         let mut inv = self.inner.scripts.fetch.invocation(k);
         inv.arg(now_ms)
             .arg(batch)
@@ -246,10 +281,22 @@ impl Queue {
     /// Applies finished attempts in one round trip. Returns, per item, whether the lease
     /// was still held (false: another worker owns the job now; nothing was changed).
     pub async fn finish(&self, items: &[Finish]) -> Result<Vec<bool>, QueueError> {
+        if self.partitions() > 1 {
+            let shares = self.shares(items, |f| f.id.as_str());
+            let answers = futures::future::try_join_all(
+                shares.iter().map(|(q, share, _)| q.finish_here(share)),
+            )
+            .await?;
+            return reassemble(items.len(), shares, answers);
+        }
+        self.finish_here(items).await
+    }
+
+    async fn finish_here(&self, items: &[Finish]) -> Result<Vec<bool>, QueueError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let k = &self.inner.keys;
+        let k = self.keys();
         let mut inv = self.inner.scripts.finish.invocation(k);
         inv.arg(now_ms());
         for f in items {
@@ -282,6 +329,18 @@ impl Queue {
         &self,
         records: &[FanOutRecord],
     ) -> Result<Vec<FannedOut>, QueueError> {
+        if self.partitions() > 1 {
+            let shares = self.shares(records, |r| r.parent_id.as_str());
+            let answers = futures::future::try_join_all(
+                shares.iter().map(|(q, share, _)| q.fan_out_here(share)),
+            )
+            .await?;
+            return reassemble(records.len(), shares, answers);
+        }
+        self.fan_out_here(records).await
+    }
+
+    async fn fan_out_here(&self, records: &[FanOutRecord]) -> Result<Vec<FannedOut>, QueueError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -328,7 +387,7 @@ impl Queue {
     }
 
     fn fan_out_invocation(&self) -> redis::ScriptInvocation<'_> {
-        self.inner.scripts.fanout.invocation(&self.inner.keys)
+        self.inner.scripts.fanout.invocation(self.keys())
     }
 
     /// One parent's arguments, after `now`: see the header of `fanout.lua`. Its action
@@ -368,7 +427,7 @@ impl Queue {
                 None => 0,
             };
             let mut data = redis::cmd("HSETNX");
-            data.arg(&self.inner.keys.data)
+            data.arg(&self.keys().data)
                 .arg(&job.id)
                 .arg(self.seal_data(&job.id, job.to_json().into_bytes()));
             writes.push(data);
@@ -382,10 +441,28 @@ impl Queue {
         lease: Duration,
         held: &[(JobId, LeaseToken)],
     ) -> Result<Vec<JobId>, QueueError> {
+        if self.partitions() > 1 {
+            let shares = self.shares(held, |(id, _)| id.as_str());
+            let lost = futures::future::try_join_all(
+                shares
+                    .iter()
+                    .map(|(q, share, _)| q.renew_here(lease, share)),
+            )
+            .await?;
+            return Ok(lost.into_iter().flatten().collect());
+        }
+        self.renew_here(lease, held).await
+    }
+
+    async fn renew_here(
+        &self,
+        lease: Duration,
+        held: &[(JobId, LeaseToken)],
+    ) -> Result<Vec<JobId>, QueueError> {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let k = &self.inner.keys;
+        let k = self.keys();
         let mut inv = self.inner.scripts.renew.invocation(k);
         inv.arg(now_ms() + lease.as_millis() as i64);
         for (id, token) in held {
@@ -397,7 +474,15 @@ impl Queue {
 
     /// Forgets finished jobs and call ids older than `retention`, `limit` at a time.
     pub async fn sweep(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
-        let k = &self.inner.keys;
+        let mut n = 0;
+        for q in self.parts() {
+            n += q.sweep_here(retention, limit).await?;
+        }
+        Ok(n)
+    }
+
+    async fn sweep_here(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
+        let k = self.keys();
         let cutoff = now_ms() - retention.as_millis() as i64;
         let mut inv = self.inner.scripts.sweep.invocation(k);
         inv.arg(cutoff).arg(limit).arg(retention.as_millis() as u64);
