@@ -53,6 +53,7 @@ async fn a_partitioned_queue_delivers_and_ops_see_all_of_it() {
     w.set("AFTERCALL_PARTITIONS", "3");
     let q = partitioned(&w, 3).await.unwrap();
     assert_eq!(q.partitions(), 3);
+    let http = w.with_api("read:r-token-0123456789abcdef");
     let ok = Receiver::answering(Reply::status(200)).await;
     let bad = Receiver::answering(Reply::status(500)).await;
     let body = format!(
@@ -60,8 +61,9 @@ async fn a_partitioned_queue_delivers_and_ops_see_all_of_it() {
         ok.url, bad.url
     );
     store_agent(&q, "a1", &body).await;
-    let _w1 = w.worker();
+    let w1 = w.worker();
     let _w2 = w.worker();
+    w1.wait_status(&http, "/readyz", 200).await;
 
     // A batch (split by partition, answered in order) and single events (coalesced).
     let batch = q.enqueue(events("b", "a1", 60)).await.unwrap();
@@ -155,6 +157,21 @@ async fn a_partitioned_queue_delivers_and_ops_see_all_of_it() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), 75);
+    // The API pages through them too, its cursors being the merged list's.
+    let mut api_seen = Vec::new();
+    let mut path = "/dead-letters?limit=20".to_string();
+    loop {
+        let page = http.get_json(&path, "r-token-0123456789abcdef").await;
+        for item in page["items"].as_array().unwrap() {
+            api_seen.push(item["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/dead-letters?limit=20&cursor={c}"),
+            None => break,
+        }
+    }
+    let listed: Vec<String> = seen.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(api_seen, listed);
 
     // The CLI, run with the same setting, sees a call of every partition and the dead
     // letters of all of them.

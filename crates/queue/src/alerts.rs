@@ -29,14 +29,13 @@ impl Queue {
 
     /// How many dead letters wait.
     pub async fn dead_count(&self) -> Result<u64, QueueError> {
-        let mut n = 0;
-        for q in self.parts() {
-            let c: u64 = redis::cmd("ZCARD")
+        self.summed(|q| async move {
+            let mut conn = q.conn();
+            Ok(redis::cmd("ZCARD")
                 .arg(&q.keys().dead)
-                .query_async(&mut self.conn())
-                .await?;
-            n += c;
-        }
-        Ok(n)
+                .query_async(&mut conn)
+                .await?)
+        })
+        .await
     }
 }

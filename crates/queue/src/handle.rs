@@ -1,9 +1,11 @@
 //! The queue handle: connecting (and what is checked then), the shared connection, and
 //! the plumbing every script call goes through.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use redis::RedisError;
 
 use crate::conn::{self, Conn};
@@ -202,6 +204,35 @@ impl Queue {
                 (self.partition(p), share, places)
             })
             .collect()
+    }
+
+    /// Runs `op` on each partition's share of `items` (by each one's job id), side by
+    /// side, and answers per item in `items`' order. One partition: `op` on `items`.
+    pub(crate) async fn routed<T: Clone + Sync, R: Send>(
+        &self,
+        items: &[T],
+        id: impl Fn(&T) -> &str,
+        op: impl for<'s> Fn(&'s Queue, &'s [T]) -> BoxFuture<'s, Result<Vec<R>, QueueError>>,
+    ) -> Result<Vec<R>, QueueError> {
+        if self.partitions() == 1 {
+            return op(self, items).await;
+        }
+        let shares = self.shares(items, id);
+        let answers =
+            futures::future::try_join_all(shares.iter().map(|(q, share, _)| op(q, share))).await?;
+        reassemble(items.len(), shares, answers)
+    }
+
+    /// The sum of `op` over every partition, in turn.
+    pub(crate) async fn summed<F>(&self, op: impl Fn(Queue) -> F) -> Result<u64, QueueError>
+    where
+        F: Future<Output = Result<u64, QueueError>>,
+    {
+        let mut n = 0;
+        for q in self.parts() {
+            n += op(q).await?;
+        }
+        Ok(n)
     }
 
     /// The partition of job `job_id`.

@@ -527,17 +527,9 @@ impl Queue {
         &self,
         ids: &[impl AsRef<str>],
     ) -> Result<Vec<Option<Result<Job, String>>>, QueueError> {
-        let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
-        if self.partitions() > 1 {
-            let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-            let shares = self.shares(&ids, String::as_str);
-            let answers = futures::future::try_join_all(
-                shares.iter().map(|(q, share, _)| q.decoded_here(share)),
-            )
-            .await?;
-            return crate::handle::reassemble(ids.len(), shares, answers);
-        }
-        self.decoded_here(&ids).await
+        let ids: Vec<String> = ids.iter().map(|s| s.as_ref().to_string()).collect();
+        self.routed(&ids, String::as_str, |q, s| Box::pin(q.decoded_here(s)))
+            .await
     }
 
     async fn decoded_here(
@@ -609,7 +601,8 @@ impl Queue {
             .is_some_and(|e| e.forced))
     }
 
-    /// Runs `script` over dead letters `ids`, 500 per call; sums what it reports.
+    /// Runs `script` over dead letters `ids`, 500 per call in each one's partition;
+    /// sums what it reports.
     pub(crate) async fn per_dead_letter(
         &self,
         script: &crate::scripts::QueueScript,
@@ -617,33 +610,19 @@ impl Queue {
         flag: Option<&str>,
     ) -> Result<u64, QueueError> {
         let mut total = 0;
-        if self.partitions() > 1 {
-            for (q, share, _) in self.shares(ids, String::as_str) {
-                total += q.per_dead_letter_here(script, &share, flag).await?;
+        for (q, share, _) in self.shares(ids, String::as_str) {
+            for chunk in share.chunks(500) {
+                let mut inv = script.invocation(q.keys());
+                inv.arg(now_ms());
+                if let Some(flag) = flag {
+                    inv.arg(flag);
+                }
+                for id in chunk {
+                    inv.arg(id);
+                }
+                let n: u64 = inv.invoke_async(&mut self.conn()).await?;
+                total += n;
             }
-            return Ok(total);
-        }
-        self.per_dead_letter_here(script, ids, flag).await
-    }
-
-    pub(crate) async fn per_dead_letter_here(
-        &self,
-        script: &crate::scripts::QueueScript,
-        ids: &[String],
-        flag: Option<&str>,
-    ) -> Result<u64, QueueError> {
-        let mut total = 0;
-        for chunk in ids.chunks(500) {
-            let mut inv = script.invocation(self.keys());
-            inv.arg(now_ms());
-            if let Some(flag) = flag {
-                inv.arg(flag);
-            }
-            for id in chunk {
-                inv.arg(id);
-            }
-            let n: u64 = inv.invoke_async(&mut self.conn()).await?;
-            total += n;
         }
         Ok(total)
     }

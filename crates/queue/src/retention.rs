@@ -55,11 +55,8 @@ impl Queue {
         older_than: Duration,
         limit: usize,
     ) -> Result<u64, QueueError> {
-        let mut n = 0;
-        for q in self.parts() {
-            n += q.expire_payloads_here(older_than, limit).await?;
-        }
-        Ok(n)
+        self.summed(|q| async move { q.expire_payloads_here(older_than, limit).await })
+            .await
     }
 
     async fn expire_payloads_here(
@@ -191,11 +188,8 @@ impl Queue {
     /// `limit` at a time: each keeps a `purged` state saying why and its history until
     /// the retention sweep; one audit entry per call. Returns how many.
     pub async fn expire_dead(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
-        let mut n = 0;
-        for q in self.parts() {
-            n += q.expire_dead_here(retention, limit).await?;
-        }
-        Ok(n)
+        self.summed(|q| async move { q.expire_dead_here(retention, limit).await })
+            .await
     }
 
     async fn expire_dead_here(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
@@ -212,7 +206,7 @@ impl Queue {
         if ids.is_empty() {
             return Ok(0);
         }
-        self.per_dead_letter_here(&self.inner.scripts.purge, &ids, Some("expire"))
+        self.per_dead_letter(&self.inner.scripts.purge, &ids, Some("expire"))
             .await
     }
 }

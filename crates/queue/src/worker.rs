@@ -8,7 +8,6 @@ use aftercall_core::job::call_ended_id;
 use aftercall_core::{Job, JobBody, JobState};
 use serde::{Deserialize, Serialize};
 
-use crate::handle::reassemble;
 use crate::{JobId, LeaseToken, Queue, QueueError, now_ms};
 
 /// A job this worker holds a lease on.
@@ -155,13 +154,14 @@ impl Queue {
     ) -> Result<Fetched, QueueError> {
         let n = self.partitions();
         if n == 1 {
-            return self.fetch_here(worker, batch, lease, now_ms).await;
+            return self.fetch_from(0, worker, batch, lease, now_ms).await;
         }
         let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
         let mut next_due_ms: Option<i64> = None;
         for i in 0..n {
-            let q = self.partition((start + i) % n);
-            let f = q.fetch_here(worker, batch, lease, now_ms).await?;
+            let f = self
+                .fetch_from((start + i) % n, worker, batch, lease, now_ms)
+                .await?;
             if !f.jobs.is_empty() {
                 return Ok(f);
             }
@@ -176,14 +176,17 @@ impl Queue {
         })
     }
 
-    async fn fetch_here(
+    /// One fetch from partition `part`.
+    async fn fetch_from(
         &self,
+        part: usize,
         worker: &str,
         batch: usize,
         lease: Duration,
         now_ms: i64,
     ) -> Result<Fetched, QueueError> {
-        let k = self.keys();
+        let q = self.partition(part);
+        let k = q.keys();
         let mut inv = self.inner.scripts.fetch.invocation(k);
         inv.arg(now_ms)
             .arg(batch)
@@ -281,15 +284,8 @@ impl Queue {
     /// Applies finished attempts in one round trip. Returns, per item, whether the lease
     /// was still held (false: another worker owns the job now; nothing was changed).
     pub async fn finish(&self, items: &[Finish]) -> Result<Vec<bool>, QueueError> {
-        if self.partitions() > 1 {
-            let shares = self.shares(items, |f| f.id.as_str());
-            let answers = futures::future::try_join_all(
-                shares.iter().map(|(q, share, _)| q.finish_here(share)),
-            )
-            .await?;
-            return reassemble(items.len(), shares, answers);
-        }
-        self.finish_here(items).await
+        self.routed(items, |f| f.id.as_str(), |q, s| Box::pin(q.finish_here(s)))
+            .await
     }
 
     async fn finish_here(&self, items: &[Finish]) -> Result<Vec<bool>, QueueError> {
@@ -329,15 +325,12 @@ impl Queue {
         &self,
         records: &[FanOutRecord],
     ) -> Result<Vec<FannedOut>, QueueError> {
-        if self.partitions() > 1 {
-            let shares = self.shares(records, |r| r.parent_id.as_str());
-            let answers = futures::future::try_join_all(
-                shares.iter().map(|(q, share, _)| q.fan_out_here(share)),
-            )
-            .await?;
-            return reassemble(records.len(), shares, answers);
-        }
-        self.fan_out_here(records).await
+        self.routed(
+            records,
+            |r| r.parent_id.as_str(),
+            |q, s| Box::pin(q.fan_out_here(s)),
+        )
+        .await
     }
 
     async fn fan_out_here(&self, records: &[FanOutRecord]) -> Result<Vec<FannedOut>, QueueError> {
@@ -474,11 +467,8 @@ impl Queue {
 
     /// Forgets finished jobs and call ids older than `retention`, `limit` at a time.
     pub async fn sweep(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
-        let mut n = 0;
-        for q in self.parts() {
-            n += q.sweep_here(retention, limit).await?;
-        }
-        Ok(n)
+        self.summed(|q| async move { q.sweep_here(retention, limit).await })
+            .await
     }
 
     async fn sweep_here(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
