@@ -38,20 +38,9 @@ impl Queue {
     async fn erase_here(&self, call_id: &str, by: &str) -> Result<Option<Erased>, QueueError> {
         let k = self.keys();
         for _ in 0..5 {
-            let (parent, fanout): (Option<String>, Option<String>) = redis::pipe()
-                .hget(&k.calls, call_id)
-                .hget(&k.fanout, call_id)
-                .query_async(&mut self.conn())
-                .await?;
-            let Some(parent) = parent else {
+            let Some((ids, fanout, _)) = self.call_jobs(call_id).await? else {
                 return Ok(None);
             };
-            let mut ids = vec![parent];
-            if let Some(f) = &fanout {
-                let actions: Vec<String> = serde_json::from_str(f)
-                    .map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
-                ids.extend(actions);
-            }
             let data: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
                 .arg(&k.data)
                 .arg(&ids)

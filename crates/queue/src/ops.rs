@@ -273,27 +273,13 @@ impl Queue {
     /// Every job of a call and where each stands.
     pub async fn call_status(&self, call_id: &str) -> Result<Option<CallStatus>, QueueError> {
         let q = self.for_call(call_id);
-        let k = q.keys();
         let mut tries = 0;
         loop {
             tries += 1;
-            let (parent, fanout, analysis): (Option<String>, Option<String>, Option<String>) =
-                redis::pipe()
-                    .hget(&k.calls, call_id)
-                    .hget(&k.fanout, call_id)
-                    .hget(&k.analysis, call_id)
-                    .query_async(&mut self.conn())
-                    .await?;
-            let Some(parent) = parent else {
+            let Some((ids, fanout, analysis)) = q.call_jobs(call_id).await? else {
                 return Ok(None);
             };
             let fanned_out = fanout.is_some();
-            let mut ids = vec![parent];
-            if let Some(f) = fanout {
-                let action_ids: Vec<String> = serde_json::from_str(&f)
-                    .map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
-                ids.extend(action_ids);
-            }
             let mut records = self.jobs(&ids).await?;
             if records.is_empty() || records[0].id != ids[0] {
                 return Ok(None);
@@ -314,6 +300,33 @@ impl Queue {
                 analysis,
             }));
         }
+    }
+
+    /// A call's job ids in this partition (its call-ended job's first, then its actions'),
+    /// its fan-out record as stored (if it fanned out), and its stored analysis; `None`
+    /// for an unknown call.
+    pub(crate) async fn call_jobs(
+        &self,
+        call_id: &str,
+    ) -> Result<Option<(Vec<String>, Option<String>, Option<String>)>, QueueError> {
+        let k = self.keys();
+        let (parent, fanout, analysis): (Option<String>, Option<String>, Option<String>) =
+            redis::pipe()
+                .hget(&k.calls, call_id)
+                .hget(&k.fanout, call_id)
+                .hget(&k.analysis, call_id)
+                .query_async(&mut self.conn())
+                .await?;
+        let Some(parent) = parent else {
+            return Ok(None);
+        };
+        let mut ids = vec![parent];
+        if let Some(f) = &fanout {
+            let actions: Vec<String> = serde_json::from_str(f)
+                .map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
+            ids.extend(actions);
+        }
+        Ok(Some((ids, fanout, analysis)))
     }
 
     /// Lists dead letters, oldest first, filtered. `cursor` is opaque (from a previous page).

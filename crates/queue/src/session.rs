@@ -32,13 +32,26 @@ impl Queue {
         if ttl_ms <= 0 {
             return Ok(false);
         }
+        self.put_record(self.home().session(session_id), record, ttl_ms as u64, "session")
+            .await
+    }
+
+    /// Stores `record` under `key` for `ttl_ms` unless the key is taken (a session, a
+    /// login code: `what`, for errors). False when taken.
+    pub(crate) async fn put_record(
+        &self,
+        key: String,
+        record: &SessionRecord,
+        ttl_ms: u64,
+        what: &str,
+    ) -> Result<bool, QueueError> {
         let json = serde_json::to_string(record)
-            .map_err(|e| QueueError::Invalid(format!("session record: {e}")))?;
+            .map_err(|e| QueueError::Invalid(format!("{what} record: {e}")))?;
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.home().session(session_id))
+            .arg(key)
             .arg(json)
             .arg("PX")
-            .arg(ttl_ms)
+            .arg(ttl_ms.max(1))
             .arg("NX")
             .query_async(&mut self.conn())
             .await?;
