@@ -78,8 +78,27 @@ impl World {
     /// credentials for an ACL user, or `rediss://` on a TLS port). Its queue prefix
     /// starts with `t` (the ACL test's key pattern counts on it).
     pub async fn with_redis(opts: RedisOptions, url: impl FnOnce(u16) -> String) -> World {
+        World::start(opts, url, 1).await
+    }
+
+    /// A world whose queue, workers and CLI use `AFTERCALL_PARTITIONS=n`, plus `env`.
+    pub async fn partitioned(n: usize, env: &[(&str, &str)]) -> World {
+        let mut w = World::start(RedisOptions::default(), plain_url, n).await;
+        w.set("AFTERCALL_PARTITIONS", &n.to_string());
+        for (k, v) in env {
+            w.set(k, v);
+        }
+        w
+    }
+
+    async fn start(
+        opts: RedisOptions,
+        url: impl FnOnce(u16) -> String,
+        partitions: usize,
+    ) -> World {
         let t = TestQueue::start_at("t", opts, url, |c| {
             c.response_timeout = QueueConfig::default().response_timeout;
+            c.partitions = partitions;
         })
         .await;
         let env = vec![

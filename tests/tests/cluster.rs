@@ -318,3 +318,128 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
     let qb = queue(&c, pb, 0).await;
     assert_eq!(qb.stats().await.unwrap().calls, 0);
 }
+
+/// The MEMORY USAGE of `key`, asked of the node serving it.
+fn memory_usage(c: &Cluster, key: &str) -> u64 {
+    let node = c.primary_for(slot_of(c, key)).expect("a primary serves it");
+    Cluster::cli(
+        c.nodes[node].port(),
+        &["MEMORY", "USAGE", key, "SAMPLES", "0"],
+    )
+    .trim()
+    .parse()
+    .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_spread_a_queue_over_the_primaries_and_survive_a_failover() {
+    let c = Cluster::start().await;
+    let prefix = "spread";
+    let q = Queue::connect(QueueConfig {
+        url: c.urls(),
+        cluster: true,
+        prefix: prefix.into(),
+        wait_replicas: 1,
+        partitions: 3,
+        ..Default::default()
+    })
+    .await
+    .expect("cluster connect");
+    assert_eq!(q.partitions(), 3);
+
+    // Each partition's hash tag is served by its own primary.
+    let slots: Vec<u16> = (0..3)
+        .map(|p| slot_of(&c, &q.partition(p).keys().ready))
+        .collect();
+    let mut primaries: Vec<usize> = slots.iter().map(|s| c.primary_for(*s).unwrap()).collect();
+    primaries.sort();
+    primaries.dedup();
+    assert_eq!(primaries.len(), 3, "slots {slots:?}");
+
+    let rx = Receiver::start().await.unwrap();
+    let hook = format!(
+        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}}]}}}}}}"#,
+        rx.url
+    );
+    store_agent(&q, "a1", &hook).await;
+
+    // 3,000 calls, acknowledged once a replica has them (WAIT on each partition's primary).
+    let events: Vec<CallEvent> = (0..3000)
+        .map(|i| CallEvent::parse(call_event(&format!("p{i}"), "a1").as_bytes(), 1 << 20).unwrap())
+        .collect();
+    let acked = q.enqueue(events).await.unwrap();
+    assert_eq!(acked.len(), 3000);
+
+    // The queue's memory is spread over the three primaries within ±15 %.
+    let per_primary: Vec<u64> = (0..3)
+        .map(|p| {
+            let part = q.partition(p);
+            let k = part.keys();
+            [&k.data, &k.state, &k.calls, &k.ready]
+                .iter()
+                .map(|key| memory_usage(&c, key))
+                .sum()
+        })
+        .collect();
+    eprintln!("queue memory per primary (bytes): {per_primary:?}");
+    let mean = per_primary.iter().sum::<u64>() as f64 / 3.0;
+    for m in &per_primary {
+        assert!(
+            (*m as f64 - mean).abs() <= 0.15 * mean,
+            "memory per primary {per_primary:?}"
+        );
+    }
+
+    // The primary of partition 1 fails: its replica takes over with every acknowledged
+    // event, and a worker with the same count delivers all of them.
+    let victim = c.primary_for(slots[1]).unwrap();
+    let victim_port = c.nodes[victim].port();
+    let mut c = c;
+    c.nodes[victim].kill().await;
+    let survivor = c
+        .nodes
+        .iter()
+        .map(|n| n.port())
+        .find(|p| *p != victim_port)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = Cluster::cli(survivor, &["CLUSTER", "INFO"]);
+        if info.contains("cluster_state:ok") && c.primary_for(slots[1]).is_some_and(|p| p != victim)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failover: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let q = Queue::connect(QueueConfig {
+        url: c.urls(),
+        cluster: true,
+        prefix: prefix.into(),
+        partitions: 3,
+        ..Default::default()
+    })
+    .await
+    .expect("reconnect");
+    let mut w = worker(&c, prefix, &[("AFTERCALL_PARTITIONS", "3")]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = q.stats().await.unwrap();
+        if s.calls == 3000 && s.queued + s.running + s.scheduled + s.dead == 0 && rx.count() >= 3000
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all delivered: {s:?}, {} received",
+            rx.count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for e in acked.iter().step_by(97) {
+        let s = wait_settled(&q, &e.call_id).await;
+        assert_eq!(s.actions[0].state.state, "delivered", "{}", e.call_id);
+    }
+    let _ = w.kill();
+    let _ = w.wait();
+}

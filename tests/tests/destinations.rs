@@ -9,10 +9,24 @@ use aftercall_tests::{Reply, World, action_states, assert_prints, poll, settled,
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flapping_destination_is_held_then_probed_then_closed() {
-    let w = World::with_env(&[
-        ("AFTERCALL_BREAKERS", "127.0.0.1=3/1s"),
-        ("AFTERCALL_CONCURRENCY", "4"),
-    ])
+    flapping(1).await;
+}
+
+/// With partitions the held jobs are in several partitions' schedules, and the breaker
+/// (under the queue's shared tag) lets each partition's go when it closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_queue_s_held_work_goes_when_the_circuit_closes() {
+    flapping(3).await;
+}
+
+async fn flapping(partitions: usize) {
+    let w = World::partitioned(
+        partitions,
+        &[
+            ("AFTERCALL_BREAKERS", "127.0.0.1=3/1s"),
+            ("AFTERCALL_CONCURRENCY", "4"),
+        ],
+    )
     .await;
     let rx = w.receiver_for("a1", Reply::status(503)).await;
     let _w1 = w.worker();

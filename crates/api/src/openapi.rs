@@ -22,8 +22,9 @@ use crate::config::Scope;
 use crate::handlers::{self, BulkBody, KINDS, MAX_MS};
 use crate::routes::routes;
 
-/// A dead-letter page's `next_cursor`: a position.
-pub(crate) const CURSOR: &str = r"^[+-]?[0-9]{1,18}$";
+/// A dead-letter page's `next_cursor`: a position, or with `AFTERCALL_PARTITIONS` one per
+/// partition, dot-separated.
+pub(crate) const CURSOR: &str = r"^[+-]?[0-9]{1,18}(\.[0-9]{1,18}){0,63}$";
 
 /// Unix milliseconds, or an age: what `parse_time` reads besides RFC 3339.
 /// Whitespace only (or nothing): what counts as an absent filter field.

@@ -232,7 +232,16 @@ impl Job {
     /// its stored JSON. The JSON reads as the job [`Job::call_ended`] makes of the same
     /// event (tested), with the event's bytes copied in rather than encoded again.
     pub fn call_ended_json(event: &ValidEvent<'_>, now: DateTime<Utc>) -> (String, Vec<u8>) {
-        let id = new_id();
+        Self::call_ended_json_as(event, now, new_id())
+    }
+
+    /// [`Job::call_ended_json`] under the id given (a partitioned queue's ids name their
+    /// partition).
+    pub fn call_ended_json_as(
+        event: &ValidEvent<'_>,
+        now: DateTime<Utc>,
+        id: String,
+    ) -> (String, Vec<u8>) {
         let mut out = Vec::with_capacity(event.json().len() + 192);
         put(&mut out, "{\"id\":", &id);
         put(&mut out, ",\"call_id\":", &event.call_id);

@@ -10,7 +10,7 @@ impl Queue {
     pub async fn set_agent(&self, agent_id: &str, cfg: &AgentConfig) -> Result<(), QueueError> {
         let json = serde_json::to_string(cfg).expect("config serializes");
         let _: () = redis::cmd("HSET")
-            .arg(&self.inner.keys.agents)
+            .arg(&self.home().agents)
             .arg(agent_id)
             .arg(self.seal_text(agent_id, json))
             .query_async(&mut self.conn())
@@ -20,7 +20,7 @@ impl Queue {
 
     pub async fn get_agent(&self, agent_id: &str) -> Result<Option<AgentConfig>, QueueError> {
         let raw: Option<String> = redis::cmd("HGET")
-            .arg(&self.inner.keys.agents)
+            .arg(&self.home().agents)
             .arg(agent_id)
             .query_async(&mut self.conn())
             .await?;
@@ -37,7 +37,7 @@ impl Queue {
             return Ok(Vec::new());
         }
         let raw: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(&self.inner.keys.agents)
+            .arg(&self.home().agents)
             .arg(ids)
             .query_async(&mut self.conn())
             .await?;
@@ -53,7 +53,7 @@ impl Queue {
         agent_id: &str,
     ) -> Result<(Option<AgentConfig>, Option<String>), QueueError> {
         let raw: Option<String> = redis::cmd("HGET")
-            .arg(&self.inner.keys.agents)
+            .arg(&self.home().agents)
             .arg(agent_id)
             .query_async(&mut self.conn())
             .await?;
@@ -76,7 +76,7 @@ impl Queue {
         cfg: &AgentConfig,
     ) -> Result<bool, QueueError> {
         let json = serde_json::to_string(cfg).expect("config serializes");
-        let mut inv = self.inner.scripts.agent_cas.invocation(&self.inner.keys);
+        let mut inv = self.inner.scripts.agent_cas.invocation(self.home());
         inv.arg(agent_id)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or(""))
@@ -87,7 +87,7 @@ impl Queue {
 
     pub async fn list_agents(&self) -> Result<Vec<String>, QueueError> {
         let mut ids: Vec<String> = redis::cmd("HKEYS")
-            .arg(&self.inner.keys.agents)
+            .arg(&self.home().agents)
             .query_async(&mut self.conn())
             .await?;
         ids.sort();
@@ -96,7 +96,7 @@ impl Queue {
 
     pub async fn delete_agent(&self, agent_id: &str) -> Result<bool, QueueError> {
         let n: i64 = redis::cmd("HDEL")
-            .arg(&self.inner.keys.agents)
+            .arg(&self.home().agents)
             .arg(agent_id)
             .query_async(&mut self.conn())
             .await?;
@@ -114,7 +114,28 @@ impl Queue {
         limit: usize,
         scan: usize,
     ) -> Result<Vec<aftercall_core::CallEvent>, QueueError> {
-        let k = &self.inner.keys;
+        if self.partitions() == 1 {
+            return self.recent_calls_here(agent_id, limit, scan).await;
+        }
+        // Each partition's newest, merged newest first (ids are time-ordered within a
+        // partition; the calls' end times order them across).
+        let share = scan.div_ceil(self.partitions());
+        let mut found = Vec::new();
+        for q in self.parts() {
+            found.extend(q.recent_calls_here(agent_id, limit, share).await?);
+        }
+        found.sort_by_key(|e| std::cmp::Reverse(e.ended_at));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn recent_calls_here(
+        &self,
+        agent_id: &str,
+        limit: usize,
+        scan: usize,
+    ) -> Result<Vec<aftercall_core::CallEvent>, QueueError> {
+        let k = self.keys();
         let mut found = Vec::new();
         let mut scanned = 0;
         let mut end = "+".to_string();

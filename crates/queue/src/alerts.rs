@@ -7,7 +7,7 @@ impl Queue {
     /// Raises (`up`) or lowers the alert latch `name`. True when this call raised it:
     /// the caller is the one replica to announce it.
     pub async fn latch(&self, name: &str, up: bool) -> Result<bool, QueueError> {
-        let k = &self.inner.keys;
+        let k = self.home();
         let mut conn = self.conn();
         if up {
             let set: bool = redis::cmd("HSETNX")
@@ -29,9 +29,13 @@ impl Queue {
 
     /// How many dead letters wait.
     pub async fn dead_count(&self) -> Result<u64, QueueError> {
-        Ok(redis::cmd("ZCARD")
-            .arg(&self.inner.keys.dead)
-            .query_async(&mut self.conn())
-            .await?)
+        self.summed(|q| async move {
+            let mut conn = q.conn();
+            Ok(redis::cmd("ZCARD")
+                .arg(&q.keys().dead)
+                .query_async(&mut conn)
+                .await?)
+        })
+        .await
     }
 }

@@ -29,6 +29,9 @@ pub struct QueueConfig {
     pub allow_eviction: bool,
     /// AFTERCALL_ENCRYPTION_KEYS: seal job data and agent configs at rest (crypt.rs).
     pub encryption: Option<crate::Keyring>,
+    /// AFTERCALL_PARTITIONS: the hash tags the queue's calls spread over (partition.rs);
+    /// every producer, worker and ops tool of a queue must use the same number.
+    pub partitions: usize,
 }
 
 impl Default for QueueConfig {
@@ -44,6 +47,7 @@ impl Default for QueueConfig {
             wait_replicas: 0,
             allow_eviction: false,
             encryption: None,
+            partitions: 1,
         }
     }
 }
@@ -62,7 +66,15 @@ impl QueueConfig {
                 message: "must not contain braces or spaces".into(),
             });
         }
+        let partitions = s.parse("AFTERCALL_PARTITIONS")?.unwrap_or(d.partitions);
+        if !(1..=crate::MAX_PARTITIONS).contains(&partitions) {
+            return Err(aftercall_core::settings::SettingError {
+                name: "AFTERCALL_PARTITIONS".into(),
+                message: format!("must be from 1 to {}", crate::MAX_PARTITIONS),
+            });
+        }
         Ok(QueueConfig {
+            partitions,
             url: s.string("AFTERCALL_REDIS_URL").unwrap_or(d.url),
             prefix,
             connect_timeout: d.connect_timeout,

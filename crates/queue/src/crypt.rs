@@ -252,7 +252,7 @@ impl Queue {
     /// whose data was sealed needs keys. A wrong key stops the process here, with the
     /// setting's name, rather than dead-lettering jobs one by one.
     pub(crate) async fn check_keys(&self, writes: bool) -> Result<(), QueueError> {
-        let k = &self.inner.keys;
+        let k = self.home();
         let stored: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
             .arg(&k.keycheck)
             .query_async(&mut self.conn())
@@ -313,21 +313,22 @@ impl Queue {
             .keyring()
             .ok_or_else(|| QueueError::Invalid("AFTERCALL_ENCRYPTION_KEYS is not set".into()))?
             .clone();
-        let k = &self.inner.keys;
+        let parts: Vec<crate::Keys> = self.parts().map(|q| q.keys().clone()).collect();
+        // (hash, sealed as text, what its values are bound to besides their field)
+        let mut hashes = vec![(&self.home().agents, true, "")];
+        for k in &parts {
+            hashes.push((&k.data, false, ""));
+            hashes.push((&k.analysis, true, "analysis:"));
+        }
         let mut r = Rotation::default();
-        for key in [&k.data, &k.agents, &k.analysis] {
+        for (key, _, _) in &hashes {
             let n: u64 = redis::cmd("HLEN")
                 .arg(key)
                 .query_async(&mut self.conn())
                 .await?;
             r.total += n;
         }
-        // (hash, sealed as text, what its values are bound to besides their field)
-        for (key, text, bound) in [
-            (&k.data, false, ""),
-            (&k.agents, true, ""),
-            (&k.analysis, true, "analysis:"),
-        ] {
+        for (key, text, bound) in hashes {
             let mut cursor = 0u64;
             loop {
                 let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")

@@ -155,7 +155,7 @@ const HELD_STALE_MS: i64 = 60_000;
 
 impl Queue {
     fn destination_invocation(&self, destination: &str) -> redis::ScriptInvocation<'_> {
-        let k = &self.inner.keys;
+        let k = self.home();
         let (health, held) = (k.health(destination), k.held(destination));
         let (paused, seen) = (k.paused(), k.destinations());
         self.inner.scripts.destination.invocation_with(&[
@@ -227,8 +227,11 @@ impl Queue {
             .arg(threshold)
             .arg(cooldown.as_millis() as u64)
             .arg(pause_until_ms);
-        let (event, state, streak): (String, String, u32) =
+        let (event, state, streak, released): (String, String, u32, Vec<String>) =
             inv.invoke_async(&mut self.conn()).await?;
+        if self.partitions() > 1 && !released.is_empty() {
+            self.release(&released).await?;
+        }
         let event = match event.as_str() {
             "opened" => Some(BreakerEvent::Opened),
             "closed" => Some(BreakerEvent::Closed),
@@ -241,9 +244,31 @@ impl Queue {
         })
     }
 
+    /// Lets held jobs of a partitioned queue go now: each partition's schedule (where
+    /// they wait, until their hold ends) moves them up, and its workers are woken.
+    async fn release(&self, ids: &[String]) -> Result<(), QueueError> {
+        let now = now_ms();
+        for (q, share, _) in self.shares(ids, String::as_str) {
+            let k = q.keys();
+            let mut p = redis::pipe();
+            for id in &share {
+                p.cmd("ZADD")
+                    .arg(&k.scheduled)
+                    .arg("XX")
+                    .arg(now)
+                    .arg(id)
+                    .ignore();
+            }
+            p.cmd("LPUSH").arg(&k.notify).arg(1).ignore();
+            p.cmd("LTRIM").arg(&k.notify).arg(0).arg(63).ignore();
+            let _: () = p.query_async(&mut self.conn()).await?;
+        }
+        Ok(())
+    }
+
     /// Every destination seen, with its health and the jobs it holds.
     pub async fn destinations(&self) -> Result<Vec<DestinationHealth>, QueueError> {
-        let k = &self.inner.keys;
+        let k = self.home();
         let now = now_ms();
         let seen: Vec<(String, i64)> = redis::cmd("ZRANGE")
             .arg(k.destinations())
@@ -299,7 +324,7 @@ impl Queue {
     pub async fn pause(&self, scope: &PauseScope) -> Result<(), QueueError> {
         let value = serde_json::json!({ "at": now_ms() }).to_string();
         let _: i64 = redis::cmd("HSET")
-            .arg(self.inner.keys.paused())
+            .arg(self.home().paused())
             .arg(scope.key())
             .arg(value)
             .query_async(&mut self.conn())
@@ -310,7 +335,7 @@ impl Queue {
     /// Resumes `scope`; false if it was not paused.
     pub async fn resume(&self, scope: &PauseScope) -> Result<bool, QueueError> {
         let n: i64 = redis::cmd("HDEL")
-            .arg(self.inner.keys.paused())
+            .arg(self.home().paused())
             .arg(scope.key())
             .query_async(&mut self.conn())
             .await?;
@@ -320,7 +345,7 @@ impl Queue {
     /// The pauses in force.
     pub async fn pauses(&self) -> Result<Vec<Pause>, QueueError> {
         let all: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(self.inner.keys.paused())
+            .arg(self.home().paused())
             .query_async(&mut self.conn())
             .await?;
         Ok(all

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::handle::Inner;
 use crate::worker::stored_budget;
-use crate::{Queue, QueueError, conn};
+use crate::{Queue, QueueError, conn, partition};
 
 /// Events per enqueue script call (and per `MULTI`).
 const ENQUEUE_CHUNK: usize = 500;
@@ -33,8 +33,10 @@ struct NewJob {
 }
 
 impl NewJob {
-    fn decoded(event: CallEvent, now: chrono::DateTime<Utc>) -> NewJob {
-        let job = Job::call_ended(event, now);
+    /// `n`: the queue's partitions (the job's id names its call's).
+    fn decoded(event: CallEvent, now: chrono::DateTime<Utc>, n: usize) -> NewJob {
+        let mut job = Job::call_ended(event, now);
+        job.id = partition::job_id(partition::of_call(&job.call_id, n), n);
         let json = job.to_json().into_bytes();
         NewJob {
             call_id: job.call_id,
@@ -43,8 +45,9 @@ impl NewJob {
         }
     }
 
-    fn valid(event: &ValidEvent<'_>, now: chrono::DateTime<Utc>) -> NewJob {
-        let (id, json) = Job::call_ended_json(event, now);
+    fn valid(event: &ValidEvent<'_>, now: chrono::DateTime<Utc>, n: usize) -> NewJob {
+        let id = partition::job_id(partition::of_call(&event.call_id, n), n);
+        let (id, json) = Job::call_ended_json_as(event, now, id);
         NewJob {
             call_id: event.call_id.clone(),
             id,
@@ -59,13 +62,18 @@ impl NewJob {
 struct ValidJobs<'a, 'b> {
     events: std::slice::Iter<'a, ValidEvent<'b>>,
     now: chrono::DateTime<Utc>,
+    partitions: usize,
 }
 
 impl Iterator for ValidJobs<'_, '_> {
     type Item = NewJob;
 
     fn next(&mut self) -> Option<NewJob> {
-        Some(NewJob::valid(self.events.next()?, self.now))
+        Some(NewJob::valid(
+            self.events.next()?,
+            self.now,
+            self.partitions,
+        ))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -110,9 +118,13 @@ impl Queue {
         let now = Utc::now();
         if events.len() == 1 {
             let event = events.into_iter().next().expect("one event");
-            return Ok(vec![self.enqueue_one(NewJob::decoded(event, now)).await?]);
+            return Ok(vec![
+                self.enqueue_one(NewJob::decoded(event, now, self.partitions()))
+                    .await?,
+            ]);
         }
-        let jobs = events.into_iter().map(|e| NewJob::decoded(e, now));
+        let n = self.partitions();
+        let jobs = events.into_iter().map(|e| NewJob::decoded(e, now, n));
         Self::whole(self.enqueue_jobs(jobs, now).await)
     }
 
@@ -140,11 +152,13 @@ impl Queue {
     ) -> Result<Vec<Enqueued>, QueueError> {
         let now = Utc::now();
         if let [event] = events {
-            return Ok(vec![self.enqueue_one(NewJob::valid(event, now)).await?]);
+            let job = NewJob::valid(event, now, self.partitions());
+            return Ok(vec![self.enqueue_one(job).await?]);
         }
         let jobs = ValidJobs {
             events: events.iter(),
             now,
+            partitions: self.partitions(),
         };
         Self::whole(self.enqueue_jobs(jobs, now).await)
     }
@@ -212,8 +226,41 @@ impl Queue {
         now: chrono::DateTime<Utc>,
     ) -> (Vec<Enqueued>, Option<QueueError>, usize) {
         let total = jobs.len();
-        let mut out = Vec::with_capacity(total);
-        let failed = self.enqueue_chunks(jobs, now, &mut out).await.err();
+        if self.partitions() == 1 {
+            let mut out = Vec::with_capacity(total);
+            let failed = self.enqueue_chunks(jobs, now, &mut out).await.err();
+            return (out, failed, total);
+        }
+        // Each partition's share goes to its own hash tag, the shares side by side;
+        // the answer is in the events' order, stored up to the first one not known to be.
+        let mut jobs: Vec<Option<NewJob>> = jobs.map(Some).collect();
+        let groups = partition::group(&jobs, |j| {
+            self.part_of_job(&j.as_ref().expect("not taken yet").id)
+        });
+        let shares = groups.into_iter().map(|(p, places)| {
+            let share: Vec<NewJob> = places
+                .iter()
+                .map(|&i| jobs[i].take().expect("each job in one share"))
+                .collect();
+            let q = self.partition(p);
+            async move {
+                let mut out = Vec::with_capacity(share.len());
+                let failed = q
+                    .enqueue_chunks(share.into_iter(), now, &mut out)
+                    .await
+                    .err();
+                (places, out, failed)
+            }
+        });
+        let mut placed: Vec<Option<Enqueued>> = vec![None; total];
+        let mut failed = None;
+        for (places, out, err) in futures::future::join_all(shares.collect::<Vec<_>>()).await {
+            for (i, e) in places.into_iter().zip(out) {
+                placed[i] = Some(e);
+            }
+            failed = failed.or(err);
+        }
+        let out: Vec<Enqueued> = placed.into_iter().map_while(|e| e).collect();
         (out, failed, total)
     }
 
@@ -225,7 +272,7 @@ impl Queue {
     ) -> Result<(), QueueError> {
         use futures::StreamExt;
         const CHUNK: usize = ENQUEUE_CHUNK;
-        let k = &self.inner.keys;
+        let k = self.keys();
         let max = stored_budget(self.inner.cfg.retry.max_attempts);
         let mut it = jobs.peekable();
         let chunks = std::iter::from_fn(|| {
@@ -308,9 +355,13 @@ impl Queue {
         let timeout_ms = (self.inner.cfg.response_timeout.as_millis() as u64 / 2).max(100);
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(n).arg(timeout_ms);
-        let acked: i64 = redis::from_redis_value(
-            conn::on_slot_primary(&mut self.conn(), self.inner.slot, cmd).await?,
-        )?;
+        // This partition's writes are on its slot's primary.
+        let slot = self
+            .inner
+            .slot
+            .map(|_| partition::slot(self.keys().hash_tag()));
+        let acked: i64 =
+            redis::from_redis_value(conn::on_slot_primary(&mut self.conn(), slot, cmd).await?)?;
         if acked < n as i64 {
             return Err(QueueError::Unreplicated(format!(
                 "only {acked} of {n} replicas confirmed the write within {timeout_ms} ms"
@@ -323,6 +374,7 @@ impl Queue {
     pub async fn enqueue_json(&self, bytes: &[u8]) -> Result<Enqueued, QueueError> {
         let event = ValidEvent::parse(bytes, self.inner.cfg.max_event_bytes)
             .map_err(|e| QueueError::Invalid(e.to_string()))?;
-        self.enqueue_one(NewJob::valid(&event, Utc::now())).await
+        self.enqueue_one(NewJob::valid(&event, Utc::now(), self.partitions()))
+            .await
     }
 }

@@ -32,22 +32,15 @@ impl Queue {
     /// the job states and the audit entry). `None` for an unknown call. The call's ids,
     /// states and attempt outcomes stay, so "what happened to call X" still answers.
     pub async fn erase_call(&self, call_id: &str, by: &str) -> Result<Option<Erased>, QueueError> {
-        let k = &self.inner.keys;
+        self.for_call(call_id).erase_here(call_id, by).await
+    }
+
+    async fn erase_here(&self, call_id: &str, by: &str) -> Result<Option<Erased>, QueueError> {
+        let k = self.keys();
         for _ in 0..5 {
-            let (parent, fanout): (Option<String>, Option<String>) = redis::pipe()
-                .hget(&k.calls, call_id)
-                .hget(&k.fanout, call_id)
-                .query_async(&mut self.conn())
-                .await?;
-            let Some(parent) = parent else {
+            let Some((ids, fanout, _)) = self.call_jobs(call_id).await? else {
                 return Ok(None);
             };
-            let mut ids = vec![parent];
-            if let Some(f) = &fanout {
-                let actions: Vec<String> = serde_json::from_str(f)
-                    .map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
-                ids.extend(actions);
-            }
             let data: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
                 .arg(&k.data)
                 .arg(&ids)

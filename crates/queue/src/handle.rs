@@ -1,28 +1,36 @@
 //! The queue handle: connecting (and what is checked then), the shared connection, and
 //! the plumbing every script call goes through.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use redis::RedisError;
 
 use crate::conn::{self, Conn};
 use crate::enqueue::Singles;
 use crate::keys::Keys;
+use crate::partition::{self, Layout};
 use crate::{QueueConfig, QueueError, RedisFacts, redact_url, scripts};
 
 /// The queue handle: cheap to clone, shared by producers, workers and ops.
 #[derive(Clone)]
 pub struct Queue {
     pub(crate) inner: Arc<Inner>,
+    /// The partition this handle's job operations address (see [`Queue::partition`]);
+    /// the public operations route each call and job to its own.
+    part: usize,
 }
 
 pub(crate) struct Inner {
     pub(crate) client: conn::Client,
     pub(crate) conn: Conn,
-    /// The cluster slot of the queue's hash tag (cluster mode only).
+    /// The cluster slot of the queue's home hash tag (cluster mode only).
     pub(crate) slot: Option<u16>,
-    pub(crate) keys: Keys,
+    pub(crate) layout: Layout,
+    /// Where the next fetch starts, so workers take from every partition in turn.
+    pub(crate) cursor: std::sync::atomic::AtomicUsize,
     pub(crate) scripts: scripts::Scripts,
     pub(crate) cfg: QueueConfig,
     /// Single-event enqueues from concurrent producers, sent together (`enqueue_one`).
@@ -81,7 +89,8 @@ impl Queue {
             .query_async(&mut conn)
             .await
             .map_err(unreachable)?;
-        let keys = Keys::new(&cfg.prefix);
+        let layout = Layout::new(&cfg.prefix, cfg.partitions);
+        let keys = &layout.home;
         let slot = if client.is_cluster() {
             let s: u16 = redis::cmd("CLUSTER")
                 .arg("KEYSLOT")
@@ -112,14 +121,17 @@ impl Queue {
                 client,
                 conn,
                 slot,
-                keys,
+                layout,
+                cursor: Default::default(),
                 scripts: scripts::Scripts::new(),
                 cfg,
                 singles: Default::default(),
                 warnings,
             }),
+            part: 0,
         };
         queue.check_keys(writes).await?;
+        queue.check_layout(writes).await?;
         Ok(queue)
     }
 
@@ -134,8 +146,98 @@ impl Queue {
         Ok(RedisFacts::read(&mut self.conn(), self.inner.slot).await?)
     }
 
+    /// The keys of this handle's partition (of the queue, with one partition).
     pub fn keys(&self) -> &Keys {
-        &self.inner.keys
+        &self.inner.layout.parts[self.part]
+    }
+
+    /// The keys of what the whole queue shares (agents, destinations, opt-outs, ...).
+    pub fn home(&self) -> &Keys {
+        &self.inner.layout.home
+    }
+
+    /// How many partitions the queue has (`AFTERCALL_PARTITIONS`).
+    pub fn partitions(&self) -> usize {
+        self.inner.layout.len()
+    }
+
+    /// A handle on partition `p` (`p` < [`Queue::partitions`]): its job operations
+    /// address that partition only.
+    pub fn partition(&self, p: usize) -> Queue {
+        assert!(
+            p < self.partitions(),
+            "partition {p} of {}",
+            self.partitions()
+        );
+        Queue {
+            inner: self.inner.clone(),
+            part: p,
+        }
+    }
+
+    /// Every partition's handle, in order.
+    pub(crate) fn parts(&self) -> impl Iterator<Item = Queue> + '_ {
+        (0..self.partitions()).map(|p| self.partition(p))
+    }
+
+    /// The handle on the partition of call `call_id`.
+    pub fn for_call(&self, call_id: &str) -> Queue {
+        self.partition(partition::of_call(call_id, self.partitions()))
+    }
+
+    /// The handle on the partition of job `job_id`.
+    pub fn for_job(&self, job_id: &str) -> Queue {
+        self.partition(partition::of_job(job_id, self.partitions()))
+    }
+
+    /// `items` split by the partition of each one's job id: each share with its
+    /// partition's handle and the share's places in `items` (for [`reassemble`]).
+    pub(crate) fn shares<T: Clone>(
+        &self,
+        items: &[T],
+        id: impl Fn(&T) -> &str,
+    ) -> Vec<(Queue, Vec<T>, Vec<usize>)> {
+        partition::group(items, |t| self.part_of_job(id(t)))
+            .into_iter()
+            .map(|(p, places)| {
+                let share = places.iter().map(|&i| items[i].clone()).collect();
+                (self.partition(p), share, places)
+            })
+            .collect()
+    }
+
+    /// Runs `op` on each partition's share of `items` (by each one's job id), side by
+    /// side, and answers per item in `items`' order. One partition: `op` on `items`.
+    pub(crate) async fn routed<T: Clone + Sync, R: Send>(
+        &self,
+        items: &[T],
+        id: impl Fn(&T) -> &str,
+        op: impl for<'s> Fn(&'s Queue, &'s [T]) -> BoxFuture<'s, Result<Vec<R>, QueueError>>,
+    ) -> Result<Vec<R>, QueueError> {
+        if self.partitions() == 1 {
+            return op(self, items).await;
+        }
+        let shares = self.shares(items, id);
+        let answers =
+            futures::future::try_join_all(shares.iter().map(|(q, share, _)| op(q, share))).await?;
+        reassemble(items.len(), shares, answers)
+    }
+
+    /// The sum of `op` over every partition, in turn.
+    pub(crate) async fn summed<F>(&self, op: impl Fn(Queue) -> F) -> Result<u64, QueueError>
+    where
+        F: Future<Output = Result<u64, QueueError>>,
+    {
+        let mut n = 0;
+        for q in self.parts() {
+            n += op(q).await?;
+        }
+        Ok(n)
+    }
+
+    /// The partition of job `job_id`.
+    pub(crate) fn part_of_job(&self, job_id: &str) -> usize {
+        partition::of_job(job_id, self.partitions())
     }
 
     pub fn config(&self) -> &QueueConfig {
@@ -161,12 +263,22 @@ impl Queue {
         conn: &mut Conn,
         timeout: Duration,
     ) -> Result<bool, QueueError> {
-        let secs = timeout.as_secs_f64().max(0.01);
-        let got: Option<(String, String)> = redis::cmd("BLPOP")
-            .arg(&self.inner.keys.notify)
-            .arg(secs)
-            .query_async(conn)
-            .await?;
+        let n = self.partitions();
+        let mut blpop = redis::cmd("BLPOP");
+        let secs = if n == 1 || !self.inner.client.is_cluster() {
+            // One command waits on every partition's wake-up list.
+            for k in &self.inner.layout.parts {
+                blpop.arg(&k.notify);
+            }
+            timeout.as_secs_f64()
+        } else {
+            // On a cluster one command waits on one slot: the partitions' lists in turn,
+            // each for its share of the wait (fetches also take partitions in turn).
+            let p = self.inner.cursor.load(std::sync::atomic::Ordering::Relaxed) % n;
+            blpop.arg(&self.inner.layout.parts[p].notify);
+            timeout.as_secs_f64() / n as f64
+        };
+        let got: Option<(String, String)> = blpop.arg(secs.max(0.01)).query_async(conn).await?;
         Ok(got.is_some())
     }
 
@@ -209,4 +321,28 @@ impl Queue {
         };
         Ok(res)
     }
+}
+
+/// Per-item answers of [`Queue::shares`]' shares, back in the items' order.
+pub(crate) fn reassemble<T, R>(
+    len: usize,
+    shares: Vec<(Queue, Vec<T>, Vec<usize>)>,
+    answers: Vec<Vec<R>>,
+) -> Result<Vec<R>, QueueError> {
+    let mut out: Vec<Option<R>> = std::iter::repeat_with(|| None).take(len).collect();
+    for ((_, _, places), answer) in shares.into_iter().zip(answers) {
+        if answer.len() != places.len() {
+            return Err(QueueError::Corrupt(format!(
+                "{} answers for {} items",
+                answer.len(),
+                places.len()
+            )));
+        }
+        for (i, a) in places.into_iter().zip(answer) {
+            out[i] = Some(a);
+        }
+    }
+    out.into_iter()
+        .map(|a| a.ok_or_else(|| QueueError::Corrupt("an item went unanswered".into())))
+        .collect()
 }

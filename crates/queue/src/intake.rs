@@ -68,10 +68,11 @@ impl Queue {
             "waiting for analysis until {}",
             until.to_rfc3339_opts(SecondsFormat::Secs, true)
         );
-        let (job, json) = job_of(event, now);
-        let mut inv = self.intake_invocation("wait", now, &job);
+        let q = self.for_call(&event.call_id);
+        let (job, json) = job_of(event, now, self.partitions());
+        let mut inv = q.intake_invocation("wait", now, &job);
         inv.arg(until.timestamp_millis()).arg(reason);
-        let (code, id) = self.run_intake(&job.id, json, &inv).await?;
+        let (code, id) = q.run_intake(&job.id, json, &inv).await?;
         Ok(Ingested {
             call_id: job.call_id,
             job_id: id,
@@ -98,10 +99,11 @@ impl Queue {
         let record = serde_json::to_string(&record).expect("a record always serializes");
         // Sealed like the event it comes from (its summary is the call's content).
         let record = self.seal_text(&format!("analysis:{}", event.call_id), record);
-        let (job, json) = job_of(event, now);
-        let mut inv = self.intake_invocation("join", now, &job);
+        let q = self.for_call(&event.call_id);
+        let (job, json) = job_of(event, now, self.partitions());
+        let mut inv = q.intake_invocation("join", now, &job);
         inv.arg(record);
-        let (code, id) = self.run_intake(&job.id, json, &inv).await?;
+        let (code, id) = q.run_intake(&job.id, json, &inv).await?;
         let outcome = match code {
             0 => IntakeOutcome::Enqueued,
             2 => IntakeOutcome::Joined,
@@ -118,7 +120,7 @@ impl Queue {
     /// The analysis kept with a call, if one arrived.
     pub async fn analysis(&self, call_id: &str) -> Result<Option<AnalysisRecord>, QueueError> {
         let raw: Option<String> = redis::cmd("HGET")
-            .arg(&self.inner.keys.analysis)
+            .arg(&self.for_call(call_id).keys().analysis)
             .arg(call_id)
             .query_async(&mut self.conn())
             .await?;
@@ -142,7 +144,7 @@ impl Queue {
         now: DateTime<Utc>,
         job: &Job,
     ) -> redis::ScriptInvocation<'a> {
-        let mut inv = self.inner.scripts.intake.invocation(&self.inner.keys);
+        let mut inv = self.inner.scripts.intake.invocation(self.keys());
         inv.arg(mode)
             .arg(now.timestamp_millis())
             .arg(stored_budget(self.inner.cfg.retry.max_attempts))
@@ -160,7 +162,7 @@ impl Queue {
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<(i64, String), QueueError> {
         let mut data = redis::cmd("HSET");
-        data.arg(&self.inner.keys.data)
+        data.arg(&self.keys().data)
             .arg(id)
             .arg(self.seal_data(id, json));
         let tx = Self::transaction(vec![data], inv);
@@ -176,8 +178,10 @@ impl Queue {
     }
 }
 
-fn job_of(event: CallEvent, now: DateTime<Utc>) -> (Job, Vec<u8>) {
-    let job = Job::call_ended(event, now);
+/// A new call-ended job (its id in its call's partition of `n`) and its JSON.
+fn job_of(event: CallEvent, now: DateTime<Utc>, n: usize) -> (Job, Vec<u8>) {
+    let mut job = Job::call_ended(event, now);
+    job.id = crate::partition::job_id(crate::partition::of_call(&job.call_id, n), n);
     let json = job.to_json().into_bytes();
     (job, json)
 }

@@ -41,6 +41,9 @@ pub struct Keys {
     /// One sealed canary per encryption key version (crypt.rs).
     pub keycheck: String,
     pub notify: String,
+    /// How many partitions the queue's jobs are spread over (partition.rs), so that a
+    /// process started with another number does not lose sight of them.
+    pub partitions: String,
     pub agents: String,
     pub workers: String,
     /// Opted-out contacts (`channel:address` -> when and how), across agents.
@@ -131,11 +134,18 @@ impl Keys {
             "payload_cursor" => &self.payload_cursor,
             "keycheck" => &self.keycheck,
             "notify" => &self.notify,
+            "partitions" => &self.partitions,
             "agents" => &self.agents,
             "workers" => &self.workers,
             "optouts" => &self.optouts,
             _ => return None,
         })
+    }
+
+    /// The hash tag's text (what the braces hold).
+    pub fn hash_tag(&self) -> &str {
+        let t = self.tag();
+        &t[1..t.len() - 1]
     }
 
     fn tag(&self) -> &str {
@@ -170,6 +180,7 @@ impl Keys {
             payload_cursor: k("payload_cursor"),
             keycheck: k("keycheck"),
             notify: k("notify"),
+            partitions: k("partitions"),
             agents: k("agents"),
             workers: k("workers"),
             optouts: k("optouts"),

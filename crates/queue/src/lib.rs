@@ -14,6 +14,7 @@
 //!   (circuit breakers, 429 pauses, operators' pauses); `agents.rs`: agent configs;
 //! - `ops.rs`: what ops read and repair (dead letters, per-call status, stats;
 //!   `ops/jobs.rs`: reading stored jobs back as records);
+//! - `partition.rs`: one queue over several hash tags (calls and jobs to partitions);
 //! - `keys.rs`: every key name; `scripts.rs` and `lua/`: the scripts; `conn.rs`: one
 //!   connection type over a single Redis or a Redis Cluster.
 
@@ -35,6 +36,7 @@ mod login_codes;
 mod oldest;
 mod ops;
 mod optouts;
+mod partition;
 mod retention;
 mod scripts;
 mod server;
@@ -62,6 +64,7 @@ pub use ops::{
     present, redact_job,
 };
 pub use optouts::{Cap, ContactCheck, OptOut};
+pub use partition::MAX_PARTITIONS;
 pub use server::{ALLOW_EVICTION, NO_EVICTION, RedisFacts};
 pub use session::SessionRecord;
 pub use worker::{FanOutRecord, FannedOut, Fetched, Finish, FinishMode, Leased, StateInfo};

@@ -26,7 +26,7 @@ impl Queue {
         limit: Limit,
     ) -> Result<bool, QueueError> {
         let now = now_ms();
-        let k = &self.inner.keys;
+        let k = self.home();
         let (sem, rate) = (k.limit(destination), k.rate(destination, now / 1000));
         let mut inv = self.inner.scripts.limit.invocation_with(&[&sem, &rate]);
         inv.arg(now)
@@ -41,7 +41,7 @@ impl Queue {
     /// Gives a slot back.
     pub async fn release_slot(&self, destination: &str, token: &str) -> Result<(), QueueError> {
         let _: i64 = redis::cmd("ZREM")
-            .arg(self.inner.keys.limit(destination))
+            .arg(self.home().limit(destination))
             .arg(token)
             .query_async(&mut self.conn())
             .await?;

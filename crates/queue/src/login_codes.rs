@@ -13,17 +13,9 @@ impl Queue {
         record: &SessionRecord,
         ttl: std::time::Duration,
     ) -> Result<bool, QueueError> {
-        let json = serde_json::to_string(record)
-            .map_err(|e| QueueError::Invalid(format!("login code record: {e}")))?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.inner.keys.login_code(code))
-            .arg(json)
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .arg("NX")
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(set.is_some())
+        let ttl_ms = ttl.as_millis() as u64;
+        self.put_record(self.home().login_code(code), record, ttl_ms, "login code")
+            .await
     }
 
     /// Takes `code` for good: the session record it stands for the first time, `None`
@@ -31,7 +23,7 @@ impl Queue {
     /// same link cannot both get it.
     pub async fn take_login_code(&self, code: &str) -> Result<Option<SessionRecord>, QueueError> {
         let raw: Option<String> = redis::cmd("GETDEL")
-            .arg(self.inner.keys.login_code(code))
+            .arg(self.home().login_code(code))
             .query_async(&mut self.conn())
             .await?;
         let Some(raw) = raw else { return Ok(None) };

@@ -8,7 +8,15 @@ impl Queue {
     /// Milliseconds the next job to be fetched has been queued; `None` when none is.
     /// Two reads (the tail's id, then its state), never a scan.
     pub async fn oldest_queued_age_ms(&self) -> Result<Option<i64>, QueueError> {
-        let k = &self.inner.keys;
+        let mut oldest = None;
+        for q in self.parts() {
+            oldest = oldest.max(q.oldest_here().await?);
+        }
+        Ok(oldest)
+    }
+
+    async fn oldest_here(&self) -> Result<Option<i64>, QueueError> {
+        let k = self.keys();
         let id: Option<String> = redis::cmd("LINDEX")
             .arg(&k.ready)
             .arg(-1)

@@ -263,33 +263,23 @@ pub struct Stats {
     pub redis: crate::RedisFacts,
 }
 
+/// Dead letters read per `ZRANGEBYSCORE` while listing them.
+const SCAN: isize = 200;
+
 /// A worker counts as alive this long after its last heartbeat.
 pub const WORKER_ALIVE_MS: i64 = 15_000;
 
 impl Queue {
     /// Every job of a call and where each stands.
     pub async fn call_status(&self, call_id: &str) -> Result<Option<CallStatus>, QueueError> {
-        let k = &self.inner.keys;
+        let q = self.for_call(call_id);
         let mut tries = 0;
         loop {
             tries += 1;
-            let (parent, fanout, analysis): (Option<String>, Option<String>, Option<String>) =
-                redis::pipe()
-                    .hget(&k.calls, call_id)
-                    .hget(&k.fanout, call_id)
-                    .hget(&k.analysis, call_id)
-                    .query_async(&mut self.conn())
-                    .await?;
-            let Some(parent) = parent else {
+            let Some((ids, fanout, analysis)) = q.call_jobs(call_id).await? else {
                 return Ok(None);
             };
             let fanned_out = fanout.is_some();
-            let mut ids = vec![parent];
-            if let Some(f) = fanout {
-                let action_ids: Vec<String> = serde_json::from_str(&f)
-                    .map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
-                ids.extend(action_ids);
-            }
             let mut records = self.jobs(&ids).await?;
             if records.is_empty() || records[0].id != ids[0] {
                 return Ok(None);
@@ -312,6 +302,33 @@ impl Queue {
         }
     }
 
+    /// A call's job ids in this partition (its call-ended job's first, then its actions'),
+    /// its fan-out record as stored (if it fanned out), and its stored analysis; `None`
+    /// for an unknown call.
+    pub(crate) async fn call_jobs(
+        &self,
+        call_id: &str,
+    ) -> Result<Option<(Vec<String>, Option<String>, Option<String>)>, QueueError> {
+        let k = self.keys();
+        let (parent, fanout, analysis): (Option<String>, Option<String>, Option<String>) =
+            redis::pipe()
+                .hget(&k.calls, call_id)
+                .hget(&k.fanout, call_id)
+                .hget(&k.analysis, call_id)
+                .query_async(&mut self.conn())
+                .await?;
+        let Some(parent) = parent else {
+            return Ok(None);
+        };
+        let mut ids = vec![parent];
+        if let Some(f) = &fanout {
+            let actions: Vec<String> = serde_json::from_str(f)
+                .map_err(|e| QueueError::Corrupt(format!("fan-out of {call_id}: {e}")))?;
+            ids.extend(actions);
+        }
+        Ok(Some((ids, fanout, analysis)))
+    }
+
     /// Lists dead letters, oldest first, filtered. `cursor` is opaque (from a previous page).
     pub async fn dlq_list(
         &self,
@@ -319,34 +336,25 @@ impl Queue {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<DeadLetter>, QueueError> {
-        const SCAN: isize = 200;
         let filter = &filter.clone().normalized();
         let limit = limit.clamp(1, 1000);
+        if self.partitions() > 1 {
+            return self.dlq_merged(filter, cursor, limit).await;
+        }
         let mut pos: isize = match cursor {
             Some(c) => c
                 .parse()
                 .map_err(|_| QueueError::Invalid(format!("cursor `{c}` is not valid")))?,
             None => 0,
         };
-        let min = filter
-            .since_ms
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "-inf".into());
-        let max = filter
-            .until_ms
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "+inf".into());
         let mut items = Vec::new();
         loop {
-            let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                .arg(&self.inner.keys.dead)
-                .arg(&min)
-                .arg(&max)
-                .arg("LIMIT")
-                .arg(pos)
-                .arg(SCAN)
-                .query_async(&mut self.conn())
-                .await?;
+            let ids: Vec<String> = self
+                .dead_range(filter, pos, false)
+                .await?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
             let n = ids.len() as isize;
             for (i, r) in self.jobs(&ids).await?.into_iter().enumerate() {
                 if filter.matches(&r) {
@@ -366,6 +374,104 @@ impl Queue {
                     items,
                     next_cursor: None,
                 });
+            }
+        }
+    }
+
+    /// One scan's worth of this partition's dead letters in the filter's time range, from
+    /// place `pos`, with their times if `scores`.
+    async fn dead_range(
+        &self,
+        filter: &DlqFilter,
+        pos: isize,
+        scores: bool,
+    ) -> Result<Vec<(String, f64)>, QueueError> {
+        let bound = |v: Option<i64>, inf: &str| v.map(|v| v.to_string()).unwrap_or(inf.into());
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(&self.keys().dead)
+            .arg(bound(filter.since_ms, "-inf"))
+            .arg(bound(filter.until_ms, "+inf"));
+        if scores {
+            cmd.arg("WITHSCORES");
+        }
+        cmd.arg("LIMIT").arg(pos).arg(SCAN);
+        let mut conn = self.conn();
+        Ok(if scores {
+            cmd.query_async(&mut conn).await?
+        } else {
+            let ids: Vec<String> = cmd.query_async(&mut conn).await?;
+            ids.into_iter().map(|id| (id, 0.0)).collect()
+        })
+    }
+
+    /// [`Queue::dlq_list`] over several partitions: their dead letters merged oldest
+    /// first; the cursor holds each partition's place (`12.0.7`).
+    async fn dlq_merged(
+        &self,
+        filter: &DlqFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<DeadLetter>, QueueError> {
+        let n = self.partitions();
+        let invalid =
+            || QueueError::Invalid(format!("cursor `{}` is not valid", cursor.unwrap_or("")));
+        let mut pos: Vec<isize> = match cursor {
+            Some(c) => c
+                .split('.')
+                .map(|p| p.parse().map_err(|_| invalid()))
+                .collect::<Result<_, _>>()?,
+            None => vec![0; n],
+        };
+        if pos.len() != n {
+            return Err(invalid());
+        }
+        let mut heads: Vec<std::collections::VecDeque<(String, f64)>> = vec![Default::default(); n];
+        let mut done = vec![false; n];
+        let mut items = Vec::new();
+        loop {
+            for p in 0..n {
+                if heads[p].is_empty() && !done[p] {
+                    let fetched = self.partition(p).dead_range(filter, pos[p], true).await?;
+                    done[p] = (fetched.len() as isize) < SCAN;
+                    heads[p].extend(fetched);
+                }
+            }
+            // The oldest heads, in order, until one partition's buffer runs dry.
+            let mut round: Vec<(usize, String)> = Vec::new();
+            while let Some(p) = (0..n)
+                .filter(|&p| !heads[p].is_empty())
+                .min_by(|&a, &b| heads[a][0].1.total_cmp(&heads[b][0].1))
+            {
+                let (id, _) = heads[p].pop_front().expect("not empty");
+                round.push((p, id));
+                if heads[p].is_empty() && !done[p] {
+                    break;
+                }
+            }
+            if round.is_empty() {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+            let ids: Vec<String> = round.iter().map(|(_, id)| id.clone()).collect();
+            let records = self.jobs(&ids).await?;
+            let mut records = records.into_iter().peekable();
+            for (p, id) in round {
+                pos[p] += 1;
+                if records.peek().is_some_and(|r| r.id == id) {
+                    let r = records.next().expect("peeked");
+                    if filter.matches(&r) {
+                        items.push(r);
+                        if items.len() == limit {
+                            let next: Vec<String> = pos.iter().map(|p| p.to_string()).collect();
+                            return Ok(Page {
+                                items,
+                                next_cursor: Some(next.join(".")),
+                            });
+                        }
+                    }
+                }
             }
         }
     }
@@ -434,6 +540,15 @@ impl Queue {
         &self,
         ids: &[impl AsRef<str>],
     ) -> Result<Vec<Option<Result<Job, String>>>, QueueError> {
+        let ids: Vec<String> = ids.iter().map(|s| s.as_ref().to_string()).collect();
+        self.routed(&ids, String::as_str, |q, s| Box::pin(q.decoded_here(s)))
+            .await
+    }
+
+    async fn decoded_here(
+        &self,
+        ids: &[impl AsRef<str>],
+    ) -> Result<Vec<Option<Result<Job, String>>>, QueueError> {
         let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
         let mut parents: Vec<&str> = Vec::new();
         for id in &ids {
@@ -444,7 +559,7 @@ impl Queue {
             }
         }
         let mut data: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-            .arg(&self.inner.keys.data)
+            .arg(&self.keys().data)
             .arg(&ids)
             .arg(&parents)
             .query_async(&mut self.conn())
@@ -485,7 +600,7 @@ impl Queue {
             forced: bool,
         }
         let log: Option<String> = redis::cmd("HGET")
-            .arg(&self.inner.keys.log)
+            .arg(&self.for_job(id).keys().log)
             .arg(id)
             .query_async(&mut self.conn())
             .await?;
@@ -499,7 +614,8 @@ impl Queue {
             .is_some_and(|e| e.forced))
     }
 
-    /// Runs `script` over dead letters `ids`, 500 per call; sums what it reports.
+    /// Runs `script` over dead letters `ids`, 500 per call in each one's partition;
+    /// sums what it reports.
     pub(crate) async fn per_dead_letter(
         &self,
         script: &crate::scripts::QueueScript,
@@ -507,17 +623,19 @@ impl Queue {
         flag: Option<&str>,
     ) -> Result<u64, QueueError> {
         let mut total = 0;
-        for chunk in ids.chunks(500) {
-            let mut inv = script.invocation(&self.inner.keys);
-            inv.arg(now_ms());
-            if let Some(flag) = flag {
-                inv.arg(flag);
+        for (q, share, _) in self.shares(ids, String::as_str) {
+            for chunk in share.chunks(500) {
+                let mut inv = script.invocation(q.keys());
+                inv.arg(now_ms());
+                if let Some(flag) = flag {
+                    inv.arg(flag);
+                }
+                for id in chunk {
+                    inv.arg(id);
+                }
+                let n: u64 = inv.invoke_async(&mut self.conn()).await?;
+                total += n;
             }
-            for id in chunk {
-                inv.arg(id);
-            }
-            let n: u64 = inv.invoke_async(&mut self.conn()).await?;
-            total += n;
         }
         Ok(total)
     }
@@ -547,12 +665,17 @@ impl Queue {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut p = redis::pipe();
-        for id in ids {
-            p.zscore(&self.inner.keys.dead, id);
+        let mut n = 0;
+        // A pipeline per partition: on a cluster one pipeline goes to one slot.
+        for (q, share, _) in self.shares(ids, String::as_str) {
+            let mut p = redis::pipe();
+            for id in &share {
+                p.zscore(&q.keys().dead, id);
+            }
+            let scores: Vec<Option<f64>> = p.query_async(&mut self.conn()).await?;
+            n += scores.iter().filter(|s| s.is_some()).count() as u64;
         }
-        let scores: Vec<Option<f64>> = p.query_async(&mut self.conn()).await?;
-        Ok(scores.iter().filter(|s| s.is_some()).count() as u64)
+        Ok(n)
     }
 
     /// Deletes dead letters for good. Returns how many were purged.
@@ -567,11 +690,19 @@ impl Queue {
     }
 
     pub async fn stats(&self) -> Result<Stats, QueueError> {
-        let k = &self.inner.keys;
         let now = now_ms();
-        type Counts = (u64, u64, u64, u64, u64, u64, u64, u64, u64);
-        let (queued, running, scheduled, dead, minute, hour, calls, agents, workers_alive): Counts =
-            redis::pipe()
+        let h = self.home();
+        let (agents, workers_alive): (u64, u64) = redis::pipe()
+            .hlen(&h.agents)
+            .zcount(&h.workers, now - WORKER_ALIVE_MS, "+inf")
+            .query_async(&mut self.conn())
+            .await?;
+        let (mut queued, mut running, mut scheduled, mut dead) = (0, 0, 0, 0);
+        let (mut minute, mut hour, mut calls) = (0, 0, 0);
+        for q in self.parts() {
+            let k = q.keys();
+            type Counts = (u64, u64, u64, u64, u64, u64, u64);
+            let c: Counts = redis::pipe()
                 .llen(&k.ready)
                 .zcard(&k.running)
                 .zcard(&k.scheduled)
@@ -579,10 +710,16 @@ impl Queue {
                 .zcount(&k.done, now - 60_000, now)
                 .zcount(&k.done, now - 3_600_000, now)
                 .hlen(&k.calls)
-                .hlen(&k.agents)
-                .zcount(&k.workers, now - WORKER_ALIVE_MS, "+inf")
                 .query_async(&mut self.conn())
                 .await?;
+            queued += c.0;
+            running += c.1;
+            scheduled += c.2;
+            dead += c.3;
+            minute += c.4;
+            hour += c.5;
+            calls += c.6;
+        }
         let redis = self.redis_facts().await?;
         Ok(Stats {
             queue: self.inner.cfg.prefix.clone(),
@@ -601,7 +738,7 @@ impl Queue {
 
     /// Records that `worker` is alive (and forgets workers silent for a day).
     pub async fn heartbeat(&self, worker: &str) -> Result<(), QueueError> {
-        let k = &self.inner.keys;
+        let k = self.home();
         let now = now_ms();
         let _: () = redis::pipe()
             .zadd(&k.workers, worker, now)
@@ -616,7 +753,7 @@ impl Queue {
     /// Removes `worker` at a clean shutdown.
     pub async fn worker_stopped(&self, worker: &str) -> Result<(), QueueError> {
         let _: i64 = redis::cmd("ZREM")
-            .arg(&self.inner.keys.workers)
+            .arg(&self.home().workers)
             .arg(worker)
             .query_async(&mut self.conn())
             .await?;
@@ -627,7 +764,7 @@ impl Queue {
     pub async fn workers(&self) -> Result<Vec<(String, i64)>, QueueError> {
         let now = now_ms();
         let v: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&self.inner.keys.workers)
+            .arg(&self.home().workers)
             .arg(now - WORKER_ALIVE_MS)
             .arg("+inf")
             .arg("WITHSCORES")

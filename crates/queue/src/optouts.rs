@@ -80,7 +80,7 @@ impl Queue {
         job_id: &str,
         cap: Option<Cap>,
     ) -> Result<ContactCheck, QueueError> {
-        let k = &self.inner.keys;
+        let k = self.home();
         let sent = k.sent(channel.as_str(), address);
         let mut inv = self
             .inner
@@ -124,7 +124,7 @@ impl Queue {
         })
         .expect("a record always serializes");
         let added: bool = redis::cmd("HSETNX")
-            .arg(&self.inner.keys.optouts)
+            .arg(&self.home().optouts)
             .arg(field(channel, address))
             .arg(v)
             .query_async(&mut self.conn())
@@ -135,7 +135,7 @@ impl Queue {
     /// Removes an opt-out (the contact opted in again). Returns whether there was one.
     pub async fn opt_in(&self, channel: Channel, address: &str) -> Result<bool, QueueError> {
         let n: u64 = redis::cmd("HDEL")
-            .arg(&self.inner.keys.optouts)
+            .arg(&self.home().optouts)
             .arg(field(channel, address))
             .query_async(&mut self.conn())
             .await?;
@@ -150,7 +150,7 @@ impl Queue {
         address: &str,
     ) -> Result<Option<OptOut>, QueueError> {
         let v: Option<String> = redis::cmd("HGET")
-            .arg(&self.inner.keys.optouts)
+            .arg(&self.home().optouts)
             .arg(field(channel, address))
             .query_async(&mut self.conn())
             .await?;
@@ -160,7 +160,7 @@ impl Queue {
     /// Every opt-out, by channel then address.
     pub async fn opt_outs(&self) -> Result<Vec<OptOut>, QueueError> {
         let all: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(&self.inner.keys.optouts)
+            .arg(&self.home().optouts)
             .query_async(&mut self.conn())
             .await?;
         let mut out: Vec<OptOut> = all.iter().filter_map(|(k, v)| parse(k, v)).collect();

@@ -55,7 +55,16 @@ impl Queue {
         older_than: Duration,
         limit: usize,
     ) -> Result<u64, QueueError> {
-        let k = &self.inner.keys;
+        self.summed(|q| async move { q.expire_payloads_here(older_than, limit).await })
+            .await
+    }
+
+    async fn expire_payloads_here(
+        &self,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<u64, QueueError> {
+        let k = self.keys();
         let cutoff = now_ms() - older_than.as_millis() as i64;
         let cursor: Option<String> = redis::cmd("GET")
             .arg(&k.payload_cursor)
@@ -179,9 +188,14 @@ impl Queue {
     /// `limit` at a time: each keeps a `purged` state saying why and its history until
     /// the retention sweep; one audit entry per call. Returns how many.
     pub async fn expire_dead(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
+        self.summed(|q| async move { q.expire_dead_here(retention, limit).await })
+            .await
+    }
+
+    async fn expire_dead_here(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
         let cutoff = now_ms() - retention.as_millis() as i64;
         let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&self.inner.keys.dead)
+            .arg(&self.keys().dead)
             .arg("-inf")
             .arg(cutoff)
             .arg("LIMIT")

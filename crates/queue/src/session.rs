@@ -32,13 +32,26 @@ impl Queue {
         if ttl_ms <= 0 {
             return Ok(false);
         }
+        self.put_record(self.home().session(session_id), record, ttl_ms as u64, "session")
+            .await
+    }
+
+    /// Stores `record` under `key` for `ttl_ms` unless the key is taken (a session, a
+    /// login code: `what`, for errors). False when taken.
+    pub(crate) async fn put_record(
+        &self,
+        key: String,
+        record: &SessionRecord,
+        ttl_ms: u64,
+        what: &str,
+    ) -> Result<bool, QueueError> {
         let json = serde_json::to_string(record)
-            .map_err(|e| QueueError::Invalid(format!("session record: {e}")))?;
+            .map_err(|e| QueueError::Invalid(format!("{what} record: {e}")))?;
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.inner.keys.session(session_id))
+            .arg(key)
             .arg(json)
             .arg("PX")
-            .arg(ttl_ms)
+            .arg(ttl_ms.max(1))
             .arg("NX")
             .query_async(&mut self.conn())
             .await?;
@@ -49,7 +62,7 @@ impl Queue {
     /// expires the key; the record's own expiry is checked as well, so a key whose TTL
     /// was lost (a restore, a `PERSIST`) still ends on time.
     pub async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, QueueError> {
-        let key = self.inner.keys.session(session_id);
+        let key = self.home().session(session_id);
         let raw: Option<String> = redis::cmd("GET")
             .arg(&key)
             .query_async(&mut self.conn())
@@ -67,7 +80,7 @@ impl Queue {
     /// Ends a session. True if there was one.
     pub async fn delete_session(&self, session_id: &str) -> Result<bool, QueueError> {
         let n: i64 = redis::cmd("DEL")
-            .arg(self.inner.keys.session(session_id))
+            .arg(self.home().session(session_id))
             .query_async(&mut self.conn())
             .await?;
         Ok(n > 0)

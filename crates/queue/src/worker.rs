@@ -1,6 +1,7 @@
 //! The worker side: fetch (leases), finish (under the lease token), fan-out, lease
 //! renewal and the retention sweep.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aftercall_core::job::call_ended_id;
@@ -141,6 +142,9 @@ impl Queue {
 
     /// [`Queue::fetch`] with the clock given: due times and lease expiry are judged
     /// against `now_ms` (model tests drive a virtual clock through this).
+    /// With several partitions, each fetch starts at the next one and takes from the
+    /// first that has work, so every partition is served (and its due jobs promoted, its
+    /// expired leases reaped) in turn.
     pub async fn fetch_at(
         &self,
         worker: &str,
@@ -148,7 +152,41 @@ impl Queue {
         lease: Duration,
         now_ms: i64,
     ) -> Result<Fetched, QueueError> {
-        let k = &self.inner.keys;
+        let n = self.partitions();
+        if n == 1 {
+            return self.fetch_from(0, worker, batch, lease, now_ms).await;
+        }
+        let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
+        let mut next_due_ms: Option<i64> = None;
+        for i in 0..n {
+            let f = self
+                .fetch_from((start + i) % n, worker, batch, lease, now_ms)
+                .await?;
+            if !f.jobs.is_empty() {
+                return Ok(f);
+            }
+            next_due_ms = match (next_due_ms, f.next_due_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(Fetched {
+            jobs: Vec::new(),
+            next_due_ms,
+        })
+    }
+
+    /// One fetch from partition `part`.
+    async fn fetch_from(
+        &self,
+        part: usize,
+        worker: &str,
+        batch: usize,
+        lease: Duration,
+        now_ms: i64,
+    ) -> Result<Fetched, QueueError> {
+        let q = self.partition(part);
+        let k = q.keys();
         let mut inv = self.inner.scripts.fetch.invocation(k);
         inv.arg(now_ms)
             .arg(batch)
@@ -246,10 +284,15 @@ impl Queue {
     /// Applies finished attempts in one round trip. Returns, per item, whether the lease
     /// was still held (false: another worker owns the job now; nothing was changed).
     pub async fn finish(&self, items: &[Finish]) -> Result<Vec<bool>, QueueError> {
+        self.routed(items, |f| f.id.as_str(), |q, s| Box::pin(q.finish_here(s)))
+            .await
+    }
+
+    async fn finish_here(&self, items: &[Finish]) -> Result<Vec<bool>, QueueError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let k = &self.inner.keys;
+        let k = self.keys();
         let mut inv = self.inner.scripts.finish.invocation(k);
         inv.arg(now_ms());
         for f in items {
@@ -282,6 +325,15 @@ impl Queue {
         &self,
         records: &[FanOutRecord],
     ) -> Result<Vec<FannedOut>, QueueError> {
+        self.routed(
+            records,
+            |r| r.parent_id.as_str(),
+            |q, s| Box::pin(q.fan_out_here(s)),
+        )
+        .await
+    }
+
+    async fn fan_out_here(&self, records: &[FanOutRecord]) -> Result<Vec<FannedOut>, QueueError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -328,7 +380,7 @@ impl Queue {
     }
 
     fn fan_out_invocation(&self) -> redis::ScriptInvocation<'_> {
-        self.inner.scripts.fanout.invocation(&self.inner.keys)
+        self.inner.scripts.fanout.invocation(self.keys())
     }
 
     /// One parent's arguments, after `now`: see the header of `fanout.lua`. Its action
@@ -368,7 +420,7 @@ impl Queue {
                 None => 0,
             };
             let mut data = redis::cmd("HSETNX");
-            data.arg(&self.inner.keys.data)
+            data.arg(&self.keys().data)
                 .arg(&job.id)
                 .arg(self.seal_data(&job.id, job.to_json().into_bytes()));
             writes.push(data);
@@ -382,10 +434,28 @@ impl Queue {
         lease: Duration,
         held: &[(JobId, LeaseToken)],
     ) -> Result<Vec<JobId>, QueueError> {
+        if self.partitions() > 1 {
+            let shares = self.shares(held, |(id, _)| id.as_str());
+            let lost = futures::future::try_join_all(
+                shares
+                    .iter()
+                    .map(|(q, share, _)| q.renew_here(lease, share)),
+            )
+            .await?;
+            return Ok(lost.into_iter().flatten().collect());
+        }
+        self.renew_here(lease, held).await
+    }
+
+    async fn renew_here(
+        &self,
+        lease: Duration,
+        held: &[(JobId, LeaseToken)],
+    ) -> Result<Vec<JobId>, QueueError> {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let k = &self.inner.keys;
+        let k = self.keys();
         let mut inv = self.inner.scripts.renew.invocation(k);
         inv.arg(now_ms() + lease.as_millis() as i64);
         for (id, token) in held {
@@ -397,7 +467,12 @@ impl Queue {
 
     /// Forgets finished jobs and call ids older than `retention`, `limit` at a time.
     pub async fn sweep(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
-        let k = &self.inner.keys;
+        self.summed(|q| async move { q.sweep_here(retention, limit).await })
+            .await
+    }
+
+    async fn sweep_here(&self, retention: Duration, limit: usize) -> Result<u64, QueueError> {
+        let k = self.keys();
         let cutoff = now_ms() - retention.as_millis() as i64;
         let mut inv = self.inner.scripts.sweep.invocation(k);
         inv.arg(cutoff).arg(limit).arg(retention.as_millis() as u64);

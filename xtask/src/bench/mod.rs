@@ -26,6 +26,7 @@ mod api;
 mod bytes;
 mod intake;
 mod outage;
+mod partitions;
 mod pipeline;
 mod procs;
 mod queue;
@@ -35,14 +36,27 @@ use api::*;
 use bytes::*;
 use intake::*;
 use outage::*;
+use partitions::*;
 use pipeline::*;
 use procs::*;
 use queue::*;
 use workload::*;
 
 const SCENARIOS: &[&str] = &[
-    "ceiling", "memory", "enqueue", "noop", "pipeline", "latency", "slow", "flatness", "aof",
-    "stalled", "intake", "bytes", "outage",
+    "ceiling",
+    "memory",
+    "enqueue",
+    "noop",
+    "pipeline",
+    "latency",
+    "slow",
+    "flatness",
+    "aof",
+    "stalled",
+    "intake",
+    "bytes",
+    "outage",
+    "partitions",
 ];
 
 struct Opts {
@@ -203,6 +217,7 @@ async fn run(opts: Opts, target: PathBuf) -> anyhow::Result<()> {
                 "intake" => intake(&mut b).await,
                 "bytes" => bytes(&mut b).await,
                 "outage" => outage(&mut b).await,
+                "partitions" => partitions(&mut b).await,
                 _ => unreachable!(),
             },
         };

@@ -12,7 +12,7 @@
 --     attempt), or 'expired' (held past deadline_ms: the caller dead-letters it).
 --   op 'report': result (ok|fail|throttle), error, threshold (0 = never opens),
 --     cooldown_ms, pause_until_ms (0 = none)
---     Returns { event ('' | 'opened' | 'closed'), state, streak }.
+--     Returns { event ('' | 'opened' | 'closed'), state, streak, the held job ids let go }.
 local op, now, dest = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 rcall('ZADD', destinations_key, now, dest)
 
@@ -64,6 +64,7 @@ local threshold, cooldown, pause_until = tonumber(ARGV[6]), tonumber(ARGV[7]), t
 local state = rcall('HGET', health_key, 'state') or 'closed'
 local event = ''
 local streak = 0
+local released = {}
 if result == 'ok' then
   rcall('HSET', health_key, 'streak', 0)
   if state ~= 'closed' then
@@ -71,12 +72,14 @@ if result == 'ok' then
     rcall('HDEL', health_key, 'probe', 'probe_until', 'until', 'since')
     state, event = 'closed', 'closed'
     -- What the breaker held goes now, not at the end of its hold.
-    local held = rcall('ZRANGE', held_key, 0, 9999)
-    for _, id in ipairs(held) do
+    -- (A partitioned queue's jobs are in their partitions' schedules, not under this
+    -- script's hash tag: the caller moves them up from the ids returned.)
+    released = rcall('ZRANGE', held_key, 0, 9999)
+    for _, id in ipairs(released) do
       rcall('ZADD', scheduled_key, 'XX', now, id)
     end
     rcall('DEL', held_key)
-    if #held > 0 then notify(notify_key) end
+    if #released > 0 then notify(notify_key) end
   end
 else
   rcall('HSET', health_key, 'last_error', err, 'last_at', now)
@@ -98,4 +101,4 @@ else
     streak = tonumber(rcall('HGET', health_key, 'streak') or '0')
   end
 end
-return { event, state, streak }
+return { event, state, streak, released }

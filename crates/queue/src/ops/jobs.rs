@@ -9,10 +9,30 @@ use crate::{Queue, QueueError, StateInfo};
 impl Queue {
     /// Loads the stored records of `ids` in one round trip; unknown ids are omitted.
     pub async fn jobs(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
+        if self.partitions() > 1 {
+            let shares = self.shares(ids, String::as_str);
+            let found = futures::future::try_join_all(
+                shares.iter().map(|(q, share, _)| q.jobs_here(share)),
+            )
+            .await?;
+            let place: std::collections::HashMap<&str, usize> = ids
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, id)| (id.as_str(), i))
+                .collect();
+            let mut out: Vec<JobRecord> = found.into_iter().flatten().collect();
+            out.sort_by_key(|r| place.get(r.id.as_str()).copied());
+            return Ok(out);
+        }
+        self.jobs_here(ids).await
+    }
+
+    async fn jobs_here(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let k = &self.inner.keys;
+        let k = self.keys();
         // An action job's event is its call-ended job's (one copy per call): read with it.
         let mut parents: Vec<&str> = Vec::new();
         for id in ids {

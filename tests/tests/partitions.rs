@@ -1,0 +1,304 @@
+//! Partitions (issue 18): one queue spread over several hash tags
+//! (`AFTERCALL_PARTITIONS`). Calls and their jobs stay in their call's partition, workers
+//! take from every partition, and every ops view sees the whole queue. (On a real Redis
+//! Cluster: tests/tests/cluster.rs.)
+
+use std::time::Duration;
+
+use aftercall_core::CallEvent;
+use aftercall_queue::{DlqFilter, Queue, QueueConfig};
+use aftercall_tests::{
+    Receiver, Reply, World, assert_ok, call_event, settled, stdout, store_agent,
+};
+
+async fn partitioned(w: &World, n: usize) -> Result<Queue, aftercall_queue::QueueError> {
+    Queue::connect(QueueConfig {
+        url: w.url.clone(),
+        prefix: w.prefix.clone(),
+        partitions: n,
+        ..Default::default()
+    })
+    .await
+}
+
+fn events(prefix: &str, agent: &str, n: usize) -> Vec<CallEvent> {
+    (0..n)
+        .map(|i| {
+            CallEvent::parse(
+                call_event(&format!("{prefix}{i}"), agent).as_bytes(),
+                1 << 20,
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+async fn wait_all(q: &Queue, ids: &[String], done: impl Fn(&aftercall_queue::CallStatus) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for id in ids {
+        loop {
+            let s = q.call_status(id).await.unwrap();
+            if s.as_ref().is_some_and(&done) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{id}: {s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_queue_delivers_and_ops_see_all_of_it() {
+    let mut w = World::new().await;
+    w.set("AFTERCALL_PARTITIONS", "3");
+    let q = partitioned(&w, 3).await.unwrap();
+    assert_eq!(q.partitions(), 3);
+    let http = w.with_api("read:r-token-0123456789abcdef");
+    let ok = Receiver::answering(Reply::status(200)).await;
+    let bad = Receiver::answering(Reply::status(500)).await;
+    let body = format!(
+        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}},{{"type":"webhook","url":"{}"}}]}}}}}}"#,
+        ok.url, bad.url
+    );
+    store_agent(&q, "a1", &body).await;
+    let w1 = w.worker();
+    let _w2 = w.worker();
+    w1.wait_status(&http, "/readyz", 200).await;
+
+    // A batch (split by partition, answered in order) and single events (coalesced).
+    let batch = q.enqueue(events("b", "a1", 60)).await.unwrap();
+    assert_eq!(batch.len(), 60);
+    for (i, e) in batch.iter().enumerate() {
+        assert_eq!(e.call_id, format!("b{i}"), "answers keep the batch's order");
+        assert!(!e.duplicate);
+    }
+    let mut ids: Vec<String> = batch.iter().map(|e| e.call_id.clone()).collect();
+    for e in events("s", "a1", 15) {
+        let r = q.enqueue(vec![e]).await.unwrap();
+        ids.push(r[0].call_id.clone());
+    }
+    // Enqueueing again is a duplicate, whichever partition the call is in.
+    let again = q.enqueue(events("b", "a1", 60)).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .zip(&batch)
+            .all(|(a, b)| a.duplicate && a.job_id == b.job_id)
+    );
+
+    // Every call settles: its first action delivered, its second dead after its retries.
+    wait_all(&q, &ids, settled).await;
+    let mut per_partition = [0usize; 3];
+    for id in &ids {
+        let s = q.call_status(id).await.unwrap().unwrap();
+        let p: usize = s.call_ended.id[3..4].parse().unwrap();
+        per_partition[p] += 1;
+        assert!(
+            s.call_ended.id.starts_with(&format!("job{p}_")),
+            "{}",
+            s.call_ended.id
+        );
+        let states: Vec<&str> = s.actions.iter().map(|a| a.state.state.as_str()).collect();
+        assert_eq!(states, ["delivered", "dead"], "{id}");
+        for a in &s.actions {
+            assert!(
+                a.id.starts_with(&s.call_ended.id),
+                "an action stays with its call"
+            );
+        }
+    }
+    // The calls spread over the partitions, each in its own hash tag.
+    assert!(per_partition.iter().all(|n| *n >= 10), "{per_partition:?}");
+    let mut raw = w.raw().await;
+    for (p, want) in per_partition.iter().enumerate() {
+        let n: usize = redis::cmd("HLEN")
+            .arg(&q.partition(p).keys().calls)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(n, *want);
+    }
+    let home_calls: usize = redis::cmd("HLEN")
+        .arg(&q.home().calls)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(home_calls, 0, "no job lives under the home tag");
+
+    // Stats and the dead-letter list see all partitions; pages follow one another, oldest
+    // first, each dead letter once.
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.calls, stats.dead), (75, 75));
+    assert_eq!(q.dead_count().await.unwrap(), 75);
+    let mut seen: Vec<(f64, String)> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = q
+            .dlq_list(&DlqFilter::default(), cursor.as_deref(), 7)
+            .await
+            .unwrap();
+        for r in page.items {
+            let score: f64 = redis::cmd("ZSCORE")
+                .arg(&q.for_job(&r.id).keys().dead)
+                .arg(&r.id)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            seen.push((score, r.id));
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 75);
+    assert!(seen.windows(2).all(|p| p[0].0 <= p[1].0), "oldest first");
+    let mut unique: Vec<&String> = seen.iter().map(|(_, id)| id).collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 75);
+    // The API pages through them too, its cursors being the merged list's.
+    let mut api_seen = Vec::new();
+    let mut path = "/dead-letters?limit=20".to_string();
+    loop {
+        let page = http.get_json(&path, "r-token-0123456789abcdef").await;
+        for item in page["items"].as_array().unwrap() {
+            api_seen.push(item["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/dead-letters?limit=20&cursor={c}"),
+            None => break,
+        }
+    }
+    let listed: Vec<String> = seen.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(api_seen, listed);
+
+    // The CLI, run with the same setting, sees a call of every partition and the dead
+    // letters of all of them.
+    for id in ["b0", "b1", "b2", "s3"] {
+        let out = w.cli(&["calls", "show", id], "");
+        assert_ok(&out, "calls show");
+        assert!(stdout(&out).contains(id), "{}", stdout(&out));
+    }
+    let out = w.cli(&["stats"], "");
+    assert_ok(&out, "stats");
+
+    // A bulk replay reaches every partition; the destination recovered, all deliver.
+    bad.set_default(Reply::status(200));
+    let replayed = q
+        .replay_matching(&DlqFilter::default().bulk(true).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(replayed, 75);
+    wait_all(&q, &ids, |s| {
+        s.actions.iter().all(|a| a.state.state == "delivered")
+    })
+    .await;
+    assert_eq!(q.stats().await.unwrap().dead, 0);
+
+    // Erasing a call finds it in its partition.
+    let erased = q
+        .erase_call("b5", "test")
+        .await
+        .unwrap()
+        .expect("known call");
+    assert_eq!(erased.ids.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_partition_count_changes_only_once_the_old_layout_is_drained() {
+    let w = World::new().await;
+    let rx = w.receiver_for("a1", Reply::status(200)).await;
+    // A call queued under one partition, no worker yet.
+    w.push("c1", "a1").await;
+
+    // Another count would lose sight of it: refused, saying what to do.
+    let err = partitioned(&w, 3).await.err().expect("refused").to_string();
+    assert!(
+        err.contains("AFTERCALL_PARTITIONS=3") && err.contains("AFTERCALL_PARTITIONS=1"),
+        "{err}"
+    );
+    let mut worker = w.worker_with(&[("AFTERCALL_PARTITIONS", "3")]);
+    let status = worker
+        .wait_exit(Duration::from_secs(20))
+        .expect("worker stops");
+    assert!(!status.success());
+    assert!(
+        worker.log_text().contains("AFTERCALL_PARTITIONS=1"),
+        "{}",
+        worker.log_text()
+    );
+    // Reading (the CLI's status and lists) only warns.
+    let out = w.cli_with(&["stats"], "", &[("AFTERCALL_PARTITIONS", "3")]);
+    assert_ok(&out, "stats with another count");
+
+    // Drained by a worker with the old count, the queue takes the new one.
+    let _old = w.worker();
+    w.wait_call("c1", Duration::from_secs(20), settled).await;
+    assert_eq!(rx.count(), 1);
+    drop(_old);
+    let q3 = partitioned(&w, 3)
+        .await
+        .expect("drained: the new count is taken");
+    let mut raw = w.raw().await;
+    let recorded: String = redis::cmd("GET")
+        .arg(&q3.home().partitions)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(recorded, "3");
+
+    // Work under the new count now holds the old one off in turn.
+    q3.enqueue(events("n", "a1", 5)).await.unwrap();
+    let err = partitioned(&w, 1).await.err().expect("refused").to_string();
+    assert!(err.contains("AFTERCALL_PARTITIONS=3"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closing_circuit_lets_every_partition_s_held_work_go_at_once() {
+    // A long cool-down: only the release on closing can send the held work in time.
+    let w = World::partitioned(
+        3,
+        &[
+            ("AFTERCALL_BREAKERS", "127.0.0.1=3/60s"),
+            ("AFTERCALL_CONCURRENCY", "4"),
+        ],
+    )
+    .await;
+    let rx = w.receiver_for("a1", Reply::status(503)).await;
+    let _worker = w.worker();
+    w.enqueue_range("h", "a1", 0..30).await;
+    let held = aftercall_tests::poll(Duration::from_secs(15), || async {
+        let list = w.queue.destinations().await.unwrap();
+        list.into_iter()
+            .find(|d| d.destination == "127.0.0.1" && d.state == "open" && d.held >= 20)
+    })
+    .await
+    .expect("the circuit opens and holds the calls' work");
+    assert!(held.held >= 20, "{held:?}");
+    // The destination recovers and a probe (here: a report) says so.
+    rx.set_default(Reply::ok());
+    let r = w
+        .queue
+        .report(
+            "127.0.0.1",
+            aftercall_queue::Health::Ok,
+            "",
+            3,
+            Duration::from_secs(60),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.event, Some(aftercall_queue::BreakerEvent::Closed));
+    for i in 0..30 {
+        let s = w
+            .wait_call(&format!("h{i}"), Duration::from_secs(15), settled)
+            .await;
+        assert_eq!(
+            s.actions[0].state.state, "delivered",
+            "h{i}: {:?}",
+            s.actions[0].state
+        );
+    }
+}
