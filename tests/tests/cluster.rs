@@ -8,157 +8,21 @@ use std::time::{Duration, Instant};
 
 use aftercall_core::CallEvent;
 use aftercall_queue::{Queue, QueueConfig};
-use aftercall_testkit::{RedisOptions, RedisServer};
-use aftercall_tests::{Receiver, Reply, assert_all, bin, call_event, run_ok, settled, store_agent};
+use aftercall_testkit::{Cluster, ClusterOptions};
+use aftercall_tests::{Receiver, Reply, assert_all, bin, call_event, settled, store_agent};
 
-const NODE_TIMEOUT_MS: u64 = 1500;
-
-struct Cluster {
-    nodes: Vec<RedisServer>,
-    dir: std::path::PathBuf,
-}
-
-/// A port whose cluster bus port (+10000) is free too.
-fn cluster_port() -> u16 {
-    loop {
-        let p = aftercall_testkit::free_port();
-        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
-            return p;
-        }
-    }
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = std::env::temp_dir().join(format!(
-            "aftercall-cluster-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        let mut nodes = Vec::new();
-        for i in 0..6 {
-            let opts = RedisOptions {
-                aof: true,
-                port: Some(cluster_port()),
-                args: vec![
-                    "--cluster-enabled".into(),
-                    "yes".into(),
-                    "--cluster-config-file".into(),
-                    "nodes.conf".into(),
-                    "--cluster-node-timeout".into(),
-                    NODE_TIMEOUT_MS.to_string(),
-                ],
-            };
-            nodes.push(
-                RedisServer::start(&dir.join(format!("n{i}")), opts)
-                    .await
-                    .expect("cluster node"),
-            );
-        }
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
-        run_ok(
-            Command::new("redis-cli")
-                .arg("--cluster")
-                .arg("create")
-                .args(&addrs)
-                .args(["--cluster-replicas", "1", "--cluster-yes"]),
-            "redis-cli --cluster create (Debian's redis-tools)",
-        );
-        let c = Cluster { nodes, dir };
-        c.wait_ok(&c.nodes.iter().map(|n| n.port()).collect::<Vec<_>>())
-            .await;
-        // Replicas attach after the slots are assigned: wait until every primary has one.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let primaries: Vec<String> = c
-                .nodes
-                .iter()
-                .map(|n| Self::cli(n.port(), &["INFO", "replication"]))
-                .filter(|i| i.contains("role:master"))
-                .collect();
-            if primaries.len() == 3
-                && primaries
-                    .iter()
-                    .all(|i| i.contains("connected_slaves:1") && i.contains("state=online"))
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "replicas did not attach");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        c
-    }
-
-    fn cli(port: u16, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Waits until every listed node reports `cluster_state:ok` and sees all slots.
-    async fn wait_ok(&self, ports: &[u16]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = ports.iter().all(|p| {
-                let info = Self::cli(*p, &["CLUSTER", "INFO"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
-            });
-            if ok {
-                return;
-            }
-            assert!(Instant::now() < deadline, "cluster did not settle");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn urls(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port()))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// Index of the healthy primary that serves `slot`, if one does right now.
-    fn primary_for(&self, slot: u16) -> Option<usize> {
-        let nodes = Self::cli(self.nodes[0].port(), &["CLUSTER", "NODES"]);
-        for line in nodes.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
-                continue;
-            }
-            let port: u16 = f[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
-            for range in &f[8..] {
-                let (a, b) = range.split_once('-').unwrap_or((range, range));
-                if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>())
-                    && (a..=b).contains(&slot)
-                {
-                    return self.nodes.iter().position(|n| n.port() == port);
-                }
-            }
-        }
-        None
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+async fn start_cluster() -> Cluster {
+    let dir = std::env::temp_dir().join(format!(
+        "aftercall-cluster-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    Cluster::start(&dir, ClusterOptions::default())
+        .await
+        .expect("a 3-primary, 3-replica cluster")
 }
 
 fn slot_of(c: &Cluster, key: &str) -> u16 {
-    Cluster::cli(c.nodes[0].port(), &["CLUSTER", "KEYSLOT", key])
-        .trim()
-        .parse()
-        .unwrap()
+    c.slot_of(key)
 }
 
 fn worker(c: &Cluster, prefix: &str, extra: &[(&str, &str)]) -> std::process::Child {
@@ -207,7 +71,7 @@ async fn wait_settled(q: &Queue, call_id: &str) -> aftercall_queue::CallStatus {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
-    let c = Cluster::start().await;
+    let c = start_cluster().await;
 
     // Two queues on the cluster, on different slots: several queues spread over nodes.
     let (pa, pb) = ("tenant-a", "tenant-b");
@@ -333,7 +197,7 @@ fn memory_usage(c: &Cluster, key: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn partitions_spread_a_queue_over_the_primaries_and_survive_a_failover() {
-    let c = Cluster::start().await;
+    let c = start_cluster().await;
     let prefix = "spread";
     let q = Queue::connect(QueueConfig {
         url: c.urls(),

@@ -172,6 +172,15 @@ async fn a_partitioned_queue_delivers_and_ops_see_all_of_it() {
     }
     let listed: Vec<String> = seen.iter().map(|(_, id)| id.clone()).collect();
     assert_eq!(api_seen, listed);
+    // Its document describes those cursors: a position per partition.
+    let doc = http
+        .get_json("/openapi.json", "r-token-0123456789abcdef")
+        .await
+        .to_string();
+    assert!(
+        doc.contains(r#"{1,18}){2}$"#),
+        "the cursor pattern for 3 partitions"
+    );
 
     // The CLI, run with the same setting, sees a call of every partition and the dead
     // letters of all of them.

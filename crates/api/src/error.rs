@@ -89,12 +89,12 @@ pub enum ApiError {
 }
 
 /// How far an enqueue got, as the 507/503 body says it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Progress {
     pub enqueued: usize,
     pub total: usize,
     /// The first event not enqueued: its place in the body (from 0) and its call.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub first_not_enqueued: Option<NotEnqueued>,
 }
 
@@ -214,6 +214,7 @@ impl ApiError {
 }
 
 /// Every error's body.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, schemars::JsonSchema)]
 #[schemars(rename = "Error")]
 pub(crate) struct Body<'a> {
@@ -224,17 +225,13 @@ pub(crate) struct Body<'a> {
     /// invalid_event, invalid_events, unavailable, internal.
     error: &'static str,
     /// Path of the offending field, e.g. voice_tools.post_call_follow_up.actions[1].url.
-    #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
     message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     line: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     column: Option<usize>,
     /// Each bad item of a batch (`invalid_events`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [ItemError]>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[serde(flatten)]
     progress: Option<&'a Progress>,
 }
 

@@ -68,8 +68,8 @@ pub(crate) async fn readyz(State(s): State<ApiState>) -> Response {
     }
 }
 
-pub(crate) async fn openapi_json() -> Json<Value> {
-    Json(crate::openapi::openapi())
+pub(crate) async fn openapi_json(State(s): State<ApiState>) -> Json<Value> {
+    Json(crate::openapi::openapi_for(s.queue.partitions()))
 }
 
 // ---- agents ----
@@ -80,10 +80,10 @@ pub(crate) struct AgentList {
     agents: Vec<AgentSummary>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, JsonSchema)]
 pub(crate) struct AgentSummary {
     agent_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
     enabled: bool,
     actions: usize,
@@ -375,11 +375,11 @@ pub(crate) struct AgentPreview {
     calls: Vec<CallPreview>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, JsonSchema)]
 pub(crate) struct CallPreview {
     call_id: String,
     /// Why the call would fan out to nothing (follow-up disabled, no actions), if so.
-    #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<String>,
     /// Per action: `index`, `type`, `fires`, and the rendered `output`, or the
     /// `reason` it would not fire, or the `error` it would end in.

@@ -28,7 +28,7 @@ pub use config::{ApiConfig, MIN_TOKEN_LEN, Scope, Token, listen_addr};
 pub use error::ApiError;
 pub use handlers::parse_time;
 pub use ingest::{BodyFormat, Calls, ItemError, parse_calls};
-pub use openapi::openapi;
+pub use openapi::{openapi, openapi_for};
 pub use patch::{REDACTED_HEADER, apply_agent_patch, merge_patch, redact_job, redact_record};
 pub use platforms::PlatformConfig;
 pub use routes::router;

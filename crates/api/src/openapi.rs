@@ -22,9 +22,9 @@ use crate::config::Scope;
 use crate::handlers::{self, BulkBody, KINDS, MAX_MS};
 use crate::routes::routes;
 
-/// A dead-letter page's `next_cursor`: a position, or with `AFTERCALL_PARTITIONS` one per
-/// partition, dot-separated.
-pub(crate) const CURSOR: &str = r"^[+-]?[0-9]{1,18}(\.[0-9]{1,18}){0,63}$";
+/// A dead-letter page's `next_cursor`: a position ([`openapi_for`] gives a partitioned
+/// queue's, a position per partition).
+pub(crate) const CURSOR: &str = r"^[+-]?[0-9]{1,18}$";
 
 /// Unix milliseconds, or an age: what `parse_time` reads besides RFC 3339.
 /// Whitespace only (or nothing): what counts as an absent filter field.
@@ -78,6 +78,27 @@ pub(crate) fn filter_not_empty(schema: &mut Schema) {
 pub fn openapi() -> Value {
     static DOCUMENT: OnceLock<Value> = OnceLock::new();
     DOCUMENT.get_or_init(build).clone()
+}
+
+/// The document for a queue of `partitions` partitions: its dead-letter cursors hold a
+/// position per partition (`12.0.7`), which a one-partition server refuses.
+pub fn openapi_for(partitions: usize) -> Value {
+    let mut doc = openapi();
+    if partitions > 1 {
+        let cursor = format!(r"^[0-9]{{1,18}}(\.[0-9]{{1,18}}){{{}}}$", partitions - 1);
+        replace_string(&mut doc, CURSOR, &cursor);
+    }
+    doc
+}
+
+/// Replaces every string `from` in `v` by `to`.
+fn replace_string(v: &mut Value, from: &str, to: &str) {
+    match v {
+        Value::String(s) if s == from => *s = to.to_string(),
+        Value::Array(a) => a.iter_mut().for_each(|x| replace_string(x, from, to)),
+        Value::Object(o) => o.values_mut().for_each(|x| replace_string(x, from, to)),
+        _ => {}
+    }
 }
 
 /// Schemas under `#/components/schemas`, of what the server reads (`for_deserialize`:
@@ -411,4 +432,20 @@ fn build() -> Value {
             "schemas": schemas,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partitioned_queue_s_cursor_has_a_position_per_partition() {
+        assert_eq!(openapi_for(1), openapi());
+        let text = openapi_for(3).to_string();
+        assert!(!text.contains(CURSOR), "every cursor pattern replaced");
+        assert!(
+            text.contains(r#""^[0-9]{1,18}(\\.[0-9]{1,18}){2}$""#),
+            "{text}"
+        );
+    }
 }

@@ -213,6 +213,7 @@ fn count(p: Platform, outcome: &'static str) {
 }
 
 /// What `POST /ingest/*` answers.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize, JsonSchema)]
 pub(crate) struct IngestAnswer {
     /// What happened: `enqueued`, `waiting` (held for the analysis), `duplicate`,
@@ -220,11 +221,8 @@ pub(crate) struct IngestAnswer {
     /// kept with the call), or `ignored` (a message aftercall does not use).
     outcome: &'static str,
     /// The platform's message type, for `ignored`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     call_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     job_id: Option<String>,
 }
 

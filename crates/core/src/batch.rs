@@ -56,14 +56,13 @@ impl<'a> Item<'a> for ValidEvent<'a> {
 }
 
 /// One bad item of a batch.
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ItemError {
     /// 0-based position in a JSON array.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
     /// 1-based line of JSON Lines.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
     /// `invalid_event`, `event_too_large` or `malformed_json`.
     pub error: &'static str,

@@ -10,6 +10,7 @@ mod view;
 pub use facts::{Analysis, Direction, EndedReason};
 
 /// A call-ended event as producers push it. Unknown top-level fields are rejected.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
@@ -18,62 +19,49 @@ pub struct CallEvent {
     pub call_id: String,
     #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::id"))]
     pub agent_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::E164)))]
     pub caller_number: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "date-time")))]
     pub started_at: Option<DateTime<FixedOffset>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "date-time")))]
     pub ended_at: Option<DateTime<FixedOffset>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_url: Option<String>,
     /// Key details extracted from the call: a string or an object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::details"))]
+    // Not required, though its schema is written by hand.
+    #[serde(default)]
     pub details: Option<Value>,
     /// Free-form metadata; `caller_name` and `caller_email` live here.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
     /// The producer's W3C trace context (`00-<trace id>-<span id>-<flags>`): the job's
     /// span carries the trace id and outgoing webhooks continue the trace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
     /// The voice platform the call came from (`retell`, `vapi`, `bland` from the intake
     /// routes; any short id from other producers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "schema",
         schemars(schema_with = "crate::schema::optional_id")
     )]
+    // Not required, though its schema is written by hand.
+    #[serde(default)]
     pub platform: Option<String>,
     /// Why the call ended, normalised; the platform's own value is `platform_ended_reason`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_reason: Option<EndedReason>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_ended_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
     /// The platform's post-call analysis.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "facts::optional_map"
-    )]
+    #[serde(default, deserialize_with = "facts::optional_map")]
     pub analysis: Option<Analysis>,
     /// The platform's original message, as it arrived (an object), for ops and for
     /// templates as `raw`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::object"))]
+    // Not required, though its schema is written by hand.
+    #[serde(default)]
     pub raw: Option<Value>,
 }
 

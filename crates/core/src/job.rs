@@ -39,6 +39,7 @@ pub enum JobBody {
     Action(ActionJob),
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionJob {
     /// Position of the action in the agent's config at fan-out time.
@@ -49,21 +50,15 @@ pub struct ActionJob {
     /// call-ended job ([`call_ended_id`]), and [`Job::decode`] joins the two.
     #[serde(skip_serializing)]
     pub event: Arc<CallEvent>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_format: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utc_offset: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_from: Option<String>,
     /// Set when fan-out found the action's `when` false (or not computable): the job is
     /// recorded as skipped with this reason, never executed. Decided once, at fan-out,
     /// so a replay does not re-decide.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip: Option<String>,
     /// The agent's quiet hours at fan-out: an SMS or e-mail due inside them waits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<crate::quiet::QuietHours>,
     /// The call's completion callback (`on_complete`): its `action` is the webhook that
     /// reaches the target, its body the call's outcomes ([`crate::payload::Completion`]),
@@ -444,6 +439,7 @@ impl Outcome {
 }
 
 /// One attempt as recorded in the job's history.
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -454,22 +450,13 @@ pub struct Attempt {
     #[cfg_attr(feature = "schema", schemars(with = "i64"))]
     pub at: DateTime<Utc>,
     pub outcome: AttemptOutcome,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// A bounded snippet of the response body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "chrono::serde::ts_milliseconds_option"
-    )]
+    #[serde(default, with = "chrono::serde::ts_milliseconds_option")]
     #[cfg_attr(feature = "schema", schemars(with = "Option<i64>"))]
     pub next_run_at: Option<DateTime<Utc>>,
 }

@@ -68,6 +68,7 @@ pub struct Completion<'a> {
 pub const COMPLETED_EVENT_NAME: &str = "post_call_follow_up.completed";
 
 /// One action's outcome, in the call's completion callback.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize)]
 pub struct ActionOutcome {
     /// The action's position in the agent's config.
@@ -81,10 +82,8 @@ pub struct ActionOutcome {
     pub state: String,
     pub attempts: u32,
     /// Why it was skipped.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The last attempt's error, for a dead action.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 

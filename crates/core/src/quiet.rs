@@ -11,6 +11,7 @@ use crate::template::{Zone, parse_zone};
 /// cross midnight, in `zone`, else in the zone of the caller's number (where its
 /// country has a single one), else in the agent's `utc_offset`. Without any of them
 /// the window does not apply (the caller's local time is unknown).
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,7 +21,6 @@ pub struct QuietHours {
     /// `HH:MM` (or `HH:MM:SS`), local time: the window closes (may be the next day).
     pub end: String,
     /// An IANA time zone (`Europe/Berlin`) or a UTC offset (`+02:00`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
 }
 

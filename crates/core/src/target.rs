@@ -10,13 +10,13 @@ use serde::{Deserialize, Serialize};
 use crate::config::validate::{check_header, check_secret, check_url};
 use crate::config::{ConfigError, REDACTED_HEADER, Secrets, WebhookAction};
 
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub url: String,
     /// Standard Webhooks signing secret(s), `whsec_<base64>`; several during rotation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secrets>,
     /// Extra request headers (e.g. an API key the receiver expects).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -24,7 +24,6 @@ pub struct Target {
     /// `standard` (signed JSON) or `slack` (`{"text": …}`); unset: `slack` for a
     /// `hooks.slack.com` URL, else `standard`. Alerts only: a completion callback is
     /// always signed JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<TargetFormat>,
 }
 

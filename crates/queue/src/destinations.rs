@@ -78,6 +78,7 @@ pub struct Reported {
 }
 
 /// One destination as `aftercall destinations list`, the API and `/metrics` show it.
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DestinationHealth {
@@ -87,16 +88,12 @@ pub struct DestinationHealth {
     pub state: String,
     /// Consecutive failed attempts.
     pub failure_streak: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Unix ms of the last error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error_at: Option<i64>,
     /// Unix ms the circuit opened.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_since: Option<i64>,
     /// Unix ms until which the destination asked not to be sent to (429, `Retry-After`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled_until: Option<i64>,
     /// Jobs held for it now.
     pub held: u64,

@@ -40,16 +40,14 @@ pub struct Ingested {
 
 /// The analysis as kept with its call (`GET /calls/{id}`'s `analysis`): what arrived
 /// and when, without the transcript.
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisRecord {
     /// Unix ms it arrived.
     pub at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<aftercall_core::event::Analysis>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_reason: Option<aftercall_core::event::EndedReason>,
 }
 

@@ -13,25 +13,22 @@ mod jobs;
 type Opened = Option<Result<Vec<u8>, String>>;
 
 /// Everything stored about one job.
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: String,
     /// `call_ended`, `email`, `sms`, `webhook`, `task` (or `unknown` if undecodable).
     pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
     /// Position of the action in the agent's config.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_index: Option<usize>,
     pub state: StateInfo,
     pub attempts: u32,
     pub max_attempts: u32,
     pub history: Vec<Attempt>,
     /// The job as enqueued (absent once purged or swept).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<serde_json::Value>,
 }
 
@@ -80,6 +77,7 @@ impl JobRecord {
 }
 
 /// One call: its call-ended job and each action's job.
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallStatus {
@@ -88,7 +86,6 @@ pub struct CallStatus {
     pub actions: Vec<JobRecord>,
     /// The platform's analysis, when one arrived after the call (Retell's
     /// `call_analyzed`): joined before the fan-out, or kept after it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<crate::AnalysisRecord>,
 }
 
@@ -233,11 +230,11 @@ pub fn error_class(r: &JobRecord) -> Vec<&'static str> {
 }
 
 /// A page of results and the cursor for the next one.
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 

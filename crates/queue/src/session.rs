@@ -32,8 +32,13 @@ impl Queue {
         if ttl_ms <= 0 {
             return Ok(false);
         }
-        self.put_record(self.home().session(session_id), record, ttl_ms as u64, "session")
-            .await
+        self.put_record(
+            self.home().session(session_id),
+            record,
+            ttl_ms as u64,
+            "session",
+        )
+        .await
     }
 
     /// Stores `record` under `key` for `ttl_ms` unless the key is taken (a session, a

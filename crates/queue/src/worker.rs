@@ -99,23 +99,18 @@ pub enum FannedOut {
 }
 
 /// A job's current state as stored (the Lua scripts write the same shape).
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateInfo {
     pub state: JobState,
     /// Unix ms of the transition.
     pub at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actions: Option<usize>,
 }
 

@@ -39,6 +39,7 @@ macro_rules! action {
 
 action! {
     /// A message to a Slack channel through an incoming webhook.
+    #[serde_with::skip_serializing_none]
     pub struct SlackAction {
         /// The incoming webhook's URL (`https://hooks.slack.com/services/…`).
         pub url: String,
@@ -46,40 +47,35 @@ action! {
         pub text: String,
         /// A template producing Slack Block Kit blocks (a JSON array), checked at config time
         /// against the sample call.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub blocks: Option<String>,
         ..timing
     }
 }
 
 action! {
+    #[serde_with::skip_serializing_none]
     pub struct EmailAction {
         /// A fixed address or a template such as `{{caller_email}}`.
         pub to: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub subject: Option<String>,
         /// Name of a built-in template (`call_summary`, `confirmation`, `follow_up`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub body_template: Option<String>,
         /// An inline body template (plain text; the HTML part is derived from it).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub body: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pub cc: Vec<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pub bcc: Vec<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub reply_to: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub from: Option<String>,
         ..timing
     }
 }
 
 action! {
+    #[serde_with::skip_serializing_none]
     pub struct SmsAction {
         /// Recipient template; defaults to the caller's number.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub to: Option<String>,
         /// The message template.
         pub template: String,
@@ -88,6 +84,7 @@ action! {
 }
 
 action! {
+    #[serde_with::skip_serializing_none]
     pub struct WebhookAction {
         pub url: String,
         #[serde(default)]
@@ -95,19 +92,16 @@ action! {
         #[serde(default)]
         pub include_recording_url: bool,
         /// Standard Webhooks signing secret(s), `whsec_<base64>`; several during rotation.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub secret: Option<Secrets>,
         /// Extra request headers (e.g. an API key the receiver expects).
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         pub headers: BTreeMap<String, String>,
         ..timing
         /// POST (the default), PUT or PATCH.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub method: Option<WebhookMethod>,
         /// A template producing the request's JSON body, sent instead of the standard payload
         /// (`{{summary|tojson}}` writes a value as JSON). Checked at config time: it must
         /// render to JSON for the sample call.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub body: Option<String>,
     }
 }
@@ -160,22 +154,18 @@ impl Secrets {
 }
 
 action! {
+    #[serde_with::skip_serializing_none]
     pub struct TaskAction {
         pub provider: TaskProvider,
         /// Title template.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub title: Option<String>,
         /// Description template.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub description: Option<String>,
         /// Linear team id, Jira project key, Asana project gid or GitHub `owner/repo`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub project: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub assignee: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pub labels: Vec<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         pub due_in_days: Option<u32>,
         ..timing
     }

@@ -12,35 +12,34 @@ pub use actions::*;
 pub use validate::{check_address, check_blocks, check_json_body};
 
 /// One agent's stored configuration.
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "schema", schemars(transform = crate::schema::timezone_alias))]
 pub struct AgentConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// How `{{date}}` is written: a strftime format (default `%Y-%m-%d`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_format: Option<String>,
     /// Where the call date is shown: a UTC offset such as `+02:00` or a time zone such as
     /// `Europe/Berlin` (default UTC). Also accepted as `timezone`.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "timezone")]
+    #[serde(default, alias = "timezone")]
     pub utc_offset: Option<String>,
     /// Default sender for e-mail actions of this agent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_from: Option<String>,
     #[serde(default)]
     pub voice_tools: VoiceTools,
 }
 
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VoiceTools {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_call_follow_up: Option<PostCallFollowUp>,
 }
 
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,18 +51,14 @@ pub struct PostCallFollowUp {
     /// How long a call from a platform that sends its analysis later (Retell's
     /// `call_analyzed`) waits for it before fanning out anyway, e.g. `5m`. Unset: the call
     /// fans out at once, and a later analysis is stored with it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(regex(pattern = crate::schema::DURATION)))]
     pub wait_for_analysis: Option<String>,
     /// No SMS or e-mail inside this window; one due inside it waits for its end.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<crate::quiet::QuietHours>,
     /// One signed POST per call once every action has settled, listing each action's
     /// outcome (docs/destinations.md).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_complete: Option<crate::target::Target>,
     /// Where this agent's dead letters are announced, beside `AFTERCALL_ALERTS_URL`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<crate::target::Target>,
 }
 

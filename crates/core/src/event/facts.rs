@@ -70,18 +70,16 @@ impl Direction {
 
 /// The platform's post-call analysis. Every field is optional: platforms leave them
 /// empty on calls that did not connect.
+#[serde_with::skip_serializing_none]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
     /// Whether the call reached its goal, as the platform judged it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successful: Option<bool>,
     /// The caller's sentiment, lower-cased (`positive`, `neutral`, `negative`, `unknown`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentiment: Option<String>,
     /// The platform's structured or custom analysis data: an object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
 }
 
