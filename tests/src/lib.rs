@@ -295,6 +295,24 @@ impl World {
         }
     }
 
+    /// Waits for calls `prefix{i}`, `i` in `range` (as [`World::enqueue_range`] made
+    /// them), to settle, each within `timeout`; their statuses, in order.
+    pub async fn settled_range(
+        &self,
+        prefix: &str,
+        range: std::ops::Range<usize>,
+        timeout: Duration,
+    ) -> Vec<CallStatus> {
+        let mut out = Vec::with_capacity(range.len());
+        for i in range {
+            out.push(
+                self.wait_call(&format!("{prefix}{i}"), timeout, settled)
+                    .await,
+            );
+        }
+        out
+    }
+
     /// A raw connection to this world's Redis (for fault injection and audits).
     pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.queue.config().url.as_str())

@@ -143,28 +143,10 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
     let acked = qa.enqueue(events).await.unwrap();
     assert_eq!(acked.len(), 200);
     let slot = slot_of(&c, &format!("{{{pa}}}:ready"));
-    let victim = c
-        .primary_for(slot)
-        .expect("a primary serves the queue's slot");
-    let victim_port = c.nodes[victim].port();
     let mut c = c;
-    c.nodes[victim].kill().await;
-    let survivors: Vec<u16> = c
-        .nodes
-        .iter()
-        .map(|n| n.port())
-        .filter(|p| *p != victim_port)
-        .collect();
-    // The replica takes over after the node timeout.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let info = Cluster::cli(survivors[0], &["CLUSTER", "INFO"]);
-        if info.contains("cluster_state:ok") && c.primary_for(slot).is_some_and(|p| p != victim) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no failover: {info}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    c.fail_over(slot)
+        .await
+        .expect("the queue's replica takes over");
     let qa = queue(&c, pa, 0).await;
     let mut w = worker(&c, pa, &[]);
     for e in &acked {
@@ -256,26 +238,10 @@ async fn partitions_spread_a_queue_over_the_primaries_and_survive_a_failover() {
 
     // The primary of partition 1 fails: its replica takes over with every acknowledged
     // event, and a worker with the same count delivers all of them.
-    let victim = c.primary_for(slots[1]).unwrap();
-    let victim_port = c.nodes[victim].port();
     let mut c = c;
-    c.nodes[victim].kill().await;
-    let survivor = c
-        .nodes
-        .iter()
-        .map(|n| n.port())
-        .find(|p| *p != victim_port)
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let info = Cluster::cli(survivor, &["CLUSTER", "INFO"]);
-        if info.contains("cluster_state:ok") && c.primary_for(slots[1]).is_some_and(|p| p != victim)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no failover: {info}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    c.fail_over(slots[1])
+        .await
+        .expect("partition 1's replica takes over");
     let q = Queue::connect(QueueConfig {
         url: c.urls(),
         cluster: true,

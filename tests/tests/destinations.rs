@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use aftercall_tests::{Reply, World, action_states, assert_prints, poll, settled, stderr, stdout};
+use aftercall_tests::{Reply, World, action_states, assert_prints, poll, stderr, stdout};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flapping_destination_is_held_then_probed_then_closed() {
@@ -59,15 +59,13 @@ async fn flapping(partitions: usize) {
         during <= bound,
         "{during} requests during a {outage:?} outage (bound {bound})"
     );
-    for i in 0..n {
-        let s = w
-            .wait_call(&format!("f{i}"), Duration::from_secs(20), settled)
-            .await;
+    for s in w.settled_range("f", 0..n, Duration::from_secs(20)).await {
+        let id = &s.call_id;
         let a = &s.actions[0];
-        assert_eq!(a.state.state.as_str(), "delivered", "f{i}: {:?}", a.state);
+        assert_eq!(a.state.state.as_str(), "delivered", "{id}: {:?}", a.state);
         assert!(
             a.attempts <= 2,
-            "f{i}: held work spent {} attempts",
+            "{id}: held work spent {} attempts",
             a.attempts
         );
     }
@@ -92,18 +90,16 @@ async fn work_held_past_its_horizon_is_dead_lettered_with_the_reason() {
     let _rx = w.receiver_for("a1", Reply::status(503)).await;
     let _w1 = w.worker();
     w.enqueue_range("h", "a1", 0..5).await;
-    for i in 0..5 {
-        let s = w
-            .wait_call(&format!("h{i}"), Duration::from_secs(15), settled)
-            .await;
+    for s in w.settled_range("h", 0..5, Duration::from_secs(15)).await {
+        let id = &s.call_id;
         let a = &s.actions[0];
-        assert_eq!(a.state.state.as_str(), "dead", "h{i}");
+        assert_eq!(a.state.state.as_str(), "dead", "{id}");
         let err = a.state.error.as_deref().unwrap_or_default();
         assert!(
             err.starts_with("destination unavailable since 20"),
-            "h{i}: {err}"
+            "{id}: {err}"
         );
-        assert!(a.attempts < 10, "h{i}: {} attempts while held", a.attempts);
+        assert!(a.attempts < 10, "{id}: {} attempts while held", a.attempts);
     }
 }
 
@@ -123,14 +119,12 @@ async fn a_429_pauses_the_destination_for_every_replica() {
     // Past the moment a replica trusts its own view of the destination.
     tokio::time::sleep(Duration::from_millis(700)).await;
     w.enqueue_range("p", "a1", 0..10).await;
-    for i in 0..10 {
-        let s = w
-            .wait_call(&format!("p{i}"), Duration::from_secs(15), settled)
-            .await;
-        assert_eq!(action_states(&s), vec![("webhook", "delivered")], "p{i}");
+    for s in w.settled_range("p", 0..10, Duration::from_secs(15)).await {
+        let id = &s.call_id;
+        assert_eq!(action_states(&s), vec![("webhook", "delivered")], "{id}");
         assert_eq!(
             s.actions[0].attempts, 1,
-            "p{i}: the pause is not an attempt"
+            "{id}: the pause is not an attempt"
         );
     }
     let next = rx.received()[1..].iter().map(|r| r.at).min().unwrap();
@@ -209,12 +203,10 @@ async fn paused_work_waits_and_goes_when_resumed() {
 
     let out = w.cli(&["destinations", "resume", "--agent", "a1"], "");
     assert!(out.status.success(), "{}", stderr(&out));
-    for i in 0..5 {
-        let s = w
-            .wait_call(&format!("z{i}"), Duration::from_secs(10), settled)
-            .await;
-        assert_eq!(action_states(&s), vec![("webhook", "delivered")], "z{i}");
-        assert_eq!(s.actions[0].attempts, 1, "z{i}");
+    for s in w.settled_range("z", 0..5, Duration::from_secs(10)).await {
+        let id = &s.call_id;
+        assert_eq!(action_states(&s), vec![("webhook", "delivered")], "{id}");
+        assert_eq!(s.actions[0].attempts, 1, "{id}");
     }
     let again = w.cli(&["destinations", "resume", "--agent", "a1"], "");
     assert!(!again.status.success(), "resuming what is not paused fails");

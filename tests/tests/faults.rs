@@ -836,14 +836,15 @@ async fn undecodable_payloads_are_dead_lettered_and_the_pool_keeps_working() {
     assert_eq!(page["items"].as_array().unwrap().len(), 3, "{page}");
     // The pool keeps working.
     w.enqueue_range("after", "a1", 0..5).await;
-    for i in 0..5 {
-        let s = w
-            .wait_call(&format!("after{i}"), Duration::from_secs(20), settled)
-            .await;
+    for s in w
+        .settled_range("after", 0..5, Duration::from_secs(20))
+        .await
+    {
+        let id = &s.call_id;
         assert_eq!(
             s.actions.len(),
             1,
-            "after{i}: {:?} {:?}",
+            "{id}: {:?} {:?}",
             s.call_ended.state,
             s.call_ended.history
         );

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Reply, World, settled};
+use aftercall_tests::{Reply, World};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_limit_holds_across_replicas_and_costs_no_attempts() {
@@ -18,15 +18,13 @@ async fn a_host_limit_holds_across_replicas_and_costs_no_attempts() {
     let _w2 = w.worker();
     let n = 12;
     w.enqueue_range("l", "a1", 0..n).await;
-    for i in 0..n {
-        let s = w
-            .wait_call(&format!("l{i}"), Duration::from_secs(30), settled)
-            .await;
+    for s in w.settled_range("l", 0..n, Duration::from_secs(30)).await {
+        let id = &s.call_id;
         let a = &s.actions[0];
         assert_eq!(
             (a.state.state.as_str(), a.attempts),
             ("delivered", 1),
-            "l{i}: held back is not an attempt"
+            "{id}: held back is not an attempt"
         );
     }
     // Each request is held 300 ms, so with at most 2 at once no 3 can start within a

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aftercall_core::CallEvent;
 use aftercall_queue::{DlqFilter, Queue, QueueConfig};
 use aftercall_tests::{
-    Receiver, Reply, World, assert_ok, call_event, settled, stdout, store_agent,
+    Receiver, Reply, World, assert_all, assert_ok, call_event, settled, stdout, store_agent,
 };
 
 async fn partitioned(w: &World, n: usize) -> Result<Queue, aftercall_queue::QueueError> {
@@ -300,14 +300,7 @@ async fn a_closing_circuit_lets_every_partition_s_held_work_go_at_once() {
         .await
         .unwrap();
     assert_eq!(r.event, Some(aftercall_queue::BreakerEvent::Closed));
-    for i in 0..30 {
-        let s = w
-            .wait_call(&format!("h{i}"), Duration::from_secs(15), settled)
-            .await;
-        assert_eq!(
-            s.actions[0].state.state, "delivered",
-            "h{i}: {:?}",
-            s.actions[0].state
-        );
+    for s in w.settled_range("h", 0..30, Duration::from_secs(15)).await {
+        assert_all(&s, "delivered");
     }
 }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use aftercall_tests::{
-    Receiver, Reply, World, action_states, assert_failed_with, assert_job, assert_prints,
-    call_event, fixture, poll, settled, stderr, stdout, store_agent,
+    Receiver, Reply, World, action_states, assert_all, assert_failed_with, assert_job,
+    assert_prints, call_event, fixture, poll, settled, stderr, stdout, store_agent,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -626,15 +626,8 @@ async fn kill_9_mid_flight_loses_nothing() {
     first.kill9();
     let seen_at_kill = rx.count();
     let _second = w.worker();
-    for i in 0..30 {
-        let s = w
-            .wait_call(&format!("k{i}"), Duration::from_secs(60), settled)
-            .await;
-        assert_eq!(
-            s.actions[0].state.state, "delivered",
-            "k{i}: {:?}",
-            s.actions[0].state
-        );
+    for s in w.settled_range("k", 0..30, Duration::from_secs(60)).await {
+        assert_all(&s, "delivered");
     }
     let got = rx.received();
     let mut ids: Vec<String> = got
@@ -676,8 +669,7 @@ async fn sigterm_finishes_in_flight_jobs() {
     );
     // A new worker finishes the rest; nothing is lost.
     let _next = w.worker();
-    for i in 0..12 {
-        let s = w.wait_call(&format!("t{i}"), T, settled).await;
+    for s in w.settled_range("t", 0..12, T).await {
         assert_eq!(s.actions[0].state.state, "delivered");
     }
 }

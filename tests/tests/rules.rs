@@ -331,8 +331,8 @@ async fn the_frequency_cap_holds_across_agents_and_two_workers() {
     let out = w.cli(&["enqueue", "-"], &(events.join("\n") + "\n"));
     assert!(out.status.success(), "{}", stderr(&out));
     let mut delivered = 0;
-    for i in 0..8 {
-        let s = w.wait_call(&format!("c{i}"), T, settled).await;
+    for s in w.settled_range("c", 0..8, T).await {
+        let id = &s.call_id;
         let st = &s.actions[0].state;
         match st.state.as_str() {
             "delivered" => delivered += 1,
@@ -345,7 +345,7 @@ async fn the_frequency_cap_holds_across_agents_and_two_workers() {
                     "{reason}"
                 );
             }
-            other => panic!("c{i}: {other}"),
+            other => panic!("{id}: {other}"),
         }
     }
     assert_eq!(

@@ -160,6 +160,34 @@ impl Cluster {
             .unwrap_or(u16::MAX)
     }
 
+    /// Kills the primary serving `slot` and waits until its replica has taken over
+    /// (after the node timeout) and the cluster is whole again. Returns the killed
+    /// node's index.
+    pub async fn fail_over(&mut self, slot: u16) -> anyhow::Result<usize> {
+        let victim = self
+            .primary_for(slot)
+            .context("no primary serves the slot")?;
+        let victim_port = self.nodes[victim].port();
+        self.nodes[victim].kill().await;
+        let survivor = self
+            .nodes
+            .iter()
+            .map(|n| n.port())
+            .find(|p| *p != victim_port)
+            .context("a survivor")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = Self::cli(survivor, &["CLUSTER", "INFO"]);
+            if info.contains("cluster_state:ok")
+                && self.primary_for(slot).is_some_and(|p| p != victim)
+            {
+                return Ok(victim);
+            }
+            ensure!(Instant::now() < deadline, "no failover: {info}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Index of the healthy primary that serves `slot`, if one does right now.
     pub fn primary_for(&self, slot: u16) -> Option<usize> {
         let nodes = Self::cli(self.nodes[0].port(), &["CLUSTER", "NODES"]);
