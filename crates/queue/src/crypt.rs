@@ -32,13 +32,13 @@ use crate::{Queue, QueueError};
 const MARK: u8 = 0x01;
 const TEXT_MARK: &str = "enc:";
 
-/// Job data from this size on is compressed. Below it zstd saves little (a 1 KB event:
-/// ~40 %, a few hundred bytes that jemalloc's size classes mostly round away) for a
-/// cost on every read.
+/// Job data from this size on is compressed. Below it the saving is a few hundred bytes
+/// (the 1 KB benchmark event: 916 to 575) for a compression at every enqueue and a
+/// decompression at every read, on the path the throughput targets are measured on.
 pub(crate) const COMPRESS_FROM: usize = 2048;
 /// zstd's frame magic number, little-endian 0xFD2FB528.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
-/// Level 1: on a 6 KB transcript, levels 3 and up save under 1 % more, for twice the time.
+/// Level 1: on a 6 KB transcript, level 3 saves 0.5 % more at a third of the speed.
 const ZSTD_LEVEL: i32 = 1;
 /// The largest data decompressed (events are capped far lower at intake): a frame
 /// claiming more is refused, not allocated.
