@@ -10,6 +10,13 @@
 //! is the associated data, so a value moved to another id does not open. A plaintext
 //! value (written before encryption was turned on) is read as it is, and rewritten
 //! sealed by `aftercall keys rotate`.
+//!
+//! Job data of [`COMPRESS_FROM`] bytes or more (a call's event with its transcript) is
+//! also compressed, before it is sealed: a zstd frame (magic `28 B5 2F FD`), kept only
+//! when it saves a tenth. Smaller data, most events and every action job's, is stored
+//! as JSON and pays nothing. What is read tells itself apart: `{` is JSON, `0x01` sealed,
+//! the magic compressed, so data written before compression reads as it is. No script
+//! reads job data (they move ids; the worker decodes), so none sees the difference.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -24,6 +31,72 @@ use crate::{Queue, QueueError};
 
 const MARK: u8 = 0x01;
 const TEXT_MARK: &str = "enc:";
+
+/// Job data from this size on is compressed. Below it the saving is a few hundred bytes
+/// (the 1 KB benchmark event: 916 to 575) for a compression at every enqueue and a
+/// decompression at every read, on the path the throughput targets are measured on.
+pub(crate) const COMPRESS_FROM: usize = 2048;
+/// zstd's frame magic number, little-endian 0xFD2FB528.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+/// Level 1: on a 6 KB transcript, level 3 saves 0.5 % more at a third of the speed.
+const ZSTD_LEVEL: i32 = 1;
+/// The largest data decompressed (events are capped far lower at intake): a frame
+/// claiming more is refused, not allocated.
+const MAX_PLAIN: u64 = 64 << 20;
+
+thread_local! {
+    // A context per thread: making one costs more than compressing a few KB.
+    static ZSTD: std::cell::RefCell<Option<(zstd::bulk::Compressor<'static>, zstd::bulk::Decompressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn with_zstd<T>(
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>, &mut zstd::bulk::Decompressor<'static>) -> T,
+) -> T {
+    ZSTD.with(|z| {
+        let mut z = z.borrow_mut();
+        let (c, d) = z.get_or_insert_with(|| {
+            (
+                zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd level 1 exists"),
+                zstd::bulk::Decompressor::new().expect("a zstd context"),
+            )
+        });
+        f(c, d)
+    })
+}
+
+/// Job data as stored before sealing: compressed from [`COMPRESS_FROM`] bytes when that
+/// saves a tenth, else as it is.
+pub(crate) fn compress(json: Vec<u8>) -> Vec<u8> {
+    if json.len() < COMPRESS_FROM || json.starts_with(&ZSTD_MAGIC) {
+        return json;
+    }
+    match with_zstd(|c, _| c.compress(&json)) {
+        Ok(z) if z.len() * 10 <= json.len() * 9 => z,
+        _ => json,
+    }
+}
+
+/// Job data as read after opening: a zstd frame decompressed, anything else as it is.
+pub(crate) fn decompress(data: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, CryptError> {
+    if !data.starts_with(&ZSTD_MAGIC) {
+        return Ok(data);
+    }
+    let size = match zstd::zstd_safe::get_frame_content_size(&data) {
+        Ok(Some(n)) if n <= MAX_PLAIN => n as usize,
+        Ok(Some(n)) => return Err(CryptError::Compressed(format!("claims {n} bytes"))),
+        _ => return Err(CryptError::Compressed("no content size".into())),
+    };
+    let plain = with_zstd(|_, d| d.decompress(&data, size))
+        .map_err(|e| CryptError::Compressed(e.to_string()))?;
+    if plain.len() != size {
+        return Err(CryptError::Compressed(format!(
+            "{} bytes, not the {size} its frame says",
+            plain.len()
+        )));
+    }
+    Ok(Cow::Owned(plain))
+}
 
 /// The configured keys, the first one current.
 #[derive(Clone)]
@@ -54,6 +127,8 @@ pub enum CryptError {
     Tampered(String),
     #[error("a sealed value is cut short")]
     Truncated,
+    #[error("a compressed value does not decompress ({0})")]
+    Compressed(String),
 }
 
 impl Keyring {
@@ -212,21 +287,23 @@ impl Queue {
         self.inner.cfg.encryption.as_ref()
     }
 
-    /// A job's data as stored: sealed when keys are configured.
+    /// A job's data as stored: compressed when large, then sealed when keys are
+    /// configured.
     pub(crate) fn seal_data(&self, id: &str, json: Vec<u8>) -> Vec<u8> {
+        let packed = compress(json);
         match self.keyring() {
-            Some(k) => k.seal(id.as_bytes(), &json),
-            None => json,
+            Some(k) => k.seal(id.as_bytes(), &packed),
+            None => packed,
         }
     }
 
-    /// A job's data as read.
+    /// A job's data as read: opened, then decompressed.
     pub(crate) fn open_data<'a>(
         &self,
         id: &str,
         data: &'a [u8],
     ) -> Result<Cow<'a, [u8]>, CryptError> {
-        open(self.keyring(), id.as_bytes(), data)
+        decompress(open(self.keyring(), id.as_bytes(), data)?)
     }
 
     /// A value read as text (agent configs, analysis records) as stored: sealed as text.
@@ -352,7 +429,8 @@ impl Queue {
                             .map_err(|_| QueueError::Corrupt(format!("{aad}: not UTF-8")))?;
                         ring.seal_text(aad.as_bytes(), plain).into_bytes()
                     } else {
-                        ring.seal(aad.as_bytes(), &plain)
+                        // Data stored before compression is compressed on the way.
+                        ring.seal(aad.as_bytes(), &compress(plain.into_owned()))
                     };
                     inv.arg(id).arg(value.as_slice()).arg(sealed);
                     any = true;
@@ -422,6 +500,92 @@ mod tests {
             &*open(Some(&r), b"agent", text.as_bytes()).unwrap(),
             b"{\"name\":\"x\"}"
         );
+    }
+
+    /// A call-ended job's data with a transcript of `turns` varied lines.
+    fn job_json(turns: usize) -> Vec<u8> {
+        let t: Vec<String> = (0..turns)
+            .map(|i| {
+                format!(
+                    "Agent: order A{}-{:05} ships on day {} of {i}.",
+                    i % 7,
+                    i * 7919 % 100_000,
+                    i * 31 % 28
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"id":"job_1","kind":"call_ended","event":{{"transcript":"{}"}}}}"#,
+            t.join("\\n")
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn large_data_is_compressed_and_reads_back() {
+        let small = job_json(10);
+        assert!(small.len() < COMPRESS_FROM);
+        assert_eq!(
+            compress(small.clone()),
+            small,
+            "small data is stored as it is"
+        );
+
+        let big = job_json(200);
+        assert!(big.len() > 8_000);
+        let z = compress(big.clone());
+        assert!(z.starts_with(&ZSTD_MAGIC), "a zstd frame");
+        assert!(z.len() * 2 < big.len(), "{} of {}", z.len(), big.len());
+        assert_eq!(&*decompress(Cow::Borrowed(&z)).unwrap(), &big[..]);
+        assert_eq!(compress(z.clone()), z, "not compressed twice");
+
+        // Compressed, then sealed: no plaintext, and it opens back to the JSON.
+        let r = ring(K1);
+        let sealed = r.seal(b"job_1", &z);
+        assert!(!sealed.windows(6).any(|w| w == b"Agent:"));
+        let opened = open(Some(&r), b"job_1", &sealed).unwrap();
+        assert_eq!(&*decompress(opened).unwrap(), &big[..]);
+
+        // Written before compression (plain or sealed JSON): read as it is.
+        assert!(matches!(decompress(Cow::Borrowed(&big)), Ok(Cow::Borrowed(b)) if b == &big[..]));
+        let old = r.seal(b"job_1", &big);
+        assert_eq!(
+            &*decompress(open(Some(&r), b"job_1", &old).unwrap()).unwrap(),
+            &big[..]
+        );
+    }
+
+    #[test]
+    fn incompressible_data_is_stored_as_it_is() {
+        let mut noise = vec![0u8; 4096];
+        SystemRandom::new().fill(&mut noise).unwrap();
+        noise[0] = b'{';
+        assert_eq!(compress(noise.clone()), noise);
+    }
+
+    #[test]
+    fn a_damaged_frame_is_an_error_not_a_panic() {
+        let z = compress(job_json(200));
+        let mut cut = z.clone();
+        cut.truncate(z.len() / 2);
+        let mut flipped = z.clone();
+        let mid = z.len() / 2;
+        flipped[mid] ^= 0xff;
+        for bad in [cut, flipped, ZSTD_MAGIC.to_vec()] {
+            match decompress(Cow::Owned(bad)) {
+                Err(CryptError::Compressed(_)) => {}
+                // A flipped literal can still decode, to other bytes of the same length.
+                Ok(plain) => assert_ne!(&*plain, &job_json(200)[..]),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // A frame header claiming a huge size is refused before allocating.
+        let mut bomb = ZSTD_MAGIC.to_vec();
+        bomb.extend_from_slice(&[0xe0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert!(matches!(
+            decompress(Cow::Owned(bomb)),
+            Err(CryptError::Compressed(_))
+        ));
     }
 
     #[test]

@@ -67,6 +67,8 @@ struct Opts {
     out: Option<PathBuf>,
     /// Overrides every scenario's event count (profiling runs).
     n: Option<usize>,
+    /// Every scenario sends the `bytes` scenario's 6 KB event.
+    big_event: bool,
 }
 
 impl Opts {
@@ -78,6 +80,7 @@ impl Opts {
             build: true,
             out: None,
             n: None,
+            big_event: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -85,6 +88,7 @@ impl Opts {
                 "--quick" => o.quick = true,
                 "--full" => o.full = true,
                 "--no-build" => o.build = false,
+                "--big-event" => o.big_event = true,
                 "--only" => {
                     let list: Vec<String> = it
                         .next()
@@ -181,7 +185,11 @@ async fn run(opts: Opts, target: PathBuf) -> anyhow::Result<()> {
         json: serde_json::Map::new(),
         ceiling: None,
         seq: 0,
-        events: Arc::new(Events::new()?),
+        events: Arc::new(if opts.big_event {
+            Events::big()?
+        } else {
+            Events::new()?
+        }),
     };
     b.json.insert("machine".into(), machine);
     b.json.insert(

@@ -31,6 +31,13 @@ impl Events {
         })
     }
 
+    /// The `bytes` scenario's 6 KB call for every scenario (`--big-event`).
+    pub(super) fn big() -> anyhow::Result<Events> {
+        Ok(Events {
+            template: big_event(&Events::new()?),
+        })
+    }
+
     pub(super) fn event(&self, i: usize, sent_us: Option<u64>) -> CallEvent {
         let mut e = self.template.clone();
         e.call_id = format!("call_{i:08}");
