@@ -291,3 +291,33 @@ async fn compressed_then_sealed_and_a_rotation_reseals_old_data_compressed() {
         assert_eq!(j["transcript"], transcript(c), "{c}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_enqueue_of_large_events_is_sealed_apart_and_reads_back_in_order() {
+    let w = World::new().await;
+    // 1,200 events of ~6 KB: chunks of 500 (3 MB each) are sealed on blocking threads.
+    let events: Vec<CallEvent> = (0..1200)
+        .map(|i| {
+            let c = format!("bulk-{i}");
+            event(&c, "agent_b", &transcript(&c))
+        })
+        .collect();
+    let answers = w.queue.enqueue(events).await.unwrap();
+    assert_eq!(answers.len(), 1200);
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(
+            a.call_id,
+            format!("bulk-{i}"),
+            "answers keep the batch's order"
+        );
+        assert!(!a.duplicate);
+    }
+    for i in [0, 499, 500, 777, 1199] {
+        let c = format!("bulk-{i}");
+        let (_, v) = stored(&w, &w.queue, &c).await;
+        assert!(v.starts_with(ZSTD_MAGIC), "{c}");
+        let s = w.queue.call_status(&c).await.unwrap().expect("known call");
+        let job = s.call_ended.job.expect("stored job");
+        assert_eq!(job["event"]["transcript"], transcript(&c), "{c}");
+    }
+}
