@@ -313,6 +313,25 @@ impl World {
         out
     }
 
+    /// Another handle on this world's queue, its configuration changed by `change`
+    /// (encryption keys, a partition count).
+    pub async fn connect_with(
+        &self,
+        change: impl FnOnce(&mut QueueConfig),
+    ) -> Result<Queue, aftercall_queue::QueueError> {
+        let mut cfg = self.queue.config().clone();
+        change(&mut cfg);
+        Queue::connect(cfg).await
+    }
+
+    /// A handle on this world's queue with `AFTERCALL_ENCRYPTION_KEYS` = `keys`.
+    pub async fn keyed(&self, keys: &str) -> Queue {
+        let ring = aftercall_queue::Keyring::parse(keys).expect("test keys parse");
+        self.connect_with(|c| c.encryption = Some(ring))
+            .await
+            .expect("connects with the keys")
+    }
+
     /// A raw connection to this world's Redis (for fault injection and audits).
     pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.queue.config().url.as_str())
@@ -563,6 +582,10 @@ pub fn action_states(s: &CallStatus) -> Vec<(&str, &str)> {
 }
 
 /// Fails unless every action of the call is in `state`.
+/// Encryption keys for tests (`AFTERCALL_ENCRYPTION_KEYS` entries).
+pub const K1: &str = "v1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const K2: &str = "v2:HxwdHhscGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
+
 pub fn assert_all(s: &CallStatus, state: &str) {
     assert!(
         s.actions.iter().all(|a| a.state.state == state),

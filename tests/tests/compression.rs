@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use aftercall_core::CallEvent;
-use aftercall_queue::{Keyring, Queue, QueueConfig};
-use aftercall_tests::{Receiver, Reply, World, assert_ok, poll, settled, stdout, store_agent};
+use aftercall_queue::Queue;
+use aftercall_tests::{
+    K1, K2, Receiver, Reply, World, assert_ok, poll, settled, stdout, store_agent,
+};
 
-const K1: &str = "v1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const K2: &str = "v2:HxwdHhscGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xB5, 0x2F, 0xFD];
 const MARK: &str = "mark-5c1e";
 
@@ -219,15 +219,6 @@ async fn a_large_event_is_compressed_at_rest_and_reads_back_on_every_path() {
     assert_eq!(by_call(bad.received()[before..].to_vec()), want);
 }
 
-async fn keyed(w: &World, keys: &str) -> Queue {
-    Queue::connect(QueueConfig {
-        encryption: Some(Keyring::parse(keys).unwrap()),
-        ..w.queue.config().clone()
-    })
-    .await
-    .expect("connects with the keys")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn compressed_then_sealed_and_a_rotation_reseals_old_data_compressed() {
     let mut w = World::new().await;
@@ -241,7 +232,7 @@ async fn compressed_then_sealed_and_a_rotation_reseals_old_data_compressed() {
     let old_len = store_as_before(&w, &w.queue, "k-old").await;
 
     w.set("AFTERCALL_ENCRYPTION_KEYS", K1);
-    let q1 = keyed(&w, K1).await;
+    let q1 = w.keyed(K1).await;
     q1.enqueue(vec![event("k-new", "agent_k", &transcript("k-new"))])
         .await
         .unwrap();
@@ -268,7 +259,7 @@ async fn compressed_then_sealed_and_a_rotation_reseals_old_data_compressed() {
 
     // v2 alone reads both, shows them and delivers them as sent.
     w.set("AFTERCALL_ENCRYPTION_KEYS", K2);
-    let q2 = keyed(&w, K2).await;
+    let q2 = w.keyed(K2).await;
     for c in ["k-old", "k-new"] {
         let s = q2.call_status(c).await.unwrap().unwrap();
         assert_eq!(shown_transcript(&s), transcript(c));

@@ -5,21 +5,11 @@
 
 use std::time::Duration;
 
-use aftercall_queue::{Keyring, Queue, QueueConfig};
-use aftercall_tests::{Receiver, Reply, World, assert_all, assert_ok, settled, store_agent};
+use aftercall_tests::{
+    K1, K2, Receiver, Reply, World, assert_all, assert_ok, settled, store_agent,
+};
 
-const K1: &str = "v1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const K2: &str = "v2:HxwdHhscGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
 const WRONG_V1: &str = "v1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
-
-async fn keyed(w: &World, keys: &str) -> Queue {
-    Queue::connect(QueueConfig {
-        encryption: Some(Keyring::parse(keys).unwrap()),
-        ..w.queue.config().clone()
-    })
-    .await
-    .expect("connects with the keys")
-}
 
 fn event(call_id: &str) -> aftercall_core::CallEvent {
     aftercall_core::CallEvent::parse(
@@ -56,7 +46,7 @@ async fn sealed_at_rest_delivered_in_full_and_rotated_under_traffic() {
     let mut w = World::new().await;
     w.set("AFTERCALL_ENCRYPTION_KEYS", K1);
     let rx = Receiver::answering(Reply::status(200)).await;
-    let q1 = keyed(&w, K1).await;
+    let q1 = w.keyed(K1).await;
     let agent = format!(
         r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw","headers":{{"Authorization":"Bearer crm-secret-token"}}}}]}}}}}}"#,
         rx.url
@@ -118,7 +108,7 @@ async fn sealed_at_rest_delivered_in_full_and_rotated_under_traffic() {
     let both = format!("{K2},{K1}");
     w.set("AFTERCALL_ENCRYPTION_KEYS", &both);
     let _worker = w.worker();
-    let q2 = keyed(&w, &both).await;
+    let q2 = w.keyed(&both).await;
     let producer = {
         let q2 = q2.clone();
         tokio::spawn(async move {
@@ -153,7 +143,7 @@ async fn sealed_at_rest_delivered_in_full_and_rotated_under_traffic() {
         assert!(v.starts_with(b"enc:v2:"), "{}", String::from_utf8_lossy(&v));
     }
     // So v1 can go: a queue with v2 alone reads everything.
-    let q3 = keyed(&w, K2).await;
+    let q3 = w.keyed(K2).await;
     let s = q3.call_status("x-1").await.unwrap().unwrap();
     assert_eq!(
         s.call_ended.job.unwrap()["event"]["transcript"],

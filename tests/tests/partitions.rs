@@ -6,19 +6,13 @@
 use std::time::Duration;
 
 use aftercall_core::CallEvent;
-use aftercall_queue::{DlqFilter, Queue, QueueConfig};
+use aftercall_queue::{DlqFilter, Queue};
 use aftercall_tests::{
     Receiver, Reply, World, assert_all, assert_ok, call_event, settled, stdout, store_agent,
 };
 
 async fn partitioned(w: &World, n: usize) -> Result<Queue, aftercall_queue::QueueError> {
-    Queue::connect(QueueConfig {
-        url: w.url.clone(),
-        prefix: w.prefix.clone(),
-        partitions: n,
-        ..Default::default()
-    })
-    .await
+    w.connect_with(|c| c.partitions = n).await
 }
 
 fn events(prefix: &str, agent: &str, n: usize) -> Vec<CallEvent> {
