@@ -198,8 +198,14 @@ impl Job {
 
     /// A new call-ended job for `event`, with a time-ordered id.
     pub fn call_ended(event: CallEvent, now: DateTime<Utc>) -> Job {
+        Self::call_ended_as(event, now, new_id())
+    }
+
+    /// [`Job::call_ended`] under the id given (a partitioned queue's ids name their
+    /// partition).
+    pub fn call_ended_as(event: CallEvent, now: DateTime<Utc>, id: String) -> Job {
         Job {
-            id: new_id(),
+            id,
             call_id: event.call_id.clone(),
             agent_id: event.agent_id.clone(),
             created_at: now,

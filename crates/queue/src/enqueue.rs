@@ -39,8 +39,8 @@ struct NewJob {
 impl NewJob {
     /// `n`: the queue's partitions (the job's id names its call's).
     fn decoded(event: CallEvent, now: chrono::DateTime<Utc>, n: usize) -> NewJob {
-        let mut job = Job::call_ended(event, now);
-        job.id = partition::job_id(partition::of_call(&job.call_id, n), n);
+        let id = partition::job_id(partition::of_call(&event.call_id, n), n);
+        let job = Job::call_ended_as(event, now, id);
         let json = job.to_json().into_bytes();
         NewJob {
             call_id: job.call_id,
@@ -346,8 +346,14 @@ impl Queue {
                 })
                 .collect()
         };
-        let bytes: usize = chunk.iter().map(|j| j.json.len()).sum();
-        if bytes < SEAL_APART_BYTES {
+        // Only compressing and encrypting cost enough to move: small plain events are
+        // stored as they are, inline.
+        let heavy: usize = chunk
+            .iter()
+            .map(|j| j.json.len())
+            .filter(|n| self.inner.cfg.encryption.is_some() || *n >= crate::crypt::COMPRESS_FROM)
+            .sum();
+        if heavy < SEAL_APART_BYTES {
             return Ok(seal(self, chunk));
         }
         let q = self.clone();
