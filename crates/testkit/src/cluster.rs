@@ -95,26 +95,33 @@ impl Cluster {
         c.wait_ok(&c.nodes.iter().map(|n| n.port()).collect::<Vec<_>>())
             .await?;
         // Replicas attach after the slots are assigned.
+        if opts.replicas > 0 {
+            c.wait_replicas(&opts).await?;
+        }
+        Ok(c)
+    }
+
+    /// Waits until every primary has its replicas online.
+    async fn wait_replicas(&self, opts: &ClusterOptions) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while opts.replicas > 0 {
-            let primaries: Vec<String> = c
+        let want = format!("connected_slaves:{}", opts.replicas);
+        loop {
+            let primaries: Vec<String> = self
                 .nodes
                 .iter()
                 .map(|n| Self::cli(n.port(), &["INFO", "replication"]))
                 .filter(|i| i.contains("role:master"))
                 .collect();
-            let want = format!("connected_slaves:{}", opts.replicas);
             if primaries.len() == opts.primaries
                 && primaries
                     .iter()
                     .all(|i| i.contains(&want) && i.contains("state=online"))
             {
-                break;
+                return Ok(());
             }
             ensure!(Instant::now() < deadline, "replicas did not attach");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(c)
     }
 
     /// `redis-cli -p <port> <args>`'s output.
