@@ -298,3 +298,43 @@ async fn a_closing_circuit_lets_every_partition_s_held_work_go_at_once() {
         assert_all(&s, "delivered");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_in_one_partition_does_not_starve_another() {
+    let w = World::partitioned(3, &[("AFTERCALL_CONCURRENCY", "4")]).await;
+    let q = &w.queue;
+    let _rx = w
+        .receiver_for("a1", Reply::status(200).delay(Duration::from_millis(50)))
+        .await;
+    // Call ids by partition: a backlog of 300 in partition 0, then 5 in partition 2.
+    let in_part = |p: usize| {
+        let ready = q.partition(p).keys().ready.clone();
+        (0..)
+            .map(|i| format!("f{i}"))
+            .filter(move |id| q.for_call(id).keys().ready == ready)
+    };
+    let backlog: Vec<String> = in_part(0).take(300).collect();
+    let late: Vec<String> = in_part(2).take(5).collect();
+    let ev = |ids: &[String]| -> Vec<CallEvent> {
+        ids.iter()
+            .map(|id| CallEvent::parse(call_event(id, "a1").as_bytes(), 1 << 20).unwrap())
+            .collect()
+    };
+    q.enqueue(ev(&backlog)).await.unwrap();
+    let _worker = w.worker();
+    // The backlog is being worked through (4 at a time, 50 ms each: 3.75 s at least)...
+    w.wait_call(&backlog[0], Duration::from_secs(20), settled)
+        .await;
+    q.enqueue(ev(&late)).await.unwrap();
+    // ...and the late partition's calls are served in turn, not after it.
+    for id in &late {
+        let s = w.wait_call(id, Duration::from_secs(20), settled).await;
+        assert_all(&s, "delivered");
+    }
+    let st = q.stats().await.unwrap();
+    let left = st.queued + st.running + st.scheduled;
+    assert!(
+        left >= 100,
+        "the late calls waited for the backlog: {left} of 300 left"
+    );
+}
