@@ -67,11 +67,7 @@ impl World {
 
     /// A world whose workers and CLI get `env` on top of the defaults (see [`World::set`]).
     pub async fn with_env(env: &[(&str, &str)]) -> World {
-        let mut w = World::new().await;
-        for (k, v) in env {
-            w.set(k, v);
-        }
-        w
+        World::partitioned(1, env).await
     }
 
     /// A world whose Redis runs with `opts` and is reached at `url(port)` (e.g. with
@@ -84,7 +80,9 @@ impl World {
     /// A world whose queue, workers and CLI use `AFTERCALL_PARTITIONS=n`, plus `env`.
     pub async fn partitioned(n: usize, env: &[(&str, &str)]) -> World {
         let mut w = World::start(RedisOptions::default(), plain_url, n).await;
-        w.set("AFTERCALL_PARTITIONS", &n.to_string());
+        if n > 1 {
+            w.set("AFTERCALL_PARTITIONS", &n.to_string());
+        }
         for (k, v) in env {
             w.set(k, v);
         }

@@ -11,6 +11,9 @@ use aftercall_tests::{
     Receiver, Reply, World, assert_all, assert_ok, call_event, settled, stdout, store_agent,
 };
 
+/// How long a call may take to settle here.
+const T: Duration = Duration::from_secs(60);
+
 async fn partitioned(w: &World, n: usize) -> Result<Queue, aftercall_queue::QueueError> {
     w.connect_with(|c| c.partitions = n).await
 }
@@ -27,25 +30,10 @@ fn events(prefix: &str, agent: &str, n: usize) -> Vec<CallEvent> {
         .collect()
 }
 
-async fn wait_all(q: &Queue, ids: &[String], done: impl Fn(&aftercall_queue::CallStatus) -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    for id in ids {
-        loop {
-            let s = q.call_status(id).await.unwrap();
-            if s.as_ref().is_some_and(&done) {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{id}: {s:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_queue_delivers_and_ops_see_all_of_it() {
-    let mut w = World::new().await;
-    w.set("AFTERCALL_PARTITIONS", "3");
-    let q = partitioned(&w, 3).await.unwrap();
+    let mut w = World::partitioned(3, &[]).await;
+    let q = w.queue.clone();
     assert_eq!(q.partitions(), 3);
     let http = w.with_api("read:r-token-0123456789abcdef");
     let ok = Receiver::answering(Reply::status(200)).await;
@@ -81,7 +69,9 @@ async fn a_partitioned_queue_delivers_and_ops_see_all_of_it() {
     );
 
     // Every call settles: its first action delivered, its second dead after its retries.
-    wait_all(&q, &ids, settled).await;
+    for id in &ids {
+        w.wait_call(id, T, settled).await;
+    }
     let mut per_partition = [0usize; 3];
     for id in &ids {
         let s = q.call_status(id).await.unwrap().unwrap();
@@ -193,10 +183,14 @@ async fn a_partitioned_queue_delivers_and_ops_see_all_of_it() {
         .await
         .unwrap();
     assert_eq!(replayed, 75);
-    wait_all(&q, &ids, |s| {
-        s.actions.iter().all(|a| a.state.state == "delivered")
-    })
-    .await;
+    for id in &ids {
+        let s = w
+            .wait_call(id, T, |s| {
+                s.actions.iter().all(|a| a.state.state == "delivered")
+            })
+            .await;
+        assert_all(&s, "delivered");
+    }
     assert_eq!(q.stats().await.unwrap().dead, 0);
 
     // Erasing a call finds it in its partition.

@@ -263,7 +263,25 @@ fn put(out: &mut Vec<u8>, key: &str, value: &impl Serialize) {
 
 /// A job id: `job_` and a UUIDv7, so ids sort by creation time.
 fn new_id() -> String {
-    format!("job_{}", uuid::Uuid::now_v7().simple())
+    new_job_id(None)
+}
+
+/// A new call-ended job id: `job_` and a UUIDv7 (ids sort by creation time), or in a
+/// queue of several partitions `job<p>_` and one, naming partition `p` (its action
+/// jobs' ids, `<id>.<index>`, begin the same).
+pub fn new_job_id(partition: Option<usize>) -> String {
+    let uuid = uuid::Uuid::now_v7().simple();
+    match partition {
+        Some(p) => format!("job{p}_{uuid}"),
+        None => format!("job_{uuid}"),
+    }
+}
+
+/// The partition a job id names ([`new_job_id`]); `None` for a one-partition id or
+/// anything else.
+pub fn partition_of(id: &str) -> Option<usize> {
+    let (digits, _) = id.strip_prefix("job")?.split_once('_')?;
+    digits.parse().ok()
 }
 
 /// What fan-out decided for one call-ended job.

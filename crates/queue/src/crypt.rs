@@ -287,6 +287,12 @@ impl Queue {
         self.inner.cfg.encryption.as_ref()
     }
 
+    /// Whether storing job data of `len` bytes does work (compressing or sealing it)
+    /// beyond handing the bytes on.
+    pub(crate) fn seal_costs(&self, len: usize) -> bool {
+        self.keyring().is_some() || len >= COMPRESS_FROM
+    }
+
     /// A job's data as stored: compressed when large, then sealed when keys are
     /// configured.
     pub(crate) fn seal_data(&self, id: &str, json: Vec<u8>) -> Vec<u8> {
@@ -390,10 +396,9 @@ impl Queue {
             .keyring()
             .ok_or_else(|| QueueError::Invalid("AFTERCALL_ENCRYPTION_KEYS is not set".into()))?
             .clone();
-        let parts: Vec<crate::Keys> = self.parts().map(|q| q.keys().clone()).collect();
         // (hash, sealed as text, what its values are bound to besides their field)
         let mut hashes = vec![(&self.home().agents, true, "")];
-        for k in &parts {
+        for k in &self.inner.layout.parts {
             hashes.push((&k.data, false, ""));
             hashes.push((&k.analysis, true, "analysis:"));
         }

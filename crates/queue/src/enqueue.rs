@@ -39,7 +39,7 @@ struct NewJob {
 impl NewJob {
     /// `n`: the queue's partitions (the job's id names its call's).
     fn decoded(event: CallEvent, now: chrono::DateTime<Utc>, n: usize) -> NewJob {
-        let id = partition::job_id(partition::of_call(&event.call_id, n), n);
+        let id = partition::call_job_id(&event.call_id, n);
         let job = Job::call_ended_as(event, now, id);
         let json = job.to_json().into_bytes();
         NewJob {
@@ -50,7 +50,7 @@ impl NewJob {
     }
 
     fn valid(event: &ValidEvent<'_>, now: chrono::DateTime<Utc>, n: usize) -> NewJob {
-        let id = partition::job_id(partition::of_call(&event.call_id, n), n);
+        let id = partition::call_job_id(&event.call_id, n);
         let (id, json) = Job::call_ended_json_as(event, now, id);
         NewJob {
             call_id: event.call_id.clone(),
@@ -351,7 +351,7 @@ impl Queue {
         let heavy: usize = chunk
             .iter()
             .map(|j| j.json.len())
-            .filter(|n| self.inner.cfg.encryption.is_some() || *n >= crate::crypt::COMPRESS_FROM)
+            .filter(|n| self.seal_costs(*n))
             .sum();
         if heavy < SEAL_APART_BYTES {
             return Ok(seal(self, chunk));

@@ -178,7 +178,7 @@ impl Queue {
 
 /// A new call-ended job (its id in its call's partition of `n`) and its JSON.
 fn job_of(event: CallEvent, now: DateTime<Utc>, n: usize) -> (Job, Vec<u8>) {
-    let id = crate::partition::job_id(crate::partition::of_call(&event.call_id, n), n);
+    let id = crate::partition::call_job_id(&event.call_id, n);
     let job = Job::call_ended_as(event, now, id);
     let json = job.to_json().into_bytes();
     (job, json)

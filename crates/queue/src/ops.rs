@@ -335,74 +335,32 @@ impl Queue {
     ) -> Result<Page<DeadLetter>, QueueError> {
         let filter = &filter.clone().normalized();
         let limit = limit.clamp(1, 1000);
-        if self.partitions() > 1 {
-            return self.dlq_merged(filter, cursor, limit).await;
-        }
-        let mut pos: isize = match cursor {
-            Some(c) => c
-                .parse()
-                .map_err(|_| QueueError::Invalid(format!("cursor `{c}` is not valid")))?,
-            None => 0,
-        };
-        let mut items = Vec::new();
-        loop {
-            let ids: Vec<String> = self
-                .dead_range(filter, pos, false)
-                .await?
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
-            let n = ids.len() as isize;
-            for (i, r) in self.jobs(&ids).await?.into_iter().enumerate() {
-                if filter.matches(&r) {
-                    items.push(r);
-                    if items.len() == limit {
-                        let next = pos + i as isize + 1;
-                        return Ok(Page {
-                            items,
-                            next_cursor: Some(next.to_string()),
-                        });
-                    }
-                }
-            }
-            pos += n;
-            if n < SCAN {
-                return Ok(Page {
-                    items,
-                    next_cursor: None,
-                });
-            }
-        }
+        self.dlq_merged(filter, cursor, limit).await
     }
 
     /// One scan's worth of this partition's dead letters in the filter's time range, from
-    /// place `pos`, with their times if `scores`.
+    /// place `pos`, with their times.
     async fn dead_range(
         &self,
         filter: &DlqFilter,
         pos: isize,
-        scores: bool,
     ) -> Result<Vec<(String, f64)>, QueueError> {
         let bound = |v: Option<i64>, inf: &str| v.map(|v| v.to_string()).unwrap_or(inf.into());
-        let mut cmd = redis::cmd("ZRANGEBYSCORE");
-        cmd.arg(&self.keys().dead)
+        Ok(redis::cmd("ZRANGEBYSCORE")
+            .arg(&self.keys().dead)
             .arg(bound(filter.since_ms, "-inf"))
-            .arg(bound(filter.until_ms, "+inf"));
-        if scores {
-            cmd.arg("WITHSCORES");
-        }
-        cmd.arg("LIMIT").arg(pos).arg(SCAN);
-        let mut conn = self.conn();
-        Ok(if scores {
-            cmd.query_async(&mut conn).await?
-        } else {
-            let ids: Vec<String> = cmd.query_async(&mut conn).await?;
-            ids.into_iter().map(|id| (id, 0.0)).collect()
-        })
+            .arg(bound(filter.until_ms, "+inf"))
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(pos)
+            .arg(SCAN)
+            .query_async(&mut self.conn())
+            .await?)
     }
 
-    /// [`Queue::dlq_list`] over several partitions: their dead letters merged oldest
-    /// first; the cursor holds each partition's place (`12.0.7`).
+    /// [`Queue::dlq_list`]: every partition's dead letters merged oldest first; the
+    /// cursor holds each partition's place, dot-separated (`12.0.7`; one partition's
+    /// is a number).
     async fn dlq_merged(
         &self,
         filter: &DlqFilter,
@@ -428,7 +386,7 @@ impl Queue {
         loop {
             for p in 0..n {
                 if heads[p].is_empty() && !done[p] {
-                    let fetched = self.partition(p).dead_range(filter, pos[p], true).await?;
+                    let fetched = self.partition(p).dead_range(filter, pos[p]).await?;
                     done[p] = (fetched.len() as isize) < SCAN;
                     heads[p].extend(fetched);
                 }

@@ -66,25 +66,19 @@ pub fn of_call(call_id: &str, n: usize) -> usize {
 /// The partition a job id names (`job<p>_…`, its actions `job<p>_….<i>`); 0 for an id
 /// that names none (a one-partition id, or not a job id: reading it finds nothing).
 pub fn of_job(job_id: &str, n: usize) -> usize {
-    if n <= 1 {
-        return 0;
-    }
-    job_id
-        .strip_prefix("job")
-        .and_then(|rest| rest.split_once('_'))
-        .and_then(|(digits, _)| digits.parse::<usize>().ok())
+    aftercall_core::job::partition_of(job_id)
         .filter(|p| *p < n)
         .unwrap_or(0)
 }
 
 /// A new call-ended job id in partition `p` of `n`.
 pub fn job_id(p: usize, n: usize) -> String {
-    let uuid = uuid::Uuid::now_v7().simple();
-    if n <= 1 {
-        format!("job_{uuid}")
-    } else {
-        format!("job{p}_{uuid}")
-    }
+    aftercall_core::job::new_job_id((n > 1).then_some(p))
+}
+
+/// A new call-ended job id for call `call_id`, in its partition of `n`.
+pub(crate) fn call_job_id(call_id: &str, n: usize) -> String {
+    job_id(of_call(call_id, n), n)
 }
 
 /// The queue's keys: the home tag's, and each partition's.

@@ -429,24 +429,27 @@ impl Queue {
         lease: Duration,
         held: &[(JobId, LeaseToken)],
     ) -> Result<Vec<JobId>, QueueError> {
-        if self.partitions() > 1 {
-            let shares = self.shares(held, |(id, _)| id.as_str());
-            let lost = futures::future::try_join_all(
-                shares
-                    .iter()
-                    .map(|(q, share, _)| q.renew_here(lease, share)),
+        let lost = self
+            .routed(
+                held,
+                |(id, _)| id.as_str(),
+                |q, s| Box::pin(q.renew_here(lease, s)),
             )
             .await?;
-            return Ok(lost.into_iter().flatten().collect());
-        }
-        self.renew_here(lease, held).await
+        Ok(held
+            .iter()
+            .zip(lost)
+            .filter(|(_, lost)| *lost)
+            .map(|((id, _), _)| id.clone())
+            .collect())
     }
 
+    /// Per held job, whether its lease was lost.
     async fn renew_here(
         &self,
         lease: Duration,
         held: &[(JobId, LeaseToken)],
-    ) -> Result<Vec<JobId>, QueueError> {
+    ) -> Result<Vec<bool>, QueueError> {
         if held.is_empty() {
             return Ok(Vec::new());
         }
@@ -456,8 +459,11 @@ impl Queue {
         for (id, token) in held {
             inv.arg(id).arg(token);
         }
-        let lost: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
-        Ok(lost.into_iter().map(JobId::from).collect())
+        let lost: std::collections::HashSet<String> = inv.invoke_async(&mut self.conn()).await?;
+        Ok(held
+            .iter()
+            .map(|(id, _)| lost.contains(id.as_str()))
+            .collect())
     }
 
     /// Forgets finished jobs and call ids older than `retention`, `limit` at a time.

@@ -9,26 +9,14 @@ use crate::{Queue, QueueError, StateInfo};
 impl Queue {
     /// Loads the stored records of `ids` in one round trip; unknown ids are omitted.
     pub async fn jobs(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
-        if self.partitions() > 1 {
-            let shares = self.shares(ids, String::as_str);
-            let found = futures::future::try_join_all(
-                shares.iter().map(|(q, share, _)| q.jobs_here(share)),
-            )
+        let found = self
+            .routed(ids, String::as_str, |q, s| Box::pin(q.jobs_here(s)))
             .await?;
-            let place: std::collections::HashMap<&str, usize> = ids
-                .iter()
-                .enumerate()
-                .rev()
-                .map(|(i, id)| (id.as_str(), i))
-                .collect();
-            let mut out: Vec<JobRecord> = found.into_iter().flatten().collect();
-            out.sort_by_key(|r| place.get(r.id.as_str()).copied());
-            return Ok(out);
-        }
-        self.jobs_here(ids).await
+        Ok(found.into_iter().flatten().collect())
     }
 
-    async fn jobs_here(&self, ids: &[String]) -> Result<Vec<JobRecord>, QueueError> {
+    /// Per id, its record (`None` for an id with nothing stored).
+    async fn jobs_here(&self, ids: &[String]) -> Result<Vec<Option<JobRecord>>, QueueError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -76,7 +64,10 @@ impl Queue {
         };
         let mut out = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
-            let Some(state_raw) = &state[i] else { continue };
+            let Some(state_raw) = &state[i] else {
+                out.push(None);
+                continue;
+            };
             let state: StateInfo = serde_json::from_str(state_raw)
                 .map_err(|e| QueueError::Corrupt(format!("state of {id}: {e}")))?;
             let history: Vec<Attempt> = match &log[i] {
@@ -113,7 +104,7 @@ impl Queue {
                 },
                 None => ("unknown".to_string(), None, None, None, None),
             };
-            out.push(JobRecord {
+            out.push(Some(JobRecord {
                 id: id.clone(),
                 kind,
                 call_id,
@@ -130,7 +121,7 @@ impl Queue {
                     .unwrap_or(aftercall_core::DEFAULT_MAX_ATTEMPTS),
                 history,
                 job,
-            });
+            }));
         }
         Ok(out)
     }
