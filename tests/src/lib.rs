@@ -10,8 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use aftercall_queue::{CallStatus, JobRecord, Queue, QueueConfig};
 pub use aftercall_testkit::{
-    Http, Received, Receiver, RedisOptions, RedisServer, Reply, TestQueue, free_port, plain_url,
+    ADMIN, Http, READ, Received, Receiver, RedisOptions, RedisServer, Reply, TestQueue, free_port,
+    plain_url,
 };
+use serde_json::json;
 
 /// Where cargo put the binaries: next to the test executable's `deps/` folder.
 pub fn bin(name: &str) -> PathBuf {
@@ -137,6 +139,11 @@ impl World {
         Http::new(format!("http://127.0.0.1:{port}"))
     }
 
+    /// [`World::with_api`] with one token, [`ADMIN`].
+    pub fn with_admin_api(&mut self) -> Http {
+        self.with_api(&format!("admin:{ADMIN}"))
+    }
+
     fn base_env(&self, cmd: &mut Command) {
         cmd.env("AFTERCALL_REDIS_URL", &self.url)
             .env("AFTERCALL_QUEUE_PREFIX", &self.prefix)
@@ -217,9 +224,7 @@ impl World {
 
     /// An agent with one webhook action.
     pub async fn webhook_agent(&self, agent_id: &str, url: &str) {
-        let body = format!(
-            r#"{{"name":"Test","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{url}"}}]}}}}}}"#
-        );
+        let body = agent_config(Some("Test"), json!([{"type": "webhook", "url": url}]));
         store_agent(&self.queue, agent_id, &body).await;
     }
 
@@ -552,6 +557,18 @@ where
     }
 }
 
+/// An agent config's JSON: `name` (if any) and `actions`, a JSON array of actions, as
+/// its enabled follow-up.
+pub fn agent_config(name: Option<&str>, actions: serde_json::Value) -> String {
+    let mut cfg = serde_json::json!({
+        "voice_tools": {"post_call_follow_up": {"enabled": true, "actions": actions}}
+    });
+    if let Some(name) = name {
+        cfg["name"] = name.into();
+    }
+    cfg.to_string()
+}
+
 /// Stores `body`, an agent config's JSON, as `agent`'s config.
 pub async fn store_agent(queue: &Queue, agent: &str, body: &str) {
     let cfg = aftercall_core::AgentConfig::parse(body.as_bytes())
@@ -597,8 +614,11 @@ pub fn assert_job(job: &JobRecord, state: &str, attempts: u32) {
     assert_eq!(
         (job.state.state.as_str(), job.attempts),
         (state, attempts),
-        "{:?}",
-        job.state
+        "{} of call {:?}: {:?}, history {:?}",
+        job.id,
+        job.call_id,
+        job.state,
+        job.history
     );
 }
 

@@ -3,11 +3,8 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, assert_all, fixture, settled};
+use aftercall_tests::{ADMIN, READ, Receiver, Reply, World, assert_all, fixture, settled};
 use reqwest::Method;
-
-const ADMIN: &str = "admin-token-0123456789abcdef";
-const READ: &str = "read-token-0123456789abcdef";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_patch_ingest_and_replay_over_http() {

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use aftercall_core::CallEvent;
 use aftercall_queue::{Queue, QueueConfig};
 use aftercall_testkit::{Cluster, ClusterOptions};
-use aftercall_tests::{Receiver, Reply, assert_all, bin, call_event, settled, store_agent};
+use aftercall_tests::{
+    Receiver, Reply, agent_config, assert_all, assert_job, bin, call_event, settled, store_agent,
+};
+use serde_json::json;
 
 async fn start_cluster() -> Cluster {
     let dir = std::env::temp_dir().join(format!(
@@ -103,10 +106,7 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
 
     // Retries then a dead letter, then replay to delivery.
     let rx2 = Receiver::answering(Reply::status(503)).await;
-    let hook = format!(
-        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}}]}}}}}}"#,
-        rx2.url
-    );
+    let hook = agent_config(None, json!([{"type": "webhook", "url": rx2.url}]));
     store_agent(&qa, "a2", &hook).await;
     qa.enqueue(vec![
         CallEvent::parse(call_event("c-dead", "a2").as_bytes(), 1 << 20).unwrap(),
@@ -121,10 +121,7 @@ async fn cluster_round_trip_retries_dead_letters_replay_and_failover() {
         s.call_ended.state,
         s.call_ended.history
     );
-    assert_eq!(
-        (s.actions[0].state.state.as_str(), s.actions[0].attempts),
-        ("dead", 3)
-    );
+    assert_job(&s.actions[0], "dead", 3);
     rx2.set_default(Reply::status(200));
     assert_eq!(qa.replay(&[s.actions[0].id.clone()]).await.unwrap(), 1);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -203,10 +200,7 @@ async fn partitions_spread_a_queue_over_the_primaries_and_survive_a_failover() {
     assert_eq!(primaries.len(), 3, "slots {slots:?}");
 
     let rx = Receiver::start().await.unwrap();
-    let hook = format!(
-        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}}]}}}}}}"#,
-        rx.url
-    );
+    let hook = agent_config(None, json!([{"type": "webhook", "url": rx.url}]));
     store_agent(&q, "a1", &hook).await;
 
     // 3,000 calls, acknowledged once a replica has them (WAIT on each partition's primary).

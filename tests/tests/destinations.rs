@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use aftercall_tests::{Reply, World, action_states, assert_prints, poll, stderr, stdout};
+use aftercall_tests::{
+    Reply, World, action_states, assert_job, assert_prints, poll, stderr, stdout,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flapping_destination_is_held_then_probed_then_closed() {
@@ -147,7 +149,7 @@ async fn a_receiver_stops_retries_with_a_header() {
     let _w1 = w.worker();
     let s = w.push_settled("stop", "a1", Duration::from_secs(10)).await;
     let a = &s.actions[0];
-    assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 1));
+    assert_job(a, "dead", 1);
     let err = a.state.error.as_deref().unwrap_or_default();
     assert!(err.contains("asked not to retry"), "{err}");
     assert_eq!(rx.count(), 1);
@@ -175,11 +177,7 @@ async fn paused_work_waits_and_goes_when_resumed() {
     for i in 0..5 {
         let s = w.status(&format!("z{i}")).await;
         let a = &s.actions[0];
-        assert_eq!(
-            (a.state.state.as_str(), a.attempts),
-            ("scheduled", 0),
-            "z{i}"
-        );
+        assert_job(a, "scheduled", 0);
         assert!(
             a.state
                 .reason

@@ -3,15 +3,13 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, assert_all, assert_ok};
+use aftercall_tests::{ADMIN, Receiver, Reply, World, assert_all, assert_ok};
 use serde_json::Value;
-
-const ADMIN: &str = "admin-token-0123456789abcdef";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
     let mut w = World::new().await;
-    let api = w.with_api(&format!("admin:{ADMIN}"));
+    let api = w.with_admin_api();
     // Each call's one action waits for its retry: the receiver failed with the
     // caller's e-mail in its answer, which the attempt keeps as its snippet.
     w.set("AFTERCALL_RETRY_BASE", "1h");
@@ -253,7 +251,7 @@ async fn dead_letters_past_their_retention_lose_their_payload_visibly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erasure_removes_the_calls_outbox_files() {
     let mut w = World::new().await;
-    let api = w.with_api(&format!("admin:{ADMIN}"));
+    let api = w.with_admin_api();
     let body = serde_json::json!({"name": "Acme", "voice_tools": {"post_call_follow_up": {"enabled": true, "actions": [
         {"type": "email", "to": "{caller_email}", "subject": "Your call", "body_template": "call_summary"},
         {"type": "sms", "template": "Thanks {caller_name}!"},

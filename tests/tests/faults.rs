@@ -927,12 +927,7 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_after_its_budge
     }
     let s = w.status("poison0").await;
     let a = &s.actions[0];
-    assert_eq!(
-        (a.state.state.as_str(), a.attempts),
-        ("dead", 3),
-        "{:?}",
-        a.history
-    );
+    assert_job(a, "dead", 3);
     assert_eq!(kills, 3, "one crash per attempt");
     assert!(
         a.history

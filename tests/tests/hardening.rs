@@ -7,15 +7,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use aftercall_tests::{Http, RedisOptions, RedisServer, Reply, World, call_event, settled};
+use aftercall_tests::{ADMIN, Http, RedisOptions, RedisServer, Reply, World, call_event, settled};
 use reqwest::Method;
-
-const ADMIN: &str = "admin-token-0123456789abcdef";
 
 /// Gives the world an API with the admin token; a client for it, patient (20 s).
 fn with_api(w: &mut World) -> Http {
-    w.with_api(&format!("admin:{ADMIN}"))
-        .with_timeout(Duration::from_secs(20))
+    w.with_admin_api().with_timeout(Duration::from_secs(20))
 }
 
 async fn config_set(w: &World, name: &str, value: &str) {

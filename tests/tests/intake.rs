@@ -8,7 +8,6 @@ use std::time::Duration;
 use aftercall_tests::{Receiver, Reply, World, settled, store_agent};
 use serde_json::Value;
 
-const ADMIN: &str = "admin-token-0123456789abcdef";
 const RETELL_KEY: &str = "key_retell_0123456789";
 const VAPI_TOKEN: &str = "vapi-bearer-0123456789";
 const VAPI_HMAC: &str = "vapi-hmac-0123456789";
@@ -104,7 +103,7 @@ impl Api {
 /// A worker serving the API with every platform's credentials, and two agents: one
 /// that waits for Retell's analysis and one that does not, both posting to `rx`.
 async fn start(w: &mut World, rx: &Receiver) -> (aftercall_tests::Worker, Api) {
-    let base = w.with_api(&format!("admin:{ADMIN}")).base;
+    let base = w.with_admin_api().base;
     w.set("AFTERCALL_RETELL_API_KEY", RETELL_KEY);
     w.set("AFTERCALL_VAPI_SECRET", VAPI_TOKEN);
     w.set("AFTERCALL_VAPI_HMAC_SECRET", VAPI_HMAC);

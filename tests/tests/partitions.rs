@@ -8,8 +8,10 @@ use std::time::Duration;
 use aftercall_core::CallEvent;
 use aftercall_queue::{DlqFilter, Queue};
 use aftercall_tests::{
-    Receiver, Reply, World, assert_all, assert_ok, call_event, settled, stdout, store_agent,
+    Receiver, Reply, World, agent_config, assert_all, assert_ok, call_event, settled, stdout,
+    store_agent,
 };
+use serde_json::json;
 
 /// How long a call may take to settle here.
 const T: Duration = Duration::from_secs(60);
@@ -38,9 +40,9 @@ async fn a_partitioned_queue_delivers_and_ops_see_all_of_it() {
     let http = w.with_api("read:r-token-0123456789abcdef");
     let ok = Receiver::answering(Reply::status(200)).await;
     let bad = Receiver::answering(Reply::status(500)).await;
-    let body = format!(
-        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}},{{"type":"webhook","url":"{}"}}]}}}}}}"#,
-        ok.url, bad.url
+    let body = agent_config(
+        None,
+        json!([{"type": "webhook", "url": ok.url}, {"type": "webhook", "url": bad.url}]),
     );
     store_agent(&q, "a1", &body).await;
     let w1 = w.worker();

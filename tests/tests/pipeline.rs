@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use aftercall_tests::{
-    Receiver, Reply, World, action_states, assert_all, assert_failed_with, assert_job,
-    assert_prints, call_event, fixture, poll, settled, stderr, stdout, store_agent,
+    Receiver, Reply, World, action_states, agent_config, assert_all, assert_failed_with,
+    assert_job, assert_prints, call_event, fixture, poll, settled, stderr, stdout, store_agent,
 };
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -86,7 +87,7 @@ async fn retries_with_growing_gaps_and_a_stable_delivery_id() {
     assert!(gap2 > gap1, "gaps grow: {gap1:?} then {gap2:?}");
     let s = w.wait_call("c1", T, settled).await;
     let a = &s.actions[0];
-    assert_eq!((a.state.state.as_str(), a.attempts), ("delivered", 3));
+    assert_job(a, "delivered", 3);
     assert_eq!(
         a.history.iter().map(|h| h.status).collect::<Vec<_>>(),
         [Some(500), Some(500), Some(200)]
@@ -124,7 +125,7 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
     let _worker = w.worker();
     let s = w.push_settled("c1", "a1", T).await;
     let a = &s.actions[0];
-    assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 1));
+    assert_job(a, "dead", 1);
     assert_eq!(rx.count(), 1);
     let out = w.cli(&["dlq", "show", &a.id], "");
     let text = stdout(&out);
@@ -241,7 +242,7 @@ async fn exhausted_retries_dead_letter_then_replay_delivers() {
     let _worker = w.worker();
     let s = w.push_settled("c1", "a1", T).await;
     let a = &s.actions[0];
-    assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 3));
+    assert_job(a, "dead", 3);
     assert_eq!(a.history.len(), 3, "every attempt kept");
     assert!(
         a.state
@@ -682,11 +683,7 @@ async fn ssrf_guard_blocks_private_targets_by_default() {
     let _worker = w.worker();
     let s = w.push_settled("c1", "a1", T).await;
     let a = &s.actions[0];
-    assert_eq!(
-        (a.state.state.as_str(), a.attempts),
-        ("dead", 1),
-        "blocked is permanent"
-    );
+    assert_job(a, "dead", 1);
     assert!(
         a.last_error().unwrap().contains("loopback"),
         "{:?}",
@@ -699,9 +696,9 @@ async fn ssrf_guard_blocks_private_targets_by_default() {
 async fn a_delayed_action_waits_its_delay_through_the_scheduled_set() {
     let w = World::new().await;
     let rx = Receiver::start().await.unwrap();
-    let body = format!(
-        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}","delay":"2s"}}]}}}}}}"#,
-        rx.url
+    let body = agent_config(
+        None,
+        json!([{"type": "webhook", "url": rx.url, "delay": "2s"}]),
     );
     store_agent(&w.queue, "a1", &body).await;
     let _worker = w.worker();
@@ -720,10 +717,7 @@ async fn a_delayed_action_waits_its_delay_through_the_scheduled_set() {
         "delivered after {waited:?}, before its 2 s delay"
     );
     let s = w.wait_call("d1", T, settled).await;
-    assert_eq!(
-        (s.actions[0].state.state.as_str(), s.actions[0].attempts),
-        ("delivered", 1)
-    );
+    assert_job(&s.actions[0], "delivered", 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -786,10 +780,7 @@ async fn an_attempt_cut_off_by_the_grace_period_is_recorded_and_counted() {
     // The next worker delivers it as attempt 2, with the same delivery id.
     let _next = w.worker();
     let s = w.wait_call("g1", T, settled).await;
-    assert_eq!(
-        (s.actions[0].state.state.as_str(), s.actions[0].attempts),
-        ("delivered", 2)
-    );
+    assert_job(&s.actions[0], "delivered", 2);
     let got = rx.received();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
@@ -1172,7 +1163,7 @@ async fn a_fan_out_claims_its_first_due_action_for_the_fanning_out_worker() {
         assert_eq!(l.id, r.jobs[1].0.id, "{}", r.call_id);
         assert_eq!((l.token.as_str(), l.attempt), ("w1:1", 1));
         let rec = q.job(&l.id).await.unwrap().unwrap();
-        assert_eq!((rec.state.state.as_str(), rec.attempts), ("running", 1));
+        assert_job(&rec, "running", 1);
         assert_eq!(
             q.job(&r.jobs[0].0.id).await.unwrap().unwrap().state.state,
             "scheduled"

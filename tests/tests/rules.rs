@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{Receiver, Reply, World, assert_prints, run_ok, settled, stderr, stdout};
+use aftercall_tests::{
+    ADMIN, Receiver, Reply, World, agent_config, assert_prints, run_ok, settled, stderr, stdout,
+};
 use reqwest::Method;
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
-const ADMIN: &str = "admin-token-0123456789abcdef";
 
 fn event(call_id: &str, extra: &str) -> String {
     format!(
@@ -19,7 +21,7 @@ fn event(call_id: &str, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_voicemail_skips_the_conditioned_action_visibly_everywhere() {
     let mut w = World::new().await;
-    let http = w.with_api(&format!("admin:{ADMIN}"));
+    let http = w.with_admin_api();
     let rx = Receiver::start().await.unwrap();
     let body = format!(
         r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[
@@ -77,7 +79,7 @@ async fn a_voicemail_skips_the_conditioned_action_visibly_everywhere() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_condition_is_refused_naming_the_field() {
     let mut w = World::new().await;
-    let http = w.with_api(&format!("admin:{ADMIN}"));
+    let http = w.with_admin_api();
     let worker = w.worker();
     worker.wait_status(&http, "/readyz", 200).await;
     let body = |when: &str| {
@@ -113,10 +115,8 @@ async fn an_expired_action_is_skipped_and_an_expired_dead_letter_needs_force() {
     let mut w = World::new().await;
     w.set("AFTERCALL_MAX_ATTEMPTS", "1");
     let rx = Receiver::answering(Reply::status(400)).await;
-    let body = format!(
-        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}","expires_after":"2s"}}]}}}}}}"#,
-        rx.url
-    );
+    let hook = json!({"type": "webhook", "url": rx.url, "expires_after": "2s"});
+    let body = agent_config(None, json!([hook]));
     let out = w.cli_set_agent("a1", &body);
     assert!(out.status.success(), "{}", stderr(&out));
     let _worker = w.worker();
@@ -188,7 +188,7 @@ fn sms_agent() -> String {
 async fn opt_outs_from_the_cli_a_signed_stop_and_twilio_21610_hold_across_agents() {
     const TOKEN: &str = "twilio-auth-token-0123456789";
     let mut w = World::new().await;
-    let http = w.with_api(&format!("admin:{ADMIN}"));
+    let http = w.with_admin_api();
     let twilio =
         Receiver::answering(Reply::status(201).body(r#"{"sid":"SM1","status":"queued"}"#)).await;
     w.set(
@@ -423,7 +423,7 @@ async fn an_sms_inside_quiet_hours_waits_for_their_end_without_spending_an_attem
 #[tokio::test(flavor = "multi_thread")]
 async fn a_preview_shows_what_a_candidate_config_would_do_and_sends_nothing() {
     let mut w = World::new().await;
-    let http = w.with_api(&format!("admin:{ADMIN}"));
+    let http = w.with_admin_api();
     let rx = Receiver::answering(Reply::status(200)).await;
     let agent = format!(
         r#"{{"name":"Front desk","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}"}},{{"type":"sms","template":"Thanks {{{{caller_name}}}}, we got your call."}}]}}}}}}"#,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aftercall_tests::{
     Receiver, RedisOptions, Reply, Request, World, action_states, assert_all, assert_failed_with,
-    call_event, free_port, settled, stderr, stdout, verify_with_python,
+    assert_job, call_event, free_port, settled, stderr, stdout, verify_with_python,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -235,7 +235,7 @@ async fn redirects_are_not_followed() {
     for (call, status) in [("r1", 302), ("r2", 307)] {
         let s = w.wait_call(call, T, settled).await;
         let a = &s.actions[0];
-        assert_eq!((a.state.state.as_str(), a.attempts), ("dead", 1), "{call}");
+        assert_job(a, "dead", 1);
         assert_eq!(a.last_status(), Some(status));
         assert!(
             a.last_error()

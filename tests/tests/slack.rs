@@ -4,19 +4,22 @@
 use std::time::Duration;
 
 use aftercall_testkit::Receiver;
-use aftercall_tests::{Reply, World, action_states, store_agent};
+use aftercall_tests::{Reply, World, action_states, agent_config, store_agent};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slack_message_with_blocks_reaches_the_incoming_webhook() {
     let w = World::new().await;
     let rx = Receiver::answering(Reply::ok().body("ok")).await;
-    let blocks = r#"[{\"type\": \"section\", \"text\": {\"type\": \"mrkdwn\", \"text\": {{ summary|tojson }}}}]"#;
-    let cfg = format!(
-        r#"{{"name":"Acme","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[
-            {{"type":"slack","url":"{}/services/T0/B0/x","text":"Call from {{caller_name}} ({{caller_number}})","blocks":"{blocks}"}}]}}}}}}"#,
-        rx.url
-    );
-    store_agent(&w.queue, "a1", &cfg).await;
+    let blocks =
+        r#"[{"type": "section", "text": {"type": "mrkdwn", "text": {{ summary|tojson }}}}]"#;
+    let slack = json!({
+        "type": "slack",
+        "url": format!("{}/services/T0/B0/x", rx.url),
+        "text": "Call from {caller_name} ({caller_number})",
+        "blocks": blocks,
+    });
+    store_agent(&w.queue, "a1", &agent_config(Some("Acme"), json!([slack]))).await;
     let _w1 = w.worker();
     let s = w.push_settled("sl1", "a1", Duration::from_secs(10)).await;
     assert_eq!(action_states(&s), vec![("slack", "delivered")]);

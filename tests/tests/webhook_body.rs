@@ -4,18 +4,22 @@
 use std::time::Duration;
 
 use aftercall_testkit::Receiver;
-use aftercall_tests::{Reply, World, action_states, store_agent};
+use aftercall_tests::{Reply, World, action_states, agent_config, store_agent};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_templated_body_is_sent_with_its_method() {
     let w = World::new().await;
     let rx = Receiver::answering(Reply::ok()).await;
-    let body = r#"{\"call\": {{ call_id|tojson }}, \"caller\": {{ caller_number|tojson }}, \"agent\": {{ agent_name|tojson }}, \"seconds\": {{ duration_seconds }}}"#;
-    let cfg = format!(
-        r#"{{"name":"Acme \"Support\"","voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[
-            {{"type":"webhook","url":"{}/crm","method":"PUT","body":"{body}","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}]}}}}}}"#,
-        rx.url
-    );
+    let body = r#"{"call": {{ call_id|tojson }}, "caller": {{ caller_number|tojson }}, "agent": {{ agent_name|tojson }}, "seconds": {{ duration_seconds }}}"#;
+    let hook = json!({
+        "type": "webhook",
+        "url": format!("{}/crm", rx.url),
+        "method": "PUT",
+        "body": body,
+        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    });
+    let cfg = agent_config(Some("Acme \"Support\""), json!([hook]));
     store_agent(&w.queue, "a1", &cfg).await;
     let _w1 = w.worker();
     let s = w.push_settled("tb1", "a1", Duration::from_secs(10)).await;

@@ -107,9 +107,7 @@ impl ApiConfig {
             })?,
             None => Vec::new(),
         };
-        let max_body_bytes: usize = s
-            .parse("AFTERCALL_API_MAX_BODY")?
-            .unwrap_or(d.max_body_bytes);
+        let max_body_bytes: usize = s.parse_or("AFTERCALL_API_MAX_BODY", d.max_body_bytes)?;
         if max_body_bytes == 0 {
             return Err(SettingError {
                 name: "AFTERCALL_API_MAX_BODY".into(),
@@ -118,18 +116,10 @@ impl ApiConfig {
         }
         let ds = ServerLimits::default();
         let server = ServerLimits {
-            header_timeout: s
-                .duration("AFTERCALL_API_HEADER_TIMEOUT")?
-                .unwrap_or(ds.header_timeout),
-            body_timeout: s
-                .duration("AFTERCALL_API_BODY_TIMEOUT")?
-                .unwrap_or(ds.body_timeout),
-            max_header_bytes: s
-                .parse("AFTERCALL_API_MAX_HEADER_BYTES")?
-                .unwrap_or(ds.max_header_bytes),
-            max_connections: s
-                .parse("AFTERCALL_API_MAX_CONNECTIONS")?
-                .unwrap_or(ds.max_connections),
+            header_timeout: s.duration_or("AFTERCALL_API_HEADER_TIMEOUT", ds.header_timeout)?,
+            body_timeout: s.duration_or("AFTERCALL_API_BODY_TIMEOUT", ds.body_timeout)?,
+            max_header_bytes: s.parse_or("AFTERCALL_API_MAX_HEADER_BYTES", ds.max_header_bytes)?,
+            max_connections: s.parse_or("AFTERCALL_API_MAX_CONNECTIONS", ds.max_connections)?,
         };
         for (name, bad, message) in [
             (
@@ -164,11 +154,10 @@ impl ApiConfig {
             platforms: crate::PlatformConfig::from_settings(s)?,
             server,
             tokens,
-            insecure_no_auth: s.bool("AFTERCALL_API_INSECURE_NO_AUTH")?.unwrap_or(false),
+            insecure_no_auth: s.bool_or("AFTERCALL_API_INSECURE_NO_AUTH", false)?,
             max_body_bytes,
             rate_limit_per_minute: s
-                .parse("AFTERCALL_API_RATE_LIMIT")?
-                .unwrap_or(d.rate_limit_per_minute),
+                .parse_or("AFTERCALL_API_RATE_LIMIT", d.rate_limit_per_minute)?,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -109,11 +109,10 @@ impl PlatformConfig {
             bland_secret: secret("AFTERCALL_BLAND_WEBHOOK_SECRET"),
             twilio_auth_token: secret("AFTERCALL_TWILIO_AUTH_TOKEN"),
             twilio_inbound_url: secret("AFTERCALL_TWILIO_INBOUND_URL"),
-            max_age: s.duration("AFTERCALL_INGEST_MAX_AGE")?.unwrap_or(d.max_age),
+            max_age: s.duration_or("AFTERCALL_INGEST_MAX_AGE", d.max_age)?,
             agents,
             rate_limit_per_minute: s
-                .parse("AFTERCALL_INGEST_RATE_LIMIT")?
-                .unwrap_or(d.rate_limit_per_minute),
+                .parse_or("AFTERCALL_INGEST_RATE_LIMIT", d.rate_limit_per_minute)?,
         })
     }
 
@@ -572,16 +571,8 @@ mod tests {
         ] {
             assert_eq!(verify(Platform::Vapi, &cfg(), &h, body, now), Ok(()));
         }
-        assert!(
-            verify(
-                Platform::Vapi,
-                &cfg(),
-                &headers(&[("authorization", "Bearer nope".into())]),
-                body,
-                now
-            )
-            .is_err()
-        );
+        let h = headers(&[("authorization", "Bearer nope".into())]);
+        assert!(verify(Platform::Vapi, &cfg(), &h, body, now).is_err());
         let ts = (now / 1000).to_string();
         let sig = hex_mac("vapi-hmac", &[ts.as_bytes(), b".", body]);
         let h = headers(&[("x-signature", sig.clone()), ("x-timestamp", ts.clone())]);
@@ -591,16 +582,8 @@ mod tests {
             ("x-timestamp", ((now / 1000) - 600).to_string()),
         ]);
         assert!(verify(Platform::Vapi, &cfg(), &h, body, now).is_err());
-        assert!(
-            verify(
-                Platform::Vapi,
-                &PlatformConfig::default(),
-                &HeaderMap::new(),
-                body,
-                now
-            )
-            .is_err()
-        );
+        let unset = PlatformConfig::default();
+        assert!(verify(Platform::Vapi, &unset, &HeaderMap::new(), body, now).is_err());
     }
 
     #[test]
@@ -610,15 +593,7 @@ mod tests {
         let h = headers(&[("x-webhook-signature", sig)]);
         assert_eq!(verify(Platform::Bland, &cfg(), &h, body, 0), Ok(()));
         assert!(verify(Platform::Bland, &cfg(), &h, b"{}", 0).is_err());
-        assert!(
-            verify(
-                Platform::Bland,
-                &cfg(),
-                &headers(&[("x-webhook-signature", "zz".into())]),
-                body,
-                0
-            )
-            .is_err()
-        );
+        let h = headers(&[("x-webhook-signature", "zz".into())]);
+        assert!(verify(Platform::Bland, &cfg(), &h, body, 0).is_err());
     }
 }

@@ -68,21 +68,35 @@ impl<'a> Settings<'a> {
         }
     }
 
+    /// [`Settings::parse`], or `default` when the variable is unset.
+    pub fn parse_or<T: FromStr>(&self, name: &str, default: T) -> Result<T, SettingError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        Ok(self.parse(name)?.unwrap_or(default))
+    }
+
+    /// [`Settings::duration`], or `default` when the variable is unset.
+    pub fn duration_or(&self, name: &str, default: Duration) -> Result<Duration, SettingError> {
+        Ok(self.duration(name)?.unwrap_or(default))
+    }
+
+    /// [`Settings::bool`], or `default` when the variable is unset.
+    pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, SettingError> {
+        Ok(self.bool(name)?.unwrap_or(default))
+    }
+
     /// The retry policy: AFTERCALL_MAX_ATTEMPTS, AFTERCALL_RETRY_BASE, AFTERCALL_RETRY_FACTOR,
     /// AFTERCALL_RETRY_CAP, AFTERCALL_MAX_RETRY_AFTER, AFTERCALL_RETRY_JITTER.
     pub fn retry_policy(&self) -> Result<RetryPolicy, SettingError> {
         let d = RetryPolicy::default();
         let p = RetryPolicy {
-            max_attempts: self
-                .parse("AFTERCALL_MAX_ATTEMPTS")?
-                .unwrap_or(d.max_attempts),
-            base: self.duration("AFTERCALL_RETRY_BASE")?.unwrap_or(d.base),
-            factor: self.parse("AFTERCALL_RETRY_FACTOR")?.unwrap_or(d.factor),
-            cap: self.duration("AFTERCALL_RETRY_CAP")?.unwrap_or(d.cap),
-            max_retry_after: self
-                .duration("AFTERCALL_MAX_RETRY_AFTER")?
-                .unwrap_or(d.max_retry_after),
-            jitter: self.parse("AFTERCALL_RETRY_JITTER")?.unwrap_or(d.jitter),
+            max_attempts: self.parse_or("AFTERCALL_MAX_ATTEMPTS", d.max_attempts)?,
+            base: self.duration_or("AFTERCALL_RETRY_BASE", d.base)?,
+            factor: self.parse_or("AFTERCALL_RETRY_FACTOR", d.factor)?,
+            cap: self.duration_or("AFTERCALL_RETRY_CAP", d.cap)?,
+            max_retry_after: self.duration_or("AFTERCALL_MAX_RETRY_AFTER", d.max_retry_after)?,
+            jitter: self.parse_or("AFTERCALL_RETRY_JITTER", d.jitter)?,
         };
         let bad = |name: &str, message: &str| {
             Err(SettingError {

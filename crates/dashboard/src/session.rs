@@ -7,7 +7,8 @@
 
 use aftercall_api::{ApiError, Caller, Scope};
 use aftercall_queue::SessionRecord;
-use axum::extract::{Query, State};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -257,25 +258,36 @@ fn login_page(dash: &Dash, status: StatusCode, next: &str, error: Option<&str>) 
     dash.views.page(status, None, "Log in", "", body)
 }
 
-/// Form fields of a urlencoded body.
-pub(crate) fn form_fields(body: &[u8]) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(body).into_owned().collect()
+/// The fields of a urlencoded form body, whatever its `Content-Type` says.
+pub(crate) struct FormFields(Vec<(String, String)>);
+
+impl FormFields {
+    /// The first value of `name`.
+    fn get(&self, name: &str) -> Option<&str> {
+        let mut named = self.0.iter().filter(|(k, _)| k == name);
+        named.next().map(|(_, v)| v.as_str())
+    }
 }
 
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+impl<S: Send + Sync> FromRequest<S> for FormFields {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(FormFields(
+            url::form_urlencoded::parse(&body).into_owned().collect(),
+        ))
+    }
 }
 
 pub(crate) async fn login(
     State(dash): State<Dash>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    fields: FormFields,
 ) -> Response {
-    let fields = form_fields(&body);
-    let next = safe_next(field(&fields, "next"));
+    let next = safe_next(fields.get("next"));
     // Login CSRF (logging a victim into the attacker's token) needs a cross-site post.
     if !same_origin(&headers) {
         return login_page(
@@ -285,7 +297,7 @@ pub(crate) async fn login(
             Some("This form must be sent from this site."),
         );
     }
-    let token = field(&fields, "token").unwrap_or("").trim();
+    let token = fields.get("token").unwrap_or("").trim();
     if token.is_empty() {
         return login_page(
             &dash,
@@ -442,11 +454,10 @@ pub(crate) async fn login_with_link(
 pub(crate) async fn logout(
     State(dash): State<Dash>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    fields: FormFields,
 ) -> Response {
-    let fields = form_fields(&body);
     let id = cookie_session(&headers).unwrap_or_default();
-    if let Err(refused) = check_csrf(&headers, &csrf_for(&id), field(&fields, "csrf")) {
+    if let Err(refused) = check_csrf(&headers, &csrf_for(&id), fields.get("csrf")) {
         return refused.into_response();
     }
     if !id.is_empty()

@@ -12,14 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use aftercall_testkit::{Receiver, RedisOptions, RedisServer, Reply, free_port};
+use aftercall_testkit::{ADMIN, READ, Receiver, RedisOptions, RedisServer, Reply, free_port};
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
-const ADMIN: &str = "admin-token-0123456789abcdef";
-const READ: &str = "read-token-0123456789abcdef";
 const INGEST: &str = "ingest-token-0123456789abcdef";
 /// The whole browser run, start to end.
 const DEADLINE: Duration = Duration::from_secs(240);

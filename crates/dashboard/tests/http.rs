@@ -4,15 +4,13 @@
 //! API's routes.
 
 use aftercall_api::{ApiConfig, ApiState, Scope, Token};
-use aftercall_testkit::{RedisOptions, TestQueue};
+use aftercall_testkit::{ADMIN, READ, RedisOptions, TestQueue};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const ADMIN: &str = "admin-token-0123456789abcdef";
-const READ: &str = "read-token-0123456789abcdef";
 const HOST: &str = "127.0.0.1:8080";
 
 struct Harness {

@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use aftercall_api::{ApiConfig, ApiError, ApiState, Scope, Token};
 use aftercall_queue::Queue;
-use aftercall_testkit::{RedisOptions, TestQueue};
+use aftercall_testkit::{ADMIN, RedisOptions, TestQueue};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 
-const ADMIN: &str = "admin-token-0123456789abcdef";
 const OTHER: &str = "other-token-0123456789abcdef";
 
 fn config(secret: &str) -> ApiConfig {

@@ -7,13 +7,11 @@ use std::time::{Duration, Instant};
 
 use aftercall_api::{ApiConfig, ApiState, Scope, Token};
 use aftercall_queue::{Queue, SessionRecord};
-use aftercall_testkit::{RedisOptions, TestQueue};
+use aftercall_testkit::{ADMIN, READ, RedisOptions, TestQueue};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 
-const ADMIN: &str = "admin-token-0123456789abcdef";
-const READ: &str = "read-token-0123456789abcdef";
 const EIGHT_HOURS_MS: i64 = 8 * 3600 * 1000;
 
 fn token(name: &str, secret: &str, scope: Scope) -> Token {

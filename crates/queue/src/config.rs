@@ -66,7 +66,7 @@ impl QueueConfig {
                 message: "must not contain braces or spaces".into(),
             });
         }
-        let partitions = s.parse("AFTERCALL_PARTITIONS")?.unwrap_or(d.partitions);
+        let partitions = s.parse_or("AFTERCALL_PARTITIONS", d.partitions)?;
         if !(1..=crate::MAX_PARTITIONS).contains(&partitions) {
             return Err(aftercall_core::settings::SettingError {
                 name: "AFTERCALL_PARTITIONS".into(),
@@ -78,18 +78,12 @@ impl QueueConfig {
             url: s.string("AFTERCALL_REDIS_URL").unwrap_or(d.url),
             prefix,
             connect_timeout: d.connect_timeout,
-            response_timeout: s
-                .duration("AFTERCALL_REDIS_TIMEOUT")?
-                .unwrap_or(d.response_timeout),
+            response_timeout: s.duration_or("AFTERCALL_REDIS_TIMEOUT", d.response_timeout)?,
             retry: s.retry_policy()?,
-            max_event_bytes: s
-                .parse("AFTERCALL_MAX_EVENT_BYTES")?
-                .unwrap_or(d.max_event_bytes),
-            cluster: s.bool("AFTERCALL_REDIS_CLUSTER")?.unwrap_or(d.cluster),
-            wait_replicas: s
-                .parse("AFTERCALL_REDIS_WAIT_REPLICAS")?
-                .unwrap_or(d.wait_replicas),
-            allow_eviction: s.bool(ALLOW_EVICTION)?.unwrap_or(d.allow_eviction),
+            max_event_bytes: s.parse_or("AFTERCALL_MAX_EVENT_BYTES", d.max_event_bytes)?,
+            cluster: s.bool_or("AFTERCALL_REDIS_CLUSTER", d.cluster)?,
+            wait_replicas: s.parse_or("AFTERCALL_REDIS_WAIT_REPLICAS", d.wait_replicas)?,
+            allow_eviction: s.bool_or(ALLOW_EVICTION, d.allow_eviction)?,
             encryption: match s.string("AFTERCALL_ENCRYPTION_KEYS") {
                 Some(v) if !v.trim().is_empty() => {
                     Some(crate::Keyring::parse(&v).map_err(|message| {

@@ -92,9 +92,7 @@ impl AlertsConfig {
         };
         Ok(AlertsConfig {
             target,
-            dead_threshold: s
-                .parse("AFTERCALL_ALERTS_DEAD_THRESHOLD")?
-                .unwrap_or(d.dead_threshold),
+            dead_threshold: s.parse_or("AFTERCALL_ALERTS_DEAD_THRESHOLD", d.dead_threshold)?,
         })
     }
 }
@@ -175,15 +173,13 @@ impl WorkerConfig {
                 .map(|c| c.parse().map_err(|e| bad("AFTERCALL_ALLOW_CIDRS", e)))
                 .collect::<Result<_, _>>()?;
         }
-        http.https_only = s.bool("AFTERCALL_HTTPS_ONLY")?.unwrap_or(http.https_only);
-        http.timeout = s
-            .duration("AFTERCALL_HTTP_TIMEOUT")?
-            .unwrap_or(http.timeout);
-        let concurrency: usize = s.parse("AFTERCALL_CONCURRENCY")?.unwrap_or(d.concurrency);
+        http.https_only = s.bool_or("AFTERCALL_HTTPS_ONLY", http.https_only)?;
+        http.timeout = s.duration_or("AFTERCALL_HTTP_TIMEOUT", http.timeout)?;
+        let concurrency: usize = s.parse_or("AFTERCALL_CONCURRENCY", d.concurrency)?;
         if concurrency == 0 {
             return Err(bad("AFTERCALL_CONCURRENCY", "must be at least 1".into()));
         }
-        let lease = s.duration("AFTERCALL_LEASE")?.unwrap_or(d.lease);
+        let lease = s.duration_or("AFTERCALL_LEASE", d.lease)?;
         if lease < Duration::from_millis(300) {
             return Err(bad("AFTERCALL_LEASE", "must be at least 300ms".into()));
         }
@@ -203,14 +199,10 @@ impl WorkerConfig {
             queue: QueueConfig::from_settings(s)?,
             concurrency,
             lease,
-            grace: s.duration("AFTERCALL_GRACE")?.unwrap_or(d.grace),
-            retention: s.duration("AFTERCALL_RETENTION")?.unwrap_or(d.retention),
-            payload_retention: s
-                .duration("AFTERCALL_PAYLOAD_RETENTION")?
-                .unwrap_or(d.payload_retention),
-            dead_retention: s
-                .duration("AFTERCALL_DEAD_RETENTION")?
-                .unwrap_or(d.dead_retention),
+            grace: s.duration_or("AFTERCALL_GRACE", d.grace)?,
+            retention: s.duration_or("AFTERCALL_RETENTION", d.retention)?,
+            payload_retention: s.duration_or("AFTERCALL_PAYLOAD_RETENTION", d.payload_retention)?,
+            dead_retention: s.duration_or("AFTERCALL_DEAD_RETENTION", d.dead_retention)?,
             actions,
             worker_id: s.string("AFTERCALL_WORKER_ID").unwrap_or(d.worker_id),
             limits: limits::Limits::parse(&s.string("AFTERCALL_LIMITS").unwrap_or_default())?,
@@ -219,7 +211,7 @@ impl WorkerConfig {
                 Some(spec) => breakers::Breakers::parse(&spec)?,
                 None => d.breakers,
             },
-            max_hold: s.duration("AFTERCALL_MAX_HOLD")?.unwrap_or(d.max_hold),
+            max_hold: s.duration_or("AFTERCALL_MAX_HOLD", d.max_hold)?,
             alerts: AlertsConfig::from_settings(s)?,
         })
     }

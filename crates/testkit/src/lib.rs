@@ -17,3 +17,8 @@ pub use http::{Http, http_client};
 pub use receiver::{Received, Receiver, Reply};
 pub use redis_server::{RedisOptions, RedisServer, ensure_redis_server, free_port, plain_url};
 pub use test_queue::TestQueue;
+
+/// The API tokens the tests configure, one per scope.
+pub const ADMIN: &str = "admin-token-0123456789abcdef";
+pub const INGEST: &str = "ingest-token-0123456789abcdef";
+pub const READ: &str = "read-token-0123456789abcdef";

@@ -96,9 +96,7 @@ impl EmailConfig {
             cfg.from = Some(f);
         }
         cfg.ca_file = s.string("AFTERCALL_SMTP_CA_FILE").map(PathBuf::from);
-        cfg.accept_invalid_certs = s
-            .bool("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS")?
-            .unwrap_or(false);
+        cfg.accept_invalid_certs = s.bool_or("AFTERCALL_SMTP_ACCEPT_INVALID_CERTS", false)?;
         if let Some(t) = s.duration("AFTERCALL_SMTP_TIMEOUT")? {
             if t.is_zero() {
                 return Err(invalid(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aftercall_actions::HttpConfig;
 use aftercall_core::config::{Action, EmailAction, SmsAction, TaskAction};
-use aftercall_core::{ActionJob, CallEvent};
+use aftercall_core::{ActionJob, CallEvent, Outcome};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -70,6 +70,14 @@ pub fn parse_action<T: OneAction>(v: Value) -> T {
 /// The job of `a` for `event`.
 pub fn job_of<T: OneAction>(event: Value, a: &T) -> ActionJob {
     job(event, a.clone().into_action())
+}
+
+/// A delivered outcome's status and detail (`""` without one); fails on any other outcome.
+pub fn delivered(out: &Outcome) -> (Option<u16>, &str) {
+    match out {
+        Outcome::Delivered { status, detail } => (*status, detail.as_deref().unwrap_or("")),
+        other => panic!("not delivered: {other:?}"),
+    }
 }
 
 /// Fails unless less than `limit` passed since `started` (a timeout cut the wait short).

@@ -18,9 +18,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use serde_json::Value;
 use tower::ServiceExt;
 
-pub const ADMIN: &str = "admin-token-0123456789abcdef";
-pub const INGEST: &str = "ingest-token-0123456789abcdef";
-pub const READ: &str = "read-token-0123456789abcdef";
+pub use aftercall_testkit::{ADMIN, INGEST, READ};
 
 pub const SEED_AGENT: &str = include_str!("../../../../tests/fixtures/seed-agent.json");
 pub const SEED_CALL: &str = include_str!("../../../../tests/fixtures/seed-call.json");
