@@ -109,6 +109,13 @@ fn action(v: Value) -> EmailAction {
     parse_action(v)
 }
 
+/// An SMTP server in `mode` and an executor sending to it.
+async fn smtp(mode: &str) -> (SmtpServer, EmailExecutor) {
+    let server = SmtpServer::start(mode).await;
+    let exec = smtp_executor(server.url());
+    (server, exec)
+}
+
 fn smtp_executor(url: String) -> EmailExecutor {
     let cfg = EmailConfig {
         smtp_url: Some(url),
@@ -131,8 +138,7 @@ fn part<'a>(msg: &'a Value, content_type: &str) -> &'a str {
 
 #[tokio::test]
 async fn sends_multipart_mail_with_variables_escaping_and_a_stable_message_id() {
-    let server = SmtpServer::start("accept").await;
-    let exec = smtp_executor(server.url());
+    let (server, exec) = smtp("accept").await;
     let mut event = seed_event();
     event["metadata"]["caller_name"] = json!("<script>alert(1)</script>");
     let a = action(json!({
@@ -207,8 +213,7 @@ async fn sends_multipart_mail_with_variables_escaping_and_a_stable_message_id() 
 
 #[tokio::test]
 async fn cr_lf_in_a_callers_name_cannot_add_headers_or_recipients() {
-    let server = SmtpServer::start("accept").await;
-    let exec = smtp_executor(server.url());
+    let (server, exec) = smtp("accept").await;
     let mut event = seed_event();
     event["metadata"]["caller_name"] = json!("Eve\r\nBcc: victim@evil.example\r\nX-Injected: yes");
     let a = action(
@@ -244,8 +249,7 @@ async fn cr_lf_in_a_callers_name_cannot_add_headers_or_recipients() {
 
 #[tokio::test]
 async fn a_451_is_retried_and_the_next_attempt_delivers() {
-    let server = SmtpServer::start("tempfail:1").await;
-    let exec = smtp_executor(server.url());
+    let (server, exec) = smtp("tempfail:1").await;
     let a = action(json!({"type": "email", "to": "{{caller_email}}"}));
     let j = email_job(seed_event(), &a);
 
@@ -263,16 +267,7 @@ async fn a_451_is_retried_and_the_next_attempt_delivers() {
     assert!(server.messages().is_empty());
 
     let second = exec.execute("job_451.0", &j, &a).await;
-    assert!(
-        matches!(
-            &second,
-            Outcome::Delivered {
-                status: Some(250),
-                ..
-            }
-        ),
-        "{second:?}"
-    );
+    assert_eq!(delivered(&second).0, Some(250), "{second:?}");
     let m = server.wait_for(1).await;
     assert_eq!(m.len(), 1);
     assert_eq!(
@@ -283,8 +278,7 @@ async fn a_451_is_retried_and_the_next_attempt_delivers() {
 
 #[tokio::test]
 async fn a_550_is_permanent_and_does_not_show_the_address() {
-    let server = SmtpServer::start("reject").await;
-    let exec = smtp_executor(server.url());
+    let (server, exec) = smtp("reject").await;
     let a = action(json!({"type": "email", "to": "{{caller_email}}"}));
     let out = send(&exec, "job_550.0", &a).await;
     match &out {

@@ -81,24 +81,17 @@ async fn linear_sends_the_issue_create_mutation() {
     let r = server.single_to(Method::POST, "/graphql");
     assert_eq!(r.header("authorization"), Some("lin_api_key"));
     let body = r.json();
-    assert!(
-        body["query"]
-            .as_str()
-            .unwrap()
-            .contains("issueCreate(input: $input)"),
-        "{body}"
-    );
+    let query = body["query"].as_str().unwrap();
+    assert!(query.contains("issueCreate(input: $input)"), "{body}");
     let input = &body["variables"]["input"];
     assert_eq!(input["teamId"], "team-uuid");
     assert_eq!(input["title"], DEFAULT_TITLE);
     assert_eq!(input["assigneeId"], "user-uuid");
     assert_eq!(input["labelIds"], json!(["label-uuid"]));
     assert_eq!(input["dueDate"], "2026-03-17");
+    let description = input["description"].as_str().unwrap();
     assert!(
-        input["description"]
-            .as_str()
-            .unwrap()
-            .starts_with("Caller inquired about order #12345."),
+        description.starts_with("Caller inquired about order #12345."),
         "{input}"
     );
     assert_eq!(
@@ -209,13 +202,8 @@ async fn asana_sends_the_task_data() {
     assert_eq!(d["projects"], json!(["1199"]));
     assert_eq!(d["assignee"], "me");
     assert_eq!(d["due_on"], "2026-03-22");
-    assert!(
-        d["notes"]
-            .as_str()
-            .unwrap()
-            .contains("Number: +14155551234"),
-        "{d}"
-    );
+    let notes = d["notes"].as_str().unwrap();
+    assert!(notes.contains("Number: +14155551234"), "{d}");
     assert!(d.get("workspace").is_none());
 
     // Without a project the worker's workspace is used.
@@ -258,27 +246,12 @@ async fn github_sends_the_issue() {
 #[tokio::test]
 async fn provider_failures_are_classified() {
     type MakeConfig = fn(&str) -> TaskConfig;
-    let configs: Vec<(&str, MakeConfig, Value)> = vec![
-        (
-            "linear",
-            linear_cfg,
-            json!({"type": "task", "provider": "linear", "project": "t"}),
-        ),
-        (
-            "jira",
-            jira_cfg,
-            json!({"type": "task", "provider": "jira", "project": "SUP"}),
-        ),
-        (
-            "asana",
-            asana_cfg,
-            json!({"type": "task", "provider": "asana", "project": "1"}),
-        ),
-        (
-            "github",
-            github_cfg,
-            json!({"type": "task", "provider": "github", "project": "acme/support"}),
-        ),
+    // (provider, its settings, a project)
+    let configs: [(&str, MakeConfig, &str); 4] = [
+        ("linear", linear_cfg, "t"),
+        ("jira", jira_cfg, "SUP"),
+        ("asana", asana_cfg, "1"),
+        ("github", github_cfg, "acme/support"),
     ];
     let plays: Vec<(Reply, &str)> = vec![
         (
@@ -302,10 +275,10 @@ async fn provider_failures_are_classified() {
             "retry",
         ),
     ];
-    for (name, cfg, action) in &configs {
+    for (name, cfg, project) in configs {
         for (reply, want) in &plays {
             let server = TestServer::start(vec![reply.clone()]).await;
-            let a = task(action.clone());
+            let a = task(json!({"type": "task", "provider": name, "project": project}));
             let out = run(cfg(&server.base), "job_fail.0", &a).await;
             assert_eq!(kind(&out), *want, "{name} HTTP {}: {out:?}", reply.status);
             let shown = format!("{out:?}");
