@@ -560,7 +560,7 @@ where
 /// An agent config's JSON: `name` (if any) and `actions`, a JSON array of actions, as
 /// its enabled follow-up.
 pub fn agent_config(name: Option<&str>, actions: serde_json::Value) -> String {
-    let mut cfg = serde_json::json!({
+    let mut cfg = json!({
         "voice_tools": {"post_call_follow_up": {"enabled": true, "actions": actions}}
     });
     if let Some(name) = name {

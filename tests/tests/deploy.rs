@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use aftercall_tests::{World, run_ok};
 
-const TOKEN: &str = "admin-token-0123456789abcdef";
-
 fn deploy(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy")
@@ -254,7 +252,7 @@ fn exported(text: &str) -> BTreeMap<String, Vec<BTreeMap<String, String>>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn alerts_and_dashboard_query_only_metrics_a_worker_exports() {
     let mut w = World::new().await;
-    let base = w.with_api(&format!("admin:{TOKEN}")).base;
+    let base = w.with_admin_api().base;
     let _worker = w.worker();
     let http = aftercall_testkit::http_client();
 
@@ -385,7 +383,7 @@ print("ok")
 #[tokio::test(flavor = "multi_thread")]
 async fn without_workers_the_oldest_queued_job_ages_on_metrics() {
     let mut w = World::new().await;
-    let base = w.with_api(&format!("admin:{TOKEN}")).base;
+    let base = w.with_admin_api().base;
     w.set("AFTERCALL_ROLE", "api");
     w.push("call-waiting", "agent-1").await;
     let _api = w.worker();

@@ -264,8 +264,10 @@ pub(crate) struct FormFields(Vec<(String, String)>);
 impl FormFields {
     /// The first value of `name`.
     fn get(&self, name: &str) -> Option<&str> {
-        let mut named = self.0.iter().filter(|(k, _)| k == name);
-        named.next().map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
