@@ -4,7 +4,7 @@
 
 use aftercall_queue::{DestinationHealth, Pause, PauseScope};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -50,9 +50,8 @@ pub(crate) async fn list(State(s): State<ApiState>) -> Result<Json<DestinationLi
 pub(crate) async fn pause(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
-    body: RawBody,
+    Scope(scope): Scope,
 ) -> Result<Json<Scoped>> {
-    let scope = scope(&body)?;
     s.queue.pause(&scope).await?;
     tracing::info!(scope = %scope.key(), by = %caller.name, "paused");
     Ok(Json(Scoped { scope: scope.key() }))
@@ -61,14 +60,25 @@ pub(crate) async fn pause(
 pub(crate) async fn resume(
     State(s): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
-    body: RawBody,
+    Scope(scope): Scope,
 ) -> Result<Json<Scoped>> {
-    let scope = scope(&body)?;
     if !s.queue.resume(&scope).await? {
         return Err(ApiError::NotFound(format!("{} is not paused", scope.key())));
     }
     tracing::info!(scope = %scope.key(), by = %caller.name, "resumed");
     Ok(Json(Scoped { scope: scope.key() }))
+}
+
+/// The body of a pause or resume, read as its [`PauseScope`] (`invalid_scope` otherwise).
+pub(crate) struct Scope(PauseScope);
+
+impl FromRequest<ApiState> for Scope {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &ApiState) -> Result<Self> {
+        let body = RawBody::from_request(req, state).await?;
+        scope(&body).map(Scope)
+    }
 }
 
 fn scope(body: &RawBody) -> Result<PauseScope> {

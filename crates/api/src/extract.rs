@@ -11,39 +11,33 @@ use serde::de::DeserializeOwned;
 use crate::ApiState;
 use crate::error::ApiError;
 
+/// Implements `FromRequestParts` for `$name`, a wrapper of what axum's `$axum` extracts,
+/// its rejection answered as a 400 with `$code` and axum's own message.
+macro_rules! part_extractor {
+    ($name:ident $(<$t:ident: $bound:path>)?, $axum:ident<$inner:ty>, $code:literal) => {
+        impl<$($t: $bound,)? S: Send + Sync> FromRequestParts<S> for $name$(<$t>)? {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+                let $axum(value) = $axum::<$inner>::from_request_parts(parts, state)
+                    .await
+                    .map_err(|e| ApiError::BadRequest {
+                        code: $code,
+                        message: e.body_text(),
+                    })?;
+                Ok($name(value))
+            }
+        }
+    };
+}
+
 /// The one path parameter of a route (`agent_id`, `call_id`, `job_id`).
 pub(crate) struct Id(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Id {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest {
-                code: "invalid_path",
-                message: e.body_text(),
-            })?;
-        Ok(Id(id))
-    }
-}
+part_extractor!(Id, Path<String>, "invalid_path");
 
 /// Query parameters; unknown ones are refused by the target type.
 pub(crate) struct Params<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(q) = Query::<T>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest {
-                code: "invalid_query",
-                message: e.body_text(),
-            })?;
-        Ok(Params(q))
-    }
-}
+part_extractor!(Params<T: DeserializeOwned>, Query<T>, "invalid_query");
 
 /// The raw body with its `Content-Type`, bounded by `max_body_bytes` (413 beyond).
 pub(crate) struct RawBody {

@@ -363,6 +363,36 @@ fn sentiment(s: Option<String>) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Each platform's own words for how a call ended, in the one vocabulary rules use.
+    #[test]
+    fn retell_and_vapi_ended_reasons() {
+        use EndedReason as E;
+        let (retell, vapi): (fn(&str) -> E, fn(&str) -> E) =
+            (retell::ended_reason, vapi::ended_reason);
+        for (platform, r, want) in [
+            (retell, "agent_hangup", E::AgentHungUp),
+            (retell, "voicemail_reached", E::Voicemail),
+            (retell, "dial_no_answer", E::NoAnswer),
+            (retell, "dial_busy", E::Busy),
+            (retell, "call_transfer", E::Transferred),
+            (retell, "max_duration_reached", E::TimedOut),
+            (retell, "error_llm_websocket_open", E::Failed),
+            (retell, "telephony_provider_unavailable", E::Failed),
+            (retell, "manual_stopped", E::Other),
+            (vapi, "voicemail", E::Voicemail),
+            (vapi, "customer-did-not-answer", E::NoAnswer),
+            (vapi, "customer-busy", E::Busy),
+            (vapi, "assistant-said-end-call-phrase", E::AgentHungUp),
+            (vapi, "assistant-forwarded-call", E::Transferred),
+            (vapi, "customer-ended-call-during-transfer", E::Transferred),
+            (vapi, "silence-timed-out", E::TimedOut),
+            (vapi, "pipeline-error-openai-llm-failed", E::Failed),
+            (vapi, "manually-canceled", E::Other),
+        ] {
+            assert_eq!(platform(r), want, "{r}");
+        }
+    }
+
     #[test]
     fn agent_map_reads_and_applies() {
         let m = AgentMap::parse("retell:agent_1=support, vapi:asst-9=sales").unwrap();

@@ -212,21 +212,4 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.field, "event");
     }
-
-    #[test]
-    fn ended_reasons() {
-        for (r, want) in [
-            ("agent_hangup", EndedReason::AgentHungUp),
-            ("voicemail_reached", EndedReason::Voicemail),
-            ("dial_no_answer", EndedReason::NoAnswer),
-            ("dial_busy", EndedReason::Busy),
-            ("call_transfer", EndedReason::Transferred),
-            ("max_duration_reached", EndedReason::TimedOut),
-            ("error_llm_websocket_open", EndedReason::Failed),
-            ("telephony_provider_unavailable", EndedReason::Failed),
-            ("manual_stopped", EndedReason::Other),
-        ] {
-            assert_eq!(ended_reason(r), want, "{r}");
-        }
-    }
 }

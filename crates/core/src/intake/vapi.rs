@@ -169,24 +169,4 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.field, "message.call.id");
     }
-
-    #[test]
-    fn ended_reasons() {
-        for (r, want) in [
-            ("voicemail", EndedReason::Voicemail),
-            ("customer-did-not-answer", EndedReason::NoAnswer),
-            ("customer-busy", EndedReason::Busy),
-            ("assistant-said-end-call-phrase", EndedReason::AgentHungUp),
-            ("assistant-forwarded-call", EndedReason::Transferred),
-            (
-                "customer-ended-call-during-transfer",
-                EndedReason::Transferred,
-            ),
-            ("silence-timed-out", EndedReason::TimedOut),
-            ("pipeline-error-openai-llm-failed", EndedReason::Failed),
-            ("manually-canceled", EndedReason::Other),
-        ] {
-            assert_eq!(ended_reason(r), want, "{r}");
-        }
-    }
 }
