@@ -186,6 +186,14 @@ impl World {
         self.cli_with(args, stdin, &[])
     }
 
+    /// The dead letters `aftercall dlq list --error <class> --json` prints.
+    pub fn dead_letters_by_error(&self, class: &str) -> Vec<serde_json::Value> {
+        let out = self.cli(&["dlq", "list", "--error", class, "--json"], "");
+        assert_ok(&out, &format!("aftercall dlq list --error {class} --json"));
+        let page: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a page");
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Runs the CLI with extra environment.
     pub fn cli_with(&self, args: &[&str], stdin: &str, extra: &[(&str, &str)]) -> Output {
         use std::io::Write;
@@ -234,6 +242,25 @@ impl World {
         let rx = Receiver::answering(reply).await;
         self.webhook_agent(agent, &rx.url).await;
         rx
+    }
+
+    /// A worker with jobs in flight: `calls` (prefix, count) for agent `a1`, whose
+    /// receiver answers 200 after `delay`, returned once `reached` requests have reached
+    /// the receiver (within `within`).
+    pub async fn busy_worker(
+        &self,
+        delay: Duration,
+        (prefix, n): (&str, usize),
+        reached: usize,
+        within: Duration,
+    ) -> (Receiver, Worker) {
+        let rx = self
+            .receiver_for("a1", Reply::status(200).delay(delay))
+            .await;
+        let worker = self.worker();
+        self.enqueue_range(prefix, "a1", 0..n).await;
+        rx.wait_for(reached, within).await;
+        (rx, worker)
     }
 
     /// The status of a call that must be known.

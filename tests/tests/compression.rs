@@ -8,8 +8,9 @@ use std::time::Duration;
 use aftercall_core::CallEvent;
 use aftercall_queue::Queue;
 use aftercall_tests::{
-    K1, K2, Receiver, Reply, World, assert_ok, poll, settled, stdout, store_agent,
+    K1, K2, Receiver, Reply, World, agent_config, assert_ok, poll, settled, stdout, store_agent,
 };
+use serde_json::json;
 
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xB5, 0x2F, 0xFD];
 const MARK: &str = "mark-5c1e";
@@ -53,7 +54,7 @@ fn transcript(call_id: &str) -> String {
 }
 
 fn event(call_id: &str, agent: &str, transcript: &str) -> CallEvent {
-    let json = serde_json::json!({
+    let json = json!({
         "call_id": call_id,
         "agent_id": agent,
         "caller_number": "+14155551234",
@@ -65,13 +66,8 @@ fn event(call_id: &str, agent: &str, transcript: &str) -> CallEvent {
 
 /// Two webhook actions, with the transcript: one to `ok`, one to `bad`.
 async fn agent(q: &Queue, id: &str, ok: &str, bad: &str) {
-    let action =
-        |url: &str| format!(r#"{{"type":"webhook","url":"{url}","include_transcript":true}}"#);
-    let body = format!(
-        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{},{}]}}}}}}"#,
-        action(ok),
-        action(bad)
-    );
+    let action = |url: &str| json!({"type": "webhook", "url": url, "include_transcript": true});
+    let body = agent_config(None, json!([action(ok), action(bad)]));
     store_agent(q, id, &body).await;
 }
 

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use aftercall_tests::{
-    K1, K2, Receiver, Reply, World, assert_all, assert_ok, settled, store_agent,
+    K1, K2, Receiver, Reply, World, agent_config, assert_all, assert_ok, settled, store_agent,
 };
+use serde_json::json;
 
 const WRONG_V1: &str = "v1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
@@ -47,9 +48,13 @@ async fn sealed_at_rest_delivered_in_full_and_rotated_under_traffic() {
     w.set("AFTERCALL_ENCRYPTION_KEYS", K1);
     let rx = Receiver::answering(Reply::status(200)).await;
     let q1 = w.keyed(K1).await;
-    let agent = format!(
-        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"{}","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw","headers":{{"Authorization":"Bearer crm-secret-token"}}}}]}}}}}}"#,
-        rx.url
+    let agent = agent_config(
+        None,
+        json!([{
+            "type": "webhook", "url": rx.url,
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "headers": {"Authorization": "Bearer crm-secret-token"},
+        }]),
     );
     store_agent(&q1, "agent_x", &agent).await;
     let mut worker = w.worker();

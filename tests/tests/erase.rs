@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aftercall_tests::{ADMIN, Receiver, Reply, World, assert_all, assert_ok};
+use aftercall_tests::{ADMIN, Reply, World, assert_all, assert_ok};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -13,8 +13,8 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
     // Each call's one action waits for its retry: the receiver failed with the
     // caller's e-mail in its answer, which the attempt keeps as its snippet.
     w.set("AFTERCALL_RETRY_BASE", "1h");
-    let rx = Receiver::answering(Reply::status(503).body("no such contact ann@example.com")).await;
-    w.webhook_agent("agent_e", &rx.url).await;
+    let failing = Reply::status(503).body("no such contact ann@example.com");
+    let rx = w.receiver_for("agent_e", failing).await;
     let _worker = w.worker();
     w.push("e-1", "agent_e").await;
     w.push("e-2", "agent_e").await;
@@ -107,10 +107,9 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
 #[tokio::test(flavor = "multi_thread")]
 async fn settled_jobs_lose_their_content_after_the_payload_retention_and_dead_letters_keep_it() {
     let w = World::new().await;
-    let ok = Receiver::answering(Reply::status(200)).await;
-    let refusing = Receiver::answering(Reply::status(400).body("rejected ann@example.com")).await;
-    w.webhook_agent("agent_ok", &ok.url).await;
-    w.webhook_agent("agent_no", &refusing.url).await;
+    let _ok = w.receiver_for("agent_ok", Reply::status(200)).await;
+    let refusing = Reply::status(400).body("rejected ann@example.com");
+    let refusing = w.receiver_for("agent_no", refusing).await;
     let _worker = w.worker();
     w.push("p-1", "agent_ok").await;
     w.push("p-2", "agent_no").await;
@@ -188,9 +187,9 @@ async fn settled_jobs_lose_their_content_after_the_payload_retention_and_dead_le
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_past_their_retention_lose_their_payload_visibly() {
     let w = World::new().await;
-    let refusing = Receiver::start().await.unwrap();
-    refusing.set_default(Reply::status(400).body("rejected"));
-    w.webhook_agent("agent_no", &refusing.url).await;
+    let _refusing = w
+        .receiver_for("agent_no", Reply::status(400).body("rejected"))
+        .await;
     let mut worker = w.worker();
     w.push("dr-1", "agent_no").await;
     let s = w

@@ -76,6 +76,13 @@ struct Api {
 }
 
 impl Api {
+    /// Posts `m` and fails unless the answer is `status` with `outcome`.
+    async fn expect(&self, platform: &str, m: &Signed, status: u16, outcome: &str) {
+        let (got, answer) = self.post(platform, m).await;
+        let said = answer["outcome"].as_str();
+        assert_eq!((got, said), (status, Some(outcome)), "{platform}: {answer}");
+    }
+
     async fn post(&self, platform: &str, m: &Signed) -> (u16, Value) {
         self.post_raw(platform, &m.body, &m.headers).await
     }
@@ -247,18 +254,8 @@ async fn a_retell_call_waits_for_its_analysis_and_fans_out_once_with_it() {
     );
 
     // call_ended: held for the analysis, visibly.
-    let (status, answer) = api.post("retell", &ended).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (202, Some("waiting")),
-        "{answer}"
-    );
-    let (status, answer) = api.post("retell", &ended).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("duplicate")),
-        "{answer}"
-    );
+    api.expect("retell", &ended, 202, "waiting").await;
+    api.expect("retell", &ended, 200, "duplicate").await;
     let s = w.status("r-1").await;
     assert_eq!(s.call_ended.state.state.as_str(), "scheduled");
     let reason = s.call_ended.state.reason.clone().unwrap_or_default();
@@ -273,12 +270,7 @@ async fn a_retell_call_waits_for_its_analysis_and_fans_out_once_with_it() {
     );
 
     // call_analyzed: joins it; the call fans out once, with the analysis summary.
-    let (status, answer) = api.post("retell", &analyzed).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (202, Some("joined")),
-        "{answer}"
-    );
+    api.expect("retell", &analyzed, 202, "joined").await;
     let s = settled_call(&w, "r-1").await;
     assert_eq!(s.actions.len(), 1);
     assert_eq!(s.actions[0].state.state.as_str(), "delivered");
@@ -287,12 +279,7 @@ async fn a_retell_call_waits_for_its_analysis_and_fans_out_once_with_it() {
         analysis.summary.as_deref(),
         Some("The caller wants a refund for order 12345.")
     );
-    let (status, answer) = api.post("retell", &analyzed).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("duplicate")),
-        "{answer}"
-    );
+    api.expect("retell", &analyzed, 200, "duplicate").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let got = delivered(&rx, "r-1");
     assert_eq!(got.len(), 1, "{got:?}");
@@ -310,19 +297,9 @@ async fn a_retell_call_waits_for_its_analysis_and_fans_out_once_with_it() {
 
     // An agent that does not wait: the call fans out at once; a later analysis is kept
     // with the call and runs nothing again.
-    let (status, answer) = api.post("retell", &ended_2).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (202, Some("enqueued")),
-        "{answer}"
-    );
+    api.expect("retell", &ended_2, 202, "enqueued").await;
     settled_call(&w, "r-2").await;
-    let (status, answer) = api.post("retell", &analyzed_2).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("late")),
-        "{answer}"
-    );
+    api.expect("retell", &analyzed_2, 200, "late").await;
     let s = w.status("r-2").await;
     assert!(s.analysis.is_some());
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -336,12 +313,7 @@ async fn a_retell_call_waits_for_its_analysis_and_fans_out_once_with_it() {
     );
 
     // A message the product does not use: acknowledged, nothing else.
-    let (status, answer) = api.post("retell", &started).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("ignored")),
-        "{answer}"
-    );
+    api.expect("retell", &started, 200, "ignored").await;
     assert!(w.queue.call_status("r-3").await.unwrap().is_none());
 
     // Counted by platform and outcome.
@@ -412,12 +384,7 @@ async fn vapi_and_bland_messages_become_calls_with_every_mapped_field() {
     // Vapi: a Bearer Token credential and an HMAC credential both work; a wrong token,
     // a stale signature and other message types do not enqueue.
     for m in [&by_bearer, &by_hmac] {
-        let (status, answer) = api.post("vapi", m).await;
-        assert_eq!(
-            (status, answer["outcome"].as_str()),
-            (202, Some("enqueued")),
-            "{answer}"
-        );
+        api.expect("vapi", m, 202, "enqueued").await;
     }
     assert_eq!(api.post("vapi", &wrong).await.0, 401);
     assert_eq!(api.post("vapi", &stale).await.0, 401);
@@ -460,12 +427,7 @@ async fn vapi_and_bland_messages_become_calls_with_every_mapped_field() {
     assert_eq!(got[0]["duration_seconds"], 91);
 
     // Bland: signed with its webhook secret; its pathway is mapped to an agent.
-    let (status, answer) = api.post("bland", &post).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (202, Some("enqueued")),
-        "{answer}"
-    );
+    api.expect("bland", &post, 202, "enqueued").await;
     assert_eq!(api.post("bland", &forged).await.0, 401);
     assert!(w.queue.call_status("b-2").await.unwrap().is_none());
     let s = settled_call(&w, "b-1").await;

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use aftercall_core::CallEvent;
-use aftercall_tests::{Receiver, Reply, World, assert_all, store_agent};
+use aftercall_tests::{Receiver, Reply, World, agent_config, assert_all, store_agent};
+use serde_json::{Value, json};
 
 const MARK: &str = "transcript-mark-7f3a";
 
@@ -20,14 +21,16 @@ async fn push(w: &World, call_id: &str, agent: &str) {
 
 /// `n` webhook actions to `url`, each `delay` after the fan-out.
 async fn agent(w: &World, id: &str, url: &str, n: usize, delay: &str) {
-    let action = format!(
-        r#"{{"type":"webhook","url":"{url}","delay":"{delay}","include_transcript":true}}"#
-    );
-    let body = format!(
-        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{}]}}}}}}"#,
-        vec![action; n].join(",")
-    );
+    let action = json!({"type": "webhook", "url": url, "delay": delay, "include_transcript": true});
+    let body = agent_config(None, Value::Array(vec![action; n]));
     store_agent(&w.queue, id, &body).await;
+}
+
+/// A receiver answering `reply`, and `id` with `n` webhook actions to it.
+async fn serve(w: &World, id: &str, reply: Reply, n: usize, delay: &str) -> Receiver {
+    let rx = Receiver::answering(reply).await;
+    agent(w, id, &rx.url, n, delay).await;
+    rx
 }
 
 async fn hlen(w: &World, key: &str) -> u64 {
@@ -41,8 +44,7 @@ async fn hlen(w: &World, key: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_actions_read_one_stored_event_and_a_config_change_does_not_alter_them() {
     let w = World::new().await;
-    let rx = Receiver::answering(Reply::status(200)).await;
-    agent(&w, "agent_1", &rx.url, 3, "2s").await;
+    let rx = serve(&w, "agent_1", Reply::status(200), 3, "2s").await;
     let _worker = w.worker();
     push(&w, "c-1", "agent_1").await;
     let s = w
@@ -86,8 +88,7 @@ async fn three_actions_read_one_stored_event_and_a_config_change_does_not_alter_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_keeps_its_call_s_event_past_the_retention_until_replayed_or_purged() {
     let w = World::new().await;
-    let rx = Receiver::answering(Reply::status(400)).await;
-    agent(&w, "agent_d", &rx.url, 1, "0s").await;
+    let rx = serve(&w, "agent_d", Reply::status(400), 1, "0s").await;
     let _worker = w.worker();
     for call in ["d-1", "d-2"] {
         push(&w, call, "agent_d").await;

@@ -116,12 +116,8 @@ async fn retry_after_is_honoured() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
     let w = World::new().await;
-    let rx = w
-        .receiver_for(
-            "a1",
-            Reply::status(400).body(r#"{"error":"missing field crm_id"}"#),
-        )
-        .await;
+    let refusal = Reply::status(400).body(r#"{"error":"missing field crm_id"}"#);
+    let rx = w.receiver_for("a1", refusal).await;
     let _worker = w.worker();
     let s = w.push_settled("c1", "a1", T).await;
     let a = &s.actions[0];
@@ -133,9 +129,7 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
         text.contains("HTTP 400") && text.contains("missing field crm_id"),
         "{text}"
     );
-    let out = w.cli(&["dlq", "list", "--error", "http_4xx", "--json"], "");
-    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(w.dead_letters_by_error("http_4xx").len(), 1);
     let out = w.cli(&["dlq", "list", "--action", "email"], "");
     assert_prints(&out, "no dead letters");
     // Purge needs a selection; a filter that matches nothing purges nothing.
@@ -618,12 +612,9 @@ async fn redis_unreachable_fails_fast_and_workers_survive_a_restart() {
 async fn kill_9_mid_flight_loses_nothing() {
     let w = World::with_env(&[("AFTERCALL_LEASE", "1s"), ("AFTERCALL_CONCURRENCY", "8")]).await;
     // Slow receiver: the first worker dies with jobs in flight.
-    let rx = w
-        .receiver_for("a1", Reply::status(200).delay(Duration::from_millis(700)))
+    let (rx, mut first) = w
+        .busy_worker(Duration::from_millis(700), ("k", 30), 3, T)
         .await;
-    let mut first = w.worker();
-    w.enqueue_range("k", "a1", 0..30).await;
-    rx.wait_for(3, T).await;
     first.kill9();
     let seen_at_kill = rx.count();
     let _second = w.worker();
@@ -653,12 +644,9 @@ async fn kill_9_mid_flight_loses_nothing() {
 async fn sigterm_finishes_in_flight_jobs() {
     let mut w = World::new().await;
     w.set("AFTERCALL_CONCURRENCY", "4");
-    let rx = w
-        .receiver_for("a1", Reply::status(200).delay(Duration::from_millis(500)))
+    let (_rx, mut worker) = w
+        .busy_worker(Duration::from_millis(500), ("t", 12), 2, T)
         .await;
-    let mut worker = w.worker();
-    w.enqueue_range("t", "a1", 0..12).await;
-    rx.wait_for(2, T).await;
     let status = worker
         .terminate(Duration::from_secs(15))
         .expect("worker exits after SIGTERM");
@@ -825,17 +813,14 @@ async fn outcomes_recorded_during_a_renewal_are_not_reported_as_lost_leases() {
 /// claim per call.
 /// Agent `a1` with one webhook action per entry of `delays` ("" = at once, or "1h").
 async fn webhook_actions(q: &aftercall_queue::Queue, delays: &[&str]) {
-    let actions: Vec<String> = delays
+    let actions = delays
         .iter()
         .map(|d| match d {
-            &"" => r#"{"type":"webhook","url":"http://127.0.0.1:9/hook"}"#.to_string(),
-            d => format!(r#"{{"type":"webhook","url":"http://127.0.0.1:9/hook","delay":"{d}"}}"#),
+            &"" => json!({"type": "webhook", "url": "http://127.0.0.1:9/hook"}),
+            d => json!({"type": "webhook", "url": "http://127.0.0.1:9/hook", "delay": d}),
         })
         .collect();
-    let body = format!(
-        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{}]}}}}}}"#,
-        actions.join(",")
-    );
+    let body = agent_config(None, serde_json::Value::Array(actions));
     store_agent(q, "a1", &body).await;
 }
 

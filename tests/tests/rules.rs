@@ -23,11 +23,13 @@ async fn a_voicemail_skips_the_conditioned_action_visibly_everywhere() {
     let mut w = World::new().await;
     let http = w.with_admin_api();
     let rx = Receiver::start().await.unwrap();
-    let body = format!(
-        r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[
-            {{"type":"webhook","url":"{0}/thanks","when":"ended_reason != \"voicemail\" and duration_seconds > 30"}},
-            {{"type":"webhook","url":"{0}/always"}}]}}}}}}"#,
-        rx.url
+    let body = agent_config(
+        None,
+        json!([
+            {"type": "webhook", "url": format!("{}/thanks", rx.url),
+             "when": "ended_reason != \"voicemail\" and duration_seconds > 30"},
+            {"type": "webhook", "url": format!("{}/always", rx.url)},
+        ]),
     );
     let out = w.cli_set_agent("a1", &body);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -83,8 +85,12 @@ async fn a_bad_condition_is_refused_naming_the_field() {
     let worker = w.worker();
     worker.wait_status(&http, "/readyz", 200).await;
     let body = |when: &str| {
-        format!(
-            r#"{{"voice_tools":{{"post_call_follow_up":{{"enabled":true,"actions":[{{"type":"webhook","url":"https://x.example/a"}},{{"type":"sms","template":"hi","when":"{when}"}}]}}}}}}"#
+        agent_config(
+            None,
+            json!([
+                {"type": "webhook", "url": "https://x.example/a"},
+                {"type": "sms", "template": "hi", "when": when},
+            ]),
         )
     };
     let path = "voice_tools.post_call_follow_up.actions[1].when";
@@ -181,7 +187,10 @@ fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
 }
 
 fn sms_agent() -> String {
-    r#"{"voice_tools":{"post_call_follow_up":{"enabled":true,"actions":[{"type":"sms","template":"Thanks for calling!"}]}}}"#.into()
+    agent_config(
+        None,
+        json!([{"type": "sms", "template": "Thanks for calling!"}]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -359,6 +359,46 @@ fn sentiment(s: Option<String>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// What the platforms' readers' tests share.
+#[cfg(test)]
+mod check {
+    use serde_json::Value;
+
+    use super::{Message, Platform};
+    use crate::event::CallEvent;
+
+    /// The call-ended event `body` becomes on `platform`, and whether its analysis follows.
+    pub(super) fn ended(platform: Platform, body: &Value) -> (CallEvent, bool) {
+        match platform.read(body.to_string().as_bytes(), 1 << 20).unwrap() {
+            Message::Ended {
+                event,
+                analysis_follows,
+            } => (*event, analysis_follows),
+            other => panic!("not a call-ended message: {other:?}"),
+        }
+    }
+
+    /// Asserts that `event`, as it is stored and sent, holds each field of `want`
+    /// (objects compared key by key; `null` stands for absent).
+    pub(super) fn assert_has(event: &CallEvent, want: Value) {
+        fn diff(got: &Value, want: &Value, at: &str, out: &mut Vec<String>) {
+            match want {
+                Value::Object(fields) => {
+                    for (k, w) in fields {
+                        let g = got.get(k).unwrap_or(&Value::Null);
+                        diff(g, w, &format!("{at}/{k}"), out);
+                    }
+                }
+                _ if got != want => out.push(format!("{at}: {got}, not {want}")),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        diff(&serde_json::to_value(event).unwrap(), &want, "", &mut out);
+        assert!(out.is_empty(), "{}", out.join("\n"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
