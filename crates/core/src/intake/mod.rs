@@ -407,8 +407,8 @@ mod tests {
     #[test]
     fn retell_and_vapi_ended_reasons() {
         use EndedReason as E;
-        let (retell, vapi): (fn(&str) -> E, fn(&str) -> E) =
-            (retell::ended_reason, vapi::ended_reason);
+        let retell: fn(&str) -> E = retell::ended_reason;
+        let vapi: fn(&str) -> E = vapi::ended_reason;
         for (platform, r, want) in [
             (retell, "agent_hangup", E::AgentHungUp),
             (retell, "voicemail_reached", E::Voicemail),
