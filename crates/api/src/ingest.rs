@@ -170,12 +170,15 @@ mod tests {
     fn each_body_format_is_read_as_itself() {
         let lines = format!("{OK}\n{}\n", OK.replace("c1", "c2"));
         let calls = |body: &str, format| match parse_calls(body.as_bytes(), format, 200) {
-            Ok(Calls::One(_)) => Ok(1),
-            Ok(Calls::Many(v)) => Ok(v.len()),
+            Ok(Calls::One(e)) => Ok(vec![e.call_id]),
+            Ok(Calls::Many(v)) => Ok(v.into_iter().map(|e| e.call_id).collect()),
             Err(_) => Err(()),
         };
-        assert_eq!(calls(OK, BodyFormat::Json), Ok(1));
-        assert_eq!(calls(&lines, BodyFormat::JsonLines), Ok(2));
+        assert_eq!(calls(OK, BodyFormat::Json), Ok(vec!["c1".into()]));
+        assert_eq!(
+            calls(&lines, BodyFormat::JsonLines),
+            Ok(vec!["c1".into(), "c2".into()])
+        );
         assert_eq!(calls(&lines, BodyFormat::Json), Err(()));
     }
 
