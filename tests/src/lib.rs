@@ -244,6 +244,13 @@ impl World {
         rx
     }
 
+    /// A receiver answering `reply` for `agent`'s one webhook action, and a worker to
+    /// run it.
+    pub async fn serving(&self, agent: &str, reply: Reply) -> (Receiver, Worker) {
+        let rx = self.receiver_for(agent, reply).await;
+        (rx, self.worker())
+    }
+
     /// A worker with jobs in flight: `calls` (prefix, count) for agent `a1`, whose
     /// receiver answers 200 after `delay`, returned once `reached` requests have reached
     /// the receiver (within `within`).
@@ -254,10 +261,7 @@ impl World {
         reached: usize,
         within: Duration,
     ) -> (Receiver, Worker) {
-        let rx = self
-            .receiver_for("a1", Reply::status(200).delay(delay))
-            .await;
-        let worker = self.worker();
+        let (rx, worker) = self.serving("a1", Reply::status(200).delay(delay)).await;
         self.enqueue_range(prefix, "a1", 0..n).await;
         rx.wait_for(reached, within).await;
         (rx, worker)

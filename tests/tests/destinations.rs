@@ -30,8 +30,7 @@ async fn flapping(partitions: usize) {
         ],
     )
     .await;
-    let rx = w.receiver_for("a1", Reply::status(503)).await;
-    let _w1 = w.worker();
+    let (rx, _w1) = w.serving("a1", Reply::status(503)).await;
     let n = 40;
     w.enqueue_range("f", "a1", 0..n).await;
     let outage = Duration::from_secs(5);
@@ -89,8 +88,7 @@ async fn work_held_past_its_horizon_is_dead_lettered_with_the_reason() {
         ("AFTERCALL_MAX_ATTEMPTS", "100"),
     ])
     .await;
-    let _rx = w.receiver_for("a1", Reply::status(503)).await;
-    let _w1 = w.worker();
+    let (_rx, _w1) = w.serving("a1", Reply::status(503)).await;
     w.enqueue_range("h", "a1", 0..5).await;
     for s in w.settled_range("h", 0..5, Duration::from_secs(15)).await {
         let id = &s.call_id;

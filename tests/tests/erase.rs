@@ -14,8 +14,7 @@ async fn an_erased_call_keeps_its_outcomes_and_nothing_personal() {
     // caller's e-mail in its answer, which the attempt keeps as its snippet.
     w.set("AFTERCALL_RETRY_BASE", "1h");
     let failing = Reply::status(503).body("no such contact ann@example.com");
-    let rx = w.receiver_for("agent_e", failing).await;
-    let _worker = w.worker();
+    let (rx, _worker) = w.serving("agent_e", failing).await;
     w.push("e-1", "agent_e").await;
     w.push("e-2", "agent_e").await;
     for call in ["e-1", "e-2"] {
@@ -109,14 +108,9 @@ async fn settled_jobs_lose_their_content_after_the_payload_retention_and_dead_le
     let w = World::new().await;
     let _ok = w.receiver_for("agent_ok", Reply::status(200)).await;
     let refusing = Reply::status(400).body("rejected ann@example.com");
-    let refusing = w.receiver_for("agent_no", refusing).await;
-    let _worker = w.worker();
-    w.push("p-1", "agent_ok").await;
-    w.push("p-2", "agent_no").await;
-    for call in ["p-1", "p-2"] {
-        let s = w
-            .wait_call(call, Duration::from_secs(20), aftercall_tests::settled)
-            .await;
+    let (refusing, _worker) = w.serving("agent_no", refusing).await;
+    for (call, agent) in [("p-1", "agent_ok"), ("p-2", "agent_no")] {
+        let s = w.push_settled(call, agent, Duration::from_secs(20)).await;
         assert!(aftercall_tests::settled(&s), "{s:?}");
     }
     // Not yet due: nothing changes.

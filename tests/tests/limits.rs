@@ -13,8 +13,7 @@ async fn a_host_limit_holds_across_replicas_and_costs_no_attempts() {
     ])
     .await;
     let hold = Duration::from_millis(300);
-    let rx = w.receiver_for("a1", Reply::status(200).delay(hold)).await;
-    let _w1 = w.worker();
+    let (rx, _w1) = w.serving("a1", Reply::status(200).delay(hold)).await;
     let _w2 = w.worker();
     let n = 12;
     w.enqueue_range("l", "a1", 0..n).await;

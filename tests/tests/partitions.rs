@@ -264,8 +264,7 @@ async fn a_closing_circuit_lets_every_partition_s_held_work_go_at_once() {
         ],
     )
     .await;
-    let rx = w.receiver_for("a1", Reply::status(503)).await;
-    let _worker = w.worker();
+    let (rx, _worker) = w.serving("a1", Reply::status(503)).await;
     w.enqueue_range("h", "a1", 0..30).await;
     let held = aftercall_tests::poll(Duration::from_secs(15), || async {
         let list = w.queue.destinations().await.unwrap();

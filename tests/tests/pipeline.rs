@@ -117,8 +117,7 @@ async fn retry_after_is_honoured() {
 async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
     let w = World::new().await;
     let refusal = Reply::status(400).body(r#"{"error":"missing field crm_id"}"#);
-    let rx = w.receiver_for("a1", refusal).await;
-    let _worker = w.worker();
+    let (rx, _worker) = w.serving("a1", refusal).await;
     let s = w.push_settled("c1", "a1", T).await;
     let a = &s.actions[0];
     assert_job(a, "dead", 1);
@@ -157,8 +156,7 @@ async fn a_400_is_dead_lettered_at_once_with_status_and_body() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blank_filter_needs_all_and_a_dry_run_touches_nothing() {
     let w = World::new().await;
-    let _rx = w.receiver_for("a1", Reply::status(400)).await;
-    let _worker = w.worker();
+    let (_rx, _worker) = w.serving("a1", Reply::status(400)).await;
     for c in ["c1", "c2"] {
         w.push(c, "a1").await;
         w.wait_call(c, T, settled).await;
@@ -232,8 +230,7 @@ async fn exhausted_retries_dead_letter_then_replay_delivers() {
         ("AFTERCALL_RETRY_BASE", "50ms"),
     ])
     .await;
-    let rx = w.receiver_for("a1", Reply::status(503)).await;
-    let _worker = w.worker();
+    let (rx, _worker) = w.serving("a1", Reply::status(503)).await;
     let s = w.push_settled("c1", "a1", T).await;
     let a = &s.actions[0];
     assert_job(a, "dead", 3);
@@ -264,8 +261,7 @@ async fn exhausted_retries_dead_letter_then_replay_delivers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn same_call_twice_is_one_delivery() {
     let w = World::new().await;
-    let rx = w.receiver_for("a1", Reply::ok()).await;
-    let _worker = w.worker();
+    let (rx, _worker) = w.serving("a1", Reply::ok()).await;
     let ev = call_event("dup1", "a1");
     let first = w.cli(&["enqueue"], &ev);
     let second = w.cli(&["enqueue"], &ev);
@@ -567,8 +563,7 @@ async fn single_enqueues_fail_cleanly_while_redis_is_down_and_recover() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_unreachable_fails_fast_and_workers_survive_a_restart() {
     let mut w = World::new().await;
-    let rx = w.receiver_for("a1", Reply::ok()).await;
-    let mut worker = w.worker();
+    let (rx, mut worker) = w.serving("a1", Reply::ok()).await;
     w.push("before", "a1").await;
     assert_eq!(rx.wait_for(1, T).await.len(), 1);
 
@@ -667,8 +662,7 @@ async fn sigterm_finishes_in_flight_jobs() {
 async fn ssrf_guard_blocks_private_targets_by_default() {
     let mut w = World::new().await;
     w.set("AFTERCALL_ALLOW_CIDRS", "");
-    let rx = w.receiver_for("a1", Reply::ok()).await;
-    let _worker = w.worker();
+    let (rx, _worker) = w.serving("a1", Reply::ok()).await;
     let s = w.push_settled("c1", "a1", T).await;
     let a = &s.actions[0];
     assert_job(a, "dead", 1);
@@ -712,8 +706,7 @@ async fn a_delayed_action_waits_its_delay_through_the_scheduled_set() {
 async fn the_producers_trace_is_carried_into_logs_and_continued_to_the_receiver() {
     let mut w = World::new().await;
     w.set("AFTERCALL_LOG_FORMAT", "json");
-    let rx = w.receiver_for("a1", Reply::ok()).await;
-    let worker = w.worker();
+    let (rx, worker) = w.serving("a1", Reply::ok()).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let ev = call_event("tr1", "a1").replacen(
         '{',
@@ -785,8 +778,7 @@ async fn outcomes_recorded_during_a_renewal_are_not_reported_as_lost_leases() {
     // (short enough to cross many of them, long enough that a slow machine's stall does
     // not expire a lease for real).
     w.set("AFTERCALL_LEASE", "1s");
-    let rx = w.receiver_for("a1", Reply::ok()).await;
-    let mut worker = w.worker();
+    let (rx, mut worker) = w.serving("a1", Reply::ok()).await;
     w.enqueue_range("r", "a1", 0..3000).await;
     rx.wait_for(3000, Duration::from_secs(120)).await;
     let status = worker
@@ -807,10 +799,11 @@ async fn outcomes_recorded_during_a_renewal_are_not_reported_as_lost_leases() {
     assert_eq!((stats.dead, stats.running, stats.queued), (0, 0, 0));
 }
 
-/// A fan-out leases its call's first action that is due now to the fanning-out worker
-/// (its first attempt), which runs it without a fetch. Delayed and further actions are
-/// queued as before; a stale parent lease claims and writes nothing; batched fan-outs
-/// claim per call.
+// A fan-out leases its call's first action that is due now to the fanning-out worker
+// (its first attempt), which runs it without a fetch. Delayed and further actions are
+// queued as before; a stale parent lease claims and writes nothing; batched fan-outs
+// claim per call.
+
 /// Agent `a1` with one webhook action per entry of `delays` ("" = at once, or "1h").
 async fn webhook_actions(q: &aftercall_queue::Queue, delays: &[&str]) {
     let actions = delays
@@ -822,6 +815,14 @@ async fn webhook_actions(q: &aftercall_queue::Queue, delays: &[&str]) {
         .collect();
     let body = agent_config(None, serde_json::Value::Array(actions));
     store_agent(q, "a1", &body).await;
+}
+
+/// What worker `w1` leases by hand, as its fetch loop would: up to 10 jobs, for a minute.
+async fn lease_jobs(q: &aftercall_queue::Queue) -> Vec<aftercall_queue::Leased> {
+    q.fetch("w1", 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .jobs
 }
 
 /// The fan-out a worker holding `p` under `token` would record, as the runtime builds it.
@@ -888,12 +889,7 @@ async fn a_budget_is_stored_only_when_it_is_not_the_default() {
     assert_eq!(stored(custom[0].job_id.clone()).await, Some("3".into()));
     let rec = w.queue.job(&default[0].job_id).await.unwrap().unwrap();
     assert_eq!(rec.max_attempts, 8, "an absent budget reads as the default");
-    let leased = w
-        .queue
-        .fetch("w1", 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .jobs;
+    let leased = lease_jobs(&w.queue).await;
     let budget = |call: &str| {
         let id = [&default[..], &custom[..]]
             .concat()
@@ -927,12 +923,7 @@ async fn a_budget_is_stored_only_when_it_is_not_the_default() {
     );
     assert_eq!(stored(r1.jobs[0].0.id.clone()).await, None);
     assert_eq!(stored(r3.jobs[1].0.id.clone()).await, Some("3".into()));
-    let actions = w
-        .queue
-        .fetch("w1", 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .jobs;
+    let actions = lease_jobs(&w.queue).await;
     let mut budgets: Vec<u32> = actions.iter().map(|l| l.max_attempts).collect();
     budgets.sort();
     assert_eq!(budgets, [3, 3, 8, 8]);
@@ -954,11 +945,7 @@ async fn retention_forgets_old_finished_jobs_and_call_ids_only() {
         .enqueue(vec![ev("r1"), ev("r2"), ev("r3"), ev("r4")])
         .await
         .unwrap();
-    let leased = q
-        .fetch("w1", 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .jobs;
+    let leased = lease_jobs(q).await;
     let by = |call: &str| {
         let id = &enq.iter().find(|e| e.call_id == call).unwrap().job_id;
         leased.iter().find(|l| &l.id == id).unwrap()
@@ -1038,11 +1025,7 @@ async fn a_fan_out_that_does_not_apply_leaves_no_data_behind() {
     for c in ["c1", "c2", "c3"] {
         w.push(c, "a1").await;
     }
-    let parents = q
-        .fetch("w1", 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .jobs;
+    let parents = lease_jobs(q).await;
     let cfg = q.get_agent("a1").await.unwrap();
     let record = |i: usize, token: &str| fan_out_record(&parents[i], token, cfg.as_ref(), None);
     let mut raw = w.raw().await;

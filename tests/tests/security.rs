@@ -590,8 +590,7 @@ async fn works_as_a_least_privilege_acl_user_and_never_shows_its_password() {
     })
     .await;
     w.set("RUST_LOG", "debug");
-    let _rx = w.receiver_for("a1", Reply::ok()).await;
-    let mut worker = w.worker();
+    let (_rx, mut worker) = w.serving("a1", Reply::ok()).await;
     cli_enqueue_delivered(&w, "acl1").await;
     for args in [
         vec!["calls", "show", "acl1"],
