@@ -799,11 +799,6 @@ async fn outcomes_recorded_during_a_renewal_are_not_reported_as_lost_leases() {
     assert_eq!((stats.dead, stats.running, stats.queued), (0, 0, 0));
 }
 
-// A fan-out leases its call's first action that is due now to the fanning-out worker
-// (its first attempt), which runs it without a fetch. Delayed and further actions are
-// queued as before; a stale parent lease claims and writes nothing; batched fan-outs
-// claim per call.
-
 /// Agent `a1` with one webhook action per entry of `delays` ("" = at once, or "1h").
 async fn webhook_actions(q: &aftercall_queue::Queue, delays: &[&str]) {
     let actions = delays
@@ -1094,6 +1089,10 @@ async fn a_fan_out_that_does_not_apply_leaves_no_data_behind() {
     assert_eq!(audit.count("action:queued"), 6);
 }
 
+/// A fan-out leases its call's first action that is due now to the fanning-out worker
+/// (its first attempt), which runs it without a fetch. Delayed and further actions are
+/// queued as before; a stale parent lease claims and writes nothing; batched fan-outs
+/// claim per call.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fan_out_claims_its_first_due_action_for_the_fanning_out_worker() {
     use aftercall_queue::{FannedOut, Finish, FinishMode, Leased, StateInfo};
