@@ -251,7 +251,7 @@ impl World {
         (rx, self.worker())
     }
 
-    /// A worker with jobs in flight: `calls` (prefix, count) for agent `a1`, whose
+    /// A worker with jobs in flight: `n` calls `prefix0`… for agent `a1`, whose
     /// receiver answers 200 after `delay`, returned once `reached` requests have reached
     /// the receiver (within `within`).
     pub async fn busy_worker(

@@ -367,9 +367,14 @@ mod check {
     use super::{Message, Platform};
     use crate::event::CallEvent;
 
+    /// The message `body` is on `platform` (read as the webhook would be).
+    pub(super) fn message(platform: Platform, body: &Value) -> Message {
+        platform.read(body.to_string().as_bytes(), 1 << 20).unwrap()
+    }
+
     /// The call-ended event `body` becomes on `platform`, and whether its analysis follows.
     pub(super) fn ended(platform: Platform, body: &Value) -> (CallEvent, bool) {
-        match platform.read(body.to_string().as_bytes(), 1 << 20).unwrap() {
+        match message(platform, body) {
             Message::Ended {
                 event,
                 analysis_follows,

@@ -105,7 +105,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::intake::check::{assert_has, ended};
+    use crate::intake::check::{assert_has, ended, message};
 
     fn call(extra: Value) -> Value {
         let mut c = json!({
@@ -124,12 +124,6 @@ mod tests {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         c
-    }
-
-    fn read_json(v: Value) -> Message {
-        Platform::Retell
-            .read(v.to_string().as_bytes(), 1 << 20)
-            .unwrap()
     }
 
     #[test]
@@ -160,9 +154,10 @@ mod tests {
         let analysis = json!({"call_analysis": {"call_summary": "Wants a refund.", "call_successful": true,
             "user_sentiment": "Positive", "in_voicemail": false, "custom_analysis_data": {"callback": true}},
             "direction": "outbound"});
-        let Message::Analyzed { event: e } =
-            read_json(json!({"event": "call_analyzed", "call": call(analysis)}))
-        else {
+        let Message::Analyzed { event: e } = message(
+            Platform::Retell,
+            &json!({"event": "call_analyzed", "call": call(analysis)}),
+        ) else {
             panic!("analyzed")
         };
         assert_eq!(e.summary.as_deref(), Some("Wants a refund."));
@@ -175,9 +170,10 @@ mod tests {
         // Outbound: the number called.
         assert_eq!(e.caller_number.as_deref(), Some("+14155550199"));
         let vm = json!({"call_analysis": {"in_voicemail": true}});
-        let Message::Analyzed { event: e } =
-            read_json(json!({"event": "call_analyzed", "call": call(vm)}))
-        else {
+        let Message::Analyzed { event: e } = message(
+            Platform::Retell,
+            &json!({"event": "call_analyzed", "call": call(vm)}),
+        ) else {
             panic!("analyzed")
         };
         assert_eq!(e.ended_reason, Some(EndedReason::Voicemail));
@@ -187,7 +183,10 @@ mod tests {
     #[test]
     fn other_events_are_ignored_and_broken_ones_name_the_field() {
         assert_eq!(
-            read_json(json!({"event": "call_started", "call": call(json!({}))})),
+            message(
+                Platform::Retell,
+                &json!({"event": "call_started", "call": call(json!({}))})
+            ),
             Message::Ignored {
                 kind: "call_started".into()
             }
